@@ -1,0 +1,334 @@
+package testbed
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/ipsecstack/ipsecstack/link/memlink"
+	"github.com/ipsecstack/ipsecstack/stack"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// Addresses of the two stacks (documentation prefixes, RFC 5737/3849).
+var (
+	A4 = netip.MustParseAddr("192.0.2.1")
+	B4 = netip.MustParseAddr("192.0.2.2")
+	A6 = netip.MustParseAddr("2001:db8::1")
+	B6 = netip.MustParseAddr("2001:db8::2")
+)
+
+// NDPMode says how the pair treats neighbour discovery.
+type NDPMode int
+
+// NDP modes.
+const (
+	// NDPProtect protects NS/NA with ESP: transport SAs to each side's
+	// solicited-node multicast address and between the unicast addresses.
+	NDPProtect NDPMode = iota
+	// NDPBypass exempts ICMPv6 types 133-137 with a higher-priority bypass.
+	NDPBypass
+)
+
+// Config chooses what a Pair protects and how.
+type Config struct {
+	Suite Suite
+	Mode  xfrm.Mode
+	// Inner is the family of the protected traffic (4 or 6); Outer the
+	// family of the tunnel endpoints (tunnel mode only; 0 = Inner).
+	Inner, Outer int
+	NDP          NDPMode
+	ESN          bool
+	ReplayWindow uint32
+	// MTU of the link; 0 = 1500.
+	MTU uint32
+	// Plain builds the pair without any SA or policy (the baseline).
+	Plain bool
+	// Dispatchers per link end (benchmarks use 2).
+	Dispatchers int
+}
+
+// Priorities: lower wins, as in Linux.
+const (
+	prioNDP  = 100
+	prioMain = 1000
+)
+
+// Pair is two stacks joined by a memlink.
+type Pair struct {
+	Config Config
+	A, B   *stack.Stack
+	LinkA  *memlink.Endpoint
+	LinkB  *memlink.Endpoint
+	// AddrA and AddrB are the addresses the protected traffic uses.
+	AddrA, AddrB netip.Addr
+
+	mu     sync.Mutex
+	leaks  []string
+	frames int
+}
+
+// New builds a pair.
+func New(cfg Config) (*Pair, error) {
+	if cfg.Inner == 0 {
+		cfg.Inner = 6
+	}
+	if cfg.Outer == 0 || cfg.Mode == xfrm.ModeTransport {
+		cfg.Outer = cfg.Inner
+	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = 128
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	la, lb := memlink.NewPairWithOptions("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02",
+		memlink.Options{MTU: mtu, Dispatchers: cfg.Dispatchers, QueueLen: 4096})
+	p := &Pair{Config: cfg, LinkA: la, LinkB: lb}
+	p.AddrA, p.AddrB = A6, B6
+	if cfg.Inner == 4 {
+		p.AddrA, p.AddrB = A4, B4
+	}
+	var err error
+	mk := func(l *memlink.Endpoint, a4, a6 netip.Addr) (*stack.Stack, error) {
+		return stack.New(stack.Config{
+			Link:  l,
+			Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
+		})
+	}
+	if p.A, err = mk(la, A4, A6); err != nil {
+		return nil, err
+	}
+	if p.B, err = mk(lb, B4, B6); err != nil {
+		p.A.Close()
+		return nil, err
+	}
+	if !cfg.Plain {
+		if err := p.configure(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	la.SetTap(func(dir memlink.Direction, frame []byte) {
+		if dir == memlink.Out {
+			p.inspect("A", p.A.Engine, frame)
+		}
+	})
+	lb.SetTap(func(dir memlink.Direction, frame []byte) {
+		if dir == memlink.Out {
+			p.inspect("B", p.B.Engine, frame)
+		}
+	})
+	return p, nil
+}
+
+// Close stops both stacks.
+func (p *Pair) Close() {
+	if p.A != nil {
+		p.A.Close()
+	}
+	if p.B != nil {
+		p.B.Close()
+	}
+}
+
+// SolicitedNode returns the solicited-node multicast address of a.
+func SolicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	m := [16]byte{0xff, 0x02, 11: 0x01, 12: 0xff}
+	copy(m[13:], b[13:])
+	return netip.AddrFrom16(m)
+}
+
+// SPIs used by the pair: A→B and B→A for the main SAs and the NDP SAs.
+const (
+	SPIAtoB      = 0x1001
+	SPIBtoA      = 0x2001
+	spiNDPmcastA = 0x3001 // A → solicited-node(B)
+	spiNDPmcastB = 0x3002 // B → solicited-node(A)
+	spiNDPuniA   = 0x3003 // A → B unicast NDP
+	spiNDPuniB   = 0x3004
+)
+
+func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+// configure installs SAs and policies on both sides.
+func (p *Pair) configure() error {
+	cfg := p.Config
+	outerA, outerB := A6, B6
+	if cfg.Outer == 4 {
+		outerA, outerB = A4, B4
+	}
+	type side struct {
+		s             *stack.Stack
+		self, peer    netip.Addr
+		oSelf, oPeer  netip.Addr
+		spiOut, spiIn uint32
+	}
+	sides := []side{
+		{p.A, p.AddrA, p.AddrB, outerA, outerB, SPIAtoB, SPIBtoA},
+		{p.B, p.AddrB, p.AddrA, outerB, outerA, SPIBtoA, SPIAtoB},
+	}
+	sa := func(spi uint32, src, dst netip.Addr, mode xfrm.Mode, reqid uint32) xfrm.SAConfig {
+		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: mode, ReqID: reqid,
+			ReplayWindow: cfg.ReplayWindow, ESN: cfg.ESN}
+		cfg.Suite.keyed(&c, byte(spi)^byte(spi>>8))
+		return c
+	}
+	for _, sd := range sides {
+		e := sd.s.Engine
+		srcA, dstA := sd.self, sd.peer
+		inSrc, inDst := sd.peer, sd.self
+		if cfg.Mode == xfrm.ModeTunnel {
+			srcA, dstA = sd.oSelf, sd.oPeer
+			inSrc, inDst = sd.oPeer, sd.oSelf
+		}
+		for _, c := range []xfrm.SAConfig{
+			sa(sd.spiOut, srcA, dstA, cfg.Mode, 1),
+			sa(sd.spiIn, inSrc, inDst, cfg.Mode, 1),
+		} {
+			if _, err := e.AddSA(c); err != nil {
+				return err
+			}
+		}
+		outT := xfrm.Template{Proto: xfrm.ProtoESP, Mode: cfg.Mode, Level: xfrm.LevelRequire, ReqID: 1}
+		inT := outT
+		if cfg.Mode == xfrm.ModeTunnel {
+			outT.Src, outT.Dst = sd.oSelf, sd.oPeer
+			inT.Src, inT.Dst = sd.oPeer, sd.oSelf
+		}
+		pols := []*xfrm.Policy{
+			{Dir: xfrm.DirOut, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{outT},
+				Sel: xfrm.Selector{Src: host(sd.self), Dst: host(sd.peer)}},
+			{Dir: xfrm.DirIn, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{inT},
+				Sel: xfrm.Selector{Src: host(sd.peer), Dst: host(sd.self)}},
+		}
+		if err := addPolicies(e, pols); err != nil {
+			return err
+		}
+	}
+	if cfg.Inner == 6 || cfg.Outer == 6 {
+		return p.configureNDP()
+	}
+	return nil
+}
+
+func addPolicies(e *xfrm.Engine, pols []*xfrm.Policy) error {
+	for _, pol := range pols {
+		if _, err := e.AddPolicy(pol); err != nil {
+			return fmt.Errorf("policy %s %v: %w", pol.Dir, pol.Sel, err)
+		}
+	}
+	return nil
+}
+
+var snRange = netip.MustParsePrefix("ff02::1:ff00:0/104")
+
+// ndpTypes selects NS and NA (ICMPv6 type in the source port range).
+var ndpTypes = xfrm.PortRange{Lo: 135, Hi: 136}
+
+func (p *Pair) configureNDP() error {
+	cfg := p.Config
+	if cfg.NDP == NDPBypass {
+		for _, s := range []*stack.Stack{p.A, p.B} {
+			sel := xfrm.Selector{Proto: xfrm.ProtoICMPv6, SrcPorts: xfrm.PortRange{Lo: 133, Hi: 137}}
+			if err := addPolicies(s.Engine, []*xfrm.Policy{
+				{Dir: xfrm.DirOut, Priority: prioNDP, Action: xfrm.ActionBypass, Sel: sel},
+				{Dir: xfrm.DirIn, Priority: prioNDP, Action: xfrm.ActionBypass, Sel: sel},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	type side struct {
+		s                      *stack.Stack
+		self, peer             netip.Addr
+		mcOut, mcIn, uOut, uIn uint32
+	}
+	for _, sd := range []side{
+		{p.A, A6, B6, spiNDPmcastA, spiNDPmcastB, spiNDPuniA, spiNDPuniB},
+		{p.B, B6, A6, spiNDPmcastB, spiNDPmcastA, spiNDPuniB, spiNDPuniA},
+	} {
+		e := sd.s.Engine
+		mk := func(spi uint32, src, dst netip.Addr) xfrm.SAConfig {
+			c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: xfrm.ModeTransport,
+				ReqID: 2, ReplayWindow: cfg.ReplayWindow, ESN: cfg.ESN}
+			cfg.Suite.keyed(&c, byte(spi))
+			return c
+		}
+		for _, c := range []xfrm.SAConfig{
+			mk(sd.mcOut, sd.self, SolicitedNode(sd.peer)),
+			mk(sd.mcIn, sd.peer, SolicitedNode(sd.self)),
+			mk(sd.uOut, sd.self, sd.peer),
+			mk(sd.uIn, sd.peer, sd.self),
+		} {
+			if _, err := e.AddSA(c); err != nil {
+				return err
+			}
+		}
+		t := []xfrm.Template{{Proto: xfrm.ProtoESP, Mode: xfrm.ModeTransport, Level: xfrm.LevelRequire, ReqID: 2}}
+		icmp := func(src, dst netip.Prefix) xfrm.Selector {
+			return xfrm.Selector{Src: src, Dst: dst, Proto: xfrm.ProtoICMPv6, SrcPorts: ndpTypes}
+		}
+		if err := addPolicies(e, []*xfrm.Policy{
+			{Dir: xfrm.DirOut, Priority: prioNDP, Action: xfrm.ActionProtect, Templates: t, Sel: icmp(host(sd.self), snRange)},
+			{Dir: xfrm.DirIn, Priority: prioNDP, Action: xfrm.ActionProtect, Templates: t, Sel: icmp(host(sd.peer), snRange)},
+			{Dir: xfrm.DirOut, Priority: prioNDP, Action: xfrm.ActionProtect, Templates: t, Sel: icmp(host(sd.self), host(sd.peer))},
+			{Dir: xfrm.DirIn, Priority: prioNDP, Action: xfrm.ActionProtect, Templates: t, Sel: icmp(host(sd.peer), host(sd.self))},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inspect is the leak detector: every frame a side sends must either be
+// IPsec or be allowed in clear by that side's outbound policy.
+func (p *Pair) inspect(who string, e *xfrm.Engine, frame []byte) {
+	p.mu.Lock()
+	p.frames++
+	p.mu.Unlock()
+	if len(frame) < 14 {
+		return
+	}
+	et := binary.BigEndian.Uint16(frame[12:])
+	if et != 0x0800 && et != 0x86dd {
+		return
+	}
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(frame[14:], &f); err != nil {
+		p.leak(fmt.Sprintf("%s sent an unparsable IP packet: %v", who, err))
+		return
+	}
+	switch xfrm.Proto(f.Proto) {
+	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
+		return
+	}
+	if pol := e.SPD.Lookup(xfrm.DirOut, &f); pol != nil && pol.Action == xfrm.ActionProtect {
+		for _, t := range pol.Templates {
+			if t.Level != xfrm.LevelUse {
+				p.leak(fmt.Sprintf("%s sent %v in clear, policy %d requires ESP", who, f, pol.ID))
+				return
+			}
+		}
+	}
+}
+
+func (p *Pair) leak(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.leaks) < 20 {
+		p.leaks = append(p.leaks, s)
+	}
+}
+
+// Leaks returns the cleartext packets seen that a policy should have
+// protected (at most 20), and the number of frames inspected.
+func (p *Pair) Leaks() ([]string, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.leaks...), p.frames
+}

@@ -1,0 +1,472 @@
+// Package memlink provides an in-memory Ethernet "wire" between two gVisor
+// link endpoints, for tests and benchmarks.
+//
+// Unlike gVisor's link/pipe, it frames with Ethernet (so ARP and NDP run and
+// an IPsec wrapper endpoint sees the same frames it would see on AF_PACKET or
+// TAP), copies every frame (the two stacks never share buffers), and delivers
+// asynchronously from per-endpoint goroutines, like a real wire: a stack that
+// writes never re-enters the other stack, so two stacks cannot deadlock on
+// each other's locks.
+package memlink
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Direction says whether a frame seen by a tap was sent or received by the
+// endpoint the tap is set on.
+type Direction int
+
+const (
+	// Out is a frame written by the endpoint (after its Ethernet header was
+	// added), seen before it is queued to the peer.
+	Out Direction = iota + 1
+	// In is a frame delivered to the endpoint, seen just before the stack
+	// gets it.
+	In
+)
+
+// String returns "out" or "in".
+func (d Direction) String() string {
+	switch d {
+	case Out:
+		return "out"
+	case In:
+		return "in"
+	}
+	return "unknown"
+}
+
+// Defaults used when Options leaves a field zero.
+const (
+	DefaultMTU         = 1500
+	DefaultQueueLen    = 1024
+	DefaultDispatchers = 1
+)
+
+// Options configures both ends of a pair.
+type Options struct {
+	// MTU is the IP MTU (frames may be MTU+14 bytes), as fdbased counts it.
+	// Zero means DefaultMTU.
+	MTU uint32
+	// QueueLen is the capacity, in frames, of each delivery goroutine's
+	// queue. A frame arriving at a full queue is dropped and counted, as a
+	// NIC ring would. Zero means DefaultQueueLen.
+	QueueLen int
+	// Dispatchers is the number of delivery goroutines per endpoint. Frames
+	// are spread by a hash of the IP addresses and the 4 bytes after the IP
+	// header (ports, or the ESP SPI), as fdbased does, so one flow stays in
+	// order on one goroutine. Zero means DefaultDispatchers.
+	Dispatchers int
+}
+
+// Stats is a snapshot of one endpoint's frame counters.
+type Stats struct {
+	// Sent counts frames this endpoint put on the wire.
+	Sent uint64
+	// Delivered counts frames handed to this endpoint's dispatcher.
+	Delivered uint64
+	// Dropped counts frames for this endpoint that were lost: its queue was
+	// full, or it was not attached, or it was closed.
+	Dropped uint64
+	// Filtered counts frames for this endpoint whose destination MAC was
+	// neither its own nor broadcast/multicast (not counted in Dropped).
+	Filtered uint64
+	// Oversize counts frames this endpoint refused to send because they
+	// exceeded MTU plus the Ethernet header: a real wire would lose them,
+	// and a silent pass would hide MTU bugs in layers above.
+	Oversize uint64
+}
+
+type counters struct {
+	sent, delivered, dropped, filtered, oversize atomic.Uint64
+}
+
+// run is one attached period: its queues and the channel that stops its
+// goroutines. It is replaced, never reused, so a stopped run's queues are
+// never written again.
+type run struct {
+	queues []chan *buffer.View
+	stop   chan struct{}
+}
+
+// Endpoint is one end of an in-memory Ethernet pair. It implements
+// stack.LinkEndpoint.
+type Endpoint struct {
+	peer     *Endpoint
+	queueLen int
+	nworkers int
+	seed     uint32
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	linkAddr   tcpip.LinkAddress
+	mtu        uint32
+	cur        *run
+	closed     bool
+	onClose    func()
+
+	tap   atomic.Pointer[func(Direction, []byte)]
+	stats counters
+	wg    sync.WaitGroup
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+// NewPair returns the two ends of a wire with the given MACs and IP MTU, one
+// delivery goroutine each.
+func NewPair(macA, macB tcpip.LinkAddress, mtu uint32) (*Endpoint, *Endpoint) {
+	return NewPairWithOptions(macA, macB, Options{MTU: mtu})
+}
+
+// NewPairWithOptions is NewPair with queue length and delivery goroutine
+// count.
+func NewPairWithOptions(macA, macB tcpip.LinkAddress, opts Options) (*Endpoint, *Endpoint) {
+	if opts.MTU == 0 {
+		opts.MTU = DefaultMTU
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = DefaultQueueLen
+	}
+	if opts.Dispatchers <= 0 {
+		opts.Dispatchers = DefaultDispatchers
+	}
+	mk := func(mac tcpip.LinkAddress) *Endpoint {
+		return &Endpoint{
+			queueLen: opts.QueueLen,
+			nworkers: opts.Dispatchers,
+			seed:     rand.Uint32(),
+			linkAddr: mac,
+			mtu:      opts.MTU,
+		}
+	}
+	a, b := mk(macA), mk(macB)
+	a.peer, b.peer = b, a
+	return a, b
+}
+
+// SetTap installs fn (nil removes it). fn is called synchronously with every
+// frame this endpoint writes (Out) and every frame it delivers (In), from the
+// writing goroutine or the delivery goroutine, so it must be safe for
+// concurrent use and must neither keep nor modify frame. Safe to call while
+// traffic flows.
+func (e *Endpoint) SetTap(fn func(dir Direction, frame []byte)) {
+	if fn == nil {
+		e.tap.Store(nil)
+		return
+	}
+	e.tap.Store(&fn)
+}
+
+// Stats returns a snapshot of the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{
+		Sent:      e.stats.sent.Load(),
+		Delivered: e.stats.delivered.Load(),
+		Dropped:   e.stats.dropped.Load(),
+		Filtered:  e.stats.filtered.Load(),
+		Oversize:  e.stats.oversize.Load(),
+	}
+}
+
+// Peer returns the other end of the wire.
+func (e *Endpoint) Peer() *Endpoint { return e.peer }
+
+// Attach implements stack.LinkEndpoint. A non-nil dispatcher starts the
+// delivery goroutines; nil (the NIC being removed) stops them without
+// waiting, because the NIC may hold stack locks that a delivery in progress
+// needs: Wait waits.
+func (e *Endpoint) Attach(dispatcher stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dispatcher = dispatcher
+	if dispatcher == nil || e.closed {
+		e.stopLocked()
+		return
+	}
+	if e.cur != nil {
+		return
+	}
+	r := &run{queues: make([]chan *buffer.View, e.nworkers), stop: make(chan struct{})}
+	for i := range r.queues {
+		r.queues[i] = make(chan *buffer.View, e.queueLen)
+		e.wg.Add(1)
+		go e.worker(r.queues[i], r.stop)
+	}
+	e.cur = r
+}
+
+func (e *Endpoint) stopLocked() {
+	if e.cur != nil {
+		close(e.cur.stop)
+		e.cur = nil
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Close implements stack.LinkEndpoint: it stops the delivery goroutines,
+// makes further writes fail and drops frames sent to it.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.stopLocked()
+	fn := e.onClose
+	e.onClose = nil
+	e.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the delivery goroutines
+// of stopped (detached or closed) periods to exit.
+func (e *Endpoint) Wait() { e.wg.Wait() }
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *Endpoint) SetOnCloseAction(fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onClose = fn
+}
+
+// MTU implements stack.LinkEndpoint.
+func (e *Endpoint) MTU() uint32 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mtu
+}
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *Endpoint) SetMTU(mtu uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mtu = mtu
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint.
+func (*Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.linkAddr
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.linkAddr = addr
+}
+
+// Capabilities implements stack.LinkEndpoint. Only
+// CapabilityResolutionRequired, as fdbased reports with EthernetHeader: ARP
+// and NDP must run, and no checksum offload means every checksum on the wire
+// is real (what an IPsec transform has to protect).
+func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (*Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint, the same way link/ethernet and
+// fdbased do.
+func (*Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: pkt.EgressRoute.LocalLinkAddress,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (*Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// WritePackets implements stack.LinkEndpoint. Each frame is copied into a
+// fresh buffer that the peer's stack will own. Frames lost on the wire
+// (oversize, peer queue full) still count as written, as on a real NIC.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.mu.RLock()
+	closed, mtu := e.closed, e.mtu
+	e.mu.RUnlock()
+	if closed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		n++
+		size := pkt.Size()
+		if mtu != 0 && size > int(mtu)+header.EthernetMinimumSize {
+			e.stats.oversize.Add(1)
+			continue
+		}
+		v := buffer.NewView(size)
+		for _, s := range pkt.AsSlices() {
+			v.Write(s)
+		}
+		if fn := e.tap.Load(); fn != nil {
+			(*fn)(Out, v.AsSlice())
+		}
+		e.stats.sent.Add(1)
+		e.peer.receive(v)
+	}
+	return n, nil
+}
+
+// receive queues a frame for delivery, applying the MAC filter a NIC does in
+// hardware. It takes ownership of v.
+func (e *Endpoint) receive(v *buffer.View) {
+	frame := v.AsSlice()
+	if len(frame) < header.EthernetMinimumSize {
+		e.stats.dropped.Add(1)
+		v.Release()
+		return
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	dst := header.Ethernet(frame).DestinationAddress()
+	// Group bit set: broadcast or multicast, which Ethernet sends to all.
+	if dst != e.linkAddr && dst[0]&1 == 0 {
+		e.stats.filtered.Add(1)
+		v.Release()
+		return
+	}
+	r := e.cur
+	if r == nil {
+		e.stats.dropped.Add(1)
+		v.Release()
+		return
+	}
+	q := r.queues[0]
+	if len(r.queues) > 1 {
+		q = r.queues[flowHash(frame, e.seed)%uint32(len(r.queues))]
+	}
+	select {
+	case q <- v:
+	default:
+		e.stats.dropped.Add(1)
+		v.Release()
+	}
+}
+
+func (e *Endpoint) worker(q chan *buffer.View, stop chan struct{}) {
+	defer e.wg.Done()
+	for {
+		select {
+		case v := <-q:
+			e.deliver(v)
+		case <-stop:
+			// No sender can reach q any more (the run was unpublished
+			// under e.mu before stop was closed): drain and exit.
+			for {
+				select {
+				case v := <-q:
+					e.stats.dropped.Add(1)
+					v.Release()
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (e *Endpoint) deliver(v *buffer.View) {
+	e.mu.RLock()
+	d, self := e.dispatcher, e.linkAddr
+	e.mu.RUnlock()
+	if d == nil {
+		e.stats.dropped.Add(1)
+		v.Release()
+		return
+	}
+	if fn := e.tap.Load(); fn != nil {
+		(*fn)(In, v.AsSlice())
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	defer pkt.DecRef()
+	hdr, _ := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	eth := header.Ethernet(hdr)
+	switch dst := eth.DestinationAddress(); {
+	case dst == header.EthernetBroadcastAddress:
+		pkt.PktType = tcpip.PacketBroadcast
+	case header.IsMulticastEthernetAddress(dst):
+		pkt.PktType = tcpip.PacketMulticast
+	case dst == self:
+		pkt.PktType = tcpip.PacketHost
+	default:
+		pkt.PktType = tcpip.PacketOtherHost
+	}
+	pkt.NetworkProtocolNumber = eth.Type()
+	e.stats.delivered.Add(1)
+	d.DeliverNetworkPacket(eth.Type(), pkt)
+}
+
+// flowHash hashes the IP addresses and, for unfragmented packets, the 4
+// bytes after the IP header (TCP/UDP ports, the ESP SPI), as fdbased's
+// processor selection does: all fragments of a datagram and all packets of a
+// flow land on one goroutine, so the stack sees them in order.
+func flowHash(frame []byte, seed uint32) uint32 {
+	p := frame[header.EthernetMinimumSize:]
+	h := fnvMix(2166136261, seed)
+	switch binary.BigEndian.Uint16(frame[12:14]) {
+	case uint16(header.IPv4ProtocolNumber):
+		if len(p) < header.IPv4MinimumSize {
+			return 0
+		}
+		h = fnvBytes(h, p[12:20])
+		ihl := int(p[0]&0xf) * 4
+		fragmented := binary.BigEndian.Uint16(p[6:8])&0x3fff != 0
+		if !fragmented && ihl >= header.IPv4MinimumSize && len(p) >= ihl+4 {
+			h = fnvBytes(h, p[ihl:ihl+4])
+		}
+	case uint16(header.IPv6ProtocolNumber):
+		if len(p) < header.IPv6MinimumSize {
+			return 0
+		}
+		h = fnvBytes(h, p[8:40])
+		nh := p[6]
+		if !header.IsExtensionHeader(nh) && len(p) >= header.IPv6MinimumSize+4 {
+			h = fnvBytes(h, p[40:44])
+		}
+	default:
+		// ARP and the rest: one goroutine, so they stay ordered too.
+		return 0
+	}
+	return h
+}
+
+func fnvMix(h, v uint32) uint32 {
+	for i := 0; i < 4; i++ {
+		h = (h ^ (v & 0xff)) * 16777619
+		v >>= 8
+	}
+	return h
+}
+
+func fnvBytes(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return h
+}

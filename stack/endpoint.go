@@ -1,0 +1,305 @@
+// Package stack glues the xfrm engine into a gVisor netstack: a link
+// endpoint wrapper that is the output hook (the paper's "stackable
+// destination") and the inbound cleartext check, ESP/AH/IPComp registered as
+// upper-layer protocols whose handler decapsulates and re-injects, and
+// fragmentation after IPsec.
+package stack
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// WrapperMTU is the MTU the wrapper advertises to the stack: large, so the
+// IP layer never fragments a packet before IPsec has seen it (RFC 4301
+// transport mode protects whole datagrams). TCP still sends wire-sized
+// segments because the stack's routes carry the IPsec-adjusted MTU, and the
+// wrapper fragments what exceeds the wire after IPsec.
+const WrapperMTU = 65535
+
+// LinkStats counts what the wrapper did.
+type LinkStats struct {
+	OutPassed    atomic.Uint64 // sent unchanged (bypass or no policy)
+	OutProtected atomic.Uint64 // sent after IPsec
+	OutDropped   atomic.Uint64 // dropped by policy or error
+	OutFragments atomic.Uint64 // fragments made after IPsec
+	InChecked    atomic.Uint64 // cleartext packets that passed the inbound check
+	InDropped    atomic.Uint64 // cleartext packets the inbound check dropped
+	InIPsec      atomic.Uint64 // IPsec packets handed to the protocol handlers
+	Reinjected   atomic.Uint64 // decapsulated packets given back to the stack
+}
+
+// Endpoint wraps a link endpoint with Ethernet framing and runs every
+// outbound IP packet through the xfrm engine. It must be the endpoint the
+// NIC is created on.
+type Endpoint struct {
+	nested.Endpoint
+	lower  stack.LinkEndpoint
+	engine *xfrm.Engine
+
+	// Stats counts packets by fate.
+	Stats LinkStats
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	wireMTU    atomic.Uint32
+
+	fragID atomic.Uint32
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var _ stack.NetworkDispatcher = (*Endpoint)(nil)
+var _ stack.GSOEndpoint = (*Endpoint)(nil)
+
+// NewEndpoint wraps lower, an Ethernet link endpoint, with engine.
+func NewEndpoint(lower stack.LinkEndpoint, engine *xfrm.Engine) *Endpoint {
+	e := &Endpoint{lower: lower, engine: engine}
+	e.Endpoint.Init(lower, e)
+	e.wireMTU.Store(lower.MTU())
+	return e
+}
+
+// Engine returns the xfrm engine the endpoint uses.
+func (e *Endpoint) Engine() *xfrm.Engine { return e.engine }
+
+// Lower returns the wrapped endpoint.
+func (e *Endpoint) Lower() stack.LinkEndpoint { return e.lower }
+
+// WireMTU is the MTU of the link below: the largest IP packet sent.
+func (e *Endpoint) WireMTU() uint32 { return e.wireMTU.Load() }
+
+// MTU implements stack.LinkEndpoint; see WrapperMTU.
+func (e *Endpoint) MTU() uint32 { return WrapperMTU }
+
+// SetMTU sets the wire MTU.
+func (e *Endpoint) SetMTU(mtu uint32) {
+	e.lower.SetMTU(mtu)
+	e.wireMTU.Store(mtu)
+}
+
+// Capabilities masks checksum offload on transmit: the stack must compute
+// the TCP/UDP checksums we then encrypt.
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return e.lower.Capabilities() &^ (stack.CapabilityTXChecksumOffload)
+}
+
+// GSOMaxSize reports no GSO: segments must be whole before IPsec.
+func (e *Endpoint) GSOMaxSize() uint32 { return 0 }
+
+// SupportedGSO reports no GSO.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return stack.GSONotSupported }
+
+// Attach keeps the NIC's dispatcher for re-injection.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	e.Endpoint.Attach(d)
+}
+
+func (e *Endpoint) upper() stack.NetworkDispatcher {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher
+}
+
+// viewAlloc hands the engine pooled gVisor views and remembers the last.
+type viewAlloc struct {
+	views []*buffer.View
+}
+
+func (a *viewAlloc) Alloc(n int) []byte {
+	v := buffer.NewViewSize(n)
+	a.views = append(a.views, v)
+	return v.AsSlice()
+}
+
+// take returns the view backing the final packet and releases the others.
+func (a *viewAlloc) take() *buffer.View {
+	last := a.views[len(a.views)-1]
+	for _, v := range a.views[:len(a.views)-1] {
+		v.Release()
+	}
+	a.views = a.views[:0]
+	return last
+}
+
+func (a *viewAlloc) release() {
+	for _, v := range a.views {
+		v.Release()
+	}
+	a.views = a.views[:0]
+}
+
+var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
+
+// WritePackets is the output hook: every packet leaving the NIC passes here
+// with its Ethernet header already added.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	var out stack.PacketBufferList
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		n++
+		switch pkt.NetworkProtocolNumber {
+		case header.IPv4ProtocolNumber, header.IPv6ProtocolNumber:
+		default:
+			// ARP and other non-IP frames carry no IP flow.
+			pkt.IncRef()
+			out.PushBack(pkt)
+			continue
+		}
+		e.output(pkt, &out)
+	}
+	defer out.DecRef()
+	if out.Len() == 0 {
+		return n, nil
+	}
+	if _, err := e.lower.WritePackets(out); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+	linkLen := len(pkt.LinkHeader().Slice())
+	v := pkt.ToView()
+	defer v.Release()
+	ip := v.AsSlice()[linkLen:]
+	a := allocPool.Get().(*viewAlloc)
+	defer allocPool.Put(a)
+	verdict, _ := e.engine.Output(ip, a)
+	switch verdict {
+	case xfrm.VerdictDrop:
+		a.release()
+		e.Stats.OutDropped.Add(1)
+		return
+	case xfrm.VerdictPass:
+		a.release()
+		e.Stats.OutPassed.Add(1)
+		if len(ip) <= int(e.WireMTU()) {
+			pkt.IncRef()
+			out.PushBack(pkt)
+			return
+		}
+		// Too big for the wire: the stack relied on us to fragment.
+		e.fragmentAndQueue(pkt, ip, nil, out)
+		return
+	}
+	e.Stats.OutProtected.Add(1)
+	pv := a.take()
+	e.fragmentAndQueue(pkt, pv.AsSlice(), pv, out)
+}
+
+// fragmentAndQueue queues ip (owned by view, or copied when view is nil) as
+// one or more new packets modelled on orig.
+func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, out *stack.PacketBufferList) {
+	mtu := int(e.WireMTU())
+	if len(ip) <= mtu {
+		if view == nil {
+			view = buffer.NewViewWithData(ip)
+		}
+		out.PushBack(e.newPacket(orig, view))
+		return
+	}
+	frags, err := fragment(ip, mtu, e.fragID.Add(1))
+	if view != nil {
+		view.Release()
+	}
+	if err != nil {
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	for _, f := range frags {
+		e.Stats.OutFragments.Add(1)
+		out.PushBack(e.newPacket(orig, f))
+	}
+}
+
+// newPacket builds an outbound packet holding the IP packet in v, with
+// orig's route, and asks the lower endpoint for its link header.
+func (e *Endpoint) newPacket(orig *stack.PacketBuffer, v *buffer.View) *stack.PacketBuffer {
+	proto := header.IPv6ProtocolNumber
+	if b := v.AsSlice(); len(b) > 0 && b[0]>>4 == 4 {
+		proto = header.IPv4ProtocolNumber
+	}
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(e.lower.MaxHeaderLength()),
+		Payload:            buffer.MakeWithView(v),
+	})
+	p.EgressRoute = orig.EgressRoute
+	p.Hash = orig.Hash
+	p.Owner = orig.Owner
+	p.NetworkProtocolNumber = proto
+	e.lower.AddHeader(p)
+	return p
+}
+
+// DeliverNetworkPacket is the inbound path from the link below: IPsec
+// packets go up to the protocol handlers; cleartext packets first pass the
+// inbound policy check.
+func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d := e.upper()
+	if d == nil {
+		return
+	}
+	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
+		if !e.inboundCheck(pkt) {
+			e.Stats.InDropped.Add(1)
+			return
+		}
+	}
+	d.DeliverNetworkPacket(proto, pkt)
+}
+
+// inboundCheck applies the inbound SPD to a cleartext packet: full packets
+// and initial fragments by their selectors, non-initial fragments with
+// OPAQUE ports (RFC 4301 §7). Dropping a protected initial fragment kills
+// the whole datagram since the reassembler builds from it.
+func (e *Endpoint) inboundCheck(pkt *stack.PacketBuffer) bool {
+	v := pkt.Data().AsRange().ToView()
+	defer v.Release()
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(v.AsSlice(), &f); err != nil {
+		// Let the IP layer count and drop what it cannot parse either;
+		// but never let through what we cannot classify.
+		e.engine.Stats.InHdrError.Add(1)
+		return false
+	}
+	switch f.Proto {
+	case uint8(xfrm.ProtoESP), uint8(xfrm.ProtoAH), uint8(xfrm.ProtoIPComp):
+		e.Stats.InIPsec.Add(1)
+		return true
+	}
+	if !e.engine.CheckInbound(&f, nil) {
+		return false
+	}
+	e.Stats.InChecked.Add(1)
+	return true
+}
+
+// reinject gives a decapsulated IP packet back to the stack above, past
+// the inbound check (the engine has checked it against the SAs used).
+func (e *Endpoint) reinject(ip *buffer.View) {
+	d := e.upper()
+	if d == nil {
+		ip.Release()
+		return
+	}
+	proto := header.IPv6ProtocolNumber
+	if ip.AsSlice()[0]>>4 == 4 {
+		proto = header.IPv4ProtocolNumber
+	}
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(ip)})
+	defer p.DecRef()
+	e.Stats.Reinjected.Add(1)
+	d.DeliverNetworkPacket(proto, p)
+}

@@ -1,0 +1,158 @@
+package xfrm
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// EventType tells what an Event reports.
+type EventType uint8
+
+// Event types, the messages a key manager receives (RFC 2367).
+const (
+	EventAcquire    EventType = iota // a protect policy found no SA
+	EventSoftExpire                  // an SA passed its soft lifetime
+	EventHardExpire                  // an SA passed its hard lifetime and is gone
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventAcquire:
+		return "acquire"
+	case EventSoftExpire:
+		return "expire-soft"
+	}
+	return "expire-hard"
+}
+
+// Event is sent to subscribers (key managers, loggers).
+type Event struct {
+	Type EventType
+	// SA is set for expire events.
+	SA *SA
+	// Policy, Template and Flow are set for ACQUIRE.
+	Policy   *Policy
+	Template *Template
+	Flow     Flow
+}
+
+// Engine ties the SPD, the SAD and the counters together and runs the
+// output and input paths. Safe for concurrent use.
+type Engine struct {
+	SPD   *SPD
+	SAD   *SAD
+	Stats Stats
+
+	subMu sync.RWMutex
+	subs  map[int]func(Event)
+	subID int
+
+	acqMu   sync.Mutex
+	acqLast map[acqKey]time.Time
+
+	ipID atomic.Uint32
+	stop chan struct{}
+	once sync.Once
+}
+
+type acqKey struct {
+	policy uint32
+	tmpl   int
+}
+
+// acquireInterval rate-limits ACQUIRE per policy template, as Linux's
+// larval state does (XFRM_ACQ_EXPIRES is 30 s; we retry sooner).
+const acquireInterval = time.Second
+
+// NewEngine returns an engine with empty databases. Call Close to stop its
+// lifetime timer.
+func NewEngine() *Engine {
+	e := &Engine{
+		SPD:     NewSPD(),
+		SAD:     NewSAD(),
+		subs:    make(map[int]func(Event)),
+		acqLast: make(map[acqKey]time.Time),
+		stop:    make(chan struct{}),
+	}
+	e.SAD.changed = e.SPD.Invalidate
+	e.SAD.expired = func(sa *SA, hard bool) {
+		t := EventSoftExpire
+		if hard {
+			t = EventHardExpire
+		}
+		e.emit(Event{Type: t, SA: sa})
+	}
+	go e.tick()
+	return e
+}
+
+// Close stops the engine's timer.
+func (e *Engine) Close() { e.once.Do(func() { close(e.stop) }) }
+
+func (e *Engine) tick() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case now := <-t.C:
+			e.SAD.ExpireTick(now)
+		}
+	}
+}
+
+// Subscribe registers fn for events; the returned func unregisters it. fn
+// runs on the packet path: it must not block.
+func (e *Engine) Subscribe(fn func(Event)) (cancel func()) {
+	e.subMu.Lock()
+	e.subID++
+	id := e.subID
+	e.subs[id] = fn
+	e.subMu.Unlock()
+	return func() {
+		e.subMu.Lock()
+		delete(e.subs, id)
+		e.subMu.Unlock()
+	}
+}
+
+func (e *Engine) emit(ev Event) bool {
+	e.subMu.RLock()
+	defer e.subMu.RUnlock()
+	for _, fn := range e.subs {
+		fn(ev)
+	}
+	return len(e.subs) > 0
+}
+
+// AddSA builds an SA from cfg and adds it.
+func (e *Engine) AddSA(cfg SAConfig) (*SA, error) {
+	sa, err := NewSA(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.SAD.Add(sa); err != nil {
+		sa.kill()
+		return nil, err
+	}
+	return sa, nil
+}
+
+// AddPolicy adds p to the SPD.
+func (e *Engine) AddPolicy(p *Policy) (uint32, error) { return e.SPD.Add(p) }
+
+func (e *Engine) acquire(p *Policy, ti int, f *Flow) {
+	k := acqKey{p.ID, ti}
+	now := time.Now()
+	e.acqMu.Lock()
+	last, seen := e.acqLast[k]
+	if seen && now.Sub(last) < acquireInterval {
+		e.acqMu.Unlock()
+		return
+	}
+	e.acqLast[k] = now
+	e.acqMu.Unlock()
+	e.emit(Event{Type: EventAcquire, Policy: p, Template: &p.Templates[ti], Flow: *f})
+}

@@ -1,0 +1,126 @@
+package esp
+
+import (
+	"crypto/cipher"
+	"crypto/subtle"
+	"encoding/binary"
+	"sync"
+)
+
+// aeadEngine runs a combined-mode cipher (RFC 4106, RFC 7634): nonce =
+// salt || IV, AAD = SPI || seq (8 bytes) or SPI || seq-hi || seq-lo with ESN.
+type aeadEngine struct {
+	aead   cipher.AEAD
+	salt   [4]byte
+	icvLen int
+	// short is set when the ICV is shorter than any tag the cipher.AEAD
+	// supports (AES-GCM with 8 bytes): it computes a full tag and
+	// truncates, which needs a scratch buffer (bufs).
+	short bool
+
+	// scratch holds *aeadScratch. The nonce and the ESN AAD cannot live on
+	// the stack: passing them to an interface method (cipher.AEAD) makes
+	// them escape, one allocation per packet. A pool of heap scratch
+	// structs costs two cheap per-P operations instead.
+	scratch sync.Pool
+	bufs    sync.Pool // *[]byte, short tags only
+}
+
+type aeadScratch struct {
+	nonce [12]byte
+	aad   [12]byte
+}
+
+func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, error) {
+	aead, err := a.newAEAD(key, icvLen)
+	if err != nil {
+		return nil, err
+	}
+	e := &aeadEngine{aead: aead, icvLen: icvLen, short: icvLen < aead.Overhead()}
+	copy(e.salt[:], salt)
+	e.scratch.New = func() any { return new(aeadScratch) }
+	return e, nil
+}
+
+// params fills the nonce and picks the AAD for packet b.
+func (e *aeadEngine) params(s *aeadScratch, b []byte, seq uint64, esn bool) (nonce, aad []byte) {
+	copy(s.nonce[:4], e.salt[:])
+	copy(s.nonce[4:], b[HeaderLen:HeaderLen+8])
+	if !esn {
+		// Without ESN the AAD is the header itself (RFC 4106 §5).
+		return s.nonce[:], b[:HeaderLen]
+	}
+	copy(s.aad[0:4], b[0:4])
+	binary.BigEndian.PutUint32(s.aad[4:8], uint32(seq>>32))
+	copy(s.aad[8:12], b[4:8])
+	return s.nonce[:], s.aad[:]
+}
+
+func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
+	iv := b[HeaderLen : HeaderLen+8]
+	if testIV != nil {
+		copy(iv, testIV)
+	} else {
+		binary.BigEndian.PutUint64(iv, seq)
+	}
+	s := e.scratch.Get().(*aeadScratch)
+	nonce, aad := e.params(s, b, seq, esn)
+	off := HeaderLen + 8
+	pt := b[off : len(b)-e.icvLen]
+	if !e.short {
+		e.aead.Seal(pt[:0], nonce, pt, aad)
+	} else {
+		bp := e.buf(len(pt) + e.aead.Overhead())
+		out := e.aead.Seal((*bp)[:0], nonce, pt, aad)
+		copy(b[off:], out[:len(pt)+e.icvLen])
+		e.bufs.Put(bp)
+	}
+	e.scratch.Put(s)
+}
+
+func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
+	s := e.scratch.Get().(*aeadScratch)
+	defer e.scratch.Put(s)
+	nonce, aad := e.params(s, b, seq, esn)
+	off := HeaderLen + 8
+	end := len(b) - e.icvLen
+	if !e.short {
+		if _, err := e.aead.Open(b[off:off], nonce, b[off:], aad); err != nil {
+			return nil, ErrICV
+		}
+		return b[off:end], nil
+	}
+	// Truncated tag: GCM's keystream does not depend on the data, so
+	// sealing the ciphertext yields the plaintext; sealing that plaintext
+	// yields the ciphertext again and the full tag to compare a prefix of.
+	ct := b[off:end]
+	bp := e.buf(len(ct) + e.aead.Overhead())
+	defer e.bufs.Put(bp)
+	pt := e.aead.Seal((*bp)[:0], nonce, ct, aad)[:len(ct)]
+	copy(ct, pt)
+	full := e.aead.Seal((*bp)[:0], nonce, ct, aad)
+	if subtle.ConstantTimeCompare(full[len(ct):len(ct)+e.icvLen], b[end:]) != 1 {
+		copy(ct, full[:len(ct)]) // put the ciphertext back: release nothing unverified
+		return nil, ErrICV
+	}
+	return ct, nil
+}
+
+// buf returns a pooled scratch buffer of at least n bytes.
+func (e *aeadEngine) buf(n int) *[]byte {
+	bp, _ := e.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	if cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	return bp
+}
+
+func (e *aeadEngine) zero() {
+	clear(e.salt[:])
+	e.aead = nil
+	e.scratch = sync.Pool{}
+	e.bufs = sync.Pool{}
+}

@@ -1,0 +1,270 @@
+package xfrm
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/ipsecstack/ipsecstack/xfrm/esp"
+)
+
+// Allocator supplies buffers for packets the engine builds. The stack glue
+// backs it with pooled buffers so the hot path does not allocate.
+type Allocator interface {
+	Alloc(n int) []byte
+}
+
+// HeapAllocator allocates with make; for tests and tools.
+type HeapAllocator struct{}
+
+// Alloc returns a new n-byte slice.
+func (HeapAllocator) Alloc(n int) []byte { return make([]byte, n) }
+
+// Verdict is the result of the output path.
+type Verdict uint8
+
+// Output verdicts.
+const (
+	VerdictPass      Verdict = iota // send the packet unchanged
+	VerdictDrop                     // drop it (already counted)
+	VerdictProtected                // send the returned packet instead
+)
+
+// maxBundle bounds the templates of one policy.
+const maxBundle = 4
+
+// Output applies the outbound SPD to the IP packet pkt (starting at its IP
+// header). On VerdictProtected it returns the protected packet, built in a
+// buffer from a; pkt is not modified.
+func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
+	var f Flow
+	if _, err := ParseFlow(pkt, &f); err != nil {
+		// We cannot tell whether a policy covers it: never send it.
+		e.Stats.OutError.Add(1)
+		return VerdictDrop, nil
+	}
+	p := e.SPD.Lookup(DirOut, &f)
+	if p == nil {
+		return VerdictPass, nil
+	}
+	switch p.Action {
+	case ActionBypass:
+		return VerdictPass, nil
+	case ActionDiscard:
+		e.Stats.OutPolBlock.Add(1)
+		return VerdictDrop, nil
+	}
+	return e.protect(p, &f, pkt, a)
+}
+
+// protect resolves the bundle of p's templates to SAs and applies them in
+// order (IPComp, ESP, AH as the policy lists them).
+func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, []byte) {
+	if len(p.Templates) > maxBundle {
+		e.Stats.OutBundleGenError.Add(1)
+		return VerdictDrop, nil
+	}
+	var bundle [maxBundle]*SA
+	n := 0
+	src, dst := f.Src, f.Dst
+	for i := range p.Templates {
+		t := &p.Templates[i]
+		tsrc, tdst := src, dst
+		if t.Mode == ModeTunnel {
+			tsrc, tdst = t.Src, t.Dst
+		}
+		sa := e.SAD.FindOutbound(t, tsrc, tdst, f)
+		if sa == nil || !sa.tryGet() {
+			if t.Level == LevelUse {
+				continue
+			}
+			e.Stats.OutNoStates.Add(1)
+			e.acquire(p, i, f)
+			for _, s := range bundle[:n] {
+				s.put()
+			}
+			return VerdictDrop, nil
+		}
+		bundle[n] = sa
+		n++
+		src, dst = tsrc, tdst
+	}
+	defer func() {
+		for _, s := range bundle[:n] {
+			s.put()
+		}
+	}()
+	if n == 0 {
+		// Only optional templates and no SA: "use" sends in clear.
+		return VerdictPass, nil
+	}
+	out := pkt
+	for _, sa := range bundle[:n] {
+		var ok bool
+		out, ok = e.applyOut(sa, out, a)
+		if !ok {
+			return VerdictDrop, nil
+		}
+	}
+	return VerdictProtected, out
+}
+
+// applyOut applies one SA to an IP packet and returns the new packet.
+func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
+	if !sa.Usable() {
+		e.Stats.OutStateInvalid.Add(1)
+		return nil, false
+	}
+	if sa.hardHit.Load() {
+		e.Stats.OutStateExpired.Add(1)
+		return nil, false
+	}
+	c := &sa.Config
+	t := sa.esp
+	if t == nil {
+		e.Stats.OutStateProtoError.Add(1)
+		return nil, false
+	}
+	seq, ok := sa.nextSeq()
+	if !ok {
+		e.Stats.OutStateSeqError.Add(1)
+		return nil, false
+	}
+	v4 := pkt[0]>>4 == 4
+	switch c.Mode {
+	case ModeTransport:
+		hlen, nhOff, ok := unfragmentableLen(pkt)
+		if !ok {
+			e.Stats.OutStateModeError.Add(1)
+			return nil, false
+		}
+		payload := pkt[hlen:]
+		if !sa.account(len(payload)) {
+			e.Stats.OutStateExpired.Add(1)
+			return nil, false
+		}
+		out := a.Alloc(hlen + t.SealedLen(len(payload)))
+		copy(out, pkt[:hlen])
+		nh := pkt[nhOff]
+		out[nhOff] = uint8(ProtoESP)
+		t.Seal(out[hlen:], c.SPI, seq, c.ESN, payload, nh)
+		fixLength(out, v4)
+		return out, true
+	default: // tunnel
+		if !sa.account(len(pkt)) {
+			e.Stats.OutStateExpired.Add(1)
+			return nil, false
+		}
+		inner := uint8(4)
+		tos := pkt[1]
+		if !v4 {
+			inner = 41
+			tos = pkt[0]<<4 | pkt[1]>>4
+		}
+		hlen := 40
+		if c.Dst.Is4() {
+			hlen = 20
+		}
+		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos)
+		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
+		fixLength(out, c.Dst.Is4())
+		return out, true
+	}
+}
+
+// outerHeader writes a tunnel-mode outer header (RFC 4301 §5.1.2): DSCP and
+// ECN copied from the inner header, DF clear so the outer packet may be
+// fragmented, TTL/hop limit 64, next header ESP.
+func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8) {
+	if src.Is4() {
+		h[0] = 0x45
+		h[1] = tos
+		binary.BigEndian.PutUint16(h[4:], uint16(e.ipID.Add(1)))
+		h[6], h[7] = 0, 0
+		h[8] = 64
+		h[9] = uint8(ProtoESP)
+		s, d := src.As4(), dst.As4()
+		copy(h[12:], s[:])
+		copy(h[16:], d[:])
+		return
+	}
+	h[0] = 0x60 | tos>>4
+	h[1] = tos << 4
+	h[2], h[3] = 0, 0
+	h[6] = uint8(ProtoESP)
+	h[7] = 64
+	s, d := src.As16(), dst.As16()
+	copy(h[8:], s[:])
+	copy(h[24:], d[:])
+}
+
+// fixLength sets the length fields (and the IPv4 checksum) of a packet
+// whose payload changed size.
+func fixLength(p []byte, v4 bool) {
+	if v4 {
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		ihl := int(p[0]&0xf) * 4
+		p[10], p[11] = 0, 0
+		binary.BigEndian.PutUint16(p[10:], ipv4Checksum(p[:ihl]))
+		return
+	}
+	binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+}
+
+func ipv4Checksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// unfragmentableLen returns where transport-mode ESP goes in pkt: after the
+// IPv4 header with its options, or after the IPv6 header and the
+// extension headers that precede ESP (hop-by-hop, routing, and destination
+// options followed by a routing header; RFC 4303 §3.1.1). nhOff is the
+// offset of the next-header byte that must then name ESP.
+func unfragmentableLen(pkt []byte) (hlen, nhOff int, ok bool) {
+	if len(pkt) < 1 {
+		return 0, 0, false
+	}
+	if pkt[0]>>4 == 4 {
+		if len(pkt) < 20 {
+			return 0, 0, false
+		}
+		ihl := int(pkt[0]&0xf) * 4
+		if ihl < 20 || ihl > len(pkt) {
+			return 0, 0, false
+		}
+		return ihl, 9, true
+	}
+	if len(pkt) < 40 {
+		return 0, 0, false
+	}
+	nhOff, off := 6, 40
+	for {
+		nh := pkt[nhOff]
+		switch nh {
+		case 0, 43: // hop-by-hop, routing: before ESP
+		case 60: // destination options: before ESP only if a routing header follows
+			if off+2 > len(pkt) || pkt[off] != 43 {
+				return off, nhOff, true
+			}
+		default:
+			return off, nhOff, true
+		}
+		if off+2 > len(pkt) {
+			return 0, 0, false
+		}
+		l := (int(pkt[off+1]) + 1) * 8
+		if off+l > len(pkt) {
+			return 0, 0, false
+		}
+		nhOff, off = off, off+l
+	}
+}
+
+var _ = esp.HeaderLen

@@ -1,0 +1,243 @@
+package xfrm
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Sentinel errors of the SAD and SPD, mapped to errnos by the PF_KEY layer.
+var (
+	ErrExist    = errors.New("already exists")
+	ErrNotFound = errors.New("not found")
+)
+
+// saKey is the inbound identity of an SA (RFC 4301 §4.1: destination,
+// protocol, SPI; multicast SAs are looked up the same way).
+type saKey struct {
+	dst   netip.Addr
+	proto Proto
+	spi   uint32
+}
+
+// outKey finds outbound SAs for a template.
+type outKey struct {
+	src, dst netip.Addr
+	proto    Proto
+	mode     Mode
+}
+
+// SAD is the security association database. Lookups take a read lock on a
+// hash map: O(1) in the number of SAs.
+type SAD struct {
+	mu    sync.RWMutex
+	byID  map[saKey]*SA
+	byOut map[outKey][]*SA // newest last
+
+	// changed is called after every change, outside the lock (the engine
+	// invalidates the flow cache with it).
+	changed func()
+	// expired is called when an SA's soft or hard lifetime passes.
+	expired func(sa *SA, hard bool)
+}
+
+// NewSAD returns an empty SAD.
+func NewSAD() *SAD {
+	return &SAD{byID: make(map[saKey]*SA), byOut: make(map[outKey][]*SA)}
+}
+
+// Add inserts sa; an SA with the same (dst, proto, SPI) is ErrExist.
+func (d *SAD) Add(sa *SA) error {
+	return d.insert(sa, false)
+}
+
+// Update inserts sa, replacing an SA with the same (dst, proto, SPI).
+func (d *SAD) Update(sa *SA) error {
+	return d.insert(sa, true)
+}
+
+func (d *SAD) insert(sa *SA, replace bool) error {
+	c := &sa.Config
+	k := saKey{c.Dst, c.Proto, c.SPI}
+	d.mu.Lock()
+	old := d.byID[k]
+	if old != nil && !replace {
+		d.mu.Unlock()
+		return fmt.Errorf("SA %s spi 0x%x dst %v: %w", c.Proto, c.SPI, c.Dst, ErrExist)
+	}
+	if old != nil {
+		d.unlinkLocked(old)
+	}
+	sa.onExpire = d.onExpire
+	d.byID[k] = sa
+	ok := outKey{c.Src, c.Dst, c.Proto, c.Mode}
+	d.byOut[ok] = append(d.byOut[ok], sa)
+	d.mu.Unlock()
+	if old != nil {
+		old.kill()
+	}
+	d.notify()
+	return nil
+}
+
+func (d *SAD) onExpire(sa *SA, hard bool) {
+	if d.expired != nil {
+		d.expired(sa, hard)
+	}
+	if hard {
+		d.remove(sa)
+	}
+}
+
+func (d *SAD) notify() {
+	if d.changed != nil {
+		d.changed()
+	}
+}
+
+func (d *SAD) unlinkLocked(sa *SA) {
+	c := &sa.Config
+	k := saKey{c.Dst, c.Proto, c.SPI}
+	if d.byID[k] == sa {
+		delete(d.byID, k)
+	}
+	ok := outKey{c.Src, c.Dst, c.Proto, c.Mode}
+	list := d.byOut[ok]
+	for i, s := range list {
+		if s == sa {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(d.byOut, ok)
+	} else {
+		d.byOut[ok] = list
+	}
+}
+
+func (d *SAD) remove(sa *SA) {
+	d.mu.Lock()
+	d.unlinkLocked(sa)
+	d.mu.Unlock()
+	sa.kill()
+	d.notify()
+}
+
+// Lookup finds the SA for an inbound packet.
+func (d *SAD) Lookup(dst netip.Addr, proto Proto, spi uint32) *SA {
+	d.mu.RLock()
+	sa := d.byID[saKey{dst, proto, spi}]
+	d.mu.RUnlock()
+	return sa
+}
+
+// Get is Lookup under the name PF_KEY uses.
+func (d *SAD) Get(dst netip.Addr, proto Proto, spi uint32) *SA { return d.Lookup(dst, proto, spi) }
+
+// Delete removes the SA (dst, proto, spi) and wipes its keys once no
+// packet uses it.
+func (d *SAD) Delete(dst netip.Addr, proto Proto, spi uint32) (*SA, error) {
+	d.mu.Lock()
+	sa := d.byID[saKey{dst, proto, spi}]
+	if sa == nil {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("SA %s spi 0x%x dst %v: %w", proto, spi, dst, ErrNotFound)
+	}
+	d.unlinkLocked(sa)
+	d.mu.Unlock()
+	sa.kill()
+	d.notify()
+	return sa, nil
+}
+
+// FindOutbound returns the SA that satisfies template t for a packet from
+// src to dst (the packet's addresses in transport mode, the template's in
+// tunnel mode): the newest usable SA with matching protocol, mode,
+// endpoints, reqid and selector.
+func (d *SAD) FindOutbound(t *Template, src, dst netip.Addr, f *Flow) *SA {
+	d.mu.RLock()
+	list := d.byOut[outKey{src, dst, t.Proto, t.Mode}]
+	var best *SA
+	for i := len(list) - 1; i >= 0; i-- {
+		sa := list[i]
+		if !sa.Usable() {
+			continue
+		}
+		c := &sa.Config
+		if t.ReqID != 0 && c.ReqID != t.ReqID {
+			continue
+		}
+		if t.SPI != 0 && c.SPI != t.SPI {
+			continue
+		}
+		if f != nil && !c.Sel.Match(f) {
+			continue
+		}
+		// Prefer a mature SA over a dying one (RFC 2367 §3.1.2).
+		if best == nil || (best.State() == StateDying && sa.State() == StateMature) {
+			best = sa
+			if sa.State() == StateMature {
+				break
+			}
+		}
+	}
+	d.mu.RUnlock()
+	return best
+}
+
+// Flush deletes every SA (of proto, or all when proto is 0).
+func (d *SAD) Flush(proto Proto) int {
+	d.mu.Lock()
+	var dead []*SA
+	for _, sa := range d.byID {
+		if proto == 0 || sa.Config.Proto == proto {
+			dead = append(dead, sa)
+		}
+	}
+	for _, sa := range dead {
+		d.unlinkLocked(sa)
+	}
+	d.mu.Unlock()
+	for _, sa := range dead {
+		sa.kill()
+	}
+	d.notify()
+	return len(dead)
+}
+
+// Walk calls fn for every SA until it returns false. fn must not modify
+// the SAD.
+func (d *SAD) Walk(fn func(*SA) bool) {
+	d.mu.RLock()
+	list := make([]*SA, 0, len(d.byID))
+	for _, sa := range d.byID {
+		list = append(list, sa)
+	}
+	d.mu.RUnlock()
+	for _, sa := range list {
+		if !fn(sa) {
+			return
+		}
+	}
+}
+
+// Len returns the number of SAs.
+func (d *SAD) Len() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.byID)
+}
+
+// ExpireTick applies the time lifetimes of every SA at now.
+func (d *SAD) ExpireTick(now time.Time) {
+	d.Walk(func(sa *SA) bool {
+		c := &sa.Config
+		if c.Soft.AddSeconds|c.Soft.UseSeconds|c.Hard.AddSeconds|c.Hard.UseSeconds != 0 {
+			sa.checkTime(now)
+		}
+		return true
+	})
+}

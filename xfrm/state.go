@@ -1,0 +1,248 @@
+package xfrm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipsecstack/ipsecstack/xfrm/esp"
+	"github.com/ipsecstack/ipsecstack/xfrm/replay"
+)
+
+// SACounters are the per-SA counters (Linux's xfrm_state curlft and stats).
+type SACounters struct {
+	Bytes           atomic.Uint64 // payload bytes protected or accepted
+	Packets         atomic.Uint64
+	ReplayErrors    atomic.Uint64
+	IntegrityErrors atomic.Uint64
+}
+
+// SA is one security association: its configuration, keyed transform and
+// mutable state. Safe for concurrent use; packets in flight hold a
+// reference, so deleting an SA never pulls keys from under them.
+type SA struct {
+	// Config is the SA as added. Its key bytes are wiped when the SA dies.
+	Config SAConfig
+
+	esp *esp.Transform
+
+	state atomic.Uint32 // SAState
+	refs  atomic.Int32  // 1 for the SAD + one per packet in flight
+
+	// outSeq is the last sequence number sent.
+	outSeq atomic.Uint64
+
+	replayMu sync.Mutex
+	replay   replay.Window
+
+	// Counters are this SA's byte and packet counts.
+	Counters SACounters
+
+	added    time.Time
+	firstUse atomic.Int64 // unix nanos of first use, 0 until then
+	softHit  atomic.Bool
+	hardHit  atomic.Bool
+
+	// hooks set by the SAD
+	onExpire func(sa *SA, hard bool)
+}
+
+// ErrBadSA reports an SA configuration that cannot be used.
+var ErrBadSA = errors.New("invalid SA")
+
+// NewSA builds an SA from cfg, validating algorithms and keys. The SA keeps
+// its own copy of the keys.
+func NewSA(cfg SAConfig) (*SA, error) {
+	if !cfg.Src.IsValid() || !cfg.Dst.IsValid() {
+		return nil, fmt.Errorf("%w: SA %s spi 0x%x: source and destination addresses are required", ErrBadSA, cfg.Proto, cfg.SPI)
+	}
+	if cfg.Src.Is4() != cfg.Dst.Is4() {
+		return nil, fmt.Errorf("%w: SA %s spi 0x%x: %v and %v are of different families", ErrBadSA, cfg.Proto, cfg.SPI, cfg.Src, cfg.Dst)
+	}
+	if cfg.SPI < 256 && cfg.Proto != ProtoIPComp {
+		return nil, fmt.Errorf("%w: SA %s spi 0x%x: SPIs 0-255 are reserved (RFC 4303 §2.1)", ErrBadSA, cfg.Proto, cfg.SPI)
+	}
+	cfg.AEAD.Key = clone(cfg.AEAD.Key)
+	cfg.Enc.Key = clone(cfg.Enc.Key)
+	cfg.Auth.Key = clone(cfg.Auth.Key)
+	sa := &SA{Config: cfg, added: time.Now()}
+	switch cfg.Proto {
+	case ProtoESP:
+		t, err := esp.New(cfg.AEAD.Name, cfg.AEAD.Key, cfg.AEAD.ICVBits, cfg.Enc.Name, cfg.Enc.Key, cfg.Auth.Name, cfg.Auth.Key, cfg.Auth.ICVBits)
+		if err != nil {
+			sa.wipe()
+			return nil, fmt.Errorf("%w: SA esp spi 0x%x %v->%v: %v", ErrBadSA, cfg.SPI, cfg.Src, cfg.Dst, err)
+		}
+		sa.esp = t
+	default:
+		sa.wipe()
+		return nil, fmt.Errorf("%w: SA spi 0x%x: protocol %s is not supported", ErrBadSA, cfg.SPI, cfg.Proto)
+	}
+	sa.replay.Init(cfg.ReplayWindow, cfg.ESN)
+	sa.outSeq.Store(cfg.Seq)
+	sa.refs.Store(1)
+	sa.state.Store(uint32(StateMature))
+	return sa, nil
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// State returns the SA's life-cycle state.
+func (sa *SA) State() SAState { return SAState(sa.state.Load()) }
+
+// SPI returns the SA's SPI.
+func (sa *SA) SPI() uint32 { return sa.Config.SPI }
+
+// Usable reports whether packets may use the SA.
+func (sa *SA) Usable() bool {
+	s := sa.State()
+	return s == StateMature || s == StateDying
+}
+
+// ESP returns the SA's ESP transform (nil for other protocols).
+func (sa *SA) ESP() *esp.Transform { return sa.esp }
+
+// Overhead returns the most bytes the SA adds to a packet of n bytes,
+// outer header included in tunnel mode.
+func (sa *SA) Overhead(n int) int {
+	o := 0
+	if sa.esp != nil {
+		o = sa.esp.SealedLen(n) - n
+	}
+	if sa.Config.Mode == ModeTunnel {
+		if sa.Config.Dst.Is4() {
+			o += 20
+		} else {
+			o += 40
+		}
+	}
+	return o
+}
+
+// LastSeq returns the last outbound sequence number used.
+func (sa *SA) LastSeq() uint64 { return sa.outSeq.Load() }
+
+// ReplayTop returns the highest inbound sequence number accepted.
+func (sa *SA) ReplayTop() uint64 {
+	sa.replayMu.Lock()
+	defer sa.replayMu.Unlock()
+	return sa.replay.Top()
+}
+
+// tryGet takes a packet reference; false once the SA is gone.
+func (sa *SA) tryGet() bool {
+	for {
+		r := sa.refs.Load()
+		if r <= 0 {
+			return false
+		}
+		if sa.refs.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// put drops a reference; the last one wipes the keys.
+func (sa *SA) put() {
+	if sa.refs.Add(-1) == 0 {
+		sa.wipe()
+	}
+}
+
+// kill marks the SA dead and drops the SAD's reference.
+func (sa *SA) kill() {
+	if SAState(sa.state.Swap(uint32(StateDead))) == StateDead {
+		return
+	}
+	sa.put()
+}
+
+func (sa *SA) wipe() {
+	for _, k := range [][]byte{sa.Config.AEAD.Key, sa.Config.Enc.Key, sa.Config.Auth.Key} {
+		clear(k)
+	}
+	if sa.esp != nil {
+		sa.esp.Zero()
+	}
+}
+
+// nextSeq allocates an outbound sequence number. Without ESN the counter
+// must not cycle (RFC 4303 §3.3.3): past 2^32-1 the SA is exhausted.
+func (sa *SA) nextSeq() (uint64, bool) {
+	s := sa.outSeq.Add(1)
+	if !sa.Config.ESN && s > 0xffffffff {
+		return 0, false
+	}
+	if s == 0 {
+		return 0, false
+	}
+	return s, true
+}
+
+// account adds a packet of n bytes to the SA's lifetime counters and
+// reports false when the hard lifetime is exceeded.
+func (sa *SA) account(n int) bool {
+	if sa.firstUse.Load() == 0 {
+		sa.firstUse.CompareAndSwap(0, time.Now().UnixNano())
+	}
+	b := sa.Counters.Bytes.Add(uint64(n))
+	p := sa.Counters.Packets.Add(1)
+	hard, soft := &sa.Config.Hard, &sa.Config.Soft
+	if (hard.Bytes != 0 && b > hard.Bytes) || (hard.Packets != 0 && p > hard.Packets) {
+		sa.expire(true)
+		return false
+	}
+	if (soft.Bytes != 0 && b >= soft.Bytes) || (soft.Packets != 0 && p >= soft.Packets) {
+		sa.expire(false)
+	}
+	return true
+}
+
+// checkTime applies the time lifetimes at now; false if hard-expired.
+func (sa *SA) checkTime(now time.Time) bool {
+	if sa.hardHit.Load() {
+		return false
+	}
+	age := uint64(now.Sub(sa.added) / time.Second)
+	var used uint64
+	if fu := sa.firstUse.Load(); fu != 0 {
+		used = uint64(now.Sub(time.Unix(0, fu)) / time.Second)
+	}
+	hard, soft := &sa.Config.Hard, &sa.Config.Soft
+	if (hard.AddSeconds != 0 && age >= hard.AddSeconds) || (hard.UseSeconds != 0 && sa.firstUse.Load() != 0 && used >= hard.UseSeconds) {
+		sa.expire(true)
+		return false
+	}
+	if (soft.AddSeconds != 0 && age >= soft.AddSeconds) || (soft.UseSeconds != 0 && sa.firstUse.Load() != 0 && used >= soft.UseSeconds) {
+		sa.expire(false)
+	}
+	return true
+}
+
+func (sa *SA) expire(hard bool) {
+	if hard {
+		if sa.hardHit.Swap(true) {
+			return
+		}
+	} else {
+		if sa.softHit.Swap(true) {
+			return
+		}
+		sa.state.CompareAndSwap(uint32(StateMature), uint32(StateDying))
+	}
+	if sa.onExpire != nil {
+		sa.onExpire(sa, hard)
+	}
+}
+
+func (sa *SA) String() string {
+	c := &sa.Config
+	return fmt.Sprintf("%s %s spi 0x%08x %v->%v reqid %d %s", c.Proto, c.Mode, c.SPI, c.Src, c.Dst, c.ReqID, sa.State())
+}

@@ -1,0 +1,276 @@
+// Package xfrm is the IPsec core of ipsecstack: selectors, the security
+// policy database (SPD), the security association database (SAD), SA state
+// (sequence numbers, replay windows, lifetimes), and the input and output
+// engines that run ESP over plain byte slices.
+//
+// The package knows nothing of gVisor; stack/ glues it into a netstack. The
+// split follows Linux net/xfrm: selector.go and spd.go (xfrm_policy), sad.go
+// and state.go (xfrm_state), input.go and output.go (xfrm_input,
+// xfrm_output), stats.go (xfrm_proc).
+package xfrm
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Proto is an IPsec protocol number as carried in the IP next-header field.
+type Proto uint8
+
+// IPsec protocols.
+const (
+	ProtoESP    Proto = 50
+	ProtoAH     Proto = 51
+	ProtoIPComp Proto = 108
+)
+
+func (p Proto) String() string {
+	switch p {
+	case ProtoESP:
+		return "esp"
+	case ProtoAH:
+		return "ah"
+	case ProtoIPComp:
+		return "ipcomp"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// Mode is the IPsec encapsulation mode of an SA or template.
+type Mode uint8
+
+// Modes, numbered as Linux's XFRM_MODE_*.
+const (
+	ModeTransport Mode = 0
+	ModeTunnel    Mode = 1
+)
+
+func (m Mode) String() string {
+	if m == ModeTunnel {
+		return "tunnel"
+	}
+	return "transport"
+}
+
+// Dir is a policy direction.
+type Dir uint8
+
+// Policy directions, numbered as Linux's XFRM_POLICY_IN/OUT/FWD.
+const (
+	DirIn  Dir = 0
+	DirOut Dir = 1
+	DirFwd Dir = 2
+)
+
+func (d Dir) String() string {
+	switch d {
+	case DirIn:
+		return "in"
+	case DirOut:
+		return "out"
+	case DirFwd:
+		return "fwd"
+	}
+	return fmt.Sprintf("dir(%d)", uint8(d))
+}
+
+// Action is what a policy does with the packets it matches.
+type Action uint8
+
+// Policy actions. Bypass is setkey's "none" and Linux's "allow".
+const (
+	ActionBypass Action = iota
+	ActionDiscard
+	ActionProtect
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionBypass:
+		return "bypass"
+	case ActionDiscard:
+		return "discard"
+	case ActionProtect:
+		return "ipsec"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// Level says how strictly a template must be satisfied (RFC 2367 / KAME).
+type Level uint8
+
+// Template levels. Use sends in clear when no SA exists and accepts both;
+// Require and Unique insist on an SA (Unique on one bound to this policy).
+const (
+	LevelDefault Level = iota
+	LevelUse
+	LevelRequire
+	LevelUnique
+)
+
+func (l Level) String() string {
+	switch l {
+	case LevelUse:
+		return "use"
+	case LevelRequire:
+		return "require"
+	case LevelUnique:
+		return "unique"
+	}
+	return "default"
+}
+
+// Upper-layer protocol numbers the selectors care about.
+const (
+	ProtoAny    uint8 = 0 // any upper-layer protocol (Linux's 0, PF_KEY's 255)
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+)
+
+// PortRange is an inclusive range of ports. For ICMP and ICMPv6 the source
+// range holds the message type and the destination range the code, as in
+// Linux's xfrm_selector. The zero value and {0, 65535} both mean ANY.
+type PortRange struct {
+	Lo, Hi uint16
+}
+
+// AnyPorts is the port range that matches every port, and OPAQUE ones.
+var AnyPorts = PortRange{0, 0xffff}
+
+// IsAny reports whether r matches every port.
+func (r PortRange) IsAny() bool { return r == PortRange{} || r == AnyPorts }
+
+// Contains reports whether p lies in r.
+func (r PortRange) Contains(p uint16) bool {
+	if r.IsAny() {
+		return true
+	}
+	return p >= r.Lo && p <= r.Hi
+}
+
+// Selector picks the traffic a policy or SA applies to (RFC 4301 §4.4.1.1).
+// An invalid (zero) prefix is ANY for that family-less field; Src and Dst,
+// when both valid, must be of one family.
+type Selector struct {
+	Src, Dst netip.Prefix
+	// Proto is the upper-layer protocol; ProtoAny matches all.
+	Proto uint8
+	// SrcPorts and DstPorts match transport ports, or ICMP type and code.
+	// A range other than ANY does not match a flow whose ports are OPAQUE.
+	SrcPorts, DstPorts PortRange
+}
+
+// Flow is what a packet offers to selectors: its addresses, upper-layer
+// protocol and ports (or ICMP type and code).
+type Flow struct {
+	Src, Dst netip.Addr
+	Proto    uint8
+	SrcPort  uint16 // or ICMP type
+	DstPort  uint16 // or ICMP code
+	// Opaque is set when the ports are not available (a non-initial
+	// fragment, RFC 4301 §7): only ANY port ranges match it.
+	Opaque bool
+}
+
+func (f Flow) String() string {
+	if f.Opaque {
+		return fmt.Sprintf("%v->%v proto %d ports OPAQUE", f.Src, f.Dst, f.Proto)
+	}
+	return fmt.Sprintf("%v:%d->%v:%d proto %d", f.Src, f.SrcPort, f.Dst, f.DstPort, f.Proto)
+}
+
+// Template is one transform a protect policy requires, in bundle order
+// (first applied first on output: IPComp, then ESP, then AH).
+type Template struct {
+	Proto Proto
+	Mode  Mode
+	// Src and Dst are the tunnel endpoints; unset in transport mode, where
+	// the packet's own addresses are used.
+	Src, Dst netip.Addr
+	Level    Level
+	// ReqID ties the template to SAs with the same request id; 0 matches any.
+	ReqID uint32
+	// SPI, when non-zero, names the only SA that satisfies the template.
+	SPI uint32
+}
+
+// Policy is one SPD entry.
+type Policy struct {
+	// ID is the policy index, assigned by the SPD when zero.
+	ID  uint32
+	Dir Dir
+	Sel Selector
+	// Priority orders policies: lower values win, as in Linux. Equal
+	// priorities are ordered by insertion (older first).
+	Priority  uint32
+	Action    Action
+	Templates []Template
+
+	// seq is the insertion order, for the deterministic tie-break.
+	seq uint64
+}
+
+// Lifetime holds limits on an SA; zero means no limit.
+type Lifetime struct {
+	Bytes   uint64
+	Packets uint64
+	// AddSeconds counts from the SA's creation, UseSeconds from first use.
+	AddSeconds uint64
+	UseSeconds uint64
+}
+
+// Algorithm names an algorithm by its Linux xfrm name or its setkey name,
+// with a key. ICVBits truncates an AEAD or auth ICV; 0 takes the default.
+type Algorithm struct {
+	Name    string
+	Key     []byte
+	ICVBits int
+}
+
+// SAConfig describes an SA to add to the SAD.
+type SAConfig struct {
+	Proto    Proto
+	SPI      uint32
+	Src, Dst netip.Addr
+	Mode     Mode
+	ReqID    uint32
+	// Sel limits the SA to traffic it matches; zero matches all.
+	Sel Selector
+	// AEAD, or Enc with Auth, choose the ESP transform.
+	AEAD Algorithm
+	Enc  Algorithm
+	Auth Algorithm
+	// ReplayWindow is the anti-replay window in packets; 0 turns checking off.
+	ReplayWindow uint32
+	// ESN enables 64-bit extended sequence numbers (RFC 4304).
+	ESN        bool
+	Soft, Hard Lifetime
+	// Seq is the initial outbound sequence number (the next packet gets
+	// Seq+1); tests use it to start near the 2^32 boundary.
+	Seq uint64
+}
+
+// SAState is the life-cycle state of an SA, as in KAME/Linux.
+type SAState uint8
+
+// SA states.
+const (
+	StateLarval SAState = iota // waiting for keys (after ACQUIRE / GETSPI)
+	StateMature                // usable
+	StateDying                 // soft lifetime passed; still usable
+	StateDead                  // hard lifetime passed or deleted
+)
+
+func (s SAState) String() string {
+	switch s {
+	case StateLarval:
+		return "larval"
+	case StateMature:
+		return "mature"
+	case StateDying:
+		return "dying"
+	}
+	return "dead"
+}

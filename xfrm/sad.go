@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,9 @@ type SAD struct {
 	changed func()
 	// expired is called when an SA's soft or hard lifetime passes.
 	expired func(sa *SA, hard bool)
+
+	// larvalTimeout is the life of larval SAs in nanoseconds (larval.go).
+	larvalTimeout atomic.Int64
 }
 
 // NewSAD returns an empty SAD.
@@ -234,6 +238,7 @@ func (d *SAD) Len() int {
 // ExpireTick applies the time lifetimes of every SA at now.
 func (d *SAD) ExpireTick(now time.Time) {
 	d.Walk(func(sa *SA) bool {
+		d.expireLarval(sa, now)
 		c := &sa.Config
 		if c.Soft.AddSeconds|c.Soft.UseSeconds|c.Hard.AddSeconds|c.Hard.UseSeconds != 0 {
 			sa.checkTime(now)

@@ -1,0 +1,576 @@
+package pfkey
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// Broadcast targets, as Linux af_key's pfkey_broadcast flags.
+const (
+	BroadcastAll         = 0
+	BroadcastOne         = 1
+	BroadcastRegistered  = 2
+	BroadcastPromiscOnly = 4
+)
+
+// Server answers PF_KEY messages against an engine and sends ACQUIRE and
+// EXPIRE to registered sockets. Safe for concurrent use.
+type Server struct {
+	engine *xfrm.Engine
+
+	mu    sync.RWMutex
+	socks map[*Socket]struct{}
+
+	acqSeq atomic.Uint32
+	unsub  func()
+}
+
+// Socket is one PF_KEY endpoint (a control-socket connection).
+type Socket struct {
+	srv        *Server
+	send       func([]byte)
+	registered atomic.Uint32 // bit per SA type
+	promisc    atomic.Bool
+}
+
+// NewServer returns a server for engine and subscribes it to the engine's
+// ACQUIRE and EXPIRE events.
+func NewServer(engine *xfrm.Engine) *Server {
+	s := &Server{engine: engine, socks: make(map[*Socket]struct{})}
+	s.unsub = engine.Subscribe(s.event)
+	return s
+}
+
+// Close unsubscribes the server from the engine.
+func (s *Server) Close() { s.unsub() }
+
+// Open creates a socket whose messages go to send. send must not block
+// (it runs on the packet path for ACQUIRE and EXPIRE): drop when full, as a
+// full socket receive buffer does.
+func (s *Server) Open(send func(msg []byte)) *Socket {
+	k := &Socket{srv: s, send: send}
+	s.mu.Lock()
+	s.socks[k] = struct{}{}
+	s.mu.Unlock()
+	return k
+}
+
+// Close removes the socket.
+func (k *Socket) Close() {
+	k.srv.mu.Lock()
+	delete(k.srv.socks, k)
+	k.srv.mu.Unlock()
+}
+
+// Registered reports whether the socket registered for an SA type.
+func (k *Socket) Registered(satype uint8) bool { return k.registered.Load()&(1<<satype) != 0 }
+
+// Broadcast sends msg as pfkey_broadcast does: promiscuous sockets get a
+// copy of everything; then all sockets (All), registered ones
+// (Registered), or none; and finally one, when not nil.
+func (s *Server) Broadcast(msg []byte, flags int, one *Socket) {
+	s.mu.RLock()
+	for k := range s.socks {
+		if k.promisc.Load() {
+			k.send(msg)
+		}
+		if k == one {
+			continue
+		}
+		if flags != BroadcastAll {
+			if flags&BroadcastPromiscOnly != 0 {
+				continue
+			}
+			if flags&BroadcastRegistered != 0 && k.registered.Load() == 0 {
+				continue
+			}
+			if flags&BroadcastOne != 0 {
+				continue
+			}
+		}
+		k.send(msg)
+	}
+	s.mu.RUnlock()
+	if one != nil {
+		one.send(msg)
+	}
+}
+
+func errnoOf(err error) syscall.Errno {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Errno
+	}
+	switch {
+	case errors.Is(err, xfrm.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, xfrm.ErrNotFound):
+		return syscall.ENOENT
+	}
+	return syscall.EINVAL
+}
+
+// Handle processes one message from the socket. Every failure is answered
+// with the request header and sadb_msg_errno set; a message that fails
+// validation changes nothing.
+func (k *Socket) Handle(b []byte) {
+	m, err := Decode(b)
+	if err != nil {
+		k.send(ErrorReply(b, errnoOf(err)))
+		return
+	}
+	s := k.srv
+	// Every message sent to the kernel is copied to promiscuous sockets.
+	s.Broadcast(b, BroadcastPromiscOnly, nil)
+	if err := s.dispatch(k, m); err != nil {
+		k.send(ErrorReply(b, errnoOf(err)))
+	}
+}
+
+// reply fills the header fields of a reply from the request.
+func reply(req *Msg, r *Msg) []byte {
+	r.Type, r.Seq, r.PID = req.Type, req.Seq, req.PID
+	if r.SAType == 0 {
+		r.SAType = req.SAType
+	}
+	return r.MustEncode()
+}
+
+func (s *Server) dispatch(k *Socket, m *Msg) error {
+	if m.Errno != 0 && m.Type != MsgAcquire {
+		return errorf(syscall.EINVAL, "request with errno set")
+	}
+	switch m.Type {
+	case MsgGetSPI:
+		return s.getSPI(k, m)
+	case MsgUpdate, MsgAdd:
+		return s.addSA(m)
+	case MsgDelete:
+		return s.deleteSA(m)
+	case MsgGet:
+		return s.getSA(k, m)
+	case MsgAcquire:
+		// A key manager reporting a failed negotiation: nothing to undo
+		// since ACQUIRE creates no larval SA here.
+		return nil
+	case MsgRegister:
+		return s.register(k, m)
+	case MsgExpire:
+		return s.expire(m)
+	case MsgFlush:
+		return s.flush(m)
+	case MsgDump:
+		return s.dump(k, m)
+	case MsgXPromisc:
+		if m.SAType > 1 {
+			return errorf(syscall.EINVAL, "X_PROMISC takes 0 or 1")
+		}
+		k.promisc.Store(m.SAType == 1)
+		s.Broadcast(reply(m, &Msg{}), BroadcastAll, nil)
+		return nil
+	case MsgXSPDAdd, MsgXSPDUpdate:
+		return s.spdAdd(m)
+	case MsgXSPDDelete:
+		return s.spdDelete(m)
+	case MsgXSPDDelete2, MsgXSPDGet:
+		return s.spdGet(k, m)
+	case MsgXSPDDump:
+		return s.spdDump(k, m)
+	case MsgXSPDFlush:
+		n := s.engine.SPD.Flush()
+		_ = n
+		s.Broadcast(reply(m, &Msg{}), BroadcastAll, nil)
+		return nil
+	}
+	return errorf(syscall.EOPNOTSUPP, "%s is not supported", MsgName(m.Type))
+}
+
+func protoOrErr(m *Msg) (xfrm.Proto, error) {
+	p := ProtoOf(m.SAType)
+	if p == 0 {
+		return 0, errorf(syscall.EINVAL, "SA type %d", m.SAType)
+	}
+	return p, nil
+}
+
+func (s *Server) getSPI(k *Socket, m *Msg) error {
+	proto, err := protoOrErr(m)
+	if err != nil {
+		return err
+	}
+	if m.Src == nil || m.Dst == nil {
+		return errorf(syscall.EINVAL, "GETSPI needs source and destination addresses")
+	}
+	if m.Src.Addr.Is4() != m.Dst.Addr.Is4() {
+		return errorf(syscall.EINVAL, "address families differ")
+	}
+	mode, reqid := xfrm.ModeTransport, uint32(0)
+	if m.SA2 != nil {
+		if mode, err = modeFromPF(m.SA2.Mode); err != nil {
+			return err
+		}
+		reqid = m.SA2.ReqID
+	}
+	lo, hi := uint32(0x100), uint32(0x0fffffff)
+	if r := m.SPIRange; r != nil {
+		lo, hi = r.Min, r.Max
+		if lo < 0x100 && proto != xfrm.ProtoIPComp {
+			lo = 0x100
+		}
+		if lo > hi {
+			return errorf(syscall.EINVAL, "SPI range %#x-%#x", r.Min, r.Max)
+		}
+	}
+	var sa *xfrm.SA
+	try := func(spi uint32) error {
+		if s.engine.SAD.Lookup(m.Dst.Addr, proto, spi) != nil {
+			return xfrm.ErrExist
+		}
+		l, err := xfrm.NewLarvalSA(proto, m.Src.Addr, m.Dst.Addr, spi, mode, reqid)
+		if err != nil {
+			return errorf(syscall.EINVAL, "%v", err)
+		}
+		if err := s.engine.SAD.Add(l); err != nil {
+			return err
+		}
+		sa = l
+		return nil
+	}
+	if lo == hi {
+		if err := try(lo); err != nil {
+			return errorf(syscall.ENOENT, "SPI %#x is taken", lo)
+		}
+	} else {
+		var rb [4]byte
+		for i := 0; i < 1000 && sa == nil; i++ {
+			rand.Read(rb[:])
+			spi := lo + binary.BigEndian.Uint32(rb[:])%(hi-lo+1)
+			if err := try(spi); err != nil && !errors.Is(err, xfrm.ErrExist) {
+				return err
+			}
+		}
+		if sa == nil {
+			return errorf(syscall.ENOENT, "no free SPI in %#x-%#x", lo, hi)
+		}
+	}
+	s.Broadcast(reply(m, StateMsg(sa, false)), BroadcastOne, k)
+	return nil
+}
+
+func (s *Server) addSA(m *Msg) error {
+	cfg, err := ConfigFromMsg(m)
+	if err != nil {
+		return err
+	}
+	sa, err := xfrm.NewSA(cfg)
+	if err != nil {
+		return errorf(syscall.EINVAL, "%v", err)
+	}
+	if m.Type == MsgAdd {
+		if err := s.engine.SAD.Add(sa); err != nil {
+			return errorf(syscall.EEXIST, "%v", err)
+		}
+	} else {
+		if s.engine.SAD.Lookup(cfg.Dst, cfg.Proto, cfg.SPI) == nil {
+			return errorf(syscall.ESRCH, "no SA %v spi %#x dst %v to update", cfg.Proto, cfg.SPI, cfg.Dst)
+		}
+		if err := s.engine.SAD.Update(sa); err != nil {
+			return err
+		}
+	}
+	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastAll, nil)
+	return nil
+}
+
+func (s *Server) lookupSA(m *Msg) (*xfrm.SA, error) {
+	proto, err := protoOrErr(m)
+	if err != nil {
+		return nil, err
+	}
+	if m.SA == nil || m.Dst == nil {
+		return nil, errorf(syscall.EINVAL, "SA and destination address extensions are required")
+	}
+	sa := s.engine.SAD.Lookup(m.Dst.Addr, proto, m.SA.SPI)
+	if sa == nil || (m.Src != nil && !m.Src.Addr.IsUnspecified() && sa.Config.Src != m.Src.Addr) {
+		return nil, errorf(syscall.ESRCH, "no SA %v spi %#x dst %v", proto, m.SA.SPI, m.Dst.Addr)
+	}
+	return sa, nil
+}
+
+func (s *Server) deleteSA(m *Msg) error {
+	sa, err := s.lookupSA(m)
+	if err != nil {
+		return err
+	}
+	c := &sa.Config
+	if _, err := s.engine.SAD.Delete(c.Dst, c.Proto, c.SPI); err != nil {
+		return errorf(syscall.ESRCH, "%v", err)
+	}
+	r := &Msg{SA: &SA{SPI: c.SPI}, Src: hostAddr(c.Src, 0), Dst: hostAddr(c.Dst, 0)}
+	s.Broadcast(reply(m, r), BroadcastAll, nil)
+	return nil
+}
+
+func (s *Server) getSA(k *Socket, m *Msg) error {
+	sa, err := s.lookupSA(m)
+	if err != nil {
+		return err
+	}
+	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastOne, k)
+	return nil
+}
+
+func (s *Server) expire(m *Msg) error {
+	sa, err := s.lookupSA(m)
+	if err != nil {
+		return err
+	}
+	switch {
+	case m.LifetimeHard != nil:
+		xfrm.ExpireSA(sa, true)
+	case m.LifetimeSoft != nil:
+		xfrm.ExpireSA(sa, false)
+	default:
+		return errorf(syscall.EINVAL, "EXPIRE needs a hard or soft lifetime extension")
+	}
+	return nil
+}
+
+func (s *Server) register(k *Socket, m *Msg) error {
+	if m.SAType > SATypeMax {
+		return errorf(syscall.EINVAL, "SA type %d", m.SAType)
+	}
+	if m.SAType != SATypeUnspec {
+		bit := uint32(1) << m.SAType
+		for {
+			old := k.registered.Load()
+			if old&bit != 0 {
+				return errorf(syscall.EEXIST, "already registered for SA type %d", m.SAType)
+			}
+			if k.registered.CompareAndSwap(old, old|bit) {
+				break
+			}
+		}
+	}
+	r := &Msg{}
+	if m.SAType == SATypeESP || m.SAType == SATypeUnspec {
+		r.SupportedAuth, r.SupportedEncrypt = supported()
+	}
+	s.Broadcast(reply(m, r), BroadcastRegistered, k)
+	return nil
+}
+
+func (s *Server) flush(m *Msg) error {
+	var proto xfrm.Proto
+	if m.SAType != SATypeUnspec {
+		var err error
+		if proto, err = protoOrErr(m); err != nil {
+			return err
+		}
+	}
+	s.engine.SAD.Flush(proto)
+	s.Broadcast(reply(m, &Msg{}), BroadcastAll, nil)
+	return nil
+}
+
+func (s *Server) dump(k *Socket, m *Msg) error {
+	var proto xfrm.Proto
+	if m.SAType != SATypeUnspec {
+		var err error
+		if proto, err = protoOrErr(m); err != nil {
+			return err
+		}
+	}
+	var msgs []*Msg
+	s.engine.SAD.Walk(func(sa *xfrm.SA) bool {
+		if proto == 0 || sa.Config.Proto == proto {
+			msgs = append(msgs, StateMsg(sa, true))
+		}
+		return true
+	})
+	if len(msgs) == 0 {
+		return errorf(syscall.ENOENT, "no SAs")
+	}
+	sortSAMsgs(msgs)
+	for i, r := range msgs {
+		r.Type, r.PID = m.Type, m.PID
+		r.Seq = uint32(len(msgs) - 1 - i)
+		s.Broadcast(r.MustEncode(), BroadcastOne, k)
+	}
+	return nil
+}
+
+func policyReply(p *xfrm.Policy) *Msg {
+	r, err := PolicyMsg(p)
+	if err != nil {
+		// A Go-API policy PF_KEY cannot express exactly (a port
+		// range): send what it can.
+		q := *p
+		q.Sel.SrcPorts, q.Sel.DstPorts = xfrm.PortRange{Lo: p.Sel.SrcPorts.Lo, Hi: p.Sel.SrcPorts.Lo}, xfrm.PortRange{Lo: p.Sel.DstPorts.Lo, Hi: p.Sel.DstPorts.Lo}
+		r, err = PolicyMsg(&q)
+		if err != nil {
+			r = &Msg{Policy: &Policy{Dir: dirToPF(p.Dir), ID: p.ID, Priority: p.Priority}}
+		}
+	}
+	return r
+}
+
+func (s *Server) spdAdd(m *Msg) error {
+	p, err := PolicyFromMsg(m)
+	if err != nil {
+		return err
+	}
+	var id uint32
+	if m.Type == MsgXSPDAdd {
+		id, err = s.engine.SPD.Add(p)
+	} else {
+		id, err = s.engine.SPD.Update(p)
+	}
+	if err != nil {
+		return err
+	}
+	np := s.engine.SPD.Get(id)
+	if np == nil {
+		np = p
+		np.ID = id
+	}
+	s.Broadcast(reply(m, policyReply(np)), BroadcastAll, nil)
+	return nil
+}
+
+func (s *Server) spdDelete(m *Msg) error {
+	p, err := PolicyFromMsg(m)
+	if err != nil && m.Policy != nil && m.Policy.Type == PolicyIPsec && len(m.Policy.Requests) == 0 {
+		// SPDDELETE may carry a bare policy header without requests.
+		q := *m
+		pol := *m.Policy
+		pol.Type = PolicyNone
+		q.Policy = &pol
+		p, err = PolicyFromMsg(&q)
+	}
+	if err != nil {
+		return err
+	}
+	old, err := s.engine.SPD.Delete(p.Dir, p.Sel)
+	if err != nil {
+		return errorf(syscall.ENOENT, "%v", err)
+	}
+	s.Broadcast(reply(m, policyReply(old)), BroadcastAll, nil)
+	return nil
+}
+
+func (s *Server) spdGet(k *Socket, m *Msg) error {
+	if m.Policy == nil {
+		return errorf(syscall.EINVAL, "policy extension required")
+	}
+	id := m.Policy.ID
+	if _, err := dirFromPF(uint8(id&7) + 1); err != nil {
+		return errorf(syscall.ENOENT, "policy index %d", id)
+	}
+	var p *xfrm.Policy
+	if m.Type == MsgXSPDDelete2 {
+		var err error
+		if p, err = s.engine.SPD.DeleteByID(id); err != nil {
+			return errorf(syscall.ENOENT, "%v", err)
+		}
+		s.Broadcast(reply(m, policyReply(p)), BroadcastAll, nil)
+		return nil
+	}
+	if p = s.engine.SPD.Get(id); p == nil {
+		return errorf(syscall.ENOENT, "policy index %d", id)
+	}
+	s.Broadcast(reply(m, policyReply(p)), BroadcastOne, k)
+	return nil
+}
+
+func (s *Server) spdDump(k *Socket, m *Msg) error {
+	var ps []*xfrm.Policy
+	s.engine.SPD.Walk(func(p *xfrm.Policy) bool {
+		ps = append(ps, p)
+		return true
+	})
+	if len(ps) == 0 {
+		return errorf(syscall.ENOENT, "no policies")
+	}
+	for i, p := range ps {
+		r := policyReply(p)
+		r.Type, r.PID, r.Seq = m.Type, m.PID, uint32(len(ps)-1-i)
+		s.Broadcast(r.MustEncode(), BroadcastOne, k)
+	}
+	return nil
+}
+
+// event turns engine events into ACQUIRE and EXPIRE messages for the
+// registered sockets.
+func (s *Server) event(ev xfrm.Event) {
+	switch ev.Type {
+	case xfrm.EventAcquire:
+		b := AcquireMsg(ev, s.acqSeq.Add(1)).MustEncode()
+		s.Broadcast(b, BroadcastRegistered, nil)
+	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
+		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)
+	}
+}
+
+// AcquireMsg builds the ACQUIRE Linux's pfkey_send_acquire sends: the
+// addresses the SA must have (the template's tunnel endpoints, else the
+// packet's), the policy, and a proposal from the algorithm table.
+func AcquireMsg(ev xfrm.Event, seq uint32) *Msg {
+	t := ev.Template
+	src, dst := ev.Flow.Src, ev.Flow.Dst
+	if t.Mode == xfrm.ModeTunnel {
+		src, dst = t.Src, t.Dst
+	}
+	m := &Msg{
+		Type:   MsgAcquire,
+		SAType: SATypeOf(t.Proto),
+		Seq:    seq,
+		Src:    hostAddr(src, 0),
+		Dst:    hostAddr(dst, 0),
+		Policy: &Policy{Type: PolicyIPsec, Dir: dirToPF(ev.Policy.Dir), ID: ev.Policy.ID, Priority: ev.Policy.Priority},
+		SA2:    &SA2{Mode: modeToPF(t.Mode), ReqID: t.ReqID},
+	}
+	if t.Proto == xfrm.ProtoESP {
+		m.Proposal = espProposal()
+	}
+	return m
+}
+
+// ExpireMsg builds the EXPIRE Linux's key_notify_sa_expire sends.
+func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
+	c := &sa.Config
+	m := StateMsg(sa, false)
+	m.Type = MsgExpire
+	m.KeyAuth, m.KeyEncrypt = nil, nil
+	if hard {
+		m.LifetimeHard = lifetimeExt(&c.Hard)
+		m.LifetimeSoft = nil
+		m.SA.State = SAStateDead
+	} else {
+		m.LifetimeSoft = lifetimeExt(&c.Soft)
+		m.LifetimeHard = nil
+		m.SA.State = SAStateDying
+	}
+	return m
+}
+
+func sortSAMsgs(ms []*Msg) {
+	key := func(m *Msg) (netip.Addr, uint32) { return m.Dst.Addr, m.SA.SPI }
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0; j-- {
+			a1, s1 := key(ms[j-1])
+			a2, s2 := key(ms[j])
+			if c := a1.Compare(a2); c < 0 || (c == 0 && s1 <= s2) {
+				break
+			}
+			ms[j-1], ms[j] = ms[j], ms[j-1]
+		}
+	}
+}

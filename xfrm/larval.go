@@ -59,3 +59,7 @@ func (d *SAD) expireLarval(sa *SA, now time.Time) {
 // ExpireSA forces the soft or hard expiry of sa, with its event, as a key
 // manager's PF_KEY EXPIRE asks. A hard expiry removes it from its SAD.
 func ExpireSA(sa *SA, hard bool) { sa.expire(hard) }
+
+// DiscardSA wipes the keys of an SA that was built but never added (a
+// validation pass).
+func DiscardSA(sa *SA) { sa.kill() }

@@ -1,0 +1,140 @@
+// Package setkey parses and applies the KAME / ipsec-tools setkey
+// language (add, get, delete, deleteall, flush, dump, spdadd, spdupdate,
+// spddelete, spdflush, spddump), turns statements into PF_KEY messages,
+// and prints SAs and policies in setkey's own -D / -DP format.
+//
+// Algorithm names are looked up in the esp algorithm table, so the parser
+// accepts whatever the table holds and names anything else in its error.
+package setkey
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Pos is a place in the input.
+type Pos struct {
+	Line, Col int
+}
+
+// Error is a parse or apply error, printed as FILE:LINE:COL: message.
+type Error struct {
+	File string
+	Pos  Pos
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	f := e.File
+	if f == "" {
+		f = "<input>"
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", f, e.Pos.Line, e.Pos.Col, e.Msg)
+}
+
+type tokKind uint8
+
+const (
+	tokEOF tokKind = iota
+	tokWord
+	tokString
+	tokSemi
+)
+
+type token struct {
+	kind tokKind
+	text string
+	pos  Pos
+}
+
+func (t token) String() string {
+	switch t.kind {
+	case tokEOF:
+		return "end of input"
+	case tokSemi:
+		return `";"`
+	case tokString:
+		return fmt.Sprintf("%q", t.text)
+	}
+	return fmt.Sprintf("%q", t.text)
+}
+
+// lex splits src into tokens: words, "quoted strings" and ';'. '#' starts
+// a comment to the end of the line; a backslash before a newline joins
+// lines.
+func lex(file, src string) ([]token, error) {
+	var toks []token
+	line, col := 1, 1
+	i := 0
+	adv := func() {
+		if src[i] == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+		i++
+	}
+	for i < len(src) {
+		c := src[i]
+		switch {
+		case c == '\\' && i+1 < len(src) && src[i+1] == '\n':
+			adv()
+			adv()
+		case c == '\\' && i+2 < len(src) && src[i+1] == '\r' && src[i+2] == '\n':
+			adv()
+			adv()
+			adv()
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			adv()
+		case c == '#':
+			for i < len(src) && src[i] != '\n' {
+				adv()
+			}
+		case c == ';':
+			toks = append(toks, token{tokSemi, ";", Pos{line, col}})
+			adv()
+		case c == '"':
+			p := Pos{line, col}
+			adv()
+			var sb strings.Builder
+			for {
+				if i >= len(src) || src[i] == '\n' {
+					return nil, &Error{file, p, "unterminated string"}
+				}
+				if src[i] == '"' {
+					adv()
+					break
+				}
+				if src[i] == '\\' && i+1 < len(src) && (src[i+1] == '"' || src[i+1] == '\\') {
+					adv()
+				}
+				sb.WriteByte(src[i])
+				adv()
+			}
+			toks = append(toks, token{tokString, sb.String(), p})
+		default:
+			if c < 0x20 || c >= 0x7f {
+				return nil, &Error{file, Pos{line, col}, fmt.Sprintf("unexpected character %q", rune(c))}
+			}
+			p := Pos{line, col}
+			start := i
+			for i < len(src) {
+				d := src[i]
+				if d == ' ' || d == '\t' || d == '\n' || d == '\r' || d == ';' || d == '"' || d == '#' || d == '\f' || d == '\v' {
+					break
+				}
+				if d == '\\' && i+1 < len(src) && (src[i+1] == '\n' || src[i+1] == '\r') {
+					break
+				}
+				if d < 0x20 || d >= 0x7f {
+					return nil, &Error{file, Pos{line, col}, fmt.Sprintf("unexpected character %q", rune(d))}
+				}
+				adv()
+			}
+			toks = append(toks, token{tokWord, src[start:i], p})
+		}
+	}
+	toks = append(toks, token{tokEOF, "", Pos{line, col}})
+	return toks, nil
+}

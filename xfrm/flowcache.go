@@ -6,9 +6,9 @@ import (
 	"sync/atomic"
 )
 
-// flowCacheBits sizes the SPD flow cache: 2^12 direct-mapped slots, 32 KiB
-// of pointers. A slot holds the last flow that hashed to it; a collision
-// costs one slow lookup, never a wrong answer.
+// flowCacheBits sizes the SPD flow cache: 2^12 slots (32 KiB of pointers)
+// in two-way sets, so two hot flows that hash alike do not evict each other
+// on every packet. A miss costs one table search, never a wrong answer.
 const flowCacheBits = 12
 
 // flowEntry is one immutable cached lookup result. It is valid while gen
@@ -27,20 +27,37 @@ type flowCache struct {
 	slots [1 << flowCacheBits]atomic.Pointer[flowEntry]
 }
 
+// set returns the index of the first of the two slots of h's set.
+func set(h uint64) uint64 { return h & (1<<flowCacheBits - 2) }
+
+func (e *flowEntry) is(dir Dir, f *Flow, gen uint64) bool {
+	return e != nil && e.gen == gen && e.dir == dir && e.flow == *f
+}
+
 // get returns the cached result for (dir, f) at generation gen.
 func (c *flowCache) get(h uint64, dir Dir, f *Flow, gen uint64) (*Policy, bool) {
-	e := c.slots[h&(1<<flowCacheBits-1)].Load()
-	if e == nil || e.gen != gen || e.dir != dir || e.flow != *f {
-		return nil, false
+	i := set(h)
+	if e := c.slots[i].Load(); e.is(dir, f, gen) {
+		return e.pol, true
 	}
-	return e.pol, true
+	if e := c.slots[i+1].Load(); e.is(dir, f, gen) {
+		return e.pol, true
+	}
+	return nil, false
 }
 
 // put records a result computed at generation gen. gen must have been read
 // before the lookup started, so a concurrent change makes the entry stale
-// rather than wrong.
+// rather than wrong. It fills an empty or stale way first, else evicts the
+// way the hash's high bit picks.
 func (c *flowCache) put(h uint64, dir Dir, f *Flow, gen uint64, p *Policy) {
-	c.slots[h&(1<<flowCacheBits-1)].Store(&flowEntry{flow: *f, dir: dir, gen: gen, pol: p})
+	i := set(h)
+	if e := c.slots[i].Load(); e != nil && e.gen == gen {
+		if e2 := c.slots[i+1].Load(); e2 == nil || e2.gen != gen || h>>63 != 0 {
+			i++
+		}
+	}
+	c.slots[i].Store(&flowEntry{flow: *f, dir: dir, gen: gen, pol: p})
 }
 
 // clear drops every entry; used by Flush to release policies for the GC.

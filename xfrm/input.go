@@ -10,8 +10,8 @@ import (
 
 // Next-header values the input loop handles.
 const (
-	innerIPv4   = 4
-	innerIPv6   = 41
+	innerIPv4 = 4
+	innerIPv6 = 41
 	innerNone = 59
 )
 

@@ -27,6 +27,7 @@ const (
 	KindIntegrity
 )
 
+// String names the kind as error messages do.
 func (k Kind) String() string {
 	switch k {
 	case KindAEAD:

@@ -15,8 +15,7 @@ import (
 // followed by the high 32 sequence bits with ESN (§2.2.1, not sent).
 // Integrity is checked before anything is decrypted (§3.4.4).
 type cbcEngine struct {
-	block   cipher.Block // nil: NULL encryption
-	encKey  []byte
+	block   cipher.Block // nil: NULL encryption; the raw key is not kept
 	ivLen   int
 	newHash func() hash.Hash // nil: no integrity
 	macKey  []byte
@@ -45,7 +44,9 @@ type cbcScratch struct {
 }
 
 func newCBCEngine(enc *algorithm, encKey []byte, auth *algorithm, macKey []byte, icvLen int) (*cbcEngine, error) {
-	e := &cbcEngine{encKey: encKey, ivLen: enc.IVLen, macKey: macKey, icvLen: icvLen}
+	// macKey is kept (a copy) because each pooled HMAC state is keyed
+	// from it when the pool grows.
+	e := &cbcEngine{ivLen: enc.IVLen, macKey: macKey, icvLen: icvLen}
 	if enc.newBlock != nil {
 		b, err := enc.newBlock(encKey)
 		if err != nil {
@@ -140,7 +141,6 @@ func (e *cbcEngine) icv(s *cbcScratch, data []byte, seq uint64, esn bool) []byte
 }
 
 func (e *cbcEngine) zero() {
-	clear(e.encKey)
 	clear(e.macKey)
 	e.block = nil
 	e.ivs = nil

@@ -107,7 +107,7 @@ func newCBCTransform(encName string, encKey []byte, authName string, authKey []b
 	if enc.newBlock == nil && auth == nil {
 		return nil, fmt.Errorf("esp: %s encryption without integrity protects nothing (RFC 4303 §3.2)", encName)
 	}
-	eng, err := newCBCEngine(enc, bytes.Clone(encKey), auth, bytes.Clone(authKey), icvLen)
+	eng, err := newCBCEngine(enc, encKey, auth, bytes.Clone(authKey), icvLen)
 	if err != nil {
 		return nil, fmt.Errorf("esp: %s: %v", encName, err)
 	}

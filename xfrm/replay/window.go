@@ -103,8 +103,8 @@ func (w *Window) Check(seq uint64) bool {
 }
 
 // Update marks seq seen after the ICV verified; false if it was a replay.
-// It repeats Check's tests because another packet may have been accepted
-// between the two under the SA lock's release.
+// It repeats Check's tests because the caller may drop the SA lock while
+// it verifies the ICV, letting another copy of seq in meanwhile.
 func (w *Window) Update(seq uint64) bool {
 	if w.size == 0 {
 		w.top = max(w.top, seq)

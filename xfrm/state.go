@@ -129,6 +129,10 @@ func (sa *SA) Overhead(n int) int {
 // LastSeq returns the last outbound sequence number used.
 func (sa *SA) LastSeq() uint64 { return sa.outSeq.Load() }
 
+// SetOutSeq sets the last outbound sequence number used, as Linux's
+// replay-oseq does when an SA moves between hosts.
+func (sa *SA) SetOutSeq(seq uint64) { sa.outSeq.Store(seq) }
+
 // ReplayTop returns the highest inbound sequence number accepted.
 func (sa *SA) ReplayTop() uint64 {
 	sa.replayMu.Lock()

@@ -6,6 +6,10 @@ import (
 	"net/netip"
 	"sync"
 
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/ipsecstack/ipsecstack/link/memlink"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -67,6 +71,26 @@ type Pair struct {
 	mu     sync.Mutex
 	leaks  []string
 	frames int
+	tap    func(from string, frame []byte)
+}
+
+// SetTap calls fn with every frame a side sends ("A" or "B"), after the
+// leak detector saw it. fn must not block.
+func (p *Pair) SetTap(fn func(from string, frame []byte)) {
+	p.mu.Lock()
+	p.tap = fn
+	p.mu.Unlock()
+}
+
+// InjectB hands the IP packet ip to stack B as if it arrived on its link.
+func (p *Pair) InjectB(ip []byte) {
+	proto := header.IPv6ProtocolNumber
+	if len(ip) > 0 && ip[0]>>4 == 4 {
+		proto = header.IPv4ProtocolNumber
+	}
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), ip...))})
+	defer pkt.DecRef()
+	p.B.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
 // New builds a pair.
@@ -144,12 +168,12 @@ func SolicitedNode(a netip.Addr) netip.Addr {
 
 // SPIs used by the pair: A→B and B→A for the main SAs and the NDP SAs.
 const (
-	SPIAtoB      = 0x1001
-	SPIBtoA      = 0x2001
-	spiNDPmcastA = 0x3001 // A → solicited-node(B)
-	spiNDPmcastB = 0x3002 // B → solicited-node(A)
-	spiNDPuniA   = 0x3003 // A → B unicast NDP
-	spiNDPuniB   = 0x3004
+	SPIAtoB          = 0x1001
+	SPIBtoA          = 0x2001
+	SPINDPMulticastA = 0x3001 // A → solicited-node(B)
+	spiNDPmcastB     = 0x3002 // B → solicited-node(A)
+	spiNDPuniA       = 0x3003 // A → B unicast NDP
+	spiNDPuniB       = 0x3004
 )
 
 func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
@@ -249,8 +273,8 @@ func (p *Pair) configureNDP() error {
 		mcOut, mcIn, uOut, uIn uint32
 	}
 	for _, sd := range []side{
-		{p.A, A6, B6, spiNDPmcastA, spiNDPmcastB, spiNDPuniA, spiNDPuniB},
-		{p.B, B6, A6, spiNDPmcastB, spiNDPmcastA, spiNDPuniB, spiNDPuniA},
+		{p.A, A6, B6, SPINDPMulticastA, spiNDPmcastB, spiNDPuniA, spiNDPuniB},
+		{p.B, B6, A6, spiNDPmcastB, SPINDPMulticastA, spiNDPuniB, spiNDPuniA},
 	} {
 		e := sd.s.Engine
 		mk := func(spi uint32, src, dst netip.Addr) xfrm.SAConfig {
@@ -290,7 +314,11 @@ func (p *Pair) configureNDP() error {
 func (p *Pair) inspect(who string, e *xfrm.Engine, frame []byte) {
 	p.mu.Lock()
 	p.frames++
+	tap := p.tap
 	p.mu.Unlock()
+	if tap != nil {
+		defer tap(who, frame)
+	}
 	if len(frame) < 14 {
 		return
 	}

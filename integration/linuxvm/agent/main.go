@@ -1,0 +1,369 @@
+// Command agent is the guest side of linuxvm: a static program that runs as
+// a child of the initramfs's /init inside the Linux VM.
+//
+//	agent serve
+//
+// finds the virtio-serial port named "ipsecstack.agent", reads JSON requests
+// from it (one per line) and answers each with a JSON response line: "exec"
+// runs a shell command and returns its output and exit status, "read"
+// returns a file's content. Requests run concurrently. serve also starts the
+// peer services the traffic tests use, on every address:
+//
+//	TCP 7     echo
+//	TCP 9000  sink: reads until EOF, answers with the SHA-256 of what it read
+//	UDP 7     echo
+//
+// The same binary is a client for the tests the guest initiates:
+//
+//	agent tcpsend ADDR PORT NBYTES   send NBYTES to a sink, check its SHA-256
+//	agent udpsend ADDR PORT SIZE N   send N datagrams of SIZE, check the echoes
+//	agent tcpecho ADDR PORT NBYTES   send NBYTES to an echo server, check them
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PortName is the virtio-serial port name the host creates.
+const PortName = "ipsecstack.agent"
+
+// prelude makes `ip` mean iproute2's: busybox ash runs its own applets in
+// preference to PATH, and busybox's ip has no xfrm; functions win over
+// applets.
+const prelude = "ip() { /usr/sbin/ip \"$@\"; }\n"
+
+type request struct {
+	ID        uint64 `json:"id"`
+	Op        string `json:"op"`
+	Cmd       string `json:"cmd,omitempty"`
+	Path      string `json:"path,omitempty"`
+	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+}
+
+type response struct {
+	ID     uint64 `json:"id"`
+	Stdout string `json:"stdout,omitempty"`
+	Stderr string `json:"stderr,omitempty"`
+	Exit   int    `json:"exit"`
+	Err    string `json:"err,omitempty"`
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: agent serve | tcpsend ADDR PORT N | udpsend ADDR PORT SIZE N | tcpecho ADDR PORT N")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve()
+	case "tcpsend":
+		err = client(os.Args[2:], 3, tcpSend)
+	case "tcpecho":
+		err = client(os.Args[2:], 3, tcpEcho)
+	case "udpsend":
+		err = client(os.Args[2:], 4, udpSend)
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func serve() error {
+	if err := startServices(); err != nil {
+		fmt.Fprintln(os.Stderr, "agent: services:", err)
+	}
+	dev, err := findPort(PortName, 60*time.Second)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "agent: serving on", dev)
+	var wmu sync.Mutex
+	enc := json.NewEncoder(f)
+	reply := func(r response) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		if err := enc.Encode(r); err != nil {
+			fmt.Fprintln(os.Stderr, "agent: write:", err)
+		}
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 16<<20)
+	for {
+		for sc.Scan() {
+			var req request
+			if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+				fmt.Fprintln(os.Stderr, "agent: bad request:", err)
+				continue
+			}
+			go func() { reply(handle(req)) }()
+		}
+		// EOF: the host closed its end; wait for it to come back.
+		fmt.Fprintln(os.Stderr, "agent: port read:", sc.Err())
+		time.Sleep(200 * time.Millisecond)
+		sc = bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<16), 16<<20)
+	}
+}
+
+func handle(req request) response {
+	r := response{ID: req.ID}
+	switch req.Op {
+	case "hello":
+		r.Stdout = "ready"
+	case "read":
+		b, err := os.ReadFile(req.Path)
+		if err != nil {
+			r.Exit, r.Err = 1, err.Error()
+		}
+		r.Stdout = string(b)
+	case "exec":
+		ctx := context.Background()
+		if req.TimeoutMs > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
+			defer cancel()
+		}
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", prelude+req.Cmd)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=dumb"}
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.WaitDelay = time.Second
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		err := cmd.Run()
+		r.Stdout, r.Stderr = out.String(), errb.String()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			r.Exit, r.Err = -1, "timeout"
+		case errors.As(err, &ee):
+			r.Exit = ee.ExitCode()
+		default:
+			r.Exit, r.Err = -1, err.Error()
+		}
+	default:
+		r.Exit, r.Err = -1, "unknown op "+req.Op
+	}
+	return r
+}
+
+// findPort returns the /dev node of the virtio-serial port called name.
+func findPort(name string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ms, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, m := range ms {
+			b, err := os.ReadFile(m)
+			if err == nil && strings.TrimSpace(string(b)) == name {
+				dev := "/dev/" + filepath.Base(filepath.Dir(m))
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no virtio-serial port named %q", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func startServices() error {
+	echo, err := net.Listen("tcp", ":7")
+	if err != nil {
+		return err
+	}
+	go acceptLoop(echo, func(c net.Conn) { io.Copy(c, c) })
+	sink, err := net.Listen("tcp", ":9000")
+	if err != nil {
+		return err
+	}
+	go acceptLoop(sink, func(c net.Conn) {
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			return
+		}
+		c.Write(h.Sum(nil))
+	})
+	u, err := net.ListenPacket("udp", ":7")
+	if err != nil {
+		return err
+	}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := u.ReadFrom(buf)
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			u.WriteTo(buf[:n], from)
+		}
+	}()
+	return nil
+}
+
+func acceptLoop(l net.Listener, fn func(net.Conn)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			fn(c)
+		}()
+	}
+}
+
+// client parses ADDR PORT and n-2 integers and runs fn.
+func client(args []string, n int, fn func(addr string, nums []int) error) error {
+	if len(args) != n {
+		return fmt.Errorf("want %d arguments, got %d", n, len(args))
+	}
+	var nums []int
+	for _, a := range args[1:] {
+		v, err := strconv.Atoi(a)
+		if err != nil {
+			return err
+		}
+		nums = append(nums, v)
+	}
+	addr := net.JoinHostPort(args[0], strconv.Itoa(nums[0]))
+	return fn(addr, nums[1:])
+}
+
+func fill(rng *rand.Rand, b []byte) {
+	for i := 0; i < len(b); i += 8 {
+		v := rng.Uint64()
+		for j := 0; j < 8 && i+j < len(b); j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+}
+
+func tcpSend(addr string, nums []int) error {
+	n := nums[0]
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(120 * time.Second))
+	rng := rand.New(rand.NewPCG(uint64(n), 11))
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	for left := n; left > 0; {
+		m := min(left, len(buf))
+		fill(rng, buf[:m])
+		h.Write(buf[:m])
+		if _, err := c.Write(buf[:m]); err != nil {
+			return fmt.Errorf("write after %d bytes: %w", n-left, err)
+		}
+		left -= m
+	}
+	c.(*net.TCPConn).CloseWrite()
+	sum := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, sum); err != nil {
+		return fmt.Errorf("read digest: %w", err)
+	}
+	if !bytes.Equal(sum, h.Sum(nil)) {
+		return fmt.Errorf("sha256 mismatch: sink saw different content")
+	}
+	el := time.Since(start)
+	fmt.Printf("tcpsend %d bytes in %v (%.0f KB/s)\n", n, el.Round(time.Millisecond), float64(n)/el.Seconds()/1e3)
+	return nil
+}
+
+func tcpEcho(addr string, nums []int) error {
+	n := nums[0]
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(120 * time.Second))
+	msg := make([]byte, n)
+	fill(rand.New(rand.NewPCG(uint64(n), 13)), msg)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		errc <- err
+	}()
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo differs")
+	}
+	fmt.Printf("tcpecho %d bytes ok\n", n)
+	return nil
+}
+
+func udpSend(addr string, nums []int) error {
+	size, count := nums[0], nums[1]
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	got := make([]byte, 65536)
+	for i := 0; i < count; i++ {
+		msg := make([]byte, size)
+		for j := range msg {
+			msg[j] = byte(j*7 + i + size)
+		}
+		ok := false
+		for try := 0; try < 5 && !ok; try++ {
+			if _, err := c.Write(msg); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(got)
+			if err != nil {
+				continue
+			}
+			if !bytes.Equal(got[:n], msg) {
+				return fmt.Errorf("datagram %d: echo differs (%d bytes back)", i, n)
+			}
+			ok = true
+		}
+		if !ok {
+			return fmt.Errorf("datagram %d of %d bytes: no echo after 5 tries", i, size)
+		}
+	}
+	fmt.Printf("udpsend %d x %d bytes ok\n", count, size)
+	return nil
+}

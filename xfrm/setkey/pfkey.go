@@ -194,29 +194,43 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 	var rb [4]byte
 	rand.Read(rb[:])
 	k := &client{c: c, pid: binary.NativeEndian.Uint32(rb[:]) | 0x80000000}
-	var undo []*pfkey.Msg
+	// undo holds the inverse of each statement applied, as requests to
+	// send in order; the statements are undone last first.
+	var undo [][]*pfkey.Msg
+	var cur []*pfkey.Msg
 	rollback := func(st *Statement, err error) error {
 		failed := 0
+		if len(cur) > 0 {
+			undo = append(undo, cur)
+		}
+		steps := 0
 		for i := len(undo) - 1; i >= 0; i-- {
-			if _, e := k.call(undo[i]); e != nil {
-				failed++
+			for _, m := range undo[i] {
+				steps++
+				if _, e := k.call(m); e != nil {
+					failed++
+				}
 			}
 		}
 		msg := err.Error()
 		if failed > 0 {
-			msg += fmt.Sprintf(" (and %d of %d rollback steps failed)", failed, len(undo))
+			msg += fmt.Sprintf(" (and %d of %d rollback steps failed)", failed, steps)
 		}
 		return &Error{file, st.Pos, msg}
 	}
 	for i := range stmts {
 		st := &stmts[i]
 		m, _ := Messages(st)
+		if len(cur) > 0 {
+			undo = append(undo, cur)
+		}
+		cur = nil
 		switch st.Cmd {
 		case "add":
 			if _, err := k.call(m); err != nil {
 				return rollback(st, err)
 			}
-			undo = append(undo, saRefMsg(pfkey.MsgDelete, st.SA.Proto, st.SA.Src, st.SA.Dst, st.SA.SPI))
+			cur = append(cur, saRefMsg(pfkey.MsgDelete, st.SA.Proto, st.SA.Src, st.SA.Dst, st.SA.SPI))
 		case "get":
 			rs, err := k.call(m)
 			if err != nil {
@@ -232,7 +246,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 				return rollback(st, err)
 			}
 			if rs[0].SA.State != pfkey.SAStateLarval {
-				undo = append(undo, asAdd(rs[0]))
+				cur = append(cur, asAdd(rs[0]))
 			}
 		case "deleteall", "flush", "dump":
 			rs, err := k.dump(&pfkey.Msg{Type: pfkey.MsgDump, SAType: pfkey.SATypeOf(st.Proto)})
@@ -253,7 +267,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 				}
 				for _, r := range rs {
 					if r.SA.State != pfkey.SAStateLarval {
-						undo = append(undo, asAdd(r))
+						cur = append(cur, asAdd(r))
 					}
 				}
 			case "deleteall":
@@ -265,7 +279,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 						return rollback(st, err)
 					}
 					if r.SA.State != pfkey.SAStateLarval {
-						undo = append(undo, asAdd(r))
+						cur = append(cur, asAdd(r))
 					}
 				}
 			}
@@ -274,7 +288,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 			if err != nil {
 				return rollback(st, err)
 			}
-			undo = append(undo, &pfkey.Msg{Type: pfkey.MsgXSPDDelete2, Policy: &pfkey.Policy{Dir: rs[0].Policy.Dir, ID: rs[0].Policy.ID}})
+			cur = append(cur, &pfkey.Msg{Type: pfkey.MsgXSPDDelete2, Policy: &pfkey.Policy{Dir: rs[0].Policy.Dir, ID: rs[0].Policy.ID}})
 		case "spdupdate":
 			olds, err := k.dump(&pfkey.Msg{Type: pfkey.MsgXSPDDump})
 			if err != nil {
@@ -293,16 +307,16 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 				return rollback(st, err)
 			}
 			if old != nil {
-				undo = append(undo, asPolicy(old, pfkey.MsgXSPDUpdate))
+				cur = append(cur, asPolicy(old, pfkey.MsgXSPDUpdate))
 			} else {
-				undo = append(undo, &pfkey.Msg{Type: pfkey.MsgXSPDDelete2, Policy: &pfkey.Policy{Dir: rs[0].Policy.Dir, ID: rs[0].Policy.ID}})
+				cur = append(cur, &pfkey.Msg{Type: pfkey.MsgXSPDDelete2, Policy: &pfkey.Policy{Dir: rs[0].Policy.Dir, ID: rs[0].Policy.ID}})
 			}
 		case "spddelete":
 			rs, err := k.call(m)
 			if err != nil {
 				return rollback(st, err)
 			}
-			undo = append(undo, asPolicy(rs[0], pfkey.MsgXSPDAdd))
+			cur = append(cur, asPolicy(rs[0], pfkey.MsgXSPDAdd))
 		case "spdflush", "spddump":
 			rs, err := k.dump(&pfkey.Msg{Type: pfkey.MsgXSPDDump})
 			if err != nil {
@@ -321,7 +335,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 				return rollback(st, err)
 			}
 			for _, r := range rs {
-				undo = append(undo, asPolicy(r, pfkey.MsgXSPDAdd))
+				cur = append(cur, asPolicy(r, pfkey.MsgXSPDAdd))
 			}
 		}
 	}

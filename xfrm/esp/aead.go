@@ -7,12 +7,17 @@ import (
 	"sync"
 )
 
-// aeadEngine runs a combined-mode cipher (RFC 4106, RFC 7634): nonce =
-// salt || IV, AAD = SPI || seq (8 bytes) or SPI || seq-hi || seq-lo with ESN.
+// aeadEngine runs a combined-mode cipher (RFC 4106, 4309, 7634): nonce =
+// salt || IV, AAD = SPI || seq (8 bytes) or SPI || seq-hi || seq-lo with
+// ESN. With gmac (RFC 4543) nothing is encrypted: the AAD is SPI || seq
+// (|| with ESN the high half before the low) || IV || payload and trailer,
+// and the ICV is GCM's tag over an empty plaintext.
 type aeadEngine struct {
-	aead   cipher.AEAD
-	salt   [4]byte
-	icvLen int
+	aead    cipher.AEAD
+	salt    [4]byte
+	saltLen int
+	gmac    bool
+	icvLen  int
 	// short is set when the ICV is shorter than any tag the cipher.AEAD
 	// supports (AES-GCM with 8 bytes): it computes a full tag and
 	// truncates, which needs a scratch buffer (bufs).
@@ -29,6 +34,7 @@ type aeadEngine struct {
 type aeadScratch struct {
 	nonce [12]byte
 	aad   [12]byte
+	tag   [16]byte
 }
 
 func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, error) {
@@ -36,7 +42,7 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 	if err != nil {
 		return nil, err
 	}
-	e := &aeadEngine{aead: aead, icvLen: icvLen, short: icvLen < aead.Overhead()}
+	e := &aeadEngine{aead: aead, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
 	copy(e.salt[:], salt)
 	e.scratch.New = func() any { return new(aeadScratch) }
 	return e, nil
@@ -44,16 +50,36 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 
 // params fills the nonce and picks the AAD for packet b.
 func (e *aeadEngine) params(s *aeadScratch, b []byte, seq uint64, esn bool) (nonce, aad []byte) {
-	copy(s.nonce[:4], e.salt[:])
-	copy(s.nonce[4:], b[HeaderLen:HeaderLen+8])
+	copy(s.nonce[:e.saltLen], e.salt[:])
+	copy(s.nonce[e.saltLen:], b[HeaderLen:HeaderLen+8])
+	nonce = s.nonce[:e.saltLen+8]
 	if !esn {
 		// Without ESN the AAD is the header itself (RFC 4106 §5).
-		return s.nonce[:], b[:HeaderLen]
+		return nonce, b[:HeaderLen]
 	}
 	copy(s.aad[0:4], b[0:4])
 	binary.BigEndian.PutUint32(s.aad[4:8], uint32(seq>>32))
 	copy(s.aad[8:12], b[4:8])
-	return s.nonce[:], s.aad[:]
+	return nonce, s.aad[:]
+}
+
+// gmacTag computes the RFC 4543 ICV of packet b (ICV field excluded) into
+// s.tag. Without ESN the AAD is contiguous in the packet; with ESN the
+// high sequence half goes between SPI and the low half, so the AAD is
+// assembled in a pooled buffer.
+func (e *aeadEngine) gmacTag(s *aeadScratch, b []byte, seq uint64, esn bool) []byte {
+	nonce, _ := e.params(s, b, seq, esn)
+	body := b[:len(b)-e.icvLen]
+	if !esn {
+		return e.aead.Seal(s.tag[:0], nonce, nil, body)[:e.icvLen]
+	}
+	bp := e.buf(len(body) + 4)
+	aad := (*bp)[:len(body)+4]
+	copy(aad[:12], s.aad[:])
+	copy(aad[12:], body[HeaderLen:])
+	tag := e.aead.Seal(s.tag[:0], nonce, nil, aad)[:e.icvLen]
+	e.bufs.Put(bp)
+	return tag
 }
 
 func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
@@ -64,6 +90,11 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 		binary.BigEndian.PutUint64(iv, seq)
 	}
 	s := e.scratch.Get().(*aeadScratch)
+	if e.gmac {
+		copy(b[len(b)-e.icvLen:], e.gmacTag(s, b, seq, esn))
+		e.scratch.Put(s)
+		return
+	}
 	nonce, aad := e.params(s, b, seq, esn)
 	off := HeaderLen + 8
 	pt := b[off : len(b)-e.icvLen]
@@ -81,9 +112,15 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 	s := e.scratch.Get().(*aeadScratch)
 	defer e.scratch.Put(s)
-	nonce, aad := e.params(s, b, seq, esn)
 	off := HeaderLen + 8
 	end := len(b) - e.icvLen
+	if e.gmac {
+		if subtle.ConstantTimeCompare(e.gmacTag(s, b, seq, esn), b[end:]) != 1 {
+			return nil, ErrICV
+		}
+		return b[off:end], nil
+	}
+	nonce, aad := e.params(s, b, seq, esn)
 	if !e.short {
 		if _, err := e.aead.Open(b[off:off], nonce, b[off:], aad); err != nil {
 			return nil, ErrICV

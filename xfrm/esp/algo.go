@@ -3,6 +3,9 @@ package esp
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/des"
+	"crypto/hmac"
+	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -84,18 +87,49 @@ type algorithm struct {
 	// Constructors; exactly one is set, per Kind.
 	newAEAD  func(key []byte, icvLen int) (cipher.AEAD, error)
 	newBlock func(key []byte) (cipher.Block, error) // nil newBlock+KindEncryption = NULL
-	newHash  func() hash.Hash
+	newMAC   func(key []byte) (hash.Hash, error)
+	// ctr marks a counter-mode cipher (RFC 3686): the key carries a
+	// 4-byte nonce, the IV is the 8-byte sequence number, no padding to
+	// the block size.
+	ctr bool
+	// gmac marks an AEAD used for integrity only (RFC 4543): everything
+	// is authenticated as AAD, nothing is encrypted.
+	gmac bool
 }
 
-// The table. To add an algorithm (AES-CTR, CCM, GMAC, 3DES, MD5, XCBC,
-// CMAC) add an entry here and, if its construction differs from the
-// existing engines (aead.go, cbc.go), an engine for it.
+// The table. To add an algorithm add an entry here and, if its
+// construction differs from the existing engines (aead.go, cbc.go), an
+// engine for it. SADB numbers are from Linux's include/uapi/linux/pfkeyv2.h,
+// IKEv2 IDs from the IANA registry (RFC 7296 §3.3.2 and updates).
 var algorithms = []*algorithm{
 	// RFC 4106 AES-GCM. Three entries because setkey, PF_KEY and IKEv2
 	// number the ICV lengths separately.
 	gcmEntry([]string{"aes-gcm-16"}, 20, 20, 16, true),
 	gcmEntry([]string{"aes-gcm-12"}, 19, 19, 12, false),
 	gcmEntry([]string{"aes-gcm-8"}, 18, 18, 8, false),
+	// RFC 4309 AES-CCM: key + 3-byte salt, 8-byte IV, ICV 8/12/16.
+	ccmEntry([]string{"aes-ccm-16"}, 16, 16, 16, true),
+	ccmEntry([]string{"aes-ccm-12"}, 15, 15, 12, false),
+	ccmEntry([]string{"aes-ccm-8"}, 14, 14, 8, false),
+	{
+		// RFC 4543 AES-GMAC: ESP integrity only, with GCM's tag over
+		// SPI || seq || IV || payload as AAD.
+		AlgInfo: AlgInfo{
+			Kind:        KindAEAD,
+			LinuxName:   "rfc4543(gcm(aes))",
+			SetkeyNames: []string{"null-aes-gmac", "aes-gmac"},
+			IKEv2ID:     21, // ENCR_NULL_AUTH_AES_GMAC
+			SADB:        23, // SADB_X_EALG_NULL_AES_GMAC
+			KeySizes:    []int{16, 24, 32},
+			SaltLen:     4,
+			ICVLen:      16,
+			IVLen:       8,
+			BlockSize:   1,
+		},
+		linuxDefault: true,
+		gmac:         true,
+		newAEAD:      newGCM,
+	},
 	{
 		// RFC 7634. Linux has no PF_KEY number for it (pfkey_supported = 0
 		// in net/xfrm/xfrm_algo.c); the BSDs assign different numbers.
@@ -133,6 +167,55 @@ var algorithms = []*algorithm{
 		newBlock:     aes.NewCipher,
 	},
 	{
+		// RFC 3686: key + 4-byte nonce; IV = sequence number.
+		AlgInfo: AlgInfo{
+			Kind:        KindEncryption,
+			LinuxName:   "rfc3686(ctr(aes))",
+			SetkeyNames: []string{"aes-ctr"},
+			IKEv2ID:     13, // ENCR_AES_CTR
+			SADB:        13, // SADB_X_EALG_AESCTR
+			KeySizes:    []int{16, 24, 32},
+			SaltLen:     4,
+			IVLen:       8,
+			BlockSize:   1,
+		},
+		linuxDefault: true,
+		newBlock:     aes.NewCipher,
+		ctr:          true,
+	},
+	{
+		// RFC 2451 3DES-CBC (deprecated by RFC 8221; for old peers).
+		AlgInfo: AlgInfo{
+			Kind:        KindEncryption,
+			LinuxName:   "cbc(des3_ede)",
+			SetkeyNames: []string{"3des-cbc"},
+			Aliases:     []string{"des3_ede"},
+			IKEv2ID:     3, // ENCR_3DES
+			SADB:        3, // SADB_EALG_3DESCBC
+			KeySizes:    []int{24},
+			IVLen:       des.BlockSize,
+			BlockSize:   des.BlockSize,
+		},
+		linuxDefault: true,
+		newBlock:     des.NewTripleDESCipher,
+	},
+	{
+		// RFC 2405 DES-CBC (broken: MUST NOT per RFC 8221; for old peers).
+		AlgInfo: AlgInfo{
+			Kind:        KindEncryption,
+			LinuxName:   "cbc(des)",
+			SetkeyNames: []string{"des-cbc"},
+			Aliases:     []string{"des"},
+			IKEv2ID:     2, // ENCR_DES
+			SADB:        2, // SADB_EALG_DESCBC
+			KeySizes:    []int{8},
+			IVLen:       des.BlockSize,
+			BlockSize:   des.BlockSize,
+		},
+		linuxDefault: true,
+		newBlock:     des.NewCipher,
+	},
+	{
 		// RFC 2410: the identity cipher, for integrity-only ESP.
 		AlgInfo: AlgInfo{
 			Kind:        KindEncryption,
@@ -151,6 +234,55 @@ var algorithms = []*algorithm{
 	hmacEntry("hmac(sha256)", "hmac-sha256", "sha256", 12, 5, sha256.Size, 16, sha256.New),       // RFC 4868; AUTH_HMAC_SHA2_256_128, SADB_X_AALG_SHA2_256HMAC
 	hmacEntry("hmac(sha384)", "hmac-sha384", "sha384", 13, 6, sha512.Size384, 24, sha512.New384), // AUTH_HMAC_SHA2_384_192, SADB_X_AALG_SHA2_384HMAC
 	hmacEntry("hmac(sha512)", "hmac-sha512", "sha512", 14, 7, sha512.Size, 32, sha512.New),       // AUTH_HMAC_SHA2_512_256, SADB_X_AALG_SHA2_512HMAC
+	hmacEntry("hmac(md5)", "hmac-md5", "md5", 1, 2, md5.Size, 12, md5.New),                       // RFC 2403; AUTH_HMAC_MD5_96, SADB_AALG_MD5HMAC
+	// RFC 3566 AES-XCBC-MAC-96: AUTH_AES_XCBC_96, SADB_X_AALG_AES_XCBC_MAC.
+	aesMACEntry("xcbc(aes)", "aes-xcbc-mac", "aes_xcbc_mac", 5, 9, newXCBC),
+	// RFC 4494 AES-CMAC-96: AUTH_AES_CMAC_96. Linux has no PF_KEY number
+	// for cmac(aes) (pfkey_supported = 0 in net/xfrm/xfrm_algo.c).
+	aesMACEntry("cmac(aes)", "aes-cmac", "aes_cmac", 8, 0, newCMAC),
+}
+
+func aesMACEntry(linux, setkey, compat string, ikev2 uint16, sadb uint8, mk func([]byte) (hash.Hash, error)) *algorithm {
+	return &algorithm{
+		AlgInfo: AlgInfo{
+			Kind:        KindIntegrity,
+			LinuxName:   linux,
+			SetkeyNames: []string{setkey},
+			Aliases:     []string{compat},
+			IKEv2ID:     ikev2,
+			SADB:        sadb,
+			KeySizes:    []int{16},
+			ICVLen:      12,
+		},
+		linuxDefault: true,
+		icvBits:      []int{128},
+		newMAC:       mk,
+	}
+}
+
+func ccmEntry(setkey []string, ikev2 uint16, sadb uint8, icvLen int, def bool) *algorithm {
+	return &algorithm{
+		AlgInfo: AlgInfo{
+			Kind:        KindAEAD,
+			LinuxName:   "rfc4309(ccm(aes))",
+			SetkeyNames: setkey,
+			IKEv2ID:     ikev2, // ENCR_AES_CCM_8/12/16 = 14/15/16
+			SADB:        sadb,  // SADB_X_EALG_AES_CCM_ICV8/12/16 = 14/15/16
+			KeySizes:    []int{16, 24, 32},
+			SaltLen:     3,
+			ICVLen:      icvLen,
+			IVLen:       8,
+			BlockSize:   1,
+		},
+		linuxDefault: def,
+		newAEAD: func(key []byte, icvLen int) (cipher.AEAD, error) {
+			b, err := aes.NewCipher(key)
+			if err != nil {
+				return nil, err
+			}
+			return newCCM(b, 11, icvLen)
+		},
+	}
 }
 
 func gcmEntry(setkey []string, ikev2 uint16, sadb uint8, icvLen int, def bool) *algorithm {
@@ -203,7 +335,9 @@ func hmacEntry(linux, setkey, compat string, ikev2 uint16, sadb uint8, keyLen, i
 		// words from 96 bits up to the full digest, which covers the
 		// "sha256_96" interoperability setting of older Linux kernels.
 		icvBits: wordsUpTo(96, h().Size()*8),
-		newHash: h,
+		newMAC: func(key []byte) (hash.Hash, error) {
+			return hmac.New(h, key), nil
+		},
 	}
 }
 

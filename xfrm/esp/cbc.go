@@ -2,29 +2,28 @@ package esp
 
 import (
 	"crypto/cipher"
-	"crypto/hmac"
-	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/binary"
-	"hash"
 	"sync"
 )
 
-// cbcEngine runs a block cipher in CBC mode (or the NULL cipher) with a
-// separate HMAC over SPI || seq || IV || ciphertext (RFC 4303 §3.3.2.1),
-// followed by the high 32 sequence bits with ESN (§2.2.1, not sent).
-// Integrity is checked before anything is decrypted (§3.4.4).
+// cbcEngine runs a block cipher in CBC mode (RFC 3602, 2451, 2405), AES in
+// counter mode (RFC 3686), or the NULL cipher, with a separate MAC over
+// SPI || seq || IV || ciphertext (RFC 4303 §3.3.2.1), followed by the high
+// 32 sequence bits with ESN (§2.2.1, not sent). Integrity is checked
+// before anything is decrypted (§3.4.4).
 type cbcEngine struct {
-	block   cipher.Block // nil: NULL encryption; the raw key is not kept
-	ivLen   int
-	newHash func() hash.Hash // nil: no integrity
-	macKey  []byte
-	icvLen  int
-	ivs     *ivGen
+	block cipher.Block // nil: NULL encryption; the raw key is not kept
+	ivLen int
+	mac   *MAC // nil: no integrity
+	ivs   *ivGen
+	// ctr: RFC 3686 counter mode; nonce is the 4-byte value carried at
+	// the end of the key.
+	ctr   bool
+	nonce [4]byte
 
-	// scratch holds *cbcScratch: CBC modes whose IV is reset per packet
-	// and keyed HMAC states, so that no packet allocates. hmac.New costs
-	// two hash states and the key schedule; Reset on a used HMAC is cheap.
+	// scratch holds *cbcScratch: CBC modes whose IV is reset per packet,
+	// so that no packet allocates.
 	scratch sync.Pool
 }
 
@@ -37,30 +36,31 @@ type cbcMode interface {
 
 type cbcScratch struct {
 	enc, dec cbcMode
-	mac      hash.Hash
-	sum      [sha512.Size]byte
-	hi       [4]byte
 	iv       [16]byte
+	ctrBlk   [ctrBatch * 16]byte
+	ks       [ctrBatch * 16]byte
 }
 
-func newCBCEngine(enc *algorithm, encKey []byte, auth *algorithm, macKey []byte, icvLen int) (*cbcEngine, error) {
-	// macKey is kept (a copy) because each pooled HMAC state is keyed
-	// from it when the pool grows.
-	e := &cbcEngine{ivLen: enc.IVLen, macKey: macKey, icvLen: icvLen}
+// ctrBatch is how many counter blocks are encrypted per cipher call batch.
+const ctrBatch = 8
+
+func newCBCEngine(enc *algorithm, encKey []byte, mac *MAC) (*cbcEngine, error) {
+	e := &cbcEngine{ivLen: enc.IVLen, mac: mac, ctr: enc.ctr}
 	if enc.newBlock != nil {
-		b, err := enc.newBlock(encKey)
+		k := len(encKey) - enc.SaltLen
+		b, err := enc.newBlock(encKey[:k])
 		if err != nil {
 			return nil, err
 		}
 		e.block = b
-		ivs, err := newIVGen()
-		if err != nil {
-			return nil, err
+		copy(e.nonce[:], encKey[k:])
+		if !e.ctr {
+			ivs, err := newIVGen()
+			if err != nil {
+				return nil, err
+			}
+			e.ivs = ivs
 		}
-		e.ivs = ivs
-	}
-	if auth != nil {
-		e.newHash = auth.newHash
 	}
 	e.scratch.New = e.newScratch
 	return e, nil
@@ -68,83 +68,106 @@ func newCBCEngine(enc *algorithm, encKey []byte, auth *algorithm, macKey []byte,
 
 func (e *cbcEngine) newScratch() any {
 	s := new(cbcScratch)
-	if e.block != nil {
+	if e.block != nil && !e.ctr {
 		zero := make([]byte, e.block.BlockSize())
 		// Every crypto/cipher CBC mode has SetIV; if one ever does not,
-		// mode() falls back to building a mode per packet.
+		// the packet path falls back to building a mode per packet.
 		s.enc, _ = cipher.NewCBCEncrypter(e.block, zero).(cbcMode)
 		s.dec, _ = cipher.NewCBCDecrypter(e.block, zero).(cbcMode)
 	}
-	if e.newHash != nil {
-		s.mac = hmac.New(e.newHash, e.macKey)
-	}
 	return s
+}
+
+// ctrXOR is RFC 3686 §4: counter block = nonce || IV || 32-bit block
+// counter starting at 1; the keystream is XORed over data in place.
+func (e *cbcEngine) ctrXOR(s *cbcScratch, iv, data []byte) {
+	var ctr uint32 = 1
+	for len(data) > 0 {
+		n := min(len(data), len(s.ks))
+		blocks := (n + 15) / 16
+		for i := 0; i < blocks; i++ {
+			cb := s.ctrBlk[i*16 : i*16+16]
+			copy(cb[0:4], e.nonce[:])
+			copy(cb[4:12], iv)
+			binary.BigEndian.PutUint32(cb[12:], ctr)
+			ctr++
+			e.block.Encrypt(s.ks[i*16:i*16+16], cb)
+		}
+		subtle.XORBytes(data[:n], data[:n], s.ks[:n])
+		data = data[n:]
+	}
 }
 
 func (e *cbcEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 	s := e.scratch.Get().(*cbcScratch)
 	ivEnd := HeaderLen + e.ivLen
-	ctEnd := len(b) - e.icvLen
+	ctEnd := len(b) - e.icvLen()
 	if e.block != nil {
 		iv := b[HeaderLen:ivEnd]
-		if testIV != nil {
+		switch {
+		case testIV != nil:
 			copy(iv, testIV)
-		} else {
+		case e.ctr:
+			// RFC 3686 §3.1: the IV must be unique per key; the sequence
+			// number is (Linux's seqiv does the same).
+			binary.BigEndian.PutUint64(iv, seq)
+		default:
 			e.ivs.fill(iv, &s.iv)
 		}
 		ct := b[ivEnd:ctEnd]
-		if s.enc != nil {
+		switch {
+		case e.ctr:
+			e.ctrXOR(s, iv, ct)
+		case s.enc != nil:
 			s.enc.SetIV(iv)
 			s.enc.CryptBlocks(ct, ct)
-		} else {
+		default:
 			cipher.NewCBCEncrypter(e.block, iv).CryptBlocks(ct, ct)
 		}
 	}
-	if s.mac != nil {
-		copy(b[ctEnd:], e.icv(s, b[:ctEnd], seq, esn))
+	if e.mac != nil {
+		e.mac.Compute(b[ctEnd:], seq, esn, b[:ctEnd])
 	}
 	e.scratch.Put(s)
 }
 
 func (e *cbcEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
-	s := e.scratch.Get().(*cbcScratch)
-	defer e.scratch.Put(s)
 	ivEnd := HeaderLen + e.ivLen
-	ctEnd := len(b) - e.icvLen
-	if s.mac != nil {
-		if subtle.ConstantTimeCompare(e.icv(s, b[:ctEnd], seq, esn), b[ctEnd:]) != 1 {
-			return nil, ErrICV
-		}
+	ctEnd := len(b) - e.icvLen()
+	if e.mac != nil && !e.mac.Verify(b[ctEnd:], seq, esn, b[:ctEnd]) {
+		return nil, ErrICV
 	}
 	ct := b[ivEnd:ctEnd]
 	if e.block != nil {
+		s := e.scratch.Get().(*cbcScratch)
 		iv := b[HeaderLen:ivEnd]
-		if s.dec != nil {
+		switch {
+		case e.ctr:
+			e.ctrXOR(s, iv, ct)
+		case s.dec != nil:
 			s.dec.SetIV(iv)
 			s.dec.CryptBlocks(ct, ct)
-		} else {
+		default:
 			cipher.NewCBCDecrypter(e.block, iv).CryptBlocks(ct, ct)
 		}
+		e.scratch.Put(s)
 	}
 	return ct, nil
 }
 
-// icv computes the truncated HMAC of data (and the ESN high bits).
-func (e *cbcEngine) icv(s *cbcScratch, data []byte, seq uint64, esn bool) []byte {
-	s.mac.Reset()
-	s.mac.Write(data)
-	if esn {
-		binary.BigEndian.PutUint32(s.hi[:], uint32(seq>>32))
-		s.mac.Write(s.hi[:])
+func (e *cbcEngine) icvLen() int {
+	if e.mac == nil {
+		return 0
 	}
-	return s.mac.Sum(s.sum[:0])[:e.icvLen]
+	return e.mac.icvLen
 }
 
 func (e *cbcEngine) zero() {
-	clear(e.macKey)
+	if e.mac != nil {
+		e.mac.Zero()
+	}
+	clear(e.nonce[:])
 	e.block = nil
 	e.ivs = nil
-	// Pooled HMAC states hold key-derived pads we cannot reach; dropping
-	// the pool leaves them to the GC.
 	e.scratch = sync.Pool{}
 }

@@ -71,6 +71,25 @@ var configs = func() []config {
 		config{name: "integrity-only", auth: "hmac-sha1", authKey: 20, wantICV: 12, algn: 4},
 		config{name: "aes-cbc-only", enc: "aes-cbc", encKey: 32, noIntegrity: true, wantIV: 16, algn: 16},
 	)
+	// The algorithms of the algorithms issue.
+	for _, k := range []int{16, 24, 32} {
+		for _, icv := range []int{64, 96, 128} {
+			cs = append(cs, config{name: fmt.Sprintf("ccm-%d-icv%d", k*8, icv), aead: "rfc4309(ccm(aes))", aeadKey: k + 3, aeadICV: icv, wantIV: 8, wantICV: icv / 8, algn: 4})
+		}
+		cs = append(cs,
+			config{name: fmt.Sprintf("gmac-%d", k*8), aead: "rfc4543(gcm(aes))", aeadKey: k + 4, wantIV: 8, wantICV: 16, algn: 4},
+			config{name: fmt.Sprintf("ctr-%d+xcbc", k*8), enc: "rfc3686(ctr(aes))", encKey: k + 4, auth: "xcbc(aes)", authKey: 16, wantIV: 8, wantICV: 12, algn: 4},
+		)
+	}
+	cs = append(cs,
+		config{name: "aes-ccm-8", aead: "aes-ccm-8", aeadKey: 19, wantIV: 8, wantICV: 8, algn: 4},
+		config{name: "null-aes-gmac", aead: "null-aes-gmac", aeadKey: 20, wantIV: 8, wantICV: 16, algn: 4},
+		config{name: "3des+md5", enc: "3des-cbc", encKey: 24, auth: "hmac-md5", authKey: 16, wantIV: 8, wantICV: 12, algn: 8},
+		config{name: "des+sha1", enc: "des-cbc", encKey: 8, auth: "hmac(sha1)", authKey: 20, wantIV: 8, wantICV: 12, algn: 8},
+		config{name: "aes-cbc-192+cmac", enc: "aes-cbc", encKey: 24, auth: "cmac(aes)", authKey: 16, wantIV: 16, wantICV: 12, algn: 16},
+		config{name: "null+xcbc-128", enc: "null", auth: "aes-xcbc-mac", authKey: 16, authICV: 128, wantICV: 16, algn: 4},
+		config{name: "ctr-only", enc: "aes-ctr", encKey: 20, noIntegrity: true, wantIV: 8, algn: 4},
+	)
 	return cs
 }()
 
@@ -121,7 +140,7 @@ func roundTrip(t *testing.T, tr *Transform, n int, seq uint64, esn bool) {
 	if len(out) != size {
 		t.Fatalf("n %d: sealed %d bytes, SealedLen %d", n, len(out), size)
 	}
-	if n > 16 && bytes.Contains(out, payload) && tr.ivLen > 0 {
+	if n > 16 && bytes.Contains(out, payload) && tr.ivLen > 0 && !strings.HasPrefix(tr.name, "rfc4543") {
 		t.Fatalf("n %d: payload in clear", n)
 	}
 	got, nh, err := tr.Open(bytes.Clone(out), seq, esn)
@@ -136,7 +155,7 @@ func roundTrip(t *testing.T, tr *Transform, n int, seq uint64, esn bool) {
 	if &out2[0] != &buf[0] {
 		t.Fatalf("n %d: in-place Seal reallocated", n)
 	}
-	if tr.IVLen() != 16 && !bytes.Equal(out2, out) { // CBC IVs are random
+	if e, ok := tr.eng.(*cbcEngine); !(ok && e.ivs != nil) && !bytes.Equal(out2, out) { // CBC IVs are random
 		t.Fatalf("n %d: in-place Seal differs", n)
 	}
 	got, nh, err = tr.Open(out2, seq, esn)
@@ -313,7 +332,16 @@ func TestNewErrors(t *testing.T) {
 		{"chacha icv", "rfc7539esp(chacha20,poly1305)", k(36), 96, "", nil, "", nil, 0, "esp: rfc7539esp(chacha20,poly1305): ICV is 96 bits, want 128"},
 		{"unknown aead", "aes-ocb", k(20), 0, "", nil, "", nil, 0, `esp: unknown aead algorithm "aes-ocb"`},
 		{"unknown enc", "", nil, 0, "twofish-cbc", k(16), "hmac-sha1", k(20), 0, `esp: unknown encryption algorithm "twofish-cbc"`},
-		{"unknown auth", "", nil, 0, "aes-cbc", k(16), "hmac-md5", k(16), 0, `esp: unknown integrity algorithm "hmac-md5"`},
+		{"unknown auth", "", nil, 0, "aes-cbc", k(16), "hmac-ripemd160", k(20), 0, `esp: unknown integrity algorithm "hmac-ripemd160"`},
+		{"ccm key", "rfc4309(ccm(aes))", k(20), 0, "", nil, "", nil, 0, "esp: rfc4309(ccm(aes)): key is 20 bytes, want 19, 27 or 35 (key + 3-byte salt)"},
+		{"ccm icv", "rfc4309(ccm(aes))", k(19), 32, "", nil, "", nil, 0, "esp: rfc4309(ccm(aes)): ICV is 32 bits, want 64, 96 or 128"},
+		{"gmac key", "null-aes-gmac", k(16), 0, "", nil, "", nil, 0, "key is 16 bytes, want 20, 28 or 36 (key + 4-byte salt)"},
+		{"ctr key", "", nil, 0, "rfc3686(ctr(aes))", k(16), "hmac(sha1)", k(20), 0, "esp: rfc3686(ctr(aes)): key is 16 bytes, want 20, 28 or 36 (key + 4-byte salt)"},
+		{"3des key", "", nil, 0, "3des-cbc", k(16), "hmac(sha1)", k(20), 0, "esp: 3des-cbc: key is 16 bytes, want 24"},
+		{"des key", "", nil, 0, "des", k(7), "hmac(sha1)", k(20), 0, "esp: des: key is 7 bytes, want 8"},
+		{"md5 key", "", nil, 0, "aes-cbc", k(16), "hmac-md5", k(20), 0, "esp: hmac-md5: key is 20 bytes, want 16"},
+		{"xcbc key", "", nil, 0, "aes-cbc", k(16), "xcbc(aes)", k(32), 0, "esp: xcbc(aes): key is 32 bytes, want 16"},
+		{"cmac icv", "", nil, 0, "aes-cbc", k(16), "aes-cmac", k(16), 64, "esp: aes-cmac: ICV is 64 bits, want 96 or 128"},
 		{"cbc key", "", nil, 0, "cbc(aes)", k(20), "hmac(sha1)", k(20), 0, "esp: cbc(aes): key is 20 bytes, want 16, 24 or 32"},
 		{"null key", "", nil, 0, "null", k(4), "hmac(sha1)", k(20), 0, "esp: null: key is 4 bytes, want 0"},
 		{"sha1 key", "", nil, 0, "aes-cbc", k(16), "hmac-sha1", k(16), 0, "esp: hmac-sha1: key is 16 bytes, want 20"},
@@ -353,6 +381,9 @@ func TestAlgorithms(t *testing.T) {
 		"aes-gcm-16": {20, 20}, "aes-gcm-12": {19, 19}, "aes-gcm-8": {18, 18},
 		"chacha20-poly1305": {0, 28}, "aes-cbc": {12, 12}, "null": {11, 11},
 		"hmac-sha1": {3, 2}, "hmac-sha256": {5, 12}, "hmac-sha384": {6, 13}, "hmac-sha512": {7, 14},
+		"aes-ccm-16": {16, 16}, "aes-ccm-12": {15, 15}, "aes-ccm-8": {14, 14}, "null-aes-gmac": {23, 21},
+		"aes-ctr": {13, 13}, "3des-cbc": {3, 3}, "des-cbc": {2, 2},
+		"hmac-md5": {2, 1}, "aes-xcbc-mac": {9, 5}, "aes-cmac": {0, 8},
 	}
 	for _, a := range Algorithms() {
 		if w, ok := want[a.SetkeyNames[0]]; ok {
@@ -383,7 +414,7 @@ func TestZero(t *testing.T) {
 			}
 		case *cbcEngine:
 			tr.Zero()
-			if (len(e.macKey) > 0 && !bytes.Equal(e.macKey, make([]byte, len(e.macKey)))) || e.block != nil {
+			if (e.mac != nil && !bytes.Equal(e.mac.key, make([]byte, len(e.mac.key)))) || e.block != nil || e.nonce != [4]byte{} {
 				t.Errorf("%s: keys survive Zero", c.name)
 			}
 		}

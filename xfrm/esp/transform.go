@@ -107,7 +107,13 @@ func newCBCTransform(encName string, encKey []byte, authName string, authKey []b
 	if enc.newBlock == nil && auth == nil {
 		return nil, fmt.Errorf("esp: %s encryption without integrity protects nothing (RFC 4303 §3.2)", encName)
 	}
-	eng, err := newCBCEngine(enc, encKey, auth, bytes.Clone(authKey), icvLen)
+	var mac *MAC
+	if auth != nil {
+		if mac, err = newMAC(auth, bytes.Clone(authKey), icvLen); err != nil {
+			return nil, err
+		}
+	}
+	eng, err := newCBCEngine(enc, encKey, mac)
 	if err != nil {
 		return nil, fmt.Errorf("esp: %s: %v", encName, err)
 	}

@@ -52,6 +52,7 @@ type Engine struct {
 	acqLast map[acqKey]time.Time
 
 	ipID atomic.Uint32
+	sock sockTable // per-socket policies (sockpolicy.go)
 	stop chan struct{}
 	once sync.Once
 }

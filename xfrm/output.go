@@ -42,7 +42,7 @@ func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
 	}
-	p := e.SPD.Lookup(DirOut, &f)
+	p := e.lookupOut(&f)
 	if p == nil {
 		return VerdictPass, nil
 	}

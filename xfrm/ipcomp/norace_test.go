@@ -1,0 +1,5 @@
+//go:build !race
+
+package ipcomp
+
+const raceEnabled = false

@@ -20,8 +20,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
 	"github.com/ipsecstack/ipsecstack/integration/linuxvm"
-	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
+	"github.com/ipsecstack/ipsecstack/link/pcap"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -171,14 +171,32 @@ ip -6 route add 2001:db8:100::/64 via 2001:db8:1::1 src 2001:db8:200::2
 }
 
 // newStack builds the gVisor stack on the host side of the TAP.
-func newStack(t *testing.T, tapName string) *stack.Stack {
+// It records every frame to a pcap file, kept (and named) when the test
+// fails.
+func newStack(t *testing.T, tapName string) (*stack.Stack, string) {
 	t.Helper()
 	link, err := afpacket.Open(tapName, afpacket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	capf, err := os.CreateTemp("", "ipsecstack-linuxvm-*.pcap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := pcap.NewWriter(capf, 65535)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		capf.Close()
+		if t.Failed() {
+			t.Logf("capture: %s", capf.Name())
+		} else {
+			os.Remove(capf.Name())
+		}
+	})
 	st, err := stack.New(stack.Config{
-		Link: link,
+		Link: pcap.NewEndpoint(link, pw),
 		Addrs: []netip.Prefix{
 			netip.PrefixFrom(stack4, 24), netip.PrefixFrom(stack6, 64),
 			netip.PrefixFrom(stackIn4, 24), netip.PrefixFrom(stackIn6, 64),
@@ -206,7 +224,7 @@ func newStack(t *testing.T, tapName string) *stack.Stack {
 	}
 	st.SetRouteTable(rt)
 	t.Cleanup(st.Close)
-	return st
+	return st, capf.Name()
 }
 
 func mask(p netip.Prefix) []byte {
@@ -268,8 +286,17 @@ func guestConfig(c linuxCase) string {
 		spi      uint32
 		src, dst netip.Addr
 	}{{spiStackToGuest, sO, gO}, {spiGuestToStack, gO, sO}} {
-		fmt.Fprintf(&b, "ip xfrm state add src %s dst %s proto esp spi %#x reqid 1 mode %s replay-window 128 aead '%s' 0x%s %d\n",
-			sa.src, sa.dst, sa.spi, mode, c.AEAD, hex.EncodeToString(key(c.KeyLen, byte(sa.spi>>8))), c.ICV)
+		// An SA's selector defaults to its own family, which drops the
+		// other family's inner packets of a 4-in-6 or 6-in-4 tunnel.
+		sel := ""
+		if c.Mode == xfrm.ModeTunnel && c.Inner != c.Outer {
+			sel = " sel src ::/0 dst ::/0"
+			if c.Inner == 4 {
+				sel = " sel src 0.0.0.0/0 dst 0.0.0.0/0"
+			}
+		}
+		fmt.Fprintf(&b, "ip xfrm state add src %s dst %s proto esp spi %#x reqid 1 mode %s replay-window 128 aead '%s' 0x%s %d%s\n",
+			sa.src, sa.dst, sa.spi, mode, c.AEAD, hex.EncodeToString(key(c.KeyLen, byte(sa.spi>>8))), c.ICV, sel)
 	}
 	for _, typ := range []int{133, 134, 135, 136, 137} {
 		for _, dir := range []string{"out", "in", "fwd"} {
@@ -288,22 +315,22 @@ func guestConfig(c linuxCase) string {
 }
 
 func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c linuxCase) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	if err := vm.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
-	st := newStack(t, vm.TapName)
+	st, capPath := newStack(t, vm.TapName)
 	configureStack(t, st, c)
 	if _, err := vm.Sh(ctx, guestConfig(c)); err != nil {
 		t.Fatalf("guest config: %v\n%s", err, guestConfig(c))
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if err := serveSink(sctx, st); err != nil {
+	if err := serveSink(sctx, st, linuxvm.SinkPort); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.ServeUDPEcho(sctx, linuxvm.EchoPort); err != nil {
+	if err := serveUDPEcho(sctx, st, linuxvm.EchoPort, stack4, stack6, stackIn4, stackIn6); err != nil {
 		t.Fatal(err)
 	}
 	guestBefore, _ := vm.XfrmStats()
@@ -317,29 +344,30 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c linuxCase
 		t.Helper()
 		t0 := time.Now()
 		if err := fn(); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: %v (case timeout)", name, err)
+			}
 			t.Errorf("%s: %v", name, err)
 			return
 		}
 		t.Logf("%-22s %v", name, time.Since(t0).Round(time.Millisecond))
 	}
 	step("ping stack->guest", func() error {
-		_, err := testbed.Ping(ctx, st, gA, 3, 56)
-		return err
+		return pingFrom(ctx, st, sA, gA, 3, 56)
 	})
 	step("ping guest->stack", func() error {
-		_, err := vm.Sh(ctx, fmt.Sprintf("ping -c 3 -W 2 %s", sA))
+		_, err := vm.Sh(ctx, fmt.Sprintf("ping -c 3 -i 0.2 -W 2 %s", sA))
 		return err
 	})
 	step("tcp 1MiB stack->guest", func() error {
-		_, err := tcpTo(ctx, st, gA, linuxvm.SinkPort, 1<<20)
-		return err
+		return tcpSendFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20)
 	})
 	step("tcp 1MiB guest->stack", func() error {
-		_, err := vm.Sh(ctx, fmt.Sprintf("%s tcpsend %s %d %d", linuxvm.AgentPath, sA, testbed.TCPSinkPort, 1<<20))
+		_, err := vm.Sh(ctx, fmt.Sprintf("%s tcpsend %s %d %d", linuxvm.AgentPath, sA, linuxvm.SinkPort, 1<<20))
 		return err
 	})
 	step("udp 8000 stack->guest", func() error {
-		return testbed.UDPEcho(ctx, st, gA, 8000)
+		return udpEchoFrom(ctx, st, sA, gA, linuxvm.EchoPort, 8000)
 	})
 	step("udp 8000 guest->stack", func() error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("%s udpsend %s %d 8000 3", linuxvm.AgentPath, sA, linuxvm.EchoPort))
@@ -371,6 +399,20 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c linuxCase
 		if s.Value != 0 {
 			t.Errorf("stack %s = %d", s.Name, s.Value)
 		}
+	}
+	// Nothing but NDP/MLD (bypassed) and IPsec on the wire.
+	b, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, frames, err := pcap.ReadAll(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("reading the capture: %v", err)
+	}
+	if bad := clearFrames(frames); len(bad) > 0 {
+		t.Errorf("%d of %d frames in clear, e.g. %v", len(bad), len(frames), bad[:min(len(bad), 5)])
+	} else {
+		t.Logf("%d frames on the wire, all IPsec or NDP/MLD", len(frames))
 	}
 }
 
@@ -425,8 +467,8 @@ func dumpState(t *testing.T, vm *linuxvm.VM, st *stack.Stack, before map[string]
 
 // serveSink serves the TCP sink protocol (read to EOF, answer SHA-256) on
 // the stack, as the guest agent does.
-func serveSink(ctx context.Context, st *stack.Stack) error {
-	l, err := gonet.ListenTCP(st.Stack, st.FullAddress(netip.IPv6Unspecified(), testbed.TCPSinkPort), stack.Proto(netip.IPv6Unspecified()))
+func serveSink(ctx context.Context, st *stack.Stack, port uint16) error {
+	l, err := gonet.ListenTCP(st.Stack, st.FullAddress(netip.IPv6Unspecified(), port), stack.Proto(netip.IPv6Unspecified()))
 	if err != nil {
 		return err
 	}
@@ -448,12 +490,4 @@ func serveSink(ctx context.Context, st *stack.Stack) error {
 		}
 	}()
 	return nil
-}
-
-// tcpTo sends n bytes to the guest's sink and checks its SHA-256.
-func tcpTo(ctx context.Context, st *stack.Stack, dst netip.Addr, port uint16, n int) (float64, error) {
-	if port != testbed.TCPSinkPort {
-		return 0, fmt.Errorf("sink port %d != %d", port, testbed.TCPSinkPort)
-	}
-	return testbed.TCPTransfer(ctx, st, dst, n)
 }

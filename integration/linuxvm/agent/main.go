@@ -39,6 +39,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // PortName is the virtio-serial port name the host creates.
@@ -211,19 +213,63 @@ func startServices() error {
 		}
 		c.Write(h.Sum(nil))
 	})
-	u, err := net.ListenPacket("udp", ":7")
+	for _, nw := range []string{"udp4", "udp6"} {
+		if err := udpEcho(nw, 7); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// udpEcho serves UDP echo on one family, answering from the address each
+// datagram was sent to (IP_PKTINFO / IPV6_PKTINFO): with several addresses
+// (tunnel inner and outer) the routing table's choice of source would be
+// wrong and the peer would not recognise the reply.
+func udpEcho(network string, port int) error {
+	pc, err := net.ListenPacket(network, fmt.Sprintf(":%d", port))
 	if err != nil {
 		return err
 	}
+	c := pc.(*net.UDPConn)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		if network == "udp4" {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+	})
+	if serr != nil {
+		return serr
+	}
 	go func() {
 		buf := make([]byte, 65536)
+		oob := make([]byte, 512)
 		for {
-			n, from, err := u.ReadFrom(buf)
+			n, oobn, _, from, err := c.ReadMsgUDP(buf, oob)
 			if err != nil {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			u.WriteTo(buf[:n], from)
+			var reply []byte
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				switch {
+				case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= 12:
+					var pi unix.Inet4Pktinfo
+					copy(pi.Spec_dst[:], m.Data[8:12]) // reply from the datagram's destination
+					reply = unix.PktInfo4(&pi)
+				case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16:
+					var pi unix.Inet6Pktinfo
+					copy(pi.Addr[:], m.Data[:16])
+					reply = unix.PktInfo6(&pi)
+				}
+			}
+			c.WriteMsgUDP(buf[:n], reply, from)
 		}
 	}()
 	return nil

@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/ipsecstack/ipsecstack/stack"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// The stack-side clients bind their source address explicitly: with
+// several addresses per family the stack's own choice may not be the
+// address the policies select (and the traffic would go in clear).
+
+func fa(st *stack.Stack, a netip.Addr, port uint16) tcpip.FullAddress {
+	return tcpip.FullAddress{NIC: st.NIC, Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: port}
+}
+
+// tcpSendFrom sends n pseudo-random bytes from src to the sink at dst:port
+// and checks the SHA-256 it answers.
+func tcpSendFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, port uint16, n int) error {
+	c, err := gonet.DialTCPWithBind(ctx, st.Stack, fa(st, src, 0), fa(st, dst, port), stack.Proto(dst))
+	if err != nil {
+		return fmt.Errorf("tcp dial %v from %v: %w", dst, src, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	for left := n; left > 0; {
+		m := min(left, len(buf))
+		for i := 0; i < m; i += 8 {
+			v := rng.Uint64()
+			for j := 0; j < 8 && i+j < m; j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		h.Write(buf[:m])
+		if _, err := c.Write(buf[:m]); err != nil {
+			return fmt.Errorf("tcp write after %d bytes: %w", n-left, err)
+		}
+		left -= m
+	}
+	if err := c.CloseWrite(); err != nil {
+		return err
+	}
+	sum := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, sum); err != nil {
+		return fmt.Errorf("tcp read digest: %w", err)
+	}
+	if !bytes.Equal(sum, h.Sum(nil)) {
+		return fmt.Errorf("tcp: sink's sha256 differs: content corrupted")
+	}
+	return nil
+}
+
+// udpEchoFrom sends a size-byte datagram from src to the echo server at
+// dst:port and checks the echo (a few tries: the first may wait for
+// neighbour resolution).
+func udpEchoFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, port uint16, size int) error {
+	l, r := fa(st, src, 0), fa(st, dst, port)
+	c, err := gonet.DialUDP(st.Stack, &l, &r, stack.Proto(dst))
+	if err != nil {
+		return fmt.Errorf("udp dial: %w", err)
+	}
+	defer c.Close()
+	msg := make([]byte, size)
+	for i := range msg {
+		msg[i] = byte(i*13 + size)
+	}
+	got := make([]byte, size+100)
+	for try := 0; try < 5; try++ {
+		if _, err := c.Write(msg); err != nil {
+			return fmt.Errorf("udp write: %w", err)
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(got)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		if !bytes.Equal(got[:n], msg) {
+			return fmt.Errorf("udp echo of %d bytes differs (got %d bytes)", size, n)
+		}
+		return nil
+	}
+	return fmt.Errorf("udp echo of %d bytes from %v to %v: no reply after 5 tries", size, src, dst)
+}
+
+// serveUDPEcho serves UDP echo on port of each address, each socket bound
+// to its address so that replies leave from it.
+func serveUDPEcho(ctx context.Context, st *stack.Stack, port uint16, addrs ...netip.Addr) error {
+	for _, a := range addrs {
+		l := fa(st, a, port)
+		c, err := gonet.DialUDP(st.Stack, &l, nil, stack.Proto(a))
+		if err != nil {
+			return fmt.Errorf("udp echo on %v: %w", a, err)
+		}
+		go func() { <-ctx.Done(); c.Close() }()
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				c.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	return nil
+}
+
+// pingFrom sends count echo requests from src to dst and waits for each
+// reply (a few tries each).
+func pingFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, count, size int) error {
+	tp, typ := icmp.ProtocolNumber6, byte(header.ICMPv6EchoRequest)
+	if dst.Is4() {
+		tp, typ = icmp.ProtocolNumber4, byte(header.ICMPv4Echo)
+	}
+	var wq waiter.Queue
+	ep, terr := st.NewEndpoint(tp, stack.Proto(dst), &wq)
+	if terr != nil {
+		return fmt.Errorf("ping: %s", terr)
+	}
+	defer ep.Close()
+	if terr := ep.Bind(fa(st, src, 0)); terr != nil {
+		return fmt.Errorf("ping: bind %v: %s", src, terr)
+	}
+	we, ch := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	for seq := uint16(1); seq <= uint16(count); seq++ {
+		ok := false
+		for try := 0; try < 5 && !ok; try++ {
+			id := seq*10 + uint16(try)
+			req := make([]byte, 8+size)
+			req[0] = typ
+			binary.BigEndian.PutUint16(req[6:], id)
+			for i := range req[8:] {
+				req[8+i] = byte(i)
+			}
+			to := fa(st, dst, 0)
+			if _, terr := ep.Write(bytes.NewReader(req), tcpip.WriteOptions{To: &to}); terr != nil {
+				return fmt.Errorf("ping %v: send: %s", dst, terr)
+			}
+			deadline := time.After(time.Second)
+		wait:
+			for {
+				var buf bytes.Buffer
+				_, terr := ep.Read(&buf, tcpip.ReadOptions{})
+				if _, would := terr.(*tcpip.ErrWouldBlock); would {
+					select {
+					case <-ch:
+						continue
+					case <-deadline:
+						break wait
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				if terr != nil {
+					return fmt.Errorf("ping %v: receive: %s", dst, terr)
+				}
+				b := buf.Bytes()
+				if len(b) >= 8 && binary.BigEndian.Uint16(b[6:]) == id {
+					if !bytes.Equal(b[8:], req[8:]) {
+						return fmt.Errorf("ping %v: reply payload differs", dst)
+					}
+					ok = true
+					break wait
+				}
+			}
+		}
+		if !ok {
+			return fmt.Errorf("ping %v from %v seq %d: no reply after 5 tries", dst, src, seq)
+		}
+	}
+	return nil
+}
+
+// clearFrames returns the IP frames of a capture that travelled in clear
+// although they are not neighbour discovery or MLD: with every test flow
+// under a protect policy, any such frame is a leak (or a wrong source
+// address that escaped the policies).
+func clearFrames(frames [][]byte) []string {
+	var bad []string
+	for _, fr := range frames {
+		if len(fr) < 14 {
+			continue
+		}
+		et := binary.BigEndian.Uint16(fr[12:])
+		if et != 0x0800 && et != 0x86dd {
+			continue
+		}
+		var f xfrm.Flow
+		if _, err := xfrm.ParseFlow(fr[14:], &f); err != nil {
+			bad = append(bad, fmt.Sprintf("unparsable IP frame: %v", err))
+			continue
+		}
+		switch {
+		case f.Proto == uint8(xfrm.ProtoESP), f.Proto == uint8(xfrm.ProtoAH), f.Proto == uint8(xfrm.ProtoIPComp):
+			continue
+		case f.Proto == xfrm.ProtoICMPv6 && !f.Opaque && f.SrcPort >= 130 && f.SrcPort <= 143:
+			continue // MLD and NDP
+		}
+		bad = append(bad, f.String())
+	}
+	return bad
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/ipsecstack/ipsecstack/xfrm/ah"
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
+	"github.com/ipsecstack/ipsecstack/xfrm/ipcomp"
 )
 
 // Next-header values the input loop handles.
@@ -42,26 +44,46 @@ func (sp *SecPath) release() {
 func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []byte {
 	var sp SecPath
 	defer sp.release()
-	_, dst, ok := addrs(hdr)
+	var comp *[]byte // decompression scratch, if used
+	defer func() {
+		if comp != nil {
+			compBufs.Put(comp)
+		}
+	}()
+	src, dst, ok := addrs(hdr)
 	if !ok {
 		e.Stats.InHdrError.Add(1)
 		return nil
 	}
 	for {
-		if proto != ProtoESP {
-			// AH and IPComp arrive with the algorithms issue.
-			e.Stats.InNoStates.Add(1)
-			return nil
-		}
-		if len(payload) < esp.HeaderLen {
-			e.Stats.InHdrError.Add(1)
-			return nil
-		}
 		if sp.n == maxBundle {
 			e.Stats.InHdrError.Add(1)
 			return nil
 		}
-		spi := binary.BigEndian.Uint32(payload)
+		var spi uint32
+		switch proto {
+		case ProtoESP:
+			if len(payload) < esp.HeaderLen {
+				e.Stats.InHdrError.Add(1)
+				return nil
+			}
+			spi = binary.BigEndian.Uint32(payload)
+		case ProtoAH:
+			if len(payload) < ah.HeaderLen {
+				e.Stats.InHdrError.Add(1)
+				return nil
+			}
+			spi = binary.BigEndian.Uint32(payload[4:])
+		case ProtoIPComp:
+			if len(payload) < ipcomp.HeaderLen {
+				e.Stats.InHdrError.Add(1)
+				return nil
+			}
+			spi = uint32(binary.BigEndian.Uint16(payload[2:]))
+		default:
+			e.Stats.InNoStates.Add(1)
+			return nil
+		}
 		sa := e.SAD.Lookup(dst, proto, spi)
 		if sa == nil || !sa.tryGet() {
 			e.Stats.InNoStates.Add(1)
@@ -69,20 +91,34 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		}
 		sp.sas[sp.n] = sa
 		sp.n++
-		inner, nh, ok := e.inputESP(sa, payload)
+		var inner []byte
+		var nh uint8
+		switch proto {
+		case ProtoESP:
+			inner, nh, ok = e.inputESP(sa, payload)
+		case ProtoAH:
+			inner, nh, ok = e.inputAH(sa, hdr, payload)
+		default:
+			if comp == nil {
+				comp = compBufs.Get().(*[]byte)
+			}
+			inner, nh, ok = e.inputIPComp(sa, hdr, payload, *comp)
+			if ok && sp.n > 1 {
+				// payload may live in the scratch buffer (IPComp after
+				// IPComp is not a bundle anyone builds): refuse.
+				if sp.sas[sp.n-2].Config.Proto == ProtoIPComp {
+					e.Stats.InHdrError.Add(1)
+					return nil
+				}
+			}
+		}
 		if !ok {
 			return nil
 		}
 		c := &sa.Config
 		switch {
 		case c.Mode == ModeTunnel && (nh == innerIPv4 || nh == innerIPv6):
-			if len(inner) < 1 || (nh == innerIPv4) != (inner[0]>>4 == 4) {
-				e.Stats.InStateModeError.Add(1)
-				return nil
-			}
-			out := a.Alloc(len(inner))
-			copy(out, inner)
-			return e.finishInput(out, &sp)
+			return e.decapTunnel(inner, nh, &sp, a)
 		case c.Mode == ModeTunnel:
 			e.Stats.InStateModeError.Add(1)
 			return nil
@@ -93,6 +129,10 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 			// A dummy packet for traffic flow confidentiality (RFC
 			// 4303 §2.6): valid, and silently discarded.
 			return nil
+		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, &sp):
+			// IP-in-IP under a transport SA: an IPComp tunnel's packet
+			// that was not worth compressing (RFC 3173 §2.2).
+			return e.decapTunnel(inner, nh, &sp, a)
 		default:
 			out := rebuildTransport(hdr, nh, inner, a)
 			if out == nil {
@@ -104,18 +144,44 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 	}
 }
 
-// inputESP verifies and decrypts one ESP layer.
-func (e *Engine) inputESP(sa *SA, b []byte) ([]byte, uint8, bool) {
-	if !sa.Usable() {
-		e.Stats.InStateInvalid.Add(1)
-		return nil, 0, false
+// decapTunnel returns the inner packet of a tunnel, checked.
+func (e *Engine) decapTunnel(inner []byte, nh uint8, sp *SecPath, a Allocator) []byte {
+	if len(inner) < 1 || (nh == innerIPv4) != (inner[0]>>4 == 4) {
+		e.Stats.InStateModeError.Add(1)
+		return nil
 	}
-	if sa.hardHit.Load() {
-		e.Stats.InStateExpired.Add(1)
-		return nil, 0, false
+	out := a.Alloc(len(inner))
+	copy(out, inner)
+	return e.finishInput(out, sp)
+}
+
+// ipcompTunnel finds the tunnel-mode IPComp SA from src to dst that sends
+// uncompressed packets as IP-in-IP and adds it to the secpath, as Linux
+// does with the IPIP state it pairs with an IPComp tunnel SA.
+func (e *Engine) ipcompTunnel(src, dst netip.Addr, sp *SecPath) bool {
+	if sp.n == maxBundle {
+		return false
 	}
-	c := &sa.Config
-	seqLo := binary.BigEndian.Uint32(b[4:])
+	var found *SA
+	e.SAD.Walk(func(sa *SA) bool {
+		c := &sa.Config
+		if c.Proto == ProtoIPComp && c.Mode == ModeTunnel && c.Src == src && c.Dst == dst && sa.Usable() && sa.tryGet() {
+			found = sa
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		return false
+	}
+	sp.sas[sp.n] = found
+	sp.n++
+	return true
+}
+
+// replayCheck infers the full sequence number of a packet and checks it
+// against the window before the ICV is (expensively) verified.
+func (e *Engine) replayCheck(sa *SA, seqLo uint32) (uint64, bool) {
 	sa.replayMu.Lock()
 	seq := sa.replay.Infer(seqLo)
 	fresh := sa.replay.Check(seq)
@@ -123,6 +189,47 @@ func (e *Engine) inputESP(sa *SA, b []byte) ([]byte, uint8, bool) {
 	if !fresh {
 		sa.Counters.ReplayErrors.Add(1)
 		e.Stats.InStateSeqError.Add(1)
+	}
+	return seq, fresh
+}
+
+// replayUpdate records an authenticated sequence number; false if a
+// concurrent packet with it won the race.
+func (e *Engine) replayUpdate(sa *SA, seq uint64) bool {
+	sa.replayMu.Lock()
+	fresh := sa.replay.Update(seq)
+	sa.replayMu.Unlock()
+	if !fresh {
+		sa.Counters.ReplayErrors.Add(1)
+		e.Stats.InStateSeqError.Add(1)
+	}
+	return fresh
+}
+
+func (e *Engine) saInputOK(sa *SA) bool {
+	if !sa.Usable() {
+		e.Stats.InStateInvalid.Add(1)
+		return false
+	}
+	if sa.hardHit.Load() {
+		e.Stats.InStateExpired.Add(1)
+		return false
+	}
+	return true
+}
+
+// inputESP verifies and decrypts one ESP layer.
+func (e *Engine) inputESP(sa *SA, b []byte) ([]byte, uint8, bool) {
+	if !e.saInputOK(sa) {
+		return nil, 0, false
+	}
+	if sa.esp == nil {
+		e.Stats.InStateProtoError.Add(1)
+		return nil, 0, false
+	}
+	c := &sa.Config
+	seq, fresh := e.replayCheck(sa, binary.BigEndian.Uint32(b[4:]))
+	if !fresh {
 		return nil, 0, false
 	}
 	inner, nh, err := sa.esp.Open(b, seq, c.ESN)
@@ -133,12 +240,7 @@ func (e *Engine) inputESP(sa *SA, b []byte) ([]byte, uint8, bool) {
 		e.Stats.InStateProtoError.Add(1)
 		return nil, 0, false
 	}
-	sa.replayMu.Lock()
-	fresh = sa.replay.Update(seq)
-	sa.replayMu.Unlock()
-	if !fresh {
-		sa.Counters.ReplayErrors.Add(1)
-		e.Stats.InStateSeqError.Add(1)
+	if !e.replayUpdate(sa, seq) {
 		return nil, 0, false
 	}
 	if !sa.account(len(inner)) {
@@ -146,6 +248,75 @@ func (e *Engine) inputESP(sa *SA, b []byte) ([]byte, uint8, bool) {
 		return nil, 0, false
 	}
 	return inner, nh, true
+}
+
+// inputAH verifies one AH layer. hdr is the IP header (with the IPv6
+// extension headers before AH) the packet arrived with.
+func (e *Engine) inputAH(sa *SA, hdr, b []byte) ([]byte, uint8, bool) {
+	if !e.saInputOK(sa) {
+		return nil, 0, false
+	}
+	if sa.ah == nil {
+		e.Stats.InStateProtoError.Add(1)
+		return nil, 0, false
+	}
+	c := &sa.Config
+	seq, fresh := e.replayCheck(sa, binary.BigEndian.Uint32(b[8:]))
+	if !fresh {
+		return nil, 0, false
+	}
+	inner, nh, err := sa.ah.Open(hdr, b, seq, c.ESN)
+	if err != nil {
+		switch {
+		case errors.Is(err, ah.ErrICV):
+			sa.Counters.IntegrityErrors.Add(1)
+			e.Stats.InStateProtoError.Add(1)
+		case errors.Is(err, ah.ErrHeader):
+			e.Stats.InHdrError.Add(1)
+		default:
+			e.Stats.InStateProtoError.Add(1)
+		}
+		return nil, 0, false
+	}
+	if !e.replayUpdate(sa, seq) {
+		return nil, 0, false
+	}
+	if !sa.account(len(inner)) {
+		e.Stats.InStateExpired.Add(1)
+		return nil, 0, false
+	}
+	return inner, nh, true
+}
+
+// inputIPComp decompresses one IPComp layer into scratch, capped so that
+// the decompressed packet still fits an IP packet: a payload that would
+// exceed it is a decompression bomb (counted on the SA, and as
+// XfrmInStateProtoError, as Linux counts a failed decompression).
+func (e *Engine) inputIPComp(sa *SA, hdr, b, scratch []byte) ([]byte, uint8, bool) {
+	if !e.saInputOK(sa) {
+		return nil, 0, false
+	}
+	if sa.comp == nil {
+		e.Stats.InStateProtoError.Add(1)
+		return nil, 0, false
+	}
+	limit := 0xffff - len(hdr)
+	if hdr[0]>>4 == 6 {
+		limit = 0xffff - (len(hdr) - 40)
+	}
+	n, nh, err := sa.comp.Decompress(scratch[:min(limit, len(scratch))], b)
+	if err != nil {
+		if errors.Is(err, ipcomp.ErrTooBig) {
+			sa.Counters.DecompressionBombs.Add(1)
+		}
+		e.Stats.InStateProtoError.Add(1)
+		return nil, 0, false
+	}
+	if !sa.account(n) {
+		e.Stats.InStateExpired.Add(1)
+		return nil, 0, false
+	}
+	return scratch[:n], nh, true
 }
 
 // finishInput checks the decapsulated packet against the SA selectors and
@@ -202,6 +373,15 @@ func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
 			continue
 		}
 		if t.Level == LevelUse {
+			continue
+		}
+		if t.Proto == ProtoIPComp && len(sp) > 0 {
+			// IPComp is optional on input: a sender leaves out the
+			// IPComp header when compression does not pay (RFC 3173
+			// §2.2), so an uncompressed packet that satisfied the rest
+			// of the bundle is accepted (Linux gets there by marking
+			// IPComp templates optional). A packet that arrived in
+			// clear still fails a required IPComp template.
 			continue
 		}
 		e.Stats.InTmplMismatch.Add(1)

@@ -3,6 +3,7 @@ package xfrm
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
 )
@@ -105,10 +106,17 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, 
 			return VerdictDrop, nil
 		}
 	}
+	if len(out) == len(pkt) && &out[0] == &pkt[0] {
+		// Only IPComp SAs that did not compress: the packet goes as it is.
+		return VerdictPass, nil
+	}
 	return VerdictProtected, out
 }
 
-// applyOut applies one SA to an IP packet and returns the new packet.
+// applyOut applies one SA to an IP packet and returns the new packet. The
+// packet returned, when it differs from pkt, is the last buffer taken from
+// a (the stack glue relies on it); an IPComp SA that does not compress
+// returns pkt itself.
 func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	if !sa.Usable() {
 		e.Stats.OutStateInvalid.Add(1)
@@ -118,9 +126,12 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		e.Stats.OutStateExpired.Add(1)
 		return nil, false
 	}
+	if sa.comp != nil {
+		return e.compressOut(sa, pkt, a)
+	}
 	c := &sa.Config
-	t := sa.esp
-	if t == nil {
+	t, h := sa.esp, sa.ah
+	if t == nil && h == nil {
 		e.Stats.OutStateProtoError.Add(1)
 		return nil, false
 	}
@@ -142,9 +153,22 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			e.Stats.OutStateExpired.Add(1)
 			return nil, false
 		}
+		nh := pkt[nhOff]
+		if h != nil {
+			n := h.Len(v4)
+			out := a.Alloc(len(pkt) + n)
+			copy(out, pkt[:hlen])
+			copy(out[hlen+n:], payload)
+			out[nhOff] = uint8(ProtoAH)
+			fixLength(out, v4)
+			if err := h.Seal(out, hlen, nh, c.SPI, seq, c.ESN); err != nil {
+				e.Stats.OutStateProtoError.Add(1)
+				return nil, false
+			}
+			return out, true
+		}
 		out := a.Alloc(hlen + t.SealedLen(len(payload)))
 		copy(out, pkt[:hlen])
-		nh := pkt[nhOff]
 		out[nhOff] = uint8(ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, payload, nh)
 		fixLength(out, v4)
@@ -154,35 +178,114 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			e.Stats.OutStateExpired.Add(1)
 			return nil, false
 		}
-		inner := uint8(4)
-		tos := pkt[1]
-		if !v4 {
-			inner = 41
-			tos = pkt[0]<<4 | pkt[1]>>4
-		}
+		inner, tos := innerInfo(pkt)
 		hlen := 40
 		if c.Dst.Is4() {
 			hlen = 20
 		}
+		if h != nil {
+			n := h.Len(c.Dst.Is4())
+			out := a.Alloc(hlen + n + len(pkt))
+			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoAH)
+			copy(out[hlen+n:], pkt)
+			fixLength(out, c.Dst.Is4())
+			if err := h.Seal(out, hlen, inner, c.SPI, seq, c.ESN); err != nil {
+				e.Stats.OutStateProtoError.Add(1)
+				return nil, false
+			}
+			return out, true
+		}
 		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
 		fixLength(out, c.Dst.Is4())
 		return out, true
 	}
 }
 
+// innerInfo returns the next header that names pkt's family inside a
+// tunnel (4 or 41) and its DSCP/ECN byte.
+func innerInfo(pkt []byte) (nh, tos uint8) {
+	if pkt[0]>>4 == 4 {
+		return innerIPv4, pkt[1]
+	}
+	return innerIPv6, pkt[0]<<4 | pkt[1]>>4
+}
+
+// compBufs are scratch buffers for (de)compression: the result is copied
+// into an Allocator buffer only once it is known to be used.
+var compBufs = sync.Pool{New: func() any { b := make([]byte, 0xffff); return &b }}
+
+// compressOut applies an IPComp SA (RFC 3173). No sequence number is
+// used. A payload that is too small or does not shrink goes out as it is,
+// with no IPComp header (§2.2): in transport mode pkt is returned
+// unchanged; in tunnel mode it is still encapsulated, as IP-in-IP, which
+// the peer's input path attributes to the IPComp SA (as Linux's IPComp
+// tunnel does with its IPIP state).
+func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
+	c := &sa.Config
+	bp := compBufs.Get().(*[]byte)
+	defer compBufs.Put(bp)
+	scratch := *bp
+	if c.Mode == ModeTransport {
+		hlen, nhOff, ok := unfragmentableLen(pkt)
+		if !ok {
+			e.Stats.OutStateModeError.Add(1)
+			return nil, false
+		}
+		payload := pkt[hlen:]
+		if !sa.account(len(payload)) {
+			e.Stats.OutStateExpired.Add(1)
+			return nil, false
+		}
+		n, ok := sa.comp.Compress(scratch, payload, pkt[nhOff], uint16(c.SPI))
+		if !ok {
+			sa.Counters.Uncompressed.Add(1)
+			return pkt, true
+		}
+		out := a.Alloc(hlen + n)
+		copy(out, pkt[:hlen])
+		copy(out[hlen:], scratch[:n])
+		out[nhOff] = uint8(ProtoIPComp)
+		fixLength(out, pkt[0]>>4 == 4)
+		return out, true
+	}
+	if !sa.account(len(pkt)) {
+		e.Stats.OutStateExpired.Add(1)
+		return nil, false
+	}
+	inner, tos := innerInfo(pkt)
+	hlen := 40
+	if c.Dst.Is4() {
+		hlen = 20
+	}
+	n, ok := sa.comp.Compress(scratch, pkt, inner, uint16(c.SPI))
+	var out []byte
+	if ok {
+		out = a.Alloc(hlen + n)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoIPComp)
+		copy(out[hlen:], scratch[:n])
+	} else {
+		sa.Counters.Uncompressed.Add(1)
+		out = a.Alloc(hlen + len(pkt))
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, Proto(inner))
+		copy(out[hlen:], pkt)
+	}
+	fixLength(out, c.Dst.Is4())
+	return out, true
+}
+
 // outerHeader writes a tunnel-mode outer header (RFC 4301 §5.1.2): DSCP and
 // ECN copied from the inner header, DF clear so the outer packet may be
-// fragmented, TTL/hop limit 64, next header ESP.
-func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8) {
+// fragmented, TTL/hop limit 64, next header proto.
+func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, proto Proto) {
 	if src.Is4() {
 		h[0] = 0x45
 		h[1] = tos
 		binary.BigEndian.PutUint16(h[4:], uint16(e.ipID.Add(1)))
 		h[6], h[7] = 0, 0
 		h[8] = 64
-		h[9] = uint8(ProtoESP)
+		h[9] = uint8(proto)
 		s, d := src.As4(), dst.As4()
 		copy(h[12:], s[:])
 		copy(h[16:], d[:])
@@ -191,7 +294,7 @@ func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8) {
 	h[0] = 0x60 | tos>>4
 	h[1] = tos << 4
 	h[2], h[3] = 0, 0
-	h[6] = uint8(ProtoESP)
+	h[6] = uint8(proto)
 	h[7] = 64
 	s, d := src.As16(), dst.As16()
 	copy(h[8:], s[:])

@@ -7,7 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipsecstack/ipsecstack/xfrm/ah"
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
+	"github.com/ipsecstack/ipsecstack/xfrm/ipcomp"
 	"github.com/ipsecstack/ipsecstack/xfrm/replay"
 )
 
@@ -17,7 +19,15 @@ type SACounters struct {
 	Packets         atomic.Uint64
 	ReplayErrors    atomic.Uint64
 	IntegrityErrors atomic.Uint64
+	// IPComp: packets sent uncompressed (too small or incompressible),
+	// and decompressions refused for exceeding the size cap.
+	Uncompressed       atomic.Uint64
+	DecompressionBombs atomic.Uint64
 }
+
+// MaxReplayWindow is the largest anti-replay window an SA accepts (in
+// packets; the bitmap costs a bit per packet).
+const MaxReplayWindow = 1 << 20
 
 // SA is one security association: its configuration, keyed transform and
 // mutable state. Safe for concurrent use; packets in flight hold a
@@ -26,7 +36,9 @@ type SA struct {
 	// Config is the SA as added. Its key bytes are wiped when the SA dies.
 	Config SAConfig
 
-	esp *esp.Transform
+	esp  *esp.Transform
+	ah   *ah.Transform
+	comp *ipcomp.Transform
 
 	state atomic.Uint32 // SAState
 	refs  atomic.Int32  // 1 for the SAD + one per packet in flight
@@ -64,6 +76,9 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	if cfg.SPI < 256 && cfg.Proto != ProtoIPComp {
 		return nil, fmt.Errorf("%w: SA %s spi 0x%x: SPIs 0-255 are reserved (RFC 4303 §2.1)", ErrBadSA, cfg.Proto, cfg.SPI)
 	}
+	if cfg.ReplayWindow > MaxReplayWindow {
+		return nil, fmt.Errorf("%w: SA %s spi 0x%x: replay window %d exceeds %d", ErrBadSA, cfg.Proto, cfg.SPI, cfg.ReplayWindow, MaxReplayWindow)
+	}
 	cfg.AEAD.Key = clone(cfg.AEAD.Key)
 	cfg.Enc.Key = clone(cfg.Enc.Key)
 	cfg.Auth.Key = clone(cfg.Auth.Key)
@@ -76,6 +91,37 @@ func NewSA(cfg SAConfig) (*SA, error) {
 			return nil, fmt.Errorf("%w: SA esp spi 0x%x %v->%v: %v", ErrBadSA, cfg.SPI, cfg.Src, cfg.Dst, err)
 		}
 		sa.esp = t
+	case ProtoAH:
+		if cfg.AEAD.Name != "" || cfg.Enc.Name != "" || cfg.Comp.Name != "" {
+			sa.wipe()
+			return nil, fmt.Errorf("%w: SA ah spi 0x%x: AH takes only an integrity algorithm", ErrBadSA, cfg.SPI)
+		}
+		t, err := ah.New(cfg.Auth.Name, cfg.Auth.Key, cfg.Auth.ICVBits)
+		if err != nil {
+			sa.wipe()
+			return nil, fmt.Errorf("%w: SA ah spi 0x%x %v->%v: %v", ErrBadSA, cfg.SPI, cfg.Src, cfg.Dst, err)
+		}
+		sa.ah = t
+	case ProtoIPComp:
+		if cfg.SPI == 0 || cfg.SPI > 0xffff {
+			return nil, fmt.Errorf("%w: SA ipcomp cpi 0x%x: a CPI is 16 bits and not 0 (RFC 3173 §2.1)", ErrBadSA, cfg.SPI)
+		}
+		if cfg.AEAD.Name != "" || cfg.Enc.Name != "" || cfg.Auth.Name != "" {
+			sa.wipe()
+			return nil, fmt.Errorf("%w: SA ipcomp cpi 0x%x: IPComp takes only a compression algorithm", ErrBadSA, cfg.SPI)
+		}
+		name := cfg.Comp.Name
+		if name == "" {
+			name = "deflate"
+		}
+		t, err := ipcomp.New(name, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%w: SA ipcomp cpi 0x%x: %v", ErrBadSA, cfg.SPI, err)
+		}
+		sa.comp = t
+		// IPComp has no sequence numbers and no replay protection.
+		cfg.ReplayWindow, cfg.ESN = 0, false
+		sa.Config.ReplayWindow, sa.Config.ESN = 0, false
 	default:
 		sa.wipe()
 		return nil, fmt.Errorf("%w: SA spi 0x%x: protocol %s is not supported", ErrBadSA, cfg.SPI, cfg.Proto)
@@ -109,13 +155,23 @@ func (sa *SA) Usable() bool {
 // ESP returns the SA's ESP transform (nil for other protocols).
 func (sa *SA) ESP() *esp.Transform { return sa.esp }
 
+// AH returns the SA's AH transform (nil for other protocols).
+func (sa *SA) AH() *ah.Transform { return sa.ah }
+
+// IPComp returns the SA's IPComp transform (nil for other protocols).
+func (sa *SA) IPComp() *ipcomp.Transform { return sa.comp }
+
 // Overhead returns the most bytes the SA adds to a packet of n bytes,
 // outer header included in tunnel mode.
 func (sa *SA) Overhead(n int) int {
 	o := 0
-	if sa.esp != nil {
+	switch {
+	case sa.esp != nil:
 		o = sa.esp.SealedLen(n) - n
+	case sa.ah != nil:
+		o = sa.ah.Len(sa.Config.Dst.Is4())
 	}
+	// IPComp adds nothing: it sends a packet compressed only if smaller.
 	if sa.Config.Mode == ModeTunnel {
 		if sa.Config.Dst.Is4() {
 			o += 20
@@ -174,6 +230,9 @@ func (sa *SA) wipe() {
 	}
 	if sa.esp != nil {
 		sa.esp.Zero()
+	}
+	if sa.ah != nil {
+		sa.ah.Zero()
 	}
 }
 

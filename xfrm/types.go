@@ -238,10 +238,13 @@ type SAConfig struct {
 	ReqID    uint32
 	// Sel limits the SA to traffic it matches; zero matches all.
 	Sel Selector
-	// AEAD, or Enc with Auth, choose the ESP transform.
+	// AEAD, or Enc with Auth, choose the ESP transform; Auth alone the
+	// AH transform; Comp the IPComp algorithm ("deflate", the default for
+	// an IPComp SA), whose CPI is the SA's SPI (16 bits).
 	AEAD Algorithm
 	Enc  Algorithm
 	Auth Algorithm
+	Comp Algorithm
 	// ReplayWindow is the anti-replay window in packets; 0 turns checking off.
 	ReplayWindow uint32
 	// ESN enables 64-bit extended sequence numbers (RFC 4304).

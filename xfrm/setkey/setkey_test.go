@@ -119,9 +119,9 @@ func TestPriorityForms(t *testing.T) {
 // Malformed inputs: each must fail with FILE:LINE:COL and change nothing.
 var malformed = []struct{ src, want string }{
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc 0x0011;", "1:1: SA esp spi 0x1000 10.0.0.1->10.0.0.2: esp: aes-cbc: key is 2 bytes"},
-	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E des-cbc 0x0011223344556677;", `1:37: unknown or unimplemented encryption algorithm "des-cbc"`},
+	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E cast128-cbc 0x0011223344556677;", `1:37: unknown or unimplemented encryption algorithm "cast128-cbc"`},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E blowfish-cbc 0x00;", `1:37: unknown or unimplemented encryption algorithm "blowfish-cbc"`},
-	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc 0x00112233445566778899aabbccddeeff -A hmac-md5 0x00112233445566778899aabbccddeeff;", `unknown or unimplemented authentication algorithm "hmac-md5"`},
+	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc 0x00112233445566778899aabbccddeeff -A hmac-ripemd160 0x00112233445566778899aabbccddeeff;", `unknown or unimplemented authentication algorithm "hmac-ripemd160"`},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E hmac-sha1 0x00;", "hmac-sha1 is an authentication algorithm; use -A"},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233 -A hmac-sha1 0x0011223344556677889900112233445566778899;", "1:34: aes-gcm-16 is an AEAD algorithm: it takes no -A"},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000;", "esp SA needs -E"},

@@ -163,16 +163,17 @@ func lookup(name string) (*net.Interface, error) {
 // the stack would take the kernel's own NDP (DAD for the same EUI-64
 // link-local address, for one) and multicast as received. Frames our own
 // sockets send are already skipped by the kernel (skb_loop_sk).
-// PACKET_IGNORE_OUTGOING does the same more cheaply where the kernel has it
-// (4.20+); the filter covers older kernels.
+// PACKET_IGNORE_OUTGOING (4.20+) does the same more cheaply, but only for a
+// socket outside a fanout group: a group's hook replaces the socket's and
+// takes the flag from PACKET_FANOUT_FLAG_IGNORE_OUTGOING instead (tested:
+// fdbased's own fanout setup leaks outgoing frames). The filter covers old
+// kernels and every setup.
 //
 //	ld  [SKF_AD_OFF+SKF_AD_PKTTYPE]
 //	jeq #PACKET_OUTGOING, drop
 //	ret #0xffffffff
 //	drop: ret #0
 var dropOutgoing = []unix.SockFilter{
-	// SKF_AD_OFF (-0x1000) + SKF_AD_PKTTYPE (4), from linux/filter.h;
-	// x/sys/unix does not export them.
 	{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdOff + skfAdPkttype},
 	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, Jf: 0, K: unix.PACKET_OUTGOING},
 	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},

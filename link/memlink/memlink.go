@@ -94,8 +94,9 @@ type counters struct {
 // goroutines. It is replaced, never reused, so a stopped run's queues are
 // never written again.
 type run struct {
-	queues []chan *buffer.View
-	stop   chan struct{}
+	queues  []chan *buffer.View
+	stop    chan struct{}
+	stopped bool // set under Endpoint.wmu when stop is closed
 }
 
 // Endpoint is one end of an in-memory Ethernet pair. It implements
@@ -116,7 +117,17 @@ type Endpoint struct {
 
 	tap   atomic.Pointer[func(Direction, []byte)]
 	stats counters
-	wg    sync.WaitGroup
+
+	// Worker bookkeeping for Wait. busy counts workers that are alive and
+	// not inside DeliverNetworkPacket. Wait waits for busy to reach zero
+	// rather than for the goroutines to exit: Stack.Wait calls Wait while
+	// holding the stack lock, and a delivery in progress may need that
+	// lock (TCP's RST reply calls FindRoute), so waiting for it would
+	// deadlock. A worker that finds its run stopped after a delivery exits
+	// without starting another, so once Wait returns no new delivery starts.
+	wmu   sync.Mutex
+	wcond *sync.Cond
+	busy  int
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -140,13 +151,15 @@ func NewPairWithOptions(macA, macB tcpip.LinkAddress, opts Options) (*Endpoint, 
 		opts.Dispatchers = DefaultDispatchers
 	}
 	mk := func(mac tcpip.LinkAddress) *Endpoint {
-		return &Endpoint{
+		e := &Endpoint{
 			queueLen: opts.QueueLen,
 			nworkers: opts.Dispatchers,
 			seed:     rand.Uint32(),
 			linkAddr: mac,
 			mtu:      opts.MTU,
 		}
+		e.wcond = sync.NewCond(&e.wmu)
+		return e
 	}
 	a, b := mk(macA), mk(macB)
 	a.peer, b.peer = b, a
@@ -183,7 +196,7 @@ func (e *Endpoint) Peer() *Endpoint { return e.peer }
 // Attach implements stack.LinkEndpoint. A non-nil dispatcher starts the
 // delivery goroutines; nil (the NIC being removed) stops them without
 // waiting, because the NIC may hold stack locks that a delivery in progress
-// needs: Wait waits.
+// needs.
 func (e *Endpoint) Attach(dispatcher stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -196,16 +209,21 @@ func (e *Endpoint) Attach(dispatcher stack.NetworkDispatcher) {
 		return
 	}
 	r := &run{queues: make([]chan *buffer.View, e.nworkers), stop: make(chan struct{})}
+	e.wmu.Lock()
+	e.busy += len(r.queues)
+	e.wmu.Unlock()
 	for i := range r.queues {
 		r.queues[i] = make(chan *buffer.View, e.queueLen)
-		e.wg.Add(1)
-		go e.worker(r.queues[i], r.stop)
+		go e.worker(r, r.queues[i])
 	}
 	e.cur = r
 }
 
 func (e *Endpoint) stopLocked() {
 	if e.cur != nil {
+		e.wmu.Lock()
+		e.cur.stopped = true
+		e.wmu.Unlock()
 		close(e.cur.stop)
 		e.cur = nil
 	}
@@ -232,9 +250,17 @@ func (e *Endpoint) Close() {
 	}
 }
 
-// Wait implements stack.LinkEndpoint: it waits for the delivery goroutines
-// of stopped (detached or closed) periods to exit.
-func (e *Endpoint) Wait() { e.wg.Wait() }
+// Wait implements stack.LinkEndpoint. After Attach(nil) or Close it returns
+// once no delivery goroutine can start another delivery: each has exited or
+// is finishing its last one, after which it exits (see the busy field for
+// why it does not wait for that last one). Before that it blocks.
+func (e *Endpoint) Wait() {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	for e.busy > 0 {
+		e.wcond.Wait()
+	}
+}
 
 // SetOnCloseAction implements stack.LinkEndpoint.
 func (e *Endpoint) SetOnCloseAction(fn func()) {
@@ -369,24 +395,57 @@ func (e *Endpoint) receive(v *buffer.View) {
 	}
 }
 
-func (e *Endpoint) worker(q chan *buffer.View, stop chan struct{}) {
-	defer e.wg.Done()
+func (e *Endpoint) worker(r *run, q chan *buffer.View) {
+	// drain drops what is left: no sender can reach q any more (the run
+	// was unpublished under e.mu before it was stopped).
+	drain := func() {
+		for {
+			select {
+			case v := <-q:
+				e.stats.dropped.Add(1)
+				v.Release()
+			default:
+				return
+			}
+		}
+	}
+	// idle marks this worker as not busy (delivering or exited).
+	idle := func() {
+		e.busy--
+		e.wcond.Broadcast()
+	}
 	for {
 		select {
 		case v := <-q:
-			e.deliver(v)
-		case <-stop:
-			// No sender can reach q any more (the run was unpublished
-			// under e.mu before stop was closed): drain and exit.
-			for {
-				select {
-				case v := <-q:
-					e.stats.dropped.Add(1)
-					v.Release()
-				default:
-					return
-				}
+			e.wmu.Lock()
+			idle()
+			stopped := r.stopped
+			e.wmu.Unlock()
+			if stopped {
+				e.stats.dropped.Add(1)
+				v.Release()
+				drain()
+				return
 			}
+
+			e.deliver(v)
+
+			e.wmu.Lock()
+			stopped = r.stopped
+			if !stopped {
+				e.busy++
+			}
+			e.wmu.Unlock()
+			if stopped {
+				drain()
+				return
+			}
+		case <-r.stop:
+			e.wmu.Lock()
+			idle()
+			e.wmu.Unlock()
+			drain()
+			return
 		}
 	}
 }

@@ -1,11 +1,21 @@
 // Package fdlink wraps a gVisor fdbased endpoint so that it owns its file
-// descriptors: fdbased never closes them, and closing them while its
-// dispatch goroutines still read would let a reused descriptor number be
-// read or written by mistake.
+// descriptors (fdbased never closes them, and closing them while its
+// readers still run would let a reused descriptor number be read or written
+// by mistake) and so that removing the NIC cannot deadlock.
+//
+// The deadlock: the stack removes a NIC (RemoveNIC, Stack.Destroy) holding
+// its own lock and calls Attach(nil), on which fdbased stops its readers
+// and waits for them; a reader in the middle of delivering a packet that
+// needs the stack lock (TCP answering with a RST calls FindRoute) never
+// finishes. memlink hit exactly this. So the wrapper is fdbased's
+// dispatcher: Attach(nil) only unhooks the stack (frames are then dropped)
+// and the readers are stopped and waited for in Close, which the stack
+// calls after releasing its lock.
 package fdlink
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -21,10 +31,52 @@ type Endpoint struct {
 	// to move the kernel's transmit filter to the new MAC).
 	SetAddr func(tcpip.LinkAddress)
 
-	mu      sync.RWMutex
-	fds     []int
-	closed  bool
-	onClose func()
+	disp atomic.Pointer[stack.NetworkDispatcher]
+
+	mu       sync.RWMutex
+	fds      []int
+	attached bool // lower has us as its dispatcher
+	closed   bool
+	onClose  func()
+}
+
+var _ stack.NetworkDispatcher = (*Endpoint)(nil)
+
+// Attach implements stack.LinkEndpoint; see the package comment.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		e.disp.Store(nil)
+		return
+	}
+	e.disp.Store(&d)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.attached && !e.closed {
+		e.attached = true
+		e.LinkEndpoint.Attach(e)
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool { return e.disp.Load() != nil }
+
+// Wait implements stack.LinkEndpoint. The readers stop in Close, so there
+// is nothing to wait for before it (and Close waits itself).
+func (e *Endpoint) Wait() {}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the lower
+// endpoint, forwarding to the stack while one is attached.
+func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if d := e.disp.Load(); d != nil {
+		(*d).DeliverNetworkPacket(proto, pkt)
+	}
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (e *Endpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if d := e.disp.Load(); d != nil {
+		(*d).DeliverLinkPacket(proto, pkt)
+	}
 }
 
 // New wraps lower, which reads and writes fds.
@@ -57,23 +109,30 @@ func (e *Endpoint) SetOnCloseAction(fn func()) {
 	e.onClose = fn
 }
 
-// Close implements stack.LinkEndpoint. It stops fdbased's readers (a no-op
-// if the NIC already detached it), waits for them, then closes the fds.
+// Close implements stack.LinkEndpoint. It stops fdbased's readers, waits
+// for them, then closes the fds.
 func (e *Endpoint) Close() {
-	e.LinkEndpoint.Attach(nil)
-	e.LinkEndpoint.Wait()
+	e.disp.Store(nil)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return
 	}
+	// Writers check closed under e.mu, so from here none touches the fds.
 	e.closed = true
-	for _, fd := range e.fds {
-		unix.Close(fd)
-	}
+	attached := e.attached
 	fn := e.onClose
 	e.onClose = nil
 	e.mu.Unlock()
+	// Not under e.mu: a reader finishing a delivery may write a reply
+	// (which then fails with ErrClosedForSend instead of blocking).
+	if attached {
+		e.LinkEndpoint.Attach(nil) // stops the readers and waits for them
+	}
+	e.LinkEndpoint.Wait()
+	for _, fd := range e.fds {
+		unix.Close(fd)
+	}
 	e.LinkEndpoint.Close()
 	if fn != nil {
 		fn()

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -129,8 +130,17 @@ func TransferTCP(t testing.TB, client, server *stack.Stack, dst netip.Addr, port
 	if err != nil {
 		t.Fatalf("ListenTCP: %v", err)
 	}
-	defer ln.Close()
+	Transfer(t, ln, func(ctx context.Context) (net.Conn, error) {
+		return gonet.DialContextTCP(ctx, client, tcpip.FullAddress{NIC: NICID, Addr: Addr(dst), Port: port}, Proto(dst))
+	}, n)
+}
 
+// Transfer accepts one connection on ln (closing ln after), dials with dial,
+// sends n random bytes, half-closes, and checks the accepted side received
+// exactly those bytes. ln and dial may be gVisor (gonet) or host sockets.
+func Transfer(t testing.TB, ln net.Listener, dial func(context.Context) (net.Conn, error), n int) {
+	t.Helper()
+	defer ln.Close()
 	type result struct {
 		sum [32]byte
 		n   int64
@@ -144,6 +154,7 @@ func TransferTCP(t testing.TB, client, server *stack.Stack, dst netip.Addr, port
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
 		h := sha256.New()
 		n, err := io.Copy(h, c)
 		var r result
@@ -156,16 +167,21 @@ func TransferTCP(t testing.TB, client, server *stack.Stack, dst netip.Addr, port
 	rand.Read(data)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := gonet.DialContextTCP(ctx, client, tcpip.FullAddress{NIC: NICID, Addr: Addr(dst), Port: port}, Proto(dst))
+	c, err := dial(ctx)
 	if err != nil {
-		t.Fatalf("DialContextTCP(%v): %v", dst, err)
+		t.Fatalf("dial: %v", err)
 	}
+	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Write(data); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatalf("CloseWrite: %v", err)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+	} else {
+		t.Fatalf("%T cannot half-close", c)
 	}
 	select {
 	case r := <-done:
@@ -178,5 +194,4 @@ func TransferTCP(t testing.TB, client, server *stack.Stack, dst netip.Addr, port
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not finish within 30s")
 	}
-	c.Close()
 }

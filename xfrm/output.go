@@ -160,6 +160,15 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			copy(out, pkt[:hlen])
 			copy(out[hlen+n:], payload)
 			out[nhOff] = uint8(ProtoAH)
+			if v4 && out[4] == 0 && out[5] == 0 {
+				// The identification is immutable under AH, and a
+				// fragmenter after us would set one: set it first.
+				id := uint16(e.ipID.Add(1))
+				if id == 0 {
+					id = uint16(e.ipID.Add(1))
+				}
+				binary.BigEndian.PutUint16(out[4:], id)
+			}
 			fixLength(out, v4)
 			if err := h.Seal(out, hlen, nh, c.SPI, seq, c.ESN); err != nil {
 				e.Stats.OutStateProtoError.Add(1)

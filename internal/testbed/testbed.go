@@ -45,6 +45,19 @@ type Config struct {
 	NDP          NDPMode
 	ESN          bool
 	ReplayWindow uint32
+	// ReplayOff turns anti-replay checking off (a window of 0).
+	ReplayOff bool
+	// Bundle lists the transforms of the main policy in output order
+	// (first innermost), e.g. {IPComp, ESP} or {ESP, AH}; nil is {ESP}.
+	// In tunnel mode the first transform is the tunnel and the others
+	// are transport-mode SAs between the tunnel endpoints, the one-tunnel
+	// bundle Linux builds. AH SAs take Suite.Auth (or AH.Auth when set).
+	Bundle []xfrm.Proto
+	// AH, when set, is the integrity algorithm of the AH SAs of a bundle.
+	AH Suite
+	// Seq is the sequence number the main outbound SAs start after (for
+	// tests near the 2^32 boundary).
+	Seq uint64
 	// MTU of the link; 0 = 1500.
 	MTU uint32
 	// Plain builds the pair without any SA or policy (the baseline).
@@ -103,6 +116,12 @@ func New(cfg Config) (*Pair, error) {
 	}
 	if cfg.ReplayWindow == 0 {
 		cfg.ReplayWindow = 128
+	}
+	if cfg.ReplayOff {
+		cfg.ReplayWindow = 0
+	}
+	if len(cfg.Bundle) == 0 {
+		cfg.Bundle = []xfrm.Proto{xfrm.ProtoESP}
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {
@@ -195,38 +214,60 @@ func (p *Pair) configure() error {
 		{p.A, p.AddrA, p.AddrB, outerA, outerB, SPIAtoB, SPIBtoA},
 		{p.B, p.AddrB, p.AddrA, outerB, outerA, SPIBtoA, SPIAtoB},
 	}
-	sa := func(spi uint32, src, dst netip.Addr, mode xfrm.Mode, reqid uint32) xfrm.SAConfig {
-		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: mode, ReqID: reqid,
+	sa := func(proto xfrm.Proto, spi uint32, src, dst netip.Addr, mode xfrm.Mode, reqid uint32) xfrm.SAConfig {
+		c := xfrm.SAConfig{Proto: proto, SPI: spi, Src: src, Dst: dst, Mode: mode, ReqID: reqid,
 			ReplayWindow: cfg.ReplayWindow, ESN: cfg.ESN}
-		cfg.Suite.keyed(&c, byte(spi)^byte(spi>>8))
+		seed := byte(spi) ^ byte(spi>>8) ^ byte(proto)
+		switch proto {
+		case xfrm.ProtoAH:
+			ahs := cfg.AH
+			if ahs.Auth == "" {
+				ahs = cfg.Suite
+			}
+			ahs.keyedAH(&c, seed)
+		case xfrm.ProtoIPComp:
+			c.Comp = xfrm.Algorithm{Name: "deflate"}
+		default:
+			cfg.Suite.keyed(&c, seed)
+		}
 		return c
 	}
 	for _, sd := range sides {
 		e := sd.s.Engine
-		srcA, dstA := sd.self, sd.peer
-		inSrc, inDst := sd.peer, sd.self
-		if cfg.Mode == xfrm.ModeTunnel {
-			srcA, dstA = sd.oSelf, sd.oPeer
-			inSrc, inDst = sd.oPeer, sd.oSelf
-		}
-		for _, c := range []xfrm.SAConfig{
-			sa(sd.spiOut, srcA, dstA, cfg.Mode, 1),
-			sa(sd.spiIn, inSrc, inDst, cfg.Mode, 1),
-		} {
-			if _, err := e.AddSA(c); err != nil {
-				return err
+		var outT, inT []xfrm.Template
+		for i, proto := range cfg.Bundle {
+			mode := cfg.Mode
+			if i > 0 {
+				mode = xfrm.ModeTransport
 			}
-		}
-		outT := xfrm.Template{Proto: xfrm.ProtoESP, Mode: cfg.Mode, Level: xfrm.LevelRequire, ReqID: 1}
-		inT := outT
-		if cfg.Mode == xfrm.ModeTunnel {
-			outT.Src, outT.Dst = sd.oSelf, sd.oPeer
-			inT.Src, inT.Dst = sd.oPeer, sd.oSelf
+			srcA, dstA := sd.self, sd.peer
+			inSrc, inDst := sd.peer, sd.self
+			if cfg.Mode == xfrm.ModeTunnel {
+				srcA, dstA = sd.oSelf, sd.oPeer
+				inSrc, inDst = sd.oPeer, sd.oSelf
+			}
+			out := sa(proto, sd.spiOut, srcA, dstA, mode, 1)
+			if proto != xfrm.ProtoIPComp {
+				out.Seq = cfg.Seq
+			}
+			for _, c := range []xfrm.SAConfig{out, sa(proto, sd.spiIn, inSrc, inDst, mode, 1)} {
+				if _, err := e.AddSA(c); err != nil {
+					return err
+				}
+			}
+			ot := xfrm.Template{Proto: proto, Mode: mode, Level: xfrm.LevelRequire, ReqID: 1}
+			it := ot
+			if mode == xfrm.ModeTunnel {
+				ot.Src, ot.Dst = sd.oSelf, sd.oPeer
+				it.Src, it.Dst = sd.oPeer, sd.oSelf
+			}
+			outT = append(outT, ot)
+			inT = append(inT, it)
 		}
 		pols := []*xfrm.Policy{
-			{Dir: xfrm.DirOut, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{outT},
+			{Dir: xfrm.DirOut, Priority: prioMain, Action: xfrm.ActionProtect, Templates: outT,
 				Sel: xfrm.Selector{Src: host(sd.self), Dst: host(sd.peer)}},
-			{Dir: xfrm.DirIn, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{inT},
+			{Dir: xfrm.DirIn, Priority: prioMain, Action: xfrm.ActionProtect, Templates: inT,
 				Sel: xfrm.Selector{Src: host(sd.peer), Dst: host(sd.self)}},
 		}
 		if err := addPolicies(e, pols); err != nil {

@@ -66,6 +66,31 @@ func serveSink(ctx context.Context, s *stack.Stack) error {
 // TCPTransfer sends n pseudo-random bytes from one stack to the sink at
 // dst, and checks the SHA-256 the sink returns. It returns the rate.
 func TCPTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) (bytesPerSec float64, err error) {
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	return tcpTransfer(ctx, from, dst, n, func(buf []byte) {
+		for i := 0; i < len(buf); i += 8 {
+			v := rng.Uint64()
+			for j := 0; j < 8 && i+j < len(buf); j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+	})
+}
+
+// TCPTransferText is TCPTransfer with compressible content (repeated
+// text), for IPComp.
+func TCPTransferText(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) (bytesPerSec float64, err error) {
+	line := []byte("GET /index.html HTTP/1.1 Host: example.com Accept: */* ")
+	off := 0
+	return tcpTransfer(ctx, from, dst, n, func(buf []byte) {
+		for i := range buf {
+			buf[i] = line[off%len(line)] + byte(off/4096%3)
+			off++
+		}
+	})
+}
+
+func tcpTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int, fill func([]byte)) (bytesPerSec float64, err error) {
 	c, err := gonet.DialContextTCP(ctx, from.Stack, from.FullAddress(dst, TCPSinkPort), stack.Proto(dst))
 	if err != nil {
 		return 0, fmt.Errorf("tcp dial %v: %w", dst, err)
@@ -74,18 +99,12 @@ func TCPTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) 
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	rng := rand.New(rand.NewPCG(uint64(n), 7))
 	buf := make([]byte, 64<<10)
 	h := sha256.New()
 	start := time.Now()
 	for left := n; left > 0; {
 		m := min(left, len(buf))
-		for i := 0; i < m; i += 8 {
-			v := rng.Uint64()
-			for j := 0; j < 8 && i+j < m; j++ {
-				buf[i+j] = byte(v >> (8 * j))
-			}
-		}
+		fill(buf[:m])
 		h.Write(buf[:m])
 		if _, err := c.Write(buf[:m]); err != nil {
 			return 0, fmt.Errorf("tcp write to %v after %d bytes: %w", dst, n-left, err)

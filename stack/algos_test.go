@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,7 +147,7 @@ func wireBytes(t *testing.T, cfg testbed.Config, n int) uint64 {
 	if _, err := testbed.Ping(ctx, p.A, p.AddrB, 1, 56); err != nil {
 		t.Fatal(err)
 	}
-	var total uint64
+	var total atomic.Uint64
 	done := make(chan struct{})
 	p.SetTap(func(from string, frame []byte) {
 		select {
@@ -155,7 +156,7 @@ func wireBytes(t *testing.T, cfg testbed.Config, n int) uint64 {
 		default:
 		}
 		if from == "A" {
-			total += uint64(len(frame) - 14)
+			total.Add(uint64(len(frame) - 14))
 		}
 	})
 	if _, err := testbed.TCPTransferText(ctx, p.A, p.AddrB, n); err != nil {
@@ -165,7 +166,7 @@ func wireBytes(t *testing.T, cfg testbed.Config, n int) uint64 {
 	if leaks, _ := p.Leaks(); len(leaks) > 0 {
 		t.Fatalf("leaks: %v", leaks)
 	}
-	return total
+	return total.Load()
 }
 
 // TestIPCompShrinksWire: the same compressible TCP transfer costs fewer

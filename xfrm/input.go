@@ -364,36 +364,54 @@ func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
 		return true
 	}
 	// Templates are listed in output order (innermost first); the secpath
-	// is outermost first, so walk templates backwards.
+	// is outermost first, so walk templates backwards (Linux's
+	// __xfrm_policy_check).
 	k := 0
 	for i := len(p.Templates) - 1; i >= 0; i-- {
-		t := &p.Templates[i]
-		if k < len(sp) && templateMatches(t, sp[k]) {
-			k++
-			continue
+		k = policyOK(&p.Templates[i], sp, k)
+		if k < 0 {
+			e.Stats.InTmplMismatch.Add(1)
+			return false
 		}
-		if t.Level == LevelUse {
-			continue
-		}
-		if t.Proto == ProtoIPComp && len(sp) > 0 {
-			// IPComp is optional on input: a sender leaves out the
-			// IPComp header when compression does not pay (RFC 3173
-			// §2.2), so an uncompressed packet that satisfied the rest
-			// of the bundle is accepted (Linux gets there by marking
-			// IPComp templates optional). A packet that arrived in
-			// clear still fails a required IPComp template.
-			continue
-		}
-		e.Stats.InTmplMismatch.Add(1)
-		return false
 	}
+	// SAs left over may be transport mode only (secpath_has_nontransport).
 	for _, sa := range sp[k:] {
-		if sa.Config.Mode == ModeTunnel {
+		if sa.Config.Mode != ModeTransport {
 			e.Stats.InTmplMismatch.Add(1)
 			return false
 		}
 	}
 	return true
+}
+
+// policyOK is Linux's xfrm_policy_ok: it finds the SA that satisfies t in
+// sp from start on and returns the index after it, or -1. It may skip
+// transport-mode SAs but not a tunnel. An optional template (level use)
+// in transport mode is satisfied without consuming anything; an optional
+// tunnel template consumes its SA when present. IPComp templates are
+// optional on a protected packet: a sender leaves the IPComp header out
+// when compression does not pay (RFC 3173 §2.2); Linux deployments mark
+// IPComp templates optional for that reason (strongSwan always does). A
+// packet that arrived in clear still fails a required IPComp template.
+func policyOK(t *Template, sp []*SA, start int) int {
+	idx := start
+	optional := t.Level == LevelUse || (t.Proto == ProtoIPComp && len(sp) > 0)
+	if optional {
+		if t.Mode == ModeTransport {
+			return start
+		}
+	} else {
+		start = -1
+	}
+	for ; idx < len(sp); idx++ {
+		if templateMatches(t, sp[idx]) {
+			return idx + 1
+		}
+		if sp[idx].Config.Mode != ModeTransport {
+			break
+		}
+	}
+	return start
 }
 
 // templateMatches is Linux's xfrm_state_ok.

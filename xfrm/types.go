@@ -277,3 +277,19 @@ func (s SAState) String() string {
 	}
 	return "dead"
 }
+
+// String names the algorithm and its key length, never the key: an SA
+// config printed with %v must not leak key material into logs.
+func (a Algorithm) String() string {
+	if a.Name == "" {
+		return "none"
+	}
+	s := fmt.Sprintf("%s (%d-byte key)", a.Name, len(a.Key))
+	if a.ICVBits != 0 {
+		s += fmt.Sprintf(" icv %d bits", a.ICVBits)
+	}
+	return s
+}
+
+// GoString is String, so %#v does not leak the key either.
+func (a Algorithm) GoString() string { return "xfrm.Algorithm{" + a.String() + "}" }

@@ -5,6 +5,9 @@ import (
 	"errors"
 
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
 var errFragment = errors.New("cannot fragment packet")
@@ -56,18 +59,20 @@ func fragment4(ip []byte, mtu int, id uint16) ([]*buffer.View, error) {
 		}
 		binary.BigEndian.PutUint16(b[6:], fo)
 		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		b[10], b[11] = 0, 0
-		binary.BigEndian.PutUint16(b[10:], checksum(b[:ihl]))
+		h := header.IPv4(b)
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
 		out = append(out, v)
 	}
 	return out, nil
 }
 
 func fragment6(ip []byte, mtu int, id uint32) ([]*buffer.View, error) {
-	hlen, nhOff, ok := unfragmentable6(ip)
-	if !ok {
+	l, err := xfrm.ParseIPLayout(ip)
+	if err != nil || l.Fragment {
 		return nil, errFragment
 	}
+	hlen, nhOff := l.InsertOff, l.NextHdrOff
 	chunk := (mtu - hlen - 8) &^ 7
 	if chunk <= 0 {
 		return nil, errFragment
@@ -95,43 +100,4 @@ func fragment6(ip []byte, mtu int, id uint32) ([]*buffer.View, error) {
 		out = append(out, v)
 	}
 	return out, nil
-}
-
-// unfragmentable6 finds the end of the IPv6 unfragmentable part (RFC 8200
-// §4.5) and the offset of the next-header byte that precedes it.
-func unfragmentable6(p []byte) (hlen, nhOff int, ok bool) {
-	if len(p) < 40 {
-		return 0, 0, false
-	}
-	nhOff, off := 6, 40
-	for {
-		switch p[nhOff] {
-		case 0, 43:
-		case 60:
-			if off+2 > len(p) || p[off] != 43 {
-				return off, nhOff, true
-			}
-		default:
-			return off, nhOff, true
-		}
-		if off+2 > len(p) {
-			return 0, 0, false
-		}
-		l := (int(p[off+1]) + 1) * 8
-		if off+l > len(p) {
-			return 0, 0, false
-		}
-		nhOff, off = off, off+l
-	}
-}
-
-func checksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(h[i])<<8 | uint32(h[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

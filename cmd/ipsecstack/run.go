@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/link/afpacket"
+	"github.com/ipsecstack/ipsecstack/link/pcap"
+	"github.com/ipsecstack/ipsecstack/link/tap"
+	"github.com/ipsecstack/ipsecstack/stack"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+	"github.com/ipsecstack/ipsecstack/xfrm/setkey"
+)
+
+func init() { commands["run"] = runRun }
+
+// runRun is `ipsecstack run`: the stack as a userspace host stack on an
+// interface (AF_PACKET) or a TAP device, until SIGINT or SIGTERM.
+func runRun(args []string) error {
+	cfg, err := parseRunFlags(args, os.Stdout)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := startDaemon(ctx, cfg, log)
+	if err != nil {
+		return oneLine(err)
+	}
+	<-ctx.Done()
+	stop()
+	log.Info("stopping", "reason", "signal")
+	d.Close()
+	log.Info("stopped")
+	return nil
+}
+
+// oneLine keeps an error on one line of stderr.
+func oneLine(err error) error {
+	s := err.Error()
+	if !strings.ContainsAny(s, "\r\n") {
+		return err
+	}
+	return errors.New(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
+}
+
+// daemon is a running `ipsecstack run`: everything Close must undo, in
+// reverse order of creation.
+type daemon struct {
+	cfg    *runConfig
+	log    *slog.Logger
+	engine *xfrm.Engine
+	st     *stack.Stack
+	ctl    *control.Server
+
+	cancel  context.CancelFunc
+	closers []func() // run in reverse order by Close
+	once    sync.Once
+}
+
+func (d *daemon) onClose(fn func()) { d.closers = append(d.closers, fn) }
+
+// Close stops everything: listeners first, then the control socket, the
+// stack and its link, and last the capture and keylog files (flushed).
+func (d *daemon) Close() {
+	d.once.Do(func() {
+		d.cancel()
+		for i := len(d.closers) - 1; i >= 0; i-- {
+			d.closers[i]()
+		}
+	})
+}
+
+// startDaemon brings the stack up. On error everything already started is
+// torn down again.
+func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *daemon, err error) {
+	ctx, cancel := context.WithCancel(parent)
+	d := &daemon{cfg: cfg, log: log, cancel: cancel}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	// 1. The engine and the setkey file: all or nothing, before the link.
+	d.engine = xfrm.NewEngine()
+	d.onClose(d.engine.Close)
+	if cfg.Setkey != "" {
+		b, err := os.ReadFile(cfg.Setkey)
+		if err != nil {
+			return nil, fmt.Errorf("--setkey: %w", err)
+		}
+		stmts, err := setkey.Parse(cfg.Setkey, string(b))
+		if err != nil {
+			return nil, err
+		}
+		if err := setkey.ApplyTo(d.engine, stmts, discard{}, cfg.Setkey); err != nil {
+			return nil, err
+		}
+		log.Info("setkey applied", "file", cfg.Setkey, "sas", d.engine.SAD.Len(), "policies", d.engine.SPD.Len())
+	}
+
+	// 2. Output files, created before the link so a bad path costs nothing.
+	var pw *pcap.Writer
+	if cfg.Pcap != "" {
+		f, err := os.OpenFile(cfg.Pcap, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		bw := newFlushWriter(f)
+		d.onClose(func() {
+			if err := bw.Close(); err != nil {
+				log.Error("closing capture", "file", cfg.Pcap, "err", err)
+			}
+		})
+		if pw, err = pcap.NewWriter(bw, 0); err != nil {
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		go bw.flushEvery(ctx, time.Second)
+	}
+	if cfg.Keylog != "" {
+		kl, err := openKeylog(cfg.Keylog, d.engine, log)
+		if err != nil {
+			return nil, fmt.Errorf("--keylog: %w", err)
+		}
+		d.onClose(kl.Close)
+		go kl.watch(ctx, 100*time.Millisecond)
+	}
+
+	// 3. The link and the stack.
+	var lower gstack.LinkEndpoint
+	switch cfg.LinkKind {
+	case "afpacket":
+		// RX checksum offload: veth (and other virtual links) hand us
+		// frames with partial checksums; real NICs have verified them.
+		lower, err = afpacket.Open(cfg.LinkName, afpacket.Options{MTU: cfg.MTU, RXChecksumOffload: true})
+	case "tap":
+		lower, err = tap.Open(cfg.LinkName, tap.Options{MTU: cfg.MTU})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pw != nil {
+		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
+	}
+	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine}
+	for _, r := range cfg.Routes {
+		sc.Routes = append(sc.Routes, stack.Route{Dst: r.Dst, Gateway: r.Gateway})
+	}
+	d.st, err = stack.New(sc)
+	if err != nil {
+		lower.Close()
+		return nil, err
+	}
+	d.onClose(d.st.Close)
+	if err := applySourceHints(d.st, cfg.Routes); err != nil {
+		return nil, err
+	}
+	log.Info("link up", "link", cfg.LinkKind+":"+cfg.LinkName, "mac", string(d.st.Endpoint.LinkAddress().String()),
+		"wire_mtu", d.st.Endpoint.WireMTU(), "addrs", fmt.Sprint(cfg.Addrs))
+
+	// 4. The control socket: PF_KEY (setkey) and JSON (stats, ping, sas).
+	d.ctl, err = control.Listen(cfg.Control, d.engine)
+	if err != nil {
+		return nil, err
+	}
+	d.onClose(func() { d.ctl.Close() })
+	registerOps(d.ctl, d.st, log)
+
+	// 5. Services inside the stack and forwards into it.
+	for _, e := range cfg.Echo {
+		var err error
+		if e.Proto == "tcp" {
+			err = d.st.ServeTCPEcho(ctx, e.Port)
+		} else {
+			err = d.st.ServeUDPEcho(ctx, e.Port)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--echo %s:%d: %w", e.Proto, e.Port, err)
+		}
+		log.Info("echo", "proto", e.Proto, "port", e.Port)
+	}
+	for _, f := range cfg.Forward {
+		closer, err := startForward(ctx, d.st, f, log)
+		if err != nil {
+			return nil, fmt.Errorf("--forward %s: %w", f, err)
+		}
+		d.onClose(closer)
+		log.Info("forward", "proto", f.Proto, "listen", f.Listen, "to", f.To.String())
+	}
+	if cfg.Metrics != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics: %w", err)
+		}
+		srv := &http.Server{Handler: metricsHandler(d.st), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		d.onClose(func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			srv.Shutdown(sctx)
+		})
+		log.Info("metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	}
+
+	// Key-manager events, logged off the packet path (never with keys).
+	evs := make(chan xfrm.Event, 256)
+	unsub := d.engine.Subscribe(func(ev xfrm.Event) {
+		select {
+		case evs <- ev:
+		default:
+		}
+	})
+	d.onClose(unsub)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-evs:
+				logEvent(log, ev)
+			}
+		}
+	}()
+	log.Info("running", "control", cfg.Control)
+	return d, nil
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+func logEvent(log *slog.Logger, ev xfrm.Event) {
+	switch ev.Type {
+	case xfrm.EventAcquire:
+		log.Info("acquire", "flow", ev.Flow.String())
+	default:
+		if ev.SA != nil {
+			c := &ev.SA.Config
+			log.Info(ev.Type.String(), "proto", c.Proto.String(), "spi", fmt.Sprintf("0x%08x", c.SPI),
+				"src", c.Src.String(), "dst", c.Dst.String())
+		}
+	}
+}
+
+// flushWriter is a buffered file for the capture: pcap.Writer serialises
+// records, flushWriter serialises them with its periodic flush.
+type flushWriter struct {
+	mu sync.Mutex
+	f  *os.File
+	bw *bufio.Writer
+}
+
+func newFlushWriter(f *os.File) *flushWriter {
+	return &flushWriter{f: f, bw: bufio.NewWriterSize(f, 256<<10)}
+}
+
+func (w *flushWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.bw == nil {
+		return 0, os.ErrClosed
+	}
+	return w.bw.Write(b)
+}
+
+func (w *flushWriter) flushEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.mu.Lock()
+			if w.bw != nil {
+				w.bw.Flush()
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (w *flushWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.bw == nil {
+		return nil
+	}
+	err := w.bw.Flush()
+	w.bw = nil
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// jsonReq decodes a JSON request's fields into v.
+func jsonReq(req json.RawMessage, v any) error {
+	if err := json.Unmarshal(req, v); err != nil {
+		return fmt.Errorf("bad request: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/ipsecstack/ipsecstack/control"
+)
+
+// runConfig is the parsed and validated command line of `ipsecstack run`.
+type runConfig struct {
+	LinkKind string // "afpacket" or "tap"
+	LinkName string
+	Addrs    []netip.Prefix
+	Routes   []routeSpec
+	MTU      uint32
+	Setkey   string
+	Control  string
+	Echo     []echoSpec
+	Forward  []forwardSpec
+	Pcap     string
+	Keylog   string
+	Metrics  string
+	LogLevel slog.Level
+}
+
+// routeSpec is --route PREFIX=GATEWAY[,src=ADDR]; an empty gateway is an
+// on-link route, src the preferred source address (gVisor's SourceHint).
+type routeSpec struct {
+	Dst     netip.Prefix
+	Gateway netip.Addr
+	Src     netip.Addr
+}
+
+// echoSpec is --echo tcp:PORT or udp:PORT.
+type echoSpec struct {
+	Proto string
+	Port  uint16
+}
+
+// forwardSpec is --forward tcp:LISTENADDR:PORT=STACKADDR:PORT (or udp:…):
+// a listener on the host whose connections (datagrams) go to To inside the
+// stack.
+type forwardSpec struct {
+	Proto  string
+	Listen string // host:port for net.Listen
+	To     netip.AddrPort
+}
+
+func (f forwardSpec) String() string {
+	return fmt.Sprintf("%s:%s=%s", f.Proto, f.Listen, f.To)
+}
+
+// multi is a repeatable string flag.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CIDR [--addr CIDR]...
+        [--route PREFIX=GATEWAY[,src=ADDR]]... [--mtu N] [--setkey FILE]
+        [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
+        [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
+        [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
+
+// parseRunFlags parses and validates the command line. Every problem is an
+// errUsage error with a one-line message; -h is flag.ErrHelp (usage on
+// stdout).
+func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by main, on one line
+	var (
+		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
+		mtu                                                     uint
+		addrs, routes, echos, forwards                          multi
+	)
+	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
+	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
+	fs.Var(&routes, "route", "a static route `PREFIX=GATEWAY[,src=ADDR]` (repeatable; empty GATEWAY: on-link; src: preferred source address)")
+	fs.UintVar(&mtu, "mtu", 0, "link MTU `N` (default: the interface's)")
+	fs.StringVar(&setkeyFile, "setkey", "", "apply this setkey `FILE` (KAME syntax) before the link comes up, all or nothing")
+	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
+	fs.Var(&echos, "echo", "serve echo inside the stack: tcp:PORT or udp:PORT (repeatable)")
+	fs.Var(&forwards, "forward", "forward a host listener into the stack: tcp:LISTENADDR:PORT=STACKADDR:PORT or udp:… (repeatable)")
+	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
+	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
+	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
+	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, runUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, flag.ErrHelp
+		}
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+	}
+	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics}
+
+	if link == "" {
+		return nil, bad("--link is required (afpacket:IFACE or tap:NAME)")
+	}
+	kind, name, ok := strings.Cut(link, ":")
+	if !ok || (kind != "afpacket" && kind != "tap") || name == "" {
+		return nil, bad("--link %q: want afpacket:IFACE or tap:NAME", link)
+	}
+	if len(name) >= 16 || strings.ContainsAny(name, "/ \t%") {
+		return nil, bad("--link %q: %q is not a valid interface name", link, name)
+	}
+	c.LinkKind, c.LinkName = kind, name
+
+	if len(addrs) == 0 {
+		return nil, bad("at least one --addr CIDR is required")
+	}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, bad("--addr %q: want an address with its prefix length, like 192.0.2.1/24 or 2001:db8::1/64", a)
+		}
+		if p.Addr().Zone() != "" || p.Addr().IsUnspecified() || p.Addr().IsMulticast() {
+			return nil, bad("--addr %q: not a unicast address", a)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+		c.Addrs = append(c.Addrs, p)
+	}
+	for _, r := range routes {
+		rs, err := parseRoute(r)
+		if err != nil {
+			return nil, bad("--route %q: %v", r, err)
+		}
+		c.Routes = append(c.Routes, rs)
+	}
+	if mtu != 0 && (mtu < 576 || mtu > 65535) {
+		return nil, bad("--mtu %d: want 576 to 65535 (1280 or more for IPv6)", mtu)
+	}
+	c.MTU = uint32(mtu)
+	if c.Control == "" {
+		return nil, bad("--control: empty path")
+	}
+	seenEcho := map[echoSpec]bool{}
+	for _, e := range echos {
+		proto, port, ok := strings.Cut(e, ":")
+		n, err := strconv.ParseUint(port, 10, 16)
+		if !ok || (proto != "tcp" && proto != "udp") || err != nil || n == 0 {
+			return nil, bad("--echo %q: want tcp:PORT or udp:PORT (port 1-65535)", e)
+		}
+		es := echoSpec{proto, uint16(n)}
+		if seenEcho[es] {
+			return nil, bad("--echo %q given twice", e)
+		}
+		seenEcho[es] = true
+		c.Echo = append(c.Echo, es)
+	}
+	for _, f := range forwards {
+		fw, err := parseForward(f)
+		if err != nil {
+			return nil, bad("--forward %q: %v", f, err)
+		}
+		c.Forward = append(c.Forward, fw)
+	}
+	if c.Metrics != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics); err != nil || port == "" {
+			return nil, bad("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9101 or :9101)", c.Metrics)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, bad("--log-level %q: want debug, info, warn or error", level)
+	}
+	for _, p := range []struct{ flag, v string }{{"--pcap", c.Pcap}, {"--keylog", c.Keylog}, {"--setkey", c.Setkey}} {
+		if p.v == "" && flagGiven(fs, p.flag[2:]) {
+			return nil, bad("%s: empty file name", p.flag)
+		}
+	}
+	if c.Pcap != "" && c.Pcap == c.Keylog {
+		return nil, bad("--pcap and --keylog name the same file")
+	}
+	return c, nil
+}
+
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			given = true
+		}
+	})
+	return given
+}
+
+func parseRoute(s string) (routeSpec, error) {
+	var r routeSpec
+	rest, src, hasSrc := strings.Cut(s, ",")
+	dst, gw, ok := strings.Cut(rest, "=")
+	if !ok {
+		return r, errors.New("want PREFIX=GATEWAY[,src=ADDR] (GATEWAY may be empty for an on-link route)")
+	}
+	p, err := netip.ParsePrefix(dst)
+	if err != nil {
+		return r, fmt.Errorf("bad prefix %q", dst)
+	}
+	r.Dst = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked()
+	if gw != "" {
+		a, err := netip.ParseAddr(gw)
+		if err != nil || a.Zone() != "" {
+			return r, fmt.Errorf("bad gateway %q", gw)
+		}
+		r.Gateway = a.Unmap()
+		if r.Gateway.Is4() != r.Dst.Addr().Is4() {
+			return r, errors.New("prefix and gateway are of different families")
+		}
+	}
+	if hasSrc {
+		v, ok := strings.CutPrefix(src, "src=")
+		a, err := netip.ParseAddr(v)
+		if !ok || err != nil {
+			return r, fmt.Errorf("bad %q: want src=ADDR", src)
+		}
+		r.Src = a.Unmap()
+		if r.Src.Is4() != r.Dst.Addr().Is4() {
+			return r, errors.New("prefix and src are of different families")
+		}
+	}
+	return r, nil
+}
+
+func parseForward(s string) (forwardSpec, error) {
+	var f forwardSpec
+	proto, rest, ok := strings.Cut(s, ":")
+	if !ok || (proto != "tcp" && proto != "udp") {
+		return f, errors.New("want tcp:LISTENADDR:PORT=STACKADDR:PORT (or udp:…)")
+	}
+	listen, to, ok := strings.Cut(rest, "=")
+	if !ok {
+		return f, errors.New("missing =STACKADDR:PORT")
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return f, fmt.Errorf("listen address %q: want HOST:PORT ([v6addr]:PORT for IPv6, :PORT for all)", listen)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return f, fmt.Errorf("listen port %q: want 1-65535", port)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return f, fmt.Errorf("listen address %q is not an IP address", host)
+		}
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return f, fmt.Errorf("stack address %q: want ADDR:PORT ([v6addr]:PORT for IPv6)", to)
+	}
+	if ap.Addr().IsUnspecified() {
+		return f, fmt.Errorf("stack address %q is unspecified", to)
+	}
+	f.Proto, f.Listen, f.To = proto, listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return f, nil
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/ipsecstack/ipsecstack/control"
+)
+
+func init() { commands["stats"] = runStats }
+
+// runStats is `ipsecstack stats [--control PATH]`: the running stack's
+// xfrm counters in /proc/net/xfrm_stat format (JSON op "stats").
+func runStats(args []string) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("control", control.DefaultPath, "control socket `PATH`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Println("usage: ipsecstack stats [--control PATH]")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	c, err := control.Dial(*path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.Timeout = 10 * time.Second
+	var stats []statJSON
+	if err := c.Call("stats", nil, &stats); err != nil {
+		return fmt.Errorf("stats: %w", err)
+	}
+	for _, s := range stats {
+		fmt.Printf("%-24s\t%d\n", s.Name, s.Value)
+	}
+	return nil
+}

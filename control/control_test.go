@@ -184,7 +184,7 @@ func TestSetkeyOverSocket(t *testing.T) {
 	if err := setkey.Execute(c, st, &out, "host-to-host.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if e.SAD.Len() != 3 || e.SPD.Len() != 6 {
+	if e.SAD.Len() != 5 || e.SPD.Len() != 7 {
 		t.Fatalf("%d SAs %d policies", e.SAD.Len(), e.SPD.Len())
 	}
 	if !strings.Contains(out.String(), "spi=65537(0x00010001)") || !strings.Contains(out.String(), "esp/tunnel/192.0.2.1-192.0.2.2/unique:3") {

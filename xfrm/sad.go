@@ -87,11 +87,14 @@ func (d *SAD) insert(sa *SA, replace bool) error {
 }
 
 func (d *SAD) onExpire(sa *SA, hard bool) {
-	if d.expired != nil {
-		d.expired(sa, hard)
-	}
+	// A hard-expired SA leaves the SAD before the event goes out, as
+	// Linux deletes the state before km_state_expired: a key manager
+	// that re-adds the SPI on EXPIRE must not find the old one.
 	if hard {
 		d.remove(sa)
+	}
+	if d.expired != nil {
+		d.expired(sa, hard)
 	}
 }
 

@@ -81,6 +81,11 @@ func AlgorithmIDs(c *xfrm.SAConfig) (auth, enc uint8, err error) {
 		return id, nil
 	}
 	switch {
+	case c.Proto == xfrm.ProtoIPComp:
+		if c.Comp.Name != "" && c.Comp.Name != "deflate" {
+			return 0, 0, fmt.Errorf("compression algorithm %s has no PF_KEY number", c.Comp.Name)
+		}
+		return 0, CAlgDeflate, nil
 	case c.AEAD.Name != "":
 		enc, err = look(esp.KindAEAD, c.AEAD)
 	case c.Enc.Name != "":
@@ -237,6 +242,16 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		}
 		c.Mode = mode
 		c.ReqID = m.SA2.ReqID
+	}
+	if c.Proto == xfrm.ProtoIPComp {
+		// sadb_sa_encrypt carries the compression algorithm.
+		if m.SA.Encrypt != CAlgDeflate || m.SA.Auth != AAlgNone || m.KeyEncrypt != nil || m.KeyAuth != nil {
+			return c, errorf(syscall.EINVAL, "IPComp takes only compression algorithm %d (deflate)", CAlgDeflate)
+		}
+		c.Comp = xfrm.Algorithm{Name: "deflate"}
+		c.Hard = lifetimeFrom(m.LifetimeHard)
+		c.Soft = lifetimeFrom(m.LifetimeSoft)
+		return c, nil
 	}
 	if m.SA.Encrypt != EAlgNone {
 		a, ok := encAlgByID(m.SA.Encrypt)

@@ -396,12 +396,21 @@ func (p *parser) add(st *Statement) error {
 			if err != nil {
 				return err
 			}
-			return p.errf(n, "compression algorithm %q is not implemented", n.text)
+			if n.text != "deflate" {
+				return p.errf(n, "unknown or unimplemented compression algorithm %q", n.text)
+			}
+			c.Comp = xfrm.Algorithm{Name: n.text}
 		case "-R":
-			return p.errf(t, "-R applies only to -C")
+			// Use the SPI as the CPI as is: ours always does.
+			if !haveComp {
+				return p.errf(t, "-R applies only to -C")
+			}
 		default:
 			return p.errf(t, "unknown option %q", t.text)
 		}
+	}
+	if c.Proto == xfrm.ProtoIPComp && !haveComp {
+		return p.errf(p.toks[p.i-1], "ipcomp SA needs -C deflate")
 	}
 	if c.Proto == xfrm.ProtoESP && !haveEnc {
 		return p.errf(p.toks[p.i-1], "esp SA needs -E (use -E null with -A for integrity only)")

@@ -71,7 +71,9 @@ func PrintSA(w io.Writer, m *pfkey.Msg) {
 	}
 	proto := pfkey.ProtoOf(m.SAType).String()
 	fmt.Fprintf(w, "\t%s mode=%s spi=%d(0x%08x) reqid=%d(0x%08x)\n", proto, mode, m.SA.SPI, m.SA.SPI, reqid, reqid)
-	if m.SA.Encrypt != 0 || m.KeyEncrypt != nil {
+	if m.SAType == pfkey.SATypeIPComp {
+		fmt.Fprintf(w, "\tC: deflate \n")
+	} else if m.SA.Encrypt != 0 || m.KeyEncrypt != nil {
 		fmt.Fprintf(w, "\tE: %s ", algName(esp.KindEncryption, m.SA.Encrypt))
 		if m.KeyEncrypt != nil {
 			fmt.Fprintf(w, " %s", hexKey(m.KeyEncrypt.Data))

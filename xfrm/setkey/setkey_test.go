@@ -30,7 +30,7 @@ func TestRealWorldFiles(t *testing.T) {
 		file     string
 		sas, sps int
 	}{
-		{"host-to-host.conf", 3, 6},
+		{"host-to-host.conf", 5, 7},
 		{"freebsd-vpn.conf", 2, 2},
 		{"ipsec-tools-manpage.conf", 3, 5},
 	} {
@@ -72,7 +72,7 @@ func TestEveryStatement(t *testing.T) {
 			prios = append(prios, s.Policy.Priority)
 		}
 	}
-	want := []uint32{PriorityDefault, PriorityDefault, PriorityHigh - 10, PriorityDefault - 100, PriorityLow + 5, PriorityDefault + 3, PriorityDefault}
+	want := []uint32{PriorityDefault, PriorityDefault, PriorityHigh - 10, PriorityDefault - 100, PriorityLow + 5, PriorityDefault + 3, PriorityDefault, PriorityDefault}
 	if fmt.Sprint(prios) != fmt.Sprint(want) {
 		t.Fatalf("priorities %x, want %x", prios, want)
 	}
@@ -140,7 +140,8 @@ var malformed = []struct{ src, want string }{
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -f odd-pad;", `unknown pad option "odd-pad"`},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -lh soon;", `invalid lifetime "soon"`},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -x 1;", `unknown option "-x"`},
-	{"add 10.0.0.1 10.0.0.2 ipcomp 0x1000 -C deflate;", `compression algorithm "deflate" is not implemented`},
+	{"add 10.0.0.1 10.0.0.2 ipcomp 0x1000 -C lzs;", `1:40: unknown or unimplemented compression algorithm "lzs"`},
+	{"add 10.0.0.1 10.0.0.2 ipcomp 0x1000;", "ipcomp SA needs -C deflate"},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc 0x00112233445566778899aabbccddeeff", "expected an option"},
 	{"frobnicate;", `1:1: unknown command "frobnicate"`},
 	{"flush esp", `expected ";", found end of input`},

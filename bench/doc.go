@@ -1,11 +1,35 @@
-// Package bench holds ipsecstack's benchmarks. Times on shared machines are
-// noisy, so every benchmark here measures the thing and its baseline side by
-// side in the same run and reports the ratio:
+// Command bench is ipsecstack's benchmark harness. Times on shared
+// machines are noisy, so every figure is measured side by side with its
+// baseline in the same run, interleaved, and reported as a ratio:
 //
-//	go test -run '^$' -bench . -benchtime 2x ./bench
+//	go run ./bench                       # all suites, Markdown table
+//	go run ./bench --quick               # under 2 minutes on 2 cores
+//	go run ./bench --json FILE --svg DIR # every result as JSON, plots as SVG
+//	go run ./bench --suites tcp,spd      # a subset
 //
-// BenchmarkTransform: ESP seal+open through the SA transform against the
-// raw AEAD seal+open on the same buffer (ratio, allocations per packet).
-// BenchmarkTCP: TCP bulk transfer between two gVisor stacks over the
-// in-memory link, with ESP against without (ratio).
-package bench
+// Suites:
+//
+//   - transforms: every algorithm of esp.Algorithms() (AEADs, every
+//     cipher with HMAC-SHA256, every integrity algorithm with AES-CBC),
+//     ESP seal and open at 64, 512, 1400 and 8192 bytes against the raw
+//     primitive (cipher.AEAD, or the cipher plus the MAC) on the same
+//     buffers; allocations per packet.
+//   - tcp: TCP bulk throughput between two stacks over link/memlink: ESP
+//     (AES-GCM-128/256, ChaCha20-Poly1305, AES-CBC+HMAC-SHA256) and AH
+//     HMAC-SHA256, transport and tunnel, against plain gVisor (the same
+//     pair with no policy) and against wireguard-go (its device and
+//     tun/netstack joined by conn/bindtest), rounds interleaved.
+//   - udp: 64-byte UDP echo packets per second, ESP against plain.
+//   - spd: SPD lookup (flow-cache hit and miss) with 10 to 1M policies,
+//     insertion per policy; SAD SPI lookup and memory per SA with 1M SAs.
+//   - replay: anti-replay check and update for windows of 64 to 2^20.
+//   - cores: two TCP flows on two SAs (two delivery goroutines) against
+//     one flow.
+//
+// Every result has a value, a baseline measured in the same run and a
+// ratio that is a relative speed: above 1 means faster than the baseline
+// (rate/rate, or baseline time/time).
+//
+// The go test benchmarks in this directory (BenchmarkTransform,
+// BenchmarkTCP) remain for quick looks with the go tool.
+package main

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// opts are the knobs every suite reads.
+type opts struct {
+	quick bool
+}
+
+type suite struct {
+	name string
+	run  func(o opts, r *Results) error
+}
+
+var suites = []suite{
+	{"transforms", runTransforms},
+	{"replay", runReplay},
+	{"spd", runSPD},
+	{"udp", runUDP},
+	{"tcp", runTCP},
+	{"cores", runCores},
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "short runs (under 2 minutes on 2 cores)")
+	jsonFile := flag.String("json", "", "write every result to this JSON file")
+	svgDir := flag.String("svg", "", "draw the plots into this directory")
+	only := flag.String("suites", "", "comma-separated suites to run (default all: transforms,replay,spd,udp,tcp,cores)")
+	flag.Parse()
+
+	want := map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			want[s] = true
+		}
+	}
+	for s := range want {
+		ok := false
+		for _, x := range suites {
+			ok = ok || x.name == s
+		}
+		if !ok {
+			fmt.Fprintf(os.Stderr, "bench: unknown suite %q\n", s)
+			os.Exit(2)
+		}
+	}
+	r := &Results{Log: os.Stderr}
+	start := time.Now()
+	load0 := loadavg()
+	failed := false
+	for _, s := range suites {
+		if len(want) > 0 && !want[s.name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "suite %s (load %s)\n", s.name, loadavg())
+		t0 := time.Now()
+		if err := s.run(opts{quick: *quick}, r); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: suite %s: %v\n", s.name, err)
+			failed = true
+		}
+		fmt.Fprintf(os.Stderr, "suite %s done in %v\n", s.name, time.Since(t0).Round(time.Millisecond))
+	}
+	fmt.Printf("%s, %d cores (GOMAXPROCS %d), %s; load average %s at start, %s at end; %v.\n",
+		cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), load0, loadavg(),
+		time.Since(start).Round(time.Second))
+	fmt.Println("Ratios are relative speeds against the baseline measured alongside in the same run (above 1 = faster).")
+	r.Markdown(os.Stdout)
+	if *jsonFile != "" {
+		if err := r.WriteJSON(*jsonFile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			failed = true
+		}
+	}
+	if *svgDir != "" {
+		if err := writeSVGs(*svgDir, r); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			failed = true
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}

@@ -203,8 +203,10 @@ func pingFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, count, 
 // clearFrames returns the IP frames of a capture that travelled in clear
 // although they are not neighbour discovery or MLD: with every test flow
 // under a protect policy, any such frame is a leak (or a wrong source
-// address that escaped the policies).
-func clearFrames(frames [][]byte) []string {
+// address that escaped the policies). With strictNDP (NDP under ESP),
+// neighbour solicitations and advertisements from a global address are
+// leaks too.
+func clearFrames(frames [][]byte, strictNDP bool) []string {
 	var bad []string
 	for _, fr := range frames {
 		if len(fr) < 14 {
@@ -222,6 +224,8 @@ func clearFrames(frames [][]byte) []string {
 		switch {
 		case f.Proto == uint8(xfrm.ProtoESP), f.Proto == uint8(xfrm.ProtoAH), f.Proto == uint8(xfrm.ProtoIPComp):
 			continue
+		case strictNDP && f.Proto == xfrm.ProtoICMPv6 && !f.Opaque && (f.SrcPort == 135 || f.SrcPort == 136) && !f.Src.IsLinkLocalUnicast():
+			// NS/NA from a global address: must have been under ESP.
 		case f.Proto == xfrm.ProtoICMPv6 && !f.Opaque && f.SrcPort >= 130 && f.SrcPort <= 143:
 			continue // MLD and NDP
 		}

@@ -18,6 +18,9 @@
 //	agent tcpsend ADDR PORT NBYTES   send NBYTES to a sink, check its SHA-256
 //	agent udpsend ADDR PORT SIZE N   send N datagrams of SIZE, check the echoes
 //	agent tcpecho ADDR PORT NBYTES   send NBYTES to an echo server, check them
+//	agent udpopts ADDR PORT SIZE N   udpsend over IPv6 with a hop-by-hop and a
+//	                                 destination options header on every datagram
+//	                                 (each with a mutable and an immutable option)
 package main
 
 import (
@@ -82,6 +85,8 @@ func main() {
 		err = client(os.Args[2:], 3, tcpEcho)
 	case "udpsend":
 		err = client(os.Args[2:], 4, udpSend)
+	case "udpopts":
+		err = client(os.Args[2:], 4, udpOpts)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -411,5 +416,86 @@ func udpSend(addr string, nums []int) error {
 		}
 	}
 	fmt.Printf("udpsend %d x %d bytes ok\n", count, size)
+	return nil
+}
+
+// extOpts is a hop-by-hop or destination options header body for the
+// IPV6_HOPOPTS / IPV6_DSTOPTS ancillary data: 16 bytes with an immutable
+// option (type 0x1e: skip if unknown, may not change en route) and a
+// mutable one (0x3e: the change bit set, so AH covers it as zeros), padded
+// with PadN. The kernel fills in the next header byte.
+func extOpts(tag byte) []byte {
+	return []byte{
+		0, 1, // next header (set by the kernel), length 1 = 16 bytes
+		0x1e, 2, tag, 0xbb, // immutable
+		0x3e, 4, 0xcc, 0xdd, 0xee, tag, // mutable
+		1, 2, 0, 0, // PadN
+	}
+}
+
+// udpOpts is udpsend over IPv6 with a hop-by-hop and a destination
+// options header on every datagram (sticky options on the socket).
+func udpOpts(addr string, nums []int) error {
+	size, count := nums[0], nums[1]
+	c, err := net.Dial("udp6", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rc, err := c.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		hop, dst := extOpts(0xa1), extOpts(0xa2)
+		if serr = setsockoptBytes(int(fd), unix.IPPROTO_IPV6, unix.IPV6_HOPOPTS, hop); serr != nil {
+			serr = fmt.Errorf("IPV6_HOPOPTS: %w", serr)
+			return
+		}
+		if serr = setsockoptBytes(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, dst); serr != nil {
+			serr = fmt.Errorf("IPV6_DSTOPTS: %w", serr)
+		}
+	})
+	if serr != nil {
+		return serr
+	}
+	if err := udpEchoLoop(c, size, count); err != nil {
+		return err
+	}
+	fmt.Printf("udpopts %d x %d bytes ok (hop-by-hop + destination options)\n", count, size)
+	return nil
+}
+
+func setsockoptBytes(fd, level, opt int, b []byte) error {
+	return unix.SetsockoptString(fd, level, opt, string(b))
+}
+
+func udpEchoLoop(c net.Conn, size, count int) error {
+	got := make([]byte, 65536)
+	for i := 0; i < count; i++ {
+		msg := make([]byte, size)
+		for j := range msg {
+			msg[j] = byte(j*5 + i + size)
+		}
+		ok := false
+		for try := 0; try < 5 && !ok; try++ {
+			if _, err := c.Write(msg); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(got)
+			if err != nil {
+				continue
+			}
+			if !bytes.Equal(got[:n], msg) {
+				return fmt.Errorf("datagram %d: echo differs (%d bytes back)", i, n)
+			}
+			ok = true
+		}
+		if !ok {
+			return fmt.Errorf("datagram %d of %d bytes: no echo after 5 tries", i, size)
+		}
+	}
 	return nil
 }

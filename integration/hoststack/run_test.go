@@ -203,6 +203,12 @@ func runPair(t *testing.T, kind linkKind, tunnel bool) {
 	argsA = append(argsA, "--metrics", "127.0.0.1:9300")
 	dA := startDaemon(t, "A", nsA, dir, argsA...)
 	dB := startDaemon(t, "B", nsB, dir, append([]string{"--link", linkB}, runArgs(dir, sideB, sideA, tunnel)...)...)
+	if kind == linkTAP {
+		// A TAP's carrier comes up when the daemon attaches, and the
+		// kernel's link watcher enables the bridge port up to a second
+		// later: frames sent before that are lost. Wait for it.
+		waitBridgeForwarding(t, nsA, strings.TrimPrefix(linkA, "tap:"), strings.TrimPrefix(linkB, "tap:"))
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -252,6 +258,27 @@ func runPair(t *testing.T, kind linkKind, tunnel bool) {
 			t.Errorf("%s keylog: %v, mode %v, want 0600", n, err, fi.Mode().Perm())
 		}
 		checkCapture(t, dir, n, tunnel)
+	}
+}
+
+func waitBridgeForwarding(t *testing.T, ns *netns, ports ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := ns.sh(t, "bridge", "link", "show")
+		ok := true
+		for _, p := range ports {
+			if !regexp.MustCompile(`(?m)^\d+: ` + regexp.QuoteMeta(p) + `[:@].*state forwarding`).MatchString(out) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge ports %v not forwarding after 5 s:\n%s", ports, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -36,13 +36,18 @@ func runRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Start-up logs are held back until the daemon is up: a failed start
+	// prints its one-line reason and nothing else.
+	logw := &heldWriter{w: os.Stderr}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := startDaemon(ctx, cfg, log)
 	if err != nil {
+		logw.release(false)
 		return oneLine(err)
 	}
+	logw.release(true)
 	<-ctx.Done()
 	stop()
 	log.Info("stopping", "reason", "signal")
@@ -240,6 +245,34 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	}()
 	log.Info("running", "control", cfg.Control)
 	return d, nil
+}
+
+// heldWriter buffers writes until release, then writes through.
+type heldWriter struct {
+	mu       sync.Mutex
+	w        *os.File
+	buf      []byte
+	released bool
+}
+
+func (h *heldWriter) Write(b []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		return h.w.Write(b)
+	}
+	h.buf = append(h.buf, b...)
+	return len(b), nil
+}
+
+// release writes the held lines out (flush) or drops them.
+func (h *heldWriter) release(flush bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if flush {
+		h.w.Write(h.buf)
+	}
+	h.buf, h.released = nil, true
 }
 
 type discard struct{}

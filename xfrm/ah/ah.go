@@ -32,6 +32,9 @@ var (
 type Transform struct {
 	mac    *esp.MAC
 	icvLen int
+	// align4 makes IPv4 AH headers a multiple of 4 bytes rather than 8
+	// (scapy does that; tests use it to reproduce scapy's packets).
+	align4 bool
 }
 
 // New builds an AH transform for the integrity algorithm name (Linux or
@@ -53,11 +56,15 @@ func (t *Transform) String() string { return t.mac.String() }
 // ICVLen is the length of the ICV.
 func (t *Transform) ICVLen() int { return t.icvLen }
 
-// Len is the AH header length including the ICV and its padding: a
-// multiple of 8 bytes for IPv6, of 4 for IPv4 (RFC 4302 §3.3.3.2.1).
+// Len is the AH header length including the ICV and its padding. RFC
+// 4302 §3.3.3.2.1 asks for a multiple of 8 bytes for IPv6 and of 4 for
+// IPv4; Linux pads IPv4 AH to 8 bytes too (ah4.c: XFRM_ALIGN8) and rejects
+// anything else, so Len does the same: with a 128-bit or 256-bit ICV the
+// IPv4 header carries 4 bytes of padding, which the RFC allows. Open
+// accepts both paddings for IPv4.
 func (t *Transform) Len(v4 bool) int {
 	n := HeaderLen + t.icvLen
-	if v4 {
+	if v4 && t.align4 {
 		return (n + 3) &^ 3
 	}
 	return (n + 7) &^ 7
@@ -110,9 +117,12 @@ func (t *Transform) Open(hdr, b []byte, seq uint64, esn bool) ([]byte, uint8, er
 	}
 	n := (int(b[1]) + 2) * 4
 	v4 := len(hdr) > 0 && hdr[0]>>4 == 4
-	// RFC 4302 §3.3.3.2.1 requires the padded length; a different ICV
-	// length than the SA's is a different SA (or an attack).
-	if n != t.Len(v4) || n > len(b) {
+	// The length must be the SA's ICV padded as RFC 4302 §3.3.3.2.1 says
+	// (for IPv4: to 4 bytes, or to 8 as Linux does); a different ICV
+	// length is a different SA (or an attack).
+	full := HeaderLen + t.icvLen
+	okLen := n == (full+7)&^7 || (v4 && n == (full+3)&^3)
+	if !okLen || n > len(b) {
 		return nil, 0, ErrTruncated
 	}
 	var icv [64]byte

@@ -98,7 +98,7 @@ func TestOpenMalformed(t *testing.T) {
 		}
 	}
 	bad := bytes.Clone(p)
-	bad[v.off+1] = 7 // AH length that does not match the SA's ICV
+	bad[v.off+1] = 3 // AH length that does not match the SA's ICV
 	if _, _, err := tr.Open(bad[:v.off], bad[v.off:], v.seq, false); err != ErrTruncated {
 		t.Fatalf("bad length: %v", err)
 	}
@@ -134,5 +134,36 @@ func TestAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per Seal+Open", allocs)
+	}
+}
+
+// TestIPv4Padding: IPv4 AH is padded to 8 bytes as Linux does (and
+// expects), and either padding is accepted on input.
+func TestIPv4Padding(t *testing.T) {
+	for _, c := range []struct {
+		alg      string
+		key, len int
+	}{{"hmac(sha1)", 20, 24}, {"hmac(sha256)", 32, 32}, {"hmac(sha384)", 48, 40}, {"hmac(sha512)", 64, 48}, {"hmac(md5)", 16, 24}} {
+		tr, err := New(c.alg, make([]byte, c.key), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.Len(true); got != c.len || tr.Len(false) != c.len {
+			t.Errorf("%s: Len = %d/%d, want %d", c.alg, got, tr.Len(false), c.len)
+		}
+		for _, a4 := range []bool{false, true} {
+			tr.align4 = a4
+			n := tr.Len(true)
+			p := make([]byte, 20+n+30)
+			p[0] = 0x45
+			p[9] = protoAH
+			if err := tr.Seal(p, 20, 17, 0x100, 9, false); err != nil {
+				t.Fatal(err)
+			}
+			tr.align4 = false
+			if _, _, err := tr.Open(p[:20], bytes.Clone(p[20:]), 9, false); err != nil {
+				t.Errorf("%s align4=%v: %v", c.alg, a4, err)
+			}
+		}
 	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+func TestParseRunFlags(t *testing.T) {
+	c, err := parseRunFlags(strings.Fields("--link afpacket:eth1 --addr 192.0.2.1/24 --addr fd00::1/64 "+
+		"--route 10.2.0.0/24=192.0.2.2,src=192.0.2.1 --route fd00:b::/64= --mtu 1400 --echo tcp:7 --echo udp:7 "+
+		"--forward tcp:127.0.0.1:8080=[fd00::2]:80 --forward udp::53=192.0.2.2:53 --log-level debug"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LinkKind != "afpacket" || c.LinkName != "eth1" || len(c.Addrs) != 2 || c.MTU != 1400 || len(c.Echo) != 2 {
+		t.Errorf("parsed %+v", c)
+	}
+	if r := c.Routes[0]; r.Dst != netip.MustParsePrefix("10.2.0.0/24") || r.Gateway != netip.MustParseAddr("192.0.2.2") || r.Src != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("route 0: %+v", r)
+	}
+	if r := c.Routes[1]; r.Gateway.IsValid() {
+		t.Errorf("on-link route has a gateway: %+v", r)
+	}
+	if f := c.Forward[0]; f.Proto != "tcp" || f.Listen != "127.0.0.1:8080" || f.To != netip.MustParseAddrPort("[fd00::2]:80") {
+		t.Errorf("forward 0: %+v", f)
+	}
+	if f := c.Forward[1]; f.Proto != "udp" || f.Listen != ":53" {
+		t.Errorf("forward 1: %+v", f)
+	}
+
+	for _, args := range []string{
+		"", "--link afpacket:eth1", "--link eth1 --addr 192.0.2.1/24", "--link tap: --addr 192.0.2.1/24",
+		"--link tap:x --addr 192.0.2.1", "--link tap:x --addr 192.0.2.1/24 --route 10.0.0.0/8",
+		"--link tap:x --addr 192.0.2.1/24 --route 10.0.0.0/8=1.2.3.4,via=1.2.3.5",
+		"--link tap:x --addr 192.0.2.1/24 --echo tcp:0", "--link tap:x --addr 192.0.2.1/24 --echo tcp:7 --echo tcp:7",
+		"--link tap:x --addr 192.0.2.1/24 --forward tcp:80=1.2.3.4:80",
+		"--link tap:x --addr 192.0.2.1/24 --forward tcp:example.com:80=1.2.3.4:80",
+		"--link tap:x --addr 192.0.2.1/24 --forward tcp::80=0.0.0.0:80",
+		"--link tap:x --addr 192.0.2.1/24 --metrics 9101", "--link tap:x --addr 192.0.2.1/24 --log-level chatty",
+		"--link tap:x --addr 192.0.2.1/24 --mtu 70000", "--link tap:x --addr 192.0.2.1/24 stray",
+		"--link tap:x --addr 192.0.2.1/24 --pcap a --keylog a", "--link tap:x --addr 192.0.2.1/24 --nope",
+	} {
+		_, err := parseRunFlags(strings.Fields(args), io.Discard)
+		if !errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v, want a one-line usage error", args, err)
+		}
+	}
+	if _, err := parseRunFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestKeylogLine(t *testing.T) {
+	k := func(n int) []byte { b := make([]byte, n); b[0] = 0xab; return b }
+	a6, b6 := netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2")
+	a4, b4 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for _, c := range []struct {
+		cfg  xfrm.SAConfig
+		want string
+	}{
+		{xfrm.SAConfig{Src: a6, Dst: b6, SPI: 0x1001, AEAD: xfrm.Algorithm{Name: "aes-gcm-16", Key: k(20)}},
+			`"IPv6","fd00::1","fd00::2","0x00001001","AES-GCM with 16 octet ICV [RFC4106]","0xab` + strings.Repeat("00", 19) + `","NULL",""`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1002, AEAD: xfrm.Algorithm{Name: "rfc4106(gcm(aes))", Key: k(20), ICVBits: 96}},
+			`"IPv4","192.0.2.1","192.0.2.2","0x00001002","AES-GCM with 12 octet ICV [RFC4106]"`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1003, Enc: xfrm.Algorithm{Name: "aes-cbc", Key: k(16)}, Auth: xfrm.Algorithm{Name: "hmac-sha256", Key: k(32)}},
+			`"AES-CBC [RFC3602]","0xab` + strings.Repeat("00", 15) + `","HMAC-SHA-256-128 [RFC4868]","0xab`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1004, Enc: xfrm.Algorithm{Name: "aes-ctr", Key: k(20)}, Auth: xfrm.Algorithm{Name: "hmac-sha1", Key: k(20)}},
+			`"AES-CTR [RFC3686]","0xab` + strings.Repeat("00", 19) + `","HMAC-SHA-1-96 [RFC2404]"`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1005, Enc: xfrm.Algorithm{Name: "null"}, Auth: xfrm.Algorithm{Name: "hmac-md5", Key: k(16)}},
+			`"NULL","","HMAC-MD5-96 [RFC2403]"`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1006, Enc: xfrm.Algorithm{Name: "3des-cbc", Key: k(24)}, Auth: xfrm.Algorithm{Name: "aes-xcbc-mac", Key: k(16)}},
+			`"TripleDES-CBC [RFC2451]","0xab` + strings.Repeat("00", 23) + `","ANY 96 bit authentication [no checking]",""`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1007, AEAD: xfrm.Algorithm{Name: "chacha20-poly1305", Key: k(36)}},
+			`# Wireshark 4.0 cannot decrypt rfc7539esp(chacha20,poly1305): "IPv4"`},
+		{xfrm.SAConfig{Src: a4, Dst: b4, SPI: 0x1008, AEAD: xfrm.Algorithm{Name: "aes-gcm-16", Key: k(20)}, ESN: true},
+			`# ESN`},
+	} {
+		c.cfg.Proto = xfrm.ProtoESP
+		got := keylogLine(&c.cfg)
+		if !strings.Contains(got, c.want) {
+			t.Errorf("SPI %#x:\n got %s\nwant …%s…", c.cfg.SPI, got, c.want)
+		}
+		if strings.ContainsAny(got, "\n") || strings.Count(got, `","`) != 7 {
+			t.Errorf("SPI %#x: not one 8-field line: %s", c.cfg.SPI, got)
+		}
+	}
+}

@@ -64,6 +64,12 @@ type Config struct {
 	Plain bool
 	// Dispatchers per link end (benchmarks use 2).
 	Dispatchers int
+	// PortSAs adds, for each port, a pair of ESP SAs of their own and
+	// policies (preferred over the main ones) that send TCP traffic to
+	// or from that port over them. Their SPIs are chosen so that each
+	// pair's packets land on a different memlink delivery goroutine than
+	// the main SAs' and the earlier port SAs' where Dispatchers allows.
+	PortSAs []uint16
 }
 
 // Priorities: lower wins, as in Linux.
@@ -274,8 +280,103 @@ func (p *Pair) configure() error {
 			return err
 		}
 	}
+	if err := p.configurePortSAs(outerA, outerB); err != nil {
+		return err
+	}
 	if cfg.Inner == 6 || cfg.Outer == 6 {
 		return p.configureNDP()
+	}
+	return nil
+}
+
+// espFrame is the start of an Ethernet frame carrying ESP from src to dst
+// with spi: enough for memlink's flow hash.
+func espFrame(src, dst netip.Addr, spi uint32) []byte {
+	f := make([]byte, 14+40+8)
+	ip := f[14:]
+	if src.Is4() {
+		binary.BigEndian.PutUint16(f[12:], 0x0800)
+		ip[0], ip[9] = 0x45, byte(xfrm.ProtoESP)
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		binary.BigEndian.PutUint32(ip[20:], spi)
+		return f
+	}
+	binary.BigEndian.PutUint16(f[12:], 0x86dd)
+	ip[0], ip[6] = 0x60, byte(xfrm.ProtoESP)
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	binary.BigEndian.PutUint32(ip[40:], spi)
+	return f
+}
+
+// configurePortSAs installs Config.PortSAs.
+func (p *Pair) configurePortSAs(outerA, outerB netip.Addr) error {
+	cfg := p.Config
+	srcA, dstA := p.AddrA, p.AddrB
+	if cfg.Mode == xfrm.ModeTunnel {
+		srcA, dstA = outerA, outerB
+	}
+	// Dispatchers already taken on each receiving link.
+	usedB := map[int]bool{p.LinkB.DispatcherOf(espFrame(srcA, dstA, SPIAtoB)): true}
+	usedA := map[int]bool{p.LinkA.DispatcherOf(espFrame(dstA, srcA, SPIBtoA)): true}
+	n := max(cfg.Dispatchers, 1)
+	for k, port := range cfg.PortSAs {
+		reqid := uint32(10 + k)
+		spiAB, spiBA := uint32(SPIAtoB+0x100*(k+1)), uint32(SPIBtoA+0x100*(k+1))
+		for try := 0; try < 256; try++ {
+			db, da := p.LinkB.DispatcherOf(espFrame(srcA, dstA, spiAB)), p.LinkA.DispatcherOf(espFrame(dstA, srcA, spiBA))
+			if (!usedB[db] || len(usedB) >= n) && (!usedA[da] || len(usedA) >= n) {
+				usedB[db], usedA[da] = true, true
+				break
+			}
+			spiAB++
+			spiBA++
+		}
+		type side struct {
+			s             *stack.Stack
+			self, peer    netip.Addr
+			oSelf, oPeer  netip.Addr
+			spiOut, spiIn uint32
+		}
+		for _, sd := range []side{
+			{p.A, p.AddrA, p.AddrB, srcA, dstA, spiAB, spiBA},
+			{p.B, p.AddrB, p.AddrA, dstA, srcA, spiBA, spiAB},
+		} {
+			mk := func(spi uint32, src, dst netip.Addr) xfrm.SAConfig {
+				c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: cfg.Mode, ReqID: reqid,
+					ReplayWindow: cfg.ReplayWindow, ESN: cfg.ESN}
+				cfg.Suite.keyed(&c, byte(spi)^byte(spi>>8)^0x55)
+				return c
+			}
+			for _, c := range []xfrm.SAConfig{mk(sd.spiOut, sd.oSelf, sd.oPeer), mk(sd.spiIn, sd.oPeer, sd.oSelf)} {
+				if _, err := sd.s.Engine.AddSA(c); err != nil {
+					return err
+				}
+			}
+			ot := xfrm.Template{Proto: xfrm.ProtoESP, Mode: cfg.Mode, Level: xfrm.LevelRequire, ReqID: reqid}
+			it := ot
+			if cfg.Mode == xfrm.ModeTunnel {
+				ot.Src, ot.Dst = sd.oSelf, sd.oPeer
+				it.Src, it.Dst = sd.oPeer, sd.oSelf
+			}
+			ports := xfrm.PortRange{Lo: port, Hi: port}
+			var pols []*xfrm.Policy
+			for _, sel := range []xfrm.Selector{
+				{Src: host(sd.self), Dst: host(sd.peer), Proto: xfrm.ProtoTCP, DstPorts: ports},
+				{Src: host(sd.self), Dst: host(sd.peer), Proto: xfrm.ProtoTCP, SrcPorts: ports},
+			} {
+				in := xfrm.Selector{Src: sel.Dst, Dst: sel.Src, Proto: sel.Proto, SrcPorts: sel.SrcPorts, DstPorts: sel.DstPorts}
+				pols = append(pols,
+					&xfrm.Policy{Dir: xfrm.DirOut, Priority: prioMain - 1, Action: xfrm.ActionProtect, Templates: []xfrm.Template{ot}, Sel: sel},
+					&xfrm.Policy{Dir: xfrm.DirIn, Priority: prioMain - 1, Action: xfrm.ActionProtect, Templates: []xfrm.Template{it}, Sel: in})
+			}
+			if err := addPolicies(sd.s.Engine, pols); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

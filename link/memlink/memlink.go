@@ -395,6 +395,16 @@ func (e *Endpoint) receive(v *buffer.View) {
 	}
 }
 
+// DispatcherOf returns the index of the delivery goroutine that frame
+// would be queued to on e (0 with one dispatcher), so that a test can
+// spread flows over the goroutines.
+func (e *Endpoint) DispatcherOf(frame []byte) int {
+	if e.nworkers <= 1 || len(frame) < header.EthernetMinimumSize {
+		return 0
+	}
+	return int(flowHash(frame, e.seed) % uint32(e.nworkers))
+}
+
 func (e *Endpoint) worker(r *run, q chan *buffer.View) {
 	// drain drops what is left: no sender can reach q any more (the run
 	// was unpublished under e.mu before it was stopped).

@@ -58,10 +58,13 @@ func (s *Stack) ServeUDPEcho(ctx context.Context, port uint16) error {
 		for {
 			n, from, err := c.ReadFrom(buf)
 			if err != nil {
-				if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-					return
+				// A closed stack or socket fails every read from now
+				// on: stop rather than spin.
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+					continue
 				}
-				continue
+				return
 			}
 			c.WriteTo(buf[:n], from)
 		}

@@ -6,6 +6,7 @@
 package stack
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -252,37 +253,104 @@ func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 		return
 	}
 	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		if !e.inboundCheck(pkt) {
+		switch e.inbound(pkt) {
+		case inDrop:
 			e.Stats.InDropped.Add(1)
+			return
+		case inConsumed:
 			return
 		}
 	}
 	d.DeliverNetworkPacket(proto, pkt)
 }
 
-// inboundCheck applies the inbound SPD to a cleartext packet: full packets
-// and initial fragments by their selectors, non-initial fragments with
-// OPAQUE ports (RFC 4301 §7). Dropping a protected initial fragment kills
-// the whole datagram since the reassembler builds from it.
-func (e *Endpoint) inboundCheck(pkt *stack.PacketBuffer) bool {
-	v := pkt.Data().AsRange().ToView()
-	defer v.Release()
-	var f xfrm.Flow
-	if _, err := xfrm.ParseFlow(v.AsSlice(), &f); err != nil {
-		// Let the IP layer count and drop what it cannot parse either;
-		// but never let through what we cannot classify.
+type inboundVerdict uint8
+
+const (
+	inPass     inboundVerdict = iota // hand the packet to the IP layer
+	inDrop                           // dropped by the inbound check
+	inConsumed                       // decapsulated here and re-injected
+)
+
+// inbound classifies a packet from the link. Cleartext packets get the
+// inbound policy check: full packets and initial fragments by their
+// selectors, non-initial fragments with OPAQUE ports (RFC 4301 §7);
+// dropping a protected initial fragment kills the whole datagram since the
+// reassembler builds from it. Whole ESP/AH/IPComp packets addressed to one
+// of our SAs are decapsulated right here, in the received buffer, so the
+// outer packet does not cross the IP layer on its way to the protocol
+// handler (that path remains for fragments and extension headers).
+func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
+	// The received buffer is ours alone until we deliver it; PullUp is
+	// free for the usual single-view packet.
+	b, ok := pkt.Data().PullUp(pkt.Data().Size())
+	if !ok {
 		e.engine.Stats.InHdrError.Add(1)
-		return false
+		return inDrop
 	}
-	switch f.Proto {
-	case uint8(xfrm.ProtoESP), uint8(xfrm.ProtoAH), uint8(xfrm.ProtoIPComp):
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(b, &f); err != nil {
+		// Never let through what we cannot classify.
+		e.engine.Stats.InHdrError.Add(1)
+		return inDrop
+	}
+	switch xfrm.Proto(f.Proto) {
+	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
 		e.Stats.InIPsec.Add(1)
-		return true
+		if e.fastInput(b, xfrm.Proto(f.Proto), &f) {
+			return inConsumed
+		}
+		return inPass
 	}
 	if !e.engine.CheckInbound(&f, nil) {
-		return false
+		return inDrop
 	}
 	e.Stats.InChecked.Add(1)
+	return inPass
+}
+
+// fastInput decapsulates a whole IPsec packet whose IPsec header directly
+// follows a valid IP header (no IPv6 extension headers, no fragment) and
+// whose SA we hold. It reports false to leave the packet to the IP layer.
+func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
+	var hlen int
+	switch b[0] >> 4 {
+	case 4:
+		h := header.IPv4(b)
+		hlen = int(h.HeaderLength())
+		if !h.IsValid(len(b)) || h.More() || h.FragmentOffset() != 0 || h.CalculateChecksum() != 0xffff {
+			return false
+		}
+		b = b[:h.TotalLength()] // trim link padding
+	case 6:
+		h := header.IPv6(b)
+		hlen = header.IPv6MinimumSize
+		if !h.IsValid(len(b)) || h.NextHeader() != uint8(proto) {
+			return false
+		}
+		b = b[:hlen+int(h.PayloadLength())]
+	default:
+		return false
+	}
+	if len(b) < hlen+8 {
+		return false
+	}
+	spi := binary.BigEndian.Uint32(b[hlen:])
+	if proto == xfrm.ProtoIPComp {
+		spi = uint32(binary.BigEndian.Uint16(b[hlen+2:]))
+	}
+	if e.engine.SAD.Lookup(f.Dst, proto, spi) == nil {
+		// Not ours: the IP layer decides (forwarding, or the
+		// handler counts XfrmInNoStates).
+		return false
+	}
+	a := allocPool.Get().(*viewAlloc)
+	defer allocPool.Put(a)
+	if out := e.engine.Input(b[:hlen], proto, b[hlen:], a); out == nil {
+		a.release()
+		return true
+	}
+	e.reinject(a.take())
 	return true
 }
 

@@ -83,7 +83,13 @@ var ndpRange = netip.MustParsePrefix("ff02::1:ff00:0/104")
 
 func TestLinuxXFRM(t *testing.T) {
 	linuxvm.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 19*time.Minute)
+	// Stop starting cases shortly before go test's own deadline (10 min by
+	// default), so that the report is still printed.
+	end := time.Now().Add(19 * time.Minute)
+	if dl, ok := t.Deadline(); ok && dl.Add(-30*time.Second).Before(end) {
+		end = dl.Add(-30 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
 
 	logf, err := os.CreateTemp("", "ipsecstack-linuxvm-*.log")
@@ -474,10 +480,14 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 		}
 	}()
 	sA, gA, sO, gO := c.addrs()
-	step := func(col string, fn func() error) bool {
+	// Each step has its own deadline, so that a broken SA costs seconds,
+	// not the whole case's budget.
+	step := func(col string, fn func(ctx context.Context) error) bool {
 		t.Helper()
 		t0 := time.Now()
-		if err := fn(); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := fn(sctx); err != nil {
 			r.Cells[col] = "FAIL"
 			if ctx.Err() != nil {
 				t.Fatalf("%s: %v (case timeout)", col, err)
@@ -496,33 +506,33 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 			t.Fatal(err)
 		}
 	}
-	step("ping s→k", func() error { return pingFrom(ctx, st, sA, gA, 3, 56) })
+	step("ping s→k", func(ctx context.Context) error { return pingFrom(ctx, st, sA, gA, 3, 56) })
 	if c.NDP {
-		step("ndp s→k", func() error { return ndpUnderESP(cs.capPath, sA, gA) })
+		step("ndp s→k", func(ctx context.Context) error { return ndpUnderESP(cs.capPath, sA, gA) })
 		if _, err := vm.Sh(ctx, "ip -6 neigh flush dev eth0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	step("ping k→s", func() error {
+	step("ping k→s", func(ctx context.Context) error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("ping -c 3 -i 0.2 -W 2 %s", sA))
 		return err
 	})
 	if c.NDP {
-		step("ndp k→s", func() error { return ndpUnderESP(cs.capPath, gA, sA) })
+		step("ndp k→s", func(ctx context.Context) error { return ndpUnderESP(cs.capPath, gA, sA) })
 	}
-	step("tcp s→k", func() error { return tcpSendFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20) })
-	step("tcp k→s", func() error {
+	step("tcp s→k", func(ctx context.Context) error { return tcpSendFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20) })
+	step("tcp k→s", func(ctx context.Context) error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("%s tcpsend %s %d %d", linuxvm.AgentPath, sA, linuxvm.SinkPort, 1<<20))
 		return err
 	})
-	step("udp s→k", func() error { return udpEchoFrom(ctx, st, sA, gA, linuxvm.EchoPort, 8000) })
-	step("udp k→s", func() error {
+	step("udp s→k", func(ctx context.Context) error { return udpEchoFrom(ctx, st, sA, gA, linuxvm.EchoPort, 8000) })
+	step("udp k→s", func(ctx context.Context) error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("%s udpsend %s %d 8000 3", linuxvm.AgentPath, sA, linuxvm.EchoPort))
 		return err
 	})
 	if c.ExtHdrs {
-		step("exthdr s→k", func() error { return extHdrFrom(ctx, cs, vm, sA, gA) })
-		step("exthdr k→s", func() error {
+		step("exthdr s→k", func(ctx context.Context) error { return extHdrFrom(ctx, cs, vm, sA, gA) })
+		step("exthdr k→s", func(ctx context.Context) error {
 			_, err := vm.Sh(ctx, fmt.Sprintf("%s udpopts %s %d 1200 3 && %[1]s udpopts %[2]s %[3]d 4000 1", linuxvm.AgentPath, sA, linuxvm.EchoPort))
 			return err
 		})
@@ -566,16 +576,15 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 		t.Logf("%d frames on the wire, all IPsec or MLD/bypassed NDP", len(frames))
 	}
 
-	mainP := c.main().Proto
-	step("replay →k", func() error { return replayToGuest(ctx, vm, cs, frames, mainP, sO, gO) })
-	step("replay →s", func() error { return replayToStack(cs, frames, mainP, gO, sO) })
+	step("replay →k", func(ctx context.Context) error { return replayToGuest(ctx, vm, cs, frames, c, sO, gO) })
+	step("replay →s", func(ctx context.Context) error { return replayToStack(ctx, cs, frames, c, gO, sO) })
 
 	if scapyApplies(c) && tools.scapy != "" {
-		step("scapy →s", func() error { return scapyInto(ctx, tools, cs, vm, c) })
-		step("scapy ←s", func() error { return scapyDecrypt(ctx, tools, cs, c) })
+		step("scapy →s", func(ctx context.Context) error { return scapyInto(ctx, tools, cs, vm, c) })
+		step("scapy ←s", func(ctx context.Context) error { return scapyDecrypt(ctx, tools, cs, c) })
 	}
 	if tsharkApplies(c) && tools.tshark != "" {
-		step("tshark", func() error { return tsharkCheck(ctx, tools, cs.capPath, c) })
+		step("tshark", func(ctx context.Context) error { return tsharkCheck(ctx, tools, cs.capPath, c) })
 	}
 }
 

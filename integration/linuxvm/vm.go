@@ -18,6 +18,7 @@ package linuxvm
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,11 +89,12 @@ type VM struct {
 }
 
 type request struct {
-	ID        uint64 `json:"id"`
-	Op        string `json:"op"`
-	Cmd       string `json:"cmd,omitempty"`
-	Path      string `json:"path,omitempty"`
-	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	ID        uint64   `json:"id"`
+	Op        string   `json:"op"`
+	Cmd       string   `json:"cmd,omitempty"`
+	Path      string   `json:"path,omitempty"`
+	Msgs      []string `json:"msgs,omitempty"`
+	TimeoutMs int64    `json:"timeout_ms,omitempty"`
 }
 
 type response struct {
@@ -352,6 +354,43 @@ func (vm *VM) Sh(ctx context.Context, cmd string) (string, error) {
 		return r.Stdout, fmt.Errorf("guest: %q: exit %d: %s%s", short(cmd), r.Exit, strings.TrimSpace(r.Stderr), stdoutHint(r.Stdout))
 	}
 	return r.Stdout, nil
+}
+
+// PFKey sends PF_KEY v2 messages on one AF_KEY socket in the guest (the
+// agent's "pfkey" op) and returns, for each, the messages the kernel sent
+// back before the next was sent: up to and including the reply of the same
+// type (for SADB_DUMP and SADB_X_SPDDUMP, the whole dump, whose last message
+// has sadb_msg_seq 0), or an error reply. A message the kernel refuses
+// without a reply (a bad sadb_msg) is an error.
+func (vm *VM) PFKey(ctx context.Context, msgs ...[]byte) ([][][]byte, error) {
+	req := request{Op: "pfkey"}
+	for _, m := range msgs {
+		req.Msgs = append(req.Msgs, hex.EncodeToString(m))
+	}
+	r, err := vm.call(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][][]byte, len(msgs))
+	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "#") {
+			return out, fmt.Errorf("linuxvm: pfkey: %s", line[1:])
+		}
+		i, h, ok := strings.Cut(line, " ")
+		n, err1 := strconv.Atoi(i)
+		b, err2 := hex.DecodeString(h)
+		if !ok || err1 != nil || err2 != nil || n < 0 || n >= len(msgs) {
+			return out, fmt.Errorf("linuxvm: pfkey: bad reply line %q", line)
+		}
+		out[n] = append(out[n], b)
+	}
+	if r.Err != "" {
+		return out, fmt.Errorf("linuxvm: pfkey: %s", r.Err)
+	}
+	return out, nil
 }
 
 // short abbreviates a command for error messages.

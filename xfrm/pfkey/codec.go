@@ -395,10 +395,20 @@ func (m *Msg) set(t int, v any) {
 }
 
 // Decode parses one PF_KEY message strictly, as Linux's pfkey_get_base_msg
-// and parse_exthdrs do: a wrong version, reserved field or type is EINVAL,
-// a header length that disagrees with the buffer EMSGSIZE, an extension of
-// a bad length, a duplicate or an unknown type EINVAL.
-func Decode(b []byte) (*Msg, error) {
+// and parse_exthdrs do: a wrong version or type is EINVAL, a header length
+// that disagrees with the buffer EMSGSIZE, an extension of a bad length, a
+// duplicate or an unknown type EINVAL. sadb_msg_reserved may be non-zero
+// (kept in Msg.Reserved): Linux puts a policy's reference count there in
+// the SPD messages it sends (key_notify_policy, dump_sp). A message to the
+// kernel must have it zero: see DecodeRequest.
+func Decode(b []byte) (*Msg, error) { return decode(b, false) }
+
+// DecodeRequest is Decode for a message sent to the kernel (what the
+// server receives): Linux's pfkey_get_base_msg also rejects a non-zero
+// sadb_msg_reserved with EINVAL.
+func DecodeRequest(b []byte) (*Msg, error) { return decode(b, true) }
+
+func decode(b []byte, request bool) (*Msg, error) {
 	if len(b) > MaxMsgLen {
 		return nil, errorf(syscall.EMSGSIZE, "message of %d bytes exceeds %d", len(b), MaxMsgLen)
 	}
@@ -412,7 +422,7 @@ func Decode(b []byte) (*Msg, error) {
 	if m.Version != Version {
 		return nil, errorf(syscall.EINVAL, "version %d, want %d", m.Version, Version)
 	}
-	if m.Reserved != 0 {
+	if request && m.Reserved != 0 {
 		return nil, errorf(syscall.EINVAL, "sadb_msg_reserved is %d", m.Reserved)
 	}
 	if m.Type == MsgReserved || m.Type > MsgMax {

@@ -224,7 +224,7 @@ func TestDecodeKeepsOrder(t *testing.T) {
 
 func TestDecodeMalformed(t *testing.T) {
 	for _, c := range Malformed() {
-		_, err := Decode(c.Msg)
+		_, err := DecodeRequest(c.Msg)
 		if err == nil || !errors.Is(err, c.Errno) {
 			t.Errorf("%s: err %v, want %v", c.Name, err, c.Errno)
 		}

@@ -121,7 +121,7 @@ func errnoOf(err error) syscall.Errno {
 // with the request header and sadb_msg_errno set; a message that fails
 // validation changes nothing.
 func (k *Socket) Handle(b []byte) {
-	m, err := Decode(b)
+	m, err := DecodeRequest(b)
 	if err != nil {
 		k.send(ErrorReply(b, errnoOf(err)))
 		return

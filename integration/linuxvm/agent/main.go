@@ -6,8 +6,9 @@
 // finds the virtio-serial port named "ipsecstack.agent", reads JSON requests
 // from it (one per line) and answers each with a JSON response line: "exec"
 // runs a shell command and returns its output and exit status, "read"
-// returns a file's content. Requests run concurrently. serve also starts the
-// peer services the traffic tests use, on every address:
+// returns a file's content, "pfkey" sends PF_KEY v2 messages to the
+// kernel's af_key and returns its replies. Requests run concurrently. serve
+// also starts the peer services the traffic tests use, on every address:
 //
 //	TCP 7     echo
 //	TCP 9000  sink: reads until EOF, answers with the SHA-256 of what it read
@@ -28,6 +29,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,11 +58,12 @@ const PortName = "ipsecstack.agent"
 const prelude = "ip() { /usr/sbin/ip \"$@\"; }\n"
 
 type request struct {
-	ID        uint64 `json:"id"`
-	Op        string `json:"op"`
-	Cmd       string `json:"cmd,omitempty"`
-	Path      string `json:"path,omitempty"`
-	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	ID        uint64   `json:"id"`
+	Op        string   `json:"op"`
+	Cmd       string   `json:"cmd,omitempty"`
+	Path      string   `json:"path,omitempty"`
+	Msgs      []string `json:"msgs,omitempty"` // pfkey: hex-encoded messages
+	TimeoutMs int64    `json:"timeout_ms,omitempty"`
 }
 
 type response struct {
@@ -148,6 +152,12 @@ func handle(req request) response {
 			r.Exit, r.Err = 1, err.Error()
 		}
 		r.Stdout = string(b)
+	case "pfkey":
+		out, err := pfkey(req.Msgs)
+		r.Stdout = out
+		if err != nil {
+			r.Exit, r.Err = 1, err.Error()
+		}
 	case "exec":
 		ctx := context.Background()
 		if req.TimeoutMs > 0 {
@@ -178,6 +188,50 @@ func handle(req request) response {
 		r.Exit, r.Err = -1, "unknown op "+req.Op
 	}
 	return r
+}
+
+// pfkey opens a PF_KEY v2 socket, sends each message (hex) and collects
+// the kernel's replies until the one answering it: the reply of the same
+// type, for SADB_DUMP / SADB_X_SPDDUMP the last of the dump
+// (sadb_msg_seq 0), or an error reply. It returns one line per message
+// received, "INDEX HEX" (INDEX of the message sent just before), in order,
+// and "# INDEX write: ERROR" when the kernel refused a message outright.
+func pfkey(msgs []string) (string, error) {
+	fd, err := unix.Socket(unix.AF_KEY, unix.SOCK_RAW, 2 /* PF_KEY_V2 */)
+	if err != nil {
+		return "", fmt.Errorf("socket(AF_KEY): %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 2}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return "", err
+	}
+	var out strings.Builder
+	buf := make([]byte, 1<<16)
+	for i, h := range msgs {
+		m, err := hex.DecodeString(h)
+		if err != nil || len(m) < 16 {
+			return out.String(), fmt.Errorf("message %d: bad hex or shorter than sadb_msg", i)
+		}
+		if _, err := unix.Write(fd, m); err != nil {
+			// af_key failed without an error reply (a bad sadb_msg).
+			fmt.Fprintf(&out, "# %d write: %v\n", i, err)
+			continue
+		}
+		dump := m[1] == 10 || m[1] == 18 // SADB_DUMP, SADB_X_SPDDUMP
+		for {
+			n, err := unix.Read(fd, buf)
+			if err != nil {
+				return out.String(), fmt.Errorf("message %d: read: %w", i, err)
+			}
+			r := buf[:n]
+			fmt.Fprintf(&out, "%d %x\n", i, r)
+			if n >= 16 && r[1] == m[1] && (!dump || r[2] != 0 || binary.NativeEndian.Uint32(r[8:]) == 0) {
+				break
+			}
+		}
+	}
+	return out.String(), nil
 }
 
 // findPort returns the /dev node of the virtio-serial port called name.

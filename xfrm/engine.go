@@ -48,8 +48,9 @@ type Engine struct {
 	subs  map[int]func(Event)
 	subID int
 
-	acqMu   sync.Mutex
-	acqLast map[acqKey]time.Time
+	acqMu  sync.Mutex
+	acq    map[acqKey]*SA
+	acqSeq uint32
 
 	ipID atomic.Uint32
 	sock sockTable // per-socket policies (sockpolicy.go)
@@ -57,26 +58,18 @@ type Engine struct {
 	once sync.Once
 }
 
-type acqKey struct {
-	policy uint32
-	tmpl   int
-}
-
-// acquireInterval rate-limits ACQUIRE per policy template, as Linux's
-// larval state does (XFRM_ACQ_EXPIRES is 30 s; we retry sooner).
-const acquireInterval = time.Second
-
 // NewEngine returns an engine with empty databases. Call Close to stop its
 // lifetime timer.
 func NewEngine() *Engine {
 	e := &Engine{
-		SPD:     NewSPD(),
-		SAD:     NewSAD(),
-		subs:    make(map[int]func(Event)),
-		acqLast: make(map[acqKey]time.Time),
-		stop:    make(chan struct{}),
+		SPD:  NewSPD(),
+		SAD:  NewSAD(),
+		subs: make(map[int]func(Event)),
+		acq:  make(map[acqKey]*SA),
+		stop: make(chan struct{}),
 	}
 	e.SAD.changed = e.SPD.Invalidate
+	e.SAD.inserted = e.acquireAnswered
 	e.SAD.expired = func(sa *SA, hard bool) {
 		t := EventSoftExpire
 		if hard {
@@ -100,6 +93,7 @@ func (e *Engine) tick() {
 			return
 		case now := <-t.C:
 			e.SAD.ExpireTick(now)
+			e.expireAcquires(now)
 		}
 	}
 }
@@ -143,17 +137,3 @@ func (e *Engine) AddSA(cfg SAConfig) (*SA, error) {
 
 // AddPolicy adds p to the SPD.
 func (e *Engine) AddPolicy(p *Policy) (uint32, error) { return e.SPD.Add(p) }
-
-func (e *Engine) acquire(p *Policy, ti int, f *Flow) {
-	k := acqKey{p.ID, ti}
-	now := time.Now()
-	e.acqMu.Lock()
-	last, seen := e.acqLast[k]
-	if seen && now.Sub(last) < acquireInterval {
-		e.acqMu.Unlock()
-		return
-	}
-	e.acqLast[k] = now
-	e.acqMu.Unlock()
-	e.emit(Event{Type: EventAcquire, Policy: p, Template: &p.Templates[ti], Flow: *f})
-}

@@ -42,6 +42,9 @@ type SAD struct {
 	changed func()
 	// expired is called when an SA's soft or hard lifetime passes.
 	expired func(sa *SA, hard bool)
+	// inserted is called after an SA is added or updated, outside the
+	// lock (the engine retires the ACQUIRE state it answers).
+	inserted func(sa *SA)
 
 	// larvalTimeout is the life of larval SAs in nanoseconds (larval.go).
 	larvalTimeout atomic.Int64
@@ -81,6 +84,9 @@ func (d *SAD) insert(sa *SA, replace bool) error {
 	d.mu.Unlock()
 	if old != nil {
 		old.kill()
+	}
+	if d.inserted != nil {
+		d.inserted(sa)
 	}
 	d.notify()
 	return nil

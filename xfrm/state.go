@@ -57,6 +57,9 @@ type SA struct {
 	softHit  atomic.Bool
 	hardHit  atomic.Bool
 
+	// acqSeq is the ACQUIRE sequence of a larval acquire SA.
+	acqSeq uint32
+
 	// hooks set by the SAD
 	onExpire func(sa *SA, hard bool)
 }

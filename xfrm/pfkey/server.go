@@ -512,7 +512,13 @@ func (s *Server) spdDump(k *Socket, m *Msg) error {
 func (s *Server) event(ev xfrm.Event) {
 	switch ev.Type {
 	case xfrm.EventAcquire:
-		b := AcquireMsg(ev, s.acqSeq.Add(1)).MustEncode()
+		// The ACQUIRE's sequence number is the larval SA's, so a key
+		// manager's GETSPI/UPDATE can refer to it as af_key's do.
+		seq := s.acqSeq.Add(1)
+		if ev.SA != nil && ev.SA.AcquireSeq() != 0 {
+			seq = ev.SA.AcquireSeq()
+		}
+		b := AcquireMsg(ev, seq).MustEncode()
 		s.Broadcast(b, BroadcastRegistered, nil)
 	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
 		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)

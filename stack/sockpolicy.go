@@ -38,10 +38,11 @@ func addrOf(a tcpip.Address) netip.Addr {
 }
 
 // AttachSocketPolicy attaches p to the endpoint (the IP_IPSEC_POLICY
-// idea): its outbound packets follow p rather than the SPD. The endpoint
+// idea): with p.Dir out its outbound packets follow p rather than the SPD;
+// with p.Dir in its arriving packets are checked against p. The endpoint
 // must already be bound to a specific local address and port (and be
 // connected, to leave other flows on the same local port alone); attach
-// again after those change. The returned func detaches it.
+// again after those change. The returned func detaches both directions.
 func AttachSocketPolicy(e *xfrm.Engine, ep tcpip.Endpoint, p *xfrm.Policy) (detach func(), err error) {
 	k, err := SocketKeyOf(ep)
 	if err != nil {

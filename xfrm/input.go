@@ -346,7 +346,10 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath) []byte {
 // unless a tunnel-mode SA was used, protect requires the templates to be
 // matched by the SAs in order.
 func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
-	p := e.SPD.Lookup(DirIn, f)
+	p := e.socketPolicyIn(f)
+	if p == nil {
+		p = e.SPD.Lookup(DirIn, f)
+	}
 	if p == nil {
 		return true
 	}

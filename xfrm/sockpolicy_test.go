@@ -38,7 +38,47 @@ func TestSocketPolicyPrecedence(t *testing.T) {
 	if v, _ := e.Output(udp(4000, 53), HeapAllocator{}); v != VerdictPass {
 		t.Fatalf("after clear: %v", v)
 	}
-	if err := e.SetSocketPolicy(SocketKey{Proto: 17, Local: local}, &Policy{Dir: DirIn}); err == nil {
-		t.Fatal("inbound socket policy accepted")
+	if err := e.SetSocketPolicy(SocketKey{Proto: 17, Local: local}, &Policy{Dir: DirFwd}); err == nil {
+		t.Fatal("forward socket policy accepted")
+	}
+}
+
+// TestSocketPolicyInbound: an inbound socket policy decides for packets
+// arriving at that socket, ahead of the SPD, and only for that socket.
+func TestSocketPolicyInbound(t *testing.T) {
+	e := NewEngine()
+	defer e.Close()
+	local := netip.MustParseAddrPort("192.0.2.1:4000")
+	peer := netip.MustParseAddr("192.0.2.2")
+	in := func(dport uint16) *Flow {
+		return &Flow{Src: peer, Dst: local.Addr(), Proto: 17, SrcPort: 53, DstPort: dport}
+	}
+	// The SPD lets everything in; the socket requires ESP.
+	if err := e.SetSocketPolicy(SocketKey{Proto: 17, Local: local}, &Policy{Dir: DirIn, Action: ActionProtect,
+		Templates: []Template{{Proto: ProtoESP, Level: LevelRequire}}}); err != nil {
+		t.Fatal(err)
+	}
+	if e.CheckInbound(in(4000), nil) {
+		t.Fatal("cleartext accepted by a socket that requires ESP")
+	}
+	if got, _ := e.Stats.Get("XfrmInTmplMismatch"); got != 1 {
+		t.Fatalf("XfrmInTmplMismatch = %d, want 1", got)
+	}
+	if !e.CheckInbound(in(4001), nil) {
+		t.Fatal("another socket's cleartext was refused")
+	}
+	// And the other way: the SPD requires ESP, the socket bypasses.
+	e.ClearSocketPolicy(SocketKey{Proto: 17, Local: local})
+	if _, err := e.AddPolicy(&Policy{Dir: DirIn, Action: ActionProtect, Templates: []Template{{Proto: ProtoESP, Level: LevelRequire}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetSocketPolicy(SocketKey{Proto: 17, Local: local}, &Policy{Dir: DirIn, Action: ActionBypass}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.CheckInbound(in(4000), nil) {
+		t.Fatal("bypass socket policy did not override the SPD")
+	}
+	if e.CheckInbound(in(4001), nil) {
+		t.Fatal("SPD no longer applies to other sockets")
 	}
 }

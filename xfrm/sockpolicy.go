@@ -20,8 +20,7 @@ type SocketKey struct {
 
 // sockTable holds per-socket policies (the IP_IPSEC_POLICY idea). The
 // output path and the inbound check consult it before the SPD; when it is
-// empty the check is one
-// atomic load.
+// empty the check is one atomic load.
 type sockTable struct {
 	n  atomic.Int32
 	mu sync.RWMutex

@@ -12,7 +12,7 @@ var (
 	bB = netip.MustParseAddr("2001:db8::2")
 )
 
-func bundleSA(t *testing.T, proto Proto, spi uint32, src, dst netip.Addr, mode Mode) SAConfig {
+func bundleSA(t testing.TB, proto Proto, spi uint32, src, dst netip.Addr, mode Mode) SAConfig {
 	t.Helper()
 	c := SAConfig{Proto: proto, SPI: spi, Src: src, Dst: dst, Mode: mode, ReplayWindow: 64, ESN: true}
 	switch proto {
@@ -45,7 +45,7 @@ func udpPacket6(n int) []byte {
 
 // bundlePair builds sender and receiver engines with the same SAs and the
 // policy templates tmpl (output order) both ways.
-func bundlePair(t *testing.T, tmpl []Template, sas []SAConfig) (out, in *Engine) {
+func bundlePair(t testing.TB, tmpl []Template, sas []SAConfig) (out, in *Engine) {
 	t.Helper()
 	out, in = NewEngine(), NewEngine()
 	t.Cleanup(out.Close)

@@ -207,6 +207,12 @@ func (sa *SA) tryGet() bool {
 			return false
 		}
 		if sa.refs.CompareAndSwap(r, r+1) {
+			// Deleted while other packets still hold it: in-flight
+			// packets finish, new ones must not start.
+			if sa.State() == StateDead {
+				sa.put()
+				return false
+			}
 			return true
 		}
 	}

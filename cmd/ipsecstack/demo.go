@@ -116,7 +116,7 @@ func demo(w io.Writer, suite testbed.Suite, mode xfrm.Mode, tcpBytes int) error 
 	}
 	fmt.Fprintln(w, "Security associations (stack A):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  family\tspi\tsrc -> dst\tmode\tpackets\tbytes\tstate")
+	fmt.Fprintln(tw, "  family\tdir\tspi\tsrc -> dst\tmode\tpackets\tbytes\tstate")
 	for i, p := range pairs {
 		fam := []string{"IPv6", "IPv4"}[i]
 		printSAs(tw, fam, p.A)
@@ -148,7 +148,11 @@ func printSAs(w io.Writer, fam string, s *stack.Stack) {
 	var rows []string
 	s.Engine.SAD.Walk(func(sa *xfrm.SA) bool {
 		c := &sa.Config
-		rows = append(rows, fmt.Sprintf("  %s\t0x%08x\t%v -> %v\t%s\t%d\t%d\t%s", fam, c.SPI, c.Src, c.Dst, c.Mode,
+		dir := "in"
+		if c.Src == testbed.A4 || c.Src == testbed.A6 {
+			dir = "out"
+		}
+		rows = append(rows, fmt.Sprintf("  %s\t%s\t0x%08x\t%v -> %v\t%s\t%d\t%d\t%s", fam, dir, c.SPI, c.Src, c.Dst, c.Mode,
 			sa.Counters.Packets.Load(), sa.Counters.Bytes.Load(), sa.State()))
 		return true
 	})

@@ -16,6 +16,7 @@ const (
 	EventHardExpire                  // an SA passed its hard lifetime and is gone
 )
 
+// String implements fmt.Stringer.
 func (t EventType) String() string {
 	switch t {
 	case EventAcquire:

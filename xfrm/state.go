@@ -314,6 +314,7 @@ func (sa *SA) expire(hard bool) {
 	}
 }
 
+// String implements fmt.Stringer.
 func (sa *SA) String() string {
 	c := &sa.Config
 	return fmt.Sprintf("%s %s spi 0x%08x %v->%v reqid %d %s", c.Proto, c.Mode, c.SPI, c.Src, c.Dst, c.ReqID, sa.State())

@@ -24,6 +24,7 @@ const (
 	ProtoIPComp Proto = 108
 )
 
+// String implements fmt.Stringer.
 func (p Proto) String() string {
 	switch p {
 	case ProtoESP:
@@ -45,6 +46,7 @@ const (
 	ModeTunnel    Mode = 1
 )
 
+// String implements fmt.Stringer.
 func (m Mode) String() string {
 	if m == ModeTunnel {
 		return "tunnel"
@@ -62,6 +64,7 @@ const (
 	DirFwd Dir = 2
 )
 
+// String implements fmt.Stringer.
 func (d Dir) String() string {
 	switch d {
 	case DirIn:
@@ -84,6 +87,7 @@ const (
 	ActionProtect
 )
 
+// String implements fmt.Stringer.
 func (a Action) String() string {
 	switch a {
 	case ActionBypass:
@@ -108,6 +112,7 @@ const (
 	LevelUnique
 )
 
+// String implements fmt.Stringer.
 func (l Level) String() string {
 	switch l {
 	case LevelUse:
@@ -174,6 +179,7 @@ type Flow struct {
 	Opaque bool
 }
 
+// String implements fmt.Stringer.
 func (f Flow) String() string {
 	if f.Opaque {
 		return fmt.Sprintf("%v->%v proto %d ports OPAQUE", f.Src, f.Dst, f.Proto)
@@ -266,6 +272,7 @@ const (
 	StateDead                  // hard lifetime passed or deleted
 )
 
+// String implements fmt.Stringer.
 func (s SAState) String() string {
 	switch s {
 	case StateLarval:

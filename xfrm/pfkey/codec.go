@@ -24,6 +24,7 @@ type Error struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *Error) Error() string { return fmt.Sprintf("pfkey: %s (%s)", e.Reason, e.Errno.Error()) }
 
 // Unwrap lets errors.Is(err, syscall.EINVAL) work.

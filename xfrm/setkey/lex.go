@@ -24,6 +24,7 @@ type Error struct {
 	Msg  string
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	f := e.File
 	if f == "" {

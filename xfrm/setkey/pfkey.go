@@ -87,10 +87,12 @@ type ErrnoError struct {
 	Errno syscall.Errno
 }
 
+// Error implements error.
 func (e *ErrnoError) Error() string {
 	return fmt.Sprintf("%s: %s", pfkey.MsgName(e.Type), e.Errno.Error())
 }
 
+// Unwrap returns the underlying error, for errors.Is and errors.As.
 func (e *ErrnoError) Unwrap() error { return e.Errno }
 
 // call sends m and returns the replies addressed to it: one, or for DUMP

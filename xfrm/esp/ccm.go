@@ -24,10 +24,27 @@ type ccm struct {
 	nonceSize int
 	tagSize   int
 	scratch   sync.Pool // *ccmScratch
+	// gcm, with RFC 4309's 11-byte nonce, generates the counter blocks
+	// A2, A3, ... pipelined (see ctrXOR); nil: one block at a time.
+	gcm cipher.AEAD
 }
 
 type ccmScratch struct {
 	x, ctr, ks, s0 [16]byte
+	// cbc runs the CBC-MAC over whole blocks in one call; buf takes its
+	// (discarded) output and GCM's keystream, and grows to the largest
+	// packet seen.
+	cbc      cbcMode
+	buf      []byte
+	gcmNonce [12]byte
+}
+
+// grow returns s.buf with room for n bytes.
+func (s *ccmScratch) grow(n int) []byte {
+	if cap(s.buf) < n {
+		s.buf = make([]byte, 0, max(n, 2048))
+	}
+	return s.buf[:n]
 }
 
 var errCCMOpen = errors.New("ccm: message authentication failed")
@@ -45,7 +62,18 @@ func newCCM(b cipher.Block, nonceSize, tagSize int) (*ccm, error) {
 		return nil, errors.New("ccm: tag must be 4, 6, ..., 16 bytes")
 	}
 	c := &ccm{b: b, nonceSize: nonceSize, tagSize: tagSize}
-	c.scratch.New = func() any { return new(ccmScratch) }
+	if nonceSize == 11 {
+		// flags || nonce is then 12 bytes, GCM's nonce; the 4-byte
+		// counter that follows counts the same way in both modes.
+		if g, err := cipher.NewGCM(b); err == nil {
+			c.gcm = g
+		}
+	}
+	c.scratch.New = func() any {
+		s := new(ccmScratch)
+		s.cbc, _ = cipher.NewCBCEncrypter(b, make([]byte, 16)).(cbcMode)
+		return s
+	}
 	return c, nil
 }
 
@@ -97,9 +125,19 @@ func (c *ccm) mac(s *ccmScratch, nonce, aad, pt []byte) {
 	c.cbc(s, pt)
 }
 
-// cbc absorbs data into the CBC-MAC, zero-padding its last block.
+// cbc absorbs data into the CBC-MAC, zero-padding its last block. Whole
+// blocks go through CBC encryption with the MAC state as IV: its last
+// ciphertext block is the new state (CBC-MAC is CBC encryption that keeps
+// only the last block).
 func (c *ccm) cbc(s *ccmScratch, data []byte) {
 	x := s.x[:]
+	if nb := len(data) &^ 15; nb >= 64 && s.cbc != nil {
+		out := s.grow(nb)
+		s.cbc.SetIV(x)
+		s.cbc.CryptBlocks(out, data[:nb])
+		copy(x, out[nb-16:])
+		data = data[nb:]
+	}
 	for len(data) >= 16 {
 		subtle.XORBytes(x, x, data[:16])
 		c.b.Encrypt(x, x)
@@ -119,6 +157,18 @@ func (c *ccm) ctrXOR(s *ccmScratch, nonce, dst, src []byte) {
 	copy(a[1:], nonce)
 	clear(a[1+c.nonceSize:])
 	c.b.Encrypt(s.s0[:], a)
+	if c.gcm != nil && len(src) > 16 && len(src)-16 <= len(zeros) {
+		// A1 directly; A2, A3, ... are GCM's keystream for the nonce
+		// flags || nonce (GCM starts its payload counter at 2).
+		a[15] = 1
+		c.b.Encrypt(s.ks[:], a)
+		subtle.XORBytes(dst[:16], src[:16], s.ks[:])
+		copy(s.gcmNonce[:], a[:12])
+		rest := len(src) - 16
+		ks := c.gcm.Seal(s.grow(rest + c.gcm.Overhead())[:0], s.gcmNonce[:], zeros[:rest], nil)
+		subtle.XORBytes(dst[16:], src[16:], ks[:rest])
+		return
+	}
 	var i uint32
 	for len(src) > 0 {
 		i++

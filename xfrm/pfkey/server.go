@@ -28,8 +28,7 @@ type Server struct {
 	mu    sync.RWMutex
 	socks map[*Socket]struct{}
 
-	acqSeq atomic.Uint32
-	unsub  func()
+	unsub func()
 }
 
 // Socket is one PF_KEY endpoint (a control-socket connection).
@@ -514,11 +513,7 @@ func (s *Server) event(ev xfrm.Event) {
 	case xfrm.EventAcquire:
 		// The ACQUIRE's sequence number is the larval SA's, so a key
 		// manager's GETSPI/UPDATE can refer to it as af_key's do.
-		seq := s.acqSeq.Add(1)
-		if ev.SA != nil && ev.SA.AcquireSeq() != 0 {
-			seq = ev.SA.AcquireSeq()
-		}
-		b := AcquireMsg(ev, seq).MustEncode()
+		b := AcquireMsg(ev, ev.SA.AcquireSeq()).MustEncode()
 		s.Broadcast(b, BroadcastRegistered, nil)
 	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
 		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)

@@ -70,15 +70,18 @@ func NewWriter(w io.Writer, snaplen uint32) (*Writer, error) {
 // later call returns that error, so a full disk is reported once per caller
 // rather than leaving a torn record followed by good ones.
 func (pw *Writer) WritePacket(ts time.Time, frame []byte) error {
+	return pw.writeParts(ts, len(frame), [][]byte{frame})
+}
+
+// writeParts is WritePacket for a frame of size bytes held in parts (a
+// packet buffer's views), copied straight into the record buffer.
+func (pw *Writer) writeParts(ts time.Time, size int, parts [][]byte) error {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	if pw.err != nil {
 		return pw.err
 	}
-	capLen := len(frame)
-	if capLen > int(pw.snaplen) {
-		capLen = int(pw.snaplen)
-	}
+	capLen := min(size, int(pw.snaplen))
 	need := recordHeaderLen + capLen
 	if cap(pw.buf) < need {
 		pw.buf = make([]byte, need)
@@ -87,8 +90,11 @@ func (pw *Writer) WritePacket(ts time.Time, frame []byte) error {
 	binary.LittleEndian.PutUint32(b[0:], uint32(ts.Unix()))
 	binary.LittleEndian.PutUint32(b[4:], uint32(ts.Nanosecond()/1000))
 	binary.LittleEndian.PutUint32(b[8:], uint32(capLen))
-	binary.LittleEndian.PutUint32(b[12:], uint32(len(frame)))
-	copy(b[recordHeaderLen:], frame[:capLen])
+	binary.LittleEndian.PutUint32(b[12:], uint32(size))
+	rest := b[recordHeaderLen:]
+	for _, p := range parts {
+		rest = rest[copy(rest, p):]
+	}
 	if _, err := pw.w.Write(b); err != nil {
 		pw.err = fmt.Errorf("pcap: write record: %w", err)
 		return pw.err
@@ -136,20 +142,16 @@ func NewEndpoint(lower stack.LinkEndpoint, w *Writer) *Endpoint {
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	now := time.Now()
 	for _, pkt := range pkts.AsSlice() {
-		buf := pkt.ToBuffer()
-		_ = e.w.WritePacket(now, buf.Flatten())
-		buf.Release()
+		_ = e.w.writeParts(now, pkt.Size(), pkt.AsSlices())
 	}
 	return e.Endpoint.WritePackets(pkts)
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: the lower
-// endpoint has consumed the Ethernet header into LinkHeader, so the frame is
-// rebuilt from there.
+// endpoint has consumed the Ethernet header into LinkHeader, the first
+// header of the packet, so the whole packet from there is the frame.
 func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	buf := stack.BufferSince(pkt.LinkHeader())
-	_ = e.w.WritePacket(time.Now(), buf.Flatten())
-	buf.Release()
+	_ = e.w.writeParts(time.Now(), pkt.Size(), pkt.AsSlices())
 	e.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 

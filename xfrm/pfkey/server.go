@@ -183,8 +183,7 @@ func (s *Server) dispatch(k *Socket, m *Msg) error {
 	case MsgXSPDDump:
 		return s.spdDump(k, m)
 	case MsgXSPDFlush:
-		n := s.engine.SPD.Flush()
-		_ = n
+		s.engine.SPD.Flush()
 		s.Broadcast(reply(m, &Msg{}), BroadcastAll, nil)
 		return nil
 	}
@@ -197,6 +196,14 @@ func protoOrErr(m *Msg) (xfrm.Proto, error) {
 		return 0, errorf(syscall.EINVAL, "SA type %d", m.SAType)
 	}
 	return p, nil
+}
+
+// protoOrAll is protoOrErr where SATYPE_UNSPEC means every protocol (0).
+func protoOrAll(m *Msg) (xfrm.Proto, error) {
+	if m.SAType == SATypeUnspec {
+		return 0, nil
+	}
+	return protoOrErr(m)
 }
 
 func (s *Server) getSPI(k *Socket, m *Msg) error {
@@ -367,12 +374,9 @@ func (s *Server) register(k *Socket, m *Msg) error {
 }
 
 func (s *Server) flush(m *Msg) error {
-	var proto xfrm.Proto
-	if m.SAType != SATypeUnspec {
-		var err error
-		if proto, err = protoOrErr(m); err != nil {
-			return err
-		}
+	proto, err := protoOrAll(m)
+	if err != nil {
+		return err
 	}
 	s.engine.SAD.Flush(proto)
 	s.Broadcast(reply(m, &Msg{}), BroadcastAll, nil)
@@ -380,12 +384,9 @@ func (s *Server) flush(m *Msg) error {
 }
 
 func (s *Server) dump(k *Socket, m *Msg) error {
-	var proto xfrm.Proto
-	if m.SAType != SATypeUnspec {
-		var err error
-		if proto, err = protoOrErr(m); err != nil {
-			return err
-		}
+	proto, err := protoOrAll(m)
+	if err != nil {
+		return err
 	}
 	var msgs []*Msg
 	s.engine.SAD.Walk(func(sa *xfrm.SA) bool {

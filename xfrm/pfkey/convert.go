@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"syscall"
-	"time"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
@@ -105,6 +104,18 @@ func keyExt(k []byte) *Key {
 		return nil
 	}
 	return &Key{Bits: uint16(len(k) * 8), Data: append([]byte(nil), k...)}
+}
+
+// keyBytes returns a key extension's bytes (nil without one); PF_KEY keys
+// are whole bytes here.
+func keyBytes(k *Key, what string) ([]byte, error) {
+	if k == nil {
+		return nil, nil
+	}
+	if k.Bits%8 != 0 {
+		return nil, errorf(syscall.EINVAL, "%s key of %d bits", what, k.Bits)
+	}
+	return k.Data, nil
 }
 
 func hostAddr(a netip.Addr, proto uint8) *Address {
@@ -258,12 +269,9 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		if !ok {
 			return c, errorf(syscall.EINVAL, "encryption algorithm %d is not supported", m.SA.Encrypt)
 		}
-		var key []byte
-		if m.KeyEncrypt != nil {
-			if m.KeyEncrypt.Bits%8 != 0 {
-				return c, errorf(syscall.EINVAL, "encryption key of %d bits", m.KeyEncrypt.Bits)
-			}
-			key = m.KeyEncrypt.Data
+		key, err := keyBytes(m.KeyEncrypt, "encryption")
+		if err != nil {
+			return c, err
 		}
 		alg := xfrm.Algorithm{Name: a.SetkeyNames[0], Key: key}
 		if a.Kind == esp.KindAEAD {
@@ -279,12 +287,9 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		if !ok {
 			return c, errorf(syscall.EINVAL, "authentication algorithm %d is not supported", m.SA.Auth)
 		}
-		var key []byte
-		if m.KeyAuth != nil {
-			if m.KeyAuth.Bits%8 != 0 {
-				return c, errorf(syscall.EINVAL, "authentication key of %d bits", m.KeyAuth.Bits)
-			}
-			key = m.KeyAuth.Data
+		key, err := keyBytes(m.KeyAuth, "authentication")
+		if err != nil {
+			return c, err
 		}
 		c.Auth = xfrm.Algorithm{Name: a.SetkeyNames[0], Key: key}
 	} else if m.KeyAuth != nil {
@@ -500,5 +505,3 @@ func espProposal() *Proposal {
 	}
 	return pr
 }
-
-var _ = time.Second

@@ -40,19 +40,8 @@ type cbcMode interface {
 type cbcScratch struct {
 	enc, dec cbcMode
 	iv       [16]byte
-	ctrBlk   [ctrBatch * 16]byte
-	ks       [ctrBatch * 16]byte
-	// gcmNonce and gcmKS serve the GCM keystream path; gcmKS grows to the
-	// largest packet seen and is reused.
-	gcmNonce [12]byte
-	gcmKS    []byte
+	ctr      gcmStream // counter mode (RFC 3686)
 }
-
-// zeros is the all-zero plaintext whose GCM encryption is the keystream.
-var zeros [65536]byte
-
-// ctrBatch is how many counter blocks are encrypted per cipher call batch.
-const ctrBatch = 8
 
 func newCBCEngine(enc *algorithm, encKey []byte, mac *MAC) (*cbcEngine, error) {
 	e := &cbcEngine{ivLen: enc.IVLen, mac: mac, ctr: enc.ctr}
@@ -96,52 +85,28 @@ func (e *cbcEngine) newScratch() any {
 }
 
 // ctrXOR is RFC 3686 §4: counter block = nonce || IV || 32-bit block
-// counter starting at 1; the keystream is XORed over data in place.
-//
-// Go has no counter mode that can be re-keyed with a new IV without an
-// allocation, and encrypting one block per call runs at a fraction of the
-// pipelined speed. GCM (NIST SP 800-38D) is that pipelined counter mode:
-// with the 96-bit nonce N = nonce || IV its keystream blocks are
-// E(N || 2), E(N || 3), …, which are RFC 3686's blocks 1, 2, … . So block 0
-// is E(N || 1) computed directly, and the rest is GCM's encryption of
-// zeros (its tag, over GHASH, is discarded: the price of the trick).
+// counter starting at 1; the keystream is XORed over data in place. The
+// keystream comes from GCM (see gcmStream).
 func (e *cbcEngine) ctrXOR(s *cbcScratch, iv, data []byte) {
-	if e.ctrGCM == nil || len(data) <= 16 || len(data)-16 > len(zeros) {
+	if !gcmFits(e.ctrGCM, len(data)) {
 		e.ctrXORBlocks(s, iv, data)
 		return
 	}
-	cb := s.ctrBlk[:16]
-	copy(cb[0:4], e.nonce[:])
-	copy(cb[4:12], iv)
-	binary.BigEndian.PutUint32(cb[12:], 1)
-	e.block.Encrypt(s.ks[:16], cb)
-	subtle.XORBytes(data[:16], data[:16], s.ks[:16])
-	rest := data[16:]
-	if need := len(rest) + e.ctrGCM.Overhead(); cap(s.gcmKS) < need {
-		s.gcmKS = make([]byte, 0, max(need, 2048))
-	}
-	copy(s.gcmNonce[0:4], e.nonce[:])
-	copy(s.gcmNonce[4:12], iv)
-	ks := e.ctrGCM.Seal(s.gcmKS[:0], s.gcmNonce[:], zeros[:len(rest)], nil)
-	subtle.XORBytes(rest, rest, ks[:len(rest)])
+	copy(s.ctr.nonce[0:4], e.nonce[:])
+	copy(s.ctr.nonce[4:12], iv)
+	s.ctr.xor(e.block, e.ctrGCM, data, data)
 }
 
-// ctrXORBlocks is counter mode one block at a time: for short payloads,
-// where GCM's setup costs more than it saves.
+// ctrXORBlocks is counter mode one block at a time: for payloads of one
+// block, where GCM's setup costs more than it saves.
 func (e *cbcEngine) ctrXORBlocks(s *cbcScratch, iv, data []byte) {
-	var ctr uint32 = 1
-	for len(data) > 0 {
-		n := min(len(data), len(s.ks))
-		blocks := (n + 15) / 16
-		for i := 0; i < blocks; i++ {
-			cb := s.ctrBlk[i*16 : i*16+16]
-			copy(cb[0:4], e.nonce[:])
-			copy(cb[4:12], iv)
-			binary.BigEndian.PutUint32(cb[12:], ctr)
-			ctr++
-			e.block.Encrypt(s.ks[i*16:i*16+16], cb)
-		}
-		subtle.XORBytes(data[:n], data[:n], s.ks[:n])
+	cb, ks := &s.ctr.blk, &s.ctr.ks
+	copy(cb[0:4], e.nonce[:])
+	copy(cb[4:12], iv)
+	for ctr := uint32(1); len(data) > 0; ctr++ {
+		binary.BigEndian.PutUint32(cb[12:], ctr)
+		e.block.Encrypt(ks[:], cb[:])
+		n := subtle.XORBytes(data, data, ks[:])
 		data = data[n:]
 	}
 }

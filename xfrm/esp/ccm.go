@@ -25,26 +25,16 @@ type ccm struct {
 	tagSize   int
 	scratch   sync.Pool // *ccmScratch
 	// gcm, with RFC 4309's 11-byte nonce, generates the counter blocks
-	// A2, A3, ... pipelined (see ctrXOR); nil: one block at a time.
+	// A1, A2, ... pipelined (see gcmStream); nil: one block at a time.
 	gcm cipher.AEAD
 }
 
 type ccmScratch struct {
-	x, ctr, ks, s0 [16]byte
-	// cbc runs the CBC-MAC over whole blocks in one call; buf takes its
-	// (discarded) output and GCM's keystream, and grows to the largest
-	// packet seen.
-	cbc      cbcMode
-	buf      []byte
-	gcmNonce [12]byte
-}
-
-// grow returns s.buf with room for n bytes.
-func (s *ccmScratch) grow(n int) []byte {
-	if cap(s.buf) < n {
-		s.buf = make([]byte, 0, max(n, 2048))
-	}
-	return s.buf[:n]
+	x, s0 [16]byte
+	// cbc runs the CBC-MAC over whole blocks in one call; its (discarded)
+	// output goes to ctr.buf, beside GCM's keystream.
+	cbc cbcMode
+	ctr gcmStream
 }
 
 var errCCMOpen = errors.New("ccm: message authentication failed")
@@ -105,7 +95,7 @@ func (c *ccm) mac(s *ccmScratch, nonce, aad, pt []byte) {
 	c.b.Encrypt(x, x)
 	if len(aad) > 0 {
 		// Encoded l(a) then a, zero padded to the block (RFC 3610 §2.2).
-		blk := s.ks[:]
+		blk := s.ctr.ks[:]
 		clear(blk)
 		var hl int
 		switch {
@@ -132,7 +122,7 @@ func (c *ccm) mac(s *ccmScratch, nonce, aad, pt []byte) {
 func (c *ccm) cbc(s *ccmScratch, data []byte) {
 	x := s.x[:]
 	if nb := len(data) &^ 15; nb >= 64 && s.cbc != nil {
-		out := s.grow(nb)
+		out := s.ctr.grow(nb)
 		s.cbc.SetIV(x)
 		s.cbc.CryptBlocks(out, data[:nb])
 		copy(x, out[nb-16:])
@@ -152,21 +142,15 @@ func (c *ccm) cbc(s *ccmScratch, data []byte) {
 // ctrXOR encrypts src into dst with counter blocks A1, A2, ..., and puts
 // S0 = E(A0) into s.s0.
 func (c *ccm) ctrXOR(s *ccmScratch, nonce, dst, src []byte) {
-	a := s.ctr[:]
+	a := s.ctr.blk[:]
 	a[0] = byte(c.l() - 1)
 	copy(a[1:], nonce)
 	clear(a[1+c.nonceSize:])
 	c.b.Encrypt(s.s0[:], a)
-	if c.gcm != nil && len(src) > 16 && len(src)-16 <= len(zeros) {
-		// A1 directly; A2, A3, ... are GCM's keystream for the nonce
-		// flags || nonce (GCM starts its payload counter at 2).
-		a[15] = 1
-		c.b.Encrypt(s.ks[:], a)
-		subtle.XORBytes(dst[:16], src[:16], s.ks[:])
-		copy(s.gcmNonce[:], a[:12])
-		rest := len(src) - 16
-		ks := c.gcm.Seal(s.grow(rest + c.gcm.Overhead())[:0], s.gcmNonce[:], zeros[:rest], nil)
-		subtle.XORBytes(dst[16:], src[16:], ks[:rest])
+	if gcmFits(c.gcm, len(src)) {
+		// A_i = flags || nonce || i, with a 4-byte counter.
+		copy(s.ctr.nonce[:], a[:12])
+		s.ctr.xor(c.b, c.gcm, dst, src)
 		return
 	}
 	var i uint32
@@ -175,8 +159,8 @@ func (c *ccm) ctrXOR(s *ccmScratch, nonce, dst, src []byte) {
 		for j, v := 15, i; j > c.nonceSize; j, v = j-1, v>>8 {
 			a[j] = byte(v)
 		}
-		c.b.Encrypt(s.ks[:], a)
-		n := subtle.XORBytes(dst, src, s.ks[:])
+		c.b.Encrypt(s.ctr.ks[:], a)
+		n := subtle.XORBytes(dst, src, s.ctr.ks[:])
 		dst, src = dst[n:], src[n:]
 	}
 }

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -17,9 +16,9 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
 	"github.com/ipsecstack/ipsecstack/integration/linuxvm"
+	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
 	"github.com/ipsecstack/ipsecstack/link/pcap"
 	"github.com/ipsecstack/ipsecstack/stack"
@@ -467,7 +466,7 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	if err := serveSink(sctx, st, linuxvm.SinkPort); err != nil {
+	if err := testbed.ServeSink(sctx, st, linuxvm.SinkPort); err != nil {
 		t.Fatal(err)
 	}
 	if err := serveUDPEcho(sctx, st, linuxvm.EchoPort, stack4, stack6, stackIn4, stackIn6); err != nil {
@@ -635,33 +634,6 @@ func dumpState(t *testing.T, vm *linuxvm.VM, st *stack.Stack, before map[string]
 		}
 	}
 	t.Logf("stack xfrm stats non-zero: %v", nz)
-}
-
-// serveSink serves the TCP sink protocol (read to EOF, answer SHA-256) on
-// the stack, as the guest agent does.
-func serveSink(ctx context.Context, st *stack.Stack, port uint16) error {
-	l, err := gonet.ListenTCP(st.Stack, st.FullAddress(netip.IPv6Unspecified(), port), stack.Proto(netip.IPv6Unspecified()))
-	if err != nil {
-		return err
-	}
-	go func() { <-ctx.Done(); l.Close() }()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				h := sha256.New()
-				if _, err := io.Copy(h, c); err != nil {
-					return
-				}
-				c.Write(h.Sum(nil))
-			}()
-		}
-	}()
-	return nil
 }
 
 func readCapture(path string) ([][]byte, error) {

@@ -25,7 +25,7 @@ const (
 // SHA-256) and TCP/UDP echo on both stacks.
 func (p *Pair) StartServers(ctx context.Context) error {
 	for _, s := range []*stack.Stack{p.A, p.B} {
-		if err := serveSink(ctx, s); err != nil {
+		if err := ServeSink(ctx, s, TCPSinkPort); err != nil {
 			return err
 		}
 		if err := s.ServeTCPEcho(ctx, EchoPort); err != nil {
@@ -38,8 +38,11 @@ func (p *Pair) StartServers(ctx context.Context) error {
 	return nil
 }
 
-func serveSink(ctx context.Context, s *stack.Stack) error {
-	l, err := gonet.ListenTCP(s.Stack, s.FullAddress(netip.IPv6Unspecified(), TCPSinkPort), stack.Proto(netip.IPv6Unspecified()))
+// ServeSink serves the TCP sink protocol on port of every address of s
+// until ctx ends: it reads each connection to EOF and answers with the
+// SHA-256 of what it read.
+func ServeSink(ctx context.Context, s *stack.Stack, port uint16) error {
+	l, err := gonet.ListenTCP(s.Stack, s.FullAddress(netip.IPv6Unspecified(), port), stack.Proto(netip.IPv6Unspecified()))
 	if err != nil {
 		return fmt.Errorf("sink listen: %w", err)
 	}

@@ -3,6 +3,7 @@ package pfkey
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -459,15 +460,7 @@ func supported() (auth, enc *Supported) {
 		if id == 0 {
 			continue
 		}
-		lo, hi := 0, 0
-		for i, k := range a.KeySizes {
-			if i == 0 || k < lo {
-				lo = k
-			}
-			if k > hi {
-				hi = k
-			}
-		}
+		lo, hi := slices.Min(a.KeySizes), slices.Max(a.KeySizes)
 		alg := Alg{ID: id, IVLen: uint8(a.IVLen), MinBits: uint16(lo * 8), MaxBits: uint16(hi * 8)}
 		if a.Kind == esp.KindIntegrity {
 			auth.Algs = append(auth.Algs, alg)

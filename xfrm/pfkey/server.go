@@ -1,10 +1,11 @@
 package pfkey
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -564,15 +565,10 @@ func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
 }
 
 func sortSAMsgs(ms []*Msg) {
-	key := func(m *Msg) (netip.Addr, uint32) { return m.Dst.Addr, m.SA.SPI }
-	for i := 1; i < len(ms); i++ {
-		for j := i; j > 0; j-- {
-			a1, s1 := key(ms[j-1])
-			a2, s2 := key(ms[j])
-			if c := a1.Compare(a2); c < 0 || (c == 0 && s1 <= s2) {
-				break
-			}
-			ms[j-1], ms[j] = ms[j], ms[j-1]
+	slices.SortStableFunc(ms, func(a, b *Msg) int {
+		if c := a.Dst.Addr.Compare(b.Dst.Addr); c != 0 {
+			return c
 		}
-	}
+		return cmp.Compare(a.SA.SPI, b.SA.SPI)
+	})
 }

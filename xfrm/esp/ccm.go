@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"sync"
 )
 
@@ -165,13 +166,10 @@ func (c *ccm) ctrXOR(s *ccmScratch, nonce, dst, src []byte) {
 	}
 }
 
-func sliceForAppend(in []byte, n int) (head, tail []byte) {
-	if total := len(in) + n; cap(in) >= total {
-		head = in[:total]
-	} else {
-		head = make([]byte, total)
-		copy(head, in)
-	}
+// appendN extends in by n bytes (reusing its capacity) and returns the
+// result and the extension, as cipher.AEAD's append convention wants.
+func appendN(in []byte, n int) (head, tail []byte) {
+	head = slices.Grow(in, n)[:len(in)+n]
 	return head, head[len(in):]
 }
 
@@ -182,7 +180,7 @@ func (c *ccm) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	s := c.scratch.Get().(*ccmScratch)
 	defer c.scratch.Put(s)
 	c.mac(s, nonce, aad, plaintext)
-	ret, out := sliceForAppend(dst, len(plaintext)+c.tagSize)
+	ret, out := appendN(dst, len(plaintext)+c.tagSize)
 	c.ctrXOR(s, nonce, out[:len(plaintext)], plaintext)
 	subtle.XORBytes(out[len(plaintext):], s.x[:c.tagSize], s.s0[:c.tagSize])
 	return ret
@@ -200,7 +198,7 @@ func (c *ccm) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	n := len(ciphertext) - c.tagSize
 	var tag [16]byte
 	copy(tag[:], ciphertext[n:])
-	ret, out := sliceForAppend(dst, n)
+	ret, out := appendN(dst, n)
 	c.ctrXOR(s, nonce, out, ciphertext[:n])
 	c.mac(s, nonce, aad, out)
 	subtle.XORBytes(s.x[:c.tagSize], s.x[:c.tagSize], s.s0[:c.tagSize])

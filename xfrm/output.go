@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
-
-	"github.com/ipsecstack/ipsecstack/xfrm/esp"
 )
 
 // Allocator supplies buffers for packets the engine builds. The stack glue
@@ -143,7 +141,7 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	v4 := pkt[0]>>4 == 4
 	switch c.Mode {
 	case ModeTransport:
-		hlen, nhOff, ok := unfragmentableLen(pkt)
+		hlen, nhOff, ok := insertPoint(pkt)
 		if !ok {
 			e.Stats.OutStateModeError.Add(1)
 			return nil, false
@@ -237,7 +235,7 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	defer compBufs.Put(bp)
 	scratch := *bp
 	if c.Mode == ModeTransport {
-		hlen, nhOff, ok := unfragmentableLen(pkt)
+		hlen, nhOff, ok := insertPoint(pkt)
 		if !ok {
 			e.Stats.OutStateModeError.Add(1)
 			return nil, false
@@ -334,49 +332,13 @@ func ipv4Checksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// unfragmentableLen returns where transport-mode ESP goes in pkt: after the
-// IPv4 header with its options, or after the IPv6 header and the
-// extension headers that precede ESP (hop-by-hop, routing, and destination
-// options followed by a routing header; RFC 4303 §3.1.1). nhOff is the
-// offset of the next-header byte that must then name ESP.
-func unfragmentableLen(pkt []byte) (hlen, nhOff int, ok bool) {
-	if len(pkt) < 1 {
+// insertPoint returns where a transport-mode header goes in pkt and the
+// offset of the next-header byte that must then name it (ParseIPLayout's
+// InsertOff and NextHdrOff).
+func insertPoint(pkt []byte) (hlen, nhOff int, ok bool) {
+	l, err := ParseIPLayout(pkt)
+	if err != nil {
 		return 0, 0, false
 	}
-	if pkt[0]>>4 == 4 {
-		if len(pkt) < 20 {
-			return 0, 0, false
-		}
-		ihl := int(pkt[0]&0xf) * 4
-		if ihl < 20 || ihl > len(pkt) {
-			return 0, 0, false
-		}
-		return ihl, 9, true
-	}
-	if len(pkt) < 40 {
-		return 0, 0, false
-	}
-	nhOff, off := 6, 40
-	for {
-		nh := pkt[nhOff]
-		switch nh {
-		case 0, 43: // hop-by-hop, routing: before ESP
-		case 60: // destination options: before ESP only if a routing header follows
-			if off+2 > len(pkt) || pkt[off] != 43 {
-				return off, nhOff, true
-			}
-		default:
-			return off, nhOff, true
-		}
-		if off+2 > len(pkt) {
-			return 0, 0, false
-		}
-		l := (int(pkt[off+1]) + 1) * 8
-		if off+l > len(pkt) {
-			return 0, 0, false
-		}
-		nhOff, off = off, off+l
-	}
+	return l.InsertOff, l.NextHdrOff, true
 }
-
-var _ = esp.HeaderLen

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
@@ -52,20 +50,6 @@ func openKeylog(path string, eng *xfrm.Engine, log *slog.Logger) (*keylog, error
 	fmt.Fprintf(f, "# ipsecstack ESP SAs for Wireshark (esp_sa UAT). Keep secret.\n")
 	k.sync()
 	return k, nil
-}
-
-// watch writes new SAs until ctx ends.
-func (k *keylog) watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			k.sync()
-		}
-	}
 }
 
 // sync writes every usable SA not yet written.

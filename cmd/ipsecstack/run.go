@@ -137,7 +137,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		if pw, err = pcap.NewWriter(bw, 0); err != nil {
 			return nil, fmt.Errorf("--pcap: %w", err)
 		}
-		go bw.flushEvery(ctx, time.Second)
+		go every(ctx, time.Second, bw.flush)
 	}
 	if cfg.Keylog != "" {
 		kl, err := openKeylog(cfg.Keylog, d.engine, log)
@@ -145,7 +145,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 			return nil, fmt.Errorf("--keylog: %w", err)
 		}
 		d.onClose(kl.Close)
-		go kl.watch(ctx, 100*time.Millisecond)
+		go every(ctx, 100*time.Millisecond, kl.sync) // write new SAs as they appear
 	}
 
 	// 3. The link and the stack.
@@ -313,20 +313,12 @@ func (w *flushWriter) Write(b []byte) (int, error) {
 	return w.bw.Write(b)
 }
 
-func (w *flushWriter) flushEvery(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.mu.Lock()
-			if w.bw != nil {
-				w.bw.Flush()
-			}
-			w.mu.Unlock()
-		}
+// flush writes out what is buffered.
+func (w *flushWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.bw != nil {
+		w.bw.Flush()
 	}
 }
 

@@ -519,12 +519,15 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 	if c.NDP {
 		step("ndp k→s", func(ctx context.Context) error { return ndpUnderESP(cs.capPath, gA, sA) })
 	}
-	step("tcp s→k", func(ctx context.Context) error { return tcpSendFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20) })
+	step("tcp s→k", func(ctx context.Context) error {
+		_, err := testbed.TCPTransferFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20)
+		return err
+	})
 	step("tcp k→s", func(ctx context.Context) error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("%s tcpsend %s %d %d", linuxvm.AgentPath, sA, linuxvm.SinkPort, 1<<20))
 		return err
 	})
-	step("udp s→k", func(ctx context.Context) error { return udpEchoFrom(ctx, st, sA, gA, linuxvm.EchoPort, 8000) })
+	step("udp s→k", func(ctx context.Context) error { return testbed.UDPEchoFrom(ctx, st, sA, gA, linuxvm.EchoPort, 8000) })
 	step("udp k→s", func(ctx context.Context) error {
 		_, err := vm.Sh(ctx, fmt.Sprintf("%s udpsend %s %d 8000 3", linuxvm.AgentPath, sA, linuxvm.EchoPort))
 		return err

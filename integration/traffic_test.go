@@ -3,11 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -21,95 +18,16 @@ import (
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-// The stack-side clients bind their source address explicitly: with
-// several addresses per family the stack's own choice may not be the
-// address the policies select (and the traffic would go in clear).
-
-func fa(st *stack.Stack, a netip.Addr, port uint16) tcpip.FullAddress {
-	return tcpip.FullAddress{NIC: st.NIC, Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: port}
-}
-
-// tcpSendFrom sends n pseudo-random bytes from src to the sink at dst:port
-// and checks the SHA-256 it answers.
-func tcpSendFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, port uint16, n int) error {
-	c, err := gonet.DialTCPWithBind(ctx, st.Stack, fa(st, src, 0), fa(st, dst, port), stack.Proto(dst))
-	if err != nil {
-		return fmt.Errorf("tcp dial %v from %v: %w", dst, src, err)
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	rng := rand.New(rand.NewPCG(uint64(n), 7))
-	h := sha256.New()
-	buf := make([]byte, 64<<10)
-	for left := n; left > 0; {
-		m := min(left, len(buf))
-		for i := 0; i < m; i += 8 {
-			v := rng.Uint64()
-			for j := 0; j < 8 && i+j < m; j++ {
-				buf[i+j] = byte(v >> (8 * j))
-			}
-		}
-		h.Write(buf[:m])
-		if _, err := c.Write(buf[:m]); err != nil {
-			return fmt.Errorf("tcp write after %d bytes: %w", n-left, err)
-		}
-		left -= m
-	}
-	if err := c.CloseWrite(); err != nil {
-		return err
-	}
-	sum := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(c, sum); err != nil {
-		return fmt.Errorf("tcp read digest: %w", err)
-	}
-	if !bytes.Equal(sum, h.Sum(nil)) {
-		return fmt.Errorf("tcp: sink's sha256 differs: content corrupted")
-	}
-	return nil
-}
-
-// udpEchoFrom sends a size-byte datagram from src to the echo server at
-// dst:port and checks the echo (a few tries: the first may wait for
-// neighbour resolution).
-func udpEchoFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, port uint16, size int) error {
-	l, r := fa(st, src, 0), fa(st, dst, port)
-	c, err := gonet.DialUDP(st.Stack, &l, &r, stack.Proto(dst))
-	if err != nil {
-		return fmt.Errorf("udp dial: %w", err)
-	}
-	defer c.Close()
-	msg := make([]byte, size)
-	for i := range msg {
-		msg[i] = byte(i*13 + size)
-	}
-	got := make([]byte, size+100)
-	for try := 0; try < 5; try++ {
-		if _, err := c.Write(msg); err != nil {
-			return fmt.Errorf("udp write: %w", err)
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		n, err := c.Read(got)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
-		if !bytes.Equal(got[:n], msg) {
-			return fmt.Errorf("udp echo of %d bytes differs (got %d bytes)", size, n)
-		}
-		return nil
-	}
-	return fmt.Errorf("udp echo of %d bytes from %v to %v: no reply after 5 tries", size, src, dst)
-}
+// The stack-side clients (pingFrom, testbed.TCPTransferFrom and
+// testbed.UDPEchoFrom) bind their source address explicitly: with several
+// addresses per family the stack's own choice may not be the address the
+// policies select (and the traffic would go in clear).
 
 // serveUDPEcho serves UDP echo on port of each address, each socket bound
 // to its address so that replies leave from it.
 func serveUDPEcho(ctx context.Context, st *stack.Stack, port uint16, addrs ...netip.Addr) error {
 	for _, a := range addrs {
-		l := fa(st, a, port)
+		l := st.FullAddress(a, port)
 		c, err := gonet.DialUDP(st.Stack, &l, nil, stack.Proto(a))
 		if err != nil {
 			return fmt.Errorf("udp echo on %v: %w", a, err)
@@ -145,7 +63,7 @@ func pingFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, count, 
 		return fmt.Errorf("ping: %s", terr)
 	}
 	defer ep.Close()
-	if terr := ep.Bind(fa(st, src, 0)); terr != nil {
+	if terr := ep.Bind(st.FullAddress(src, 0)); terr != nil {
 		return fmt.Errorf("ping: bind %v: %s", src, terr)
 	}
 	we, ch := waiter.NewChannelEntry(waiter.ReadableEvents)
@@ -161,7 +79,7 @@ func pingFrom(ctx context.Context, st *stack.Stack, src, dst netip.Addr, count, 
 			for i := range req[8:] {
 				req[8+i] = byte(i)
 			}
-			to := fa(st, dst, 0)
+			to := st.FullAddress(dst, 0)
 			if _, terr := ep.Write(bytes.NewReader(req), tcpip.WriteOptions{To: &to}); terr != nil {
 				return fmt.Errorf("ping %v: send: %s", dst, terr)
 			}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
 	"github.com/ipsecstack/ipsecstack/stack"
@@ -69,8 +70,14 @@ func ServeSink(ctx context.Context, s *stack.Stack, port uint16) error {
 // TCPTransfer sends n pseudo-random bytes from one stack to the sink at
 // dst, and checks the SHA-256 the sink returns. It returns the rate.
 func TCPTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) (bytesPerSec float64, err error) {
+	return TCPTransferFrom(ctx, from, netip.Addr{}, dst, TCPSinkPort, n)
+}
+
+// TCPTransferFrom is TCPTransfer from source address src (the zero Addr
+// leaves the choice to the stack) to a sink at dst:port.
+func TCPTransferFrom(ctx context.Context, from *stack.Stack, src, dst netip.Addr, port uint16, n int) (bytesPerSec float64, err error) {
 	rng := rand.New(rand.NewPCG(uint64(n), 7))
-	return tcpTransfer(ctx, from, dst, n, func(buf []byte) {
+	return tcpTransfer(ctx, from, src, dst, port, n, func(buf []byte) {
 		for i := 0; i < len(buf); i += 8 {
 			v := rng.Uint64()
 			for j := 0; j < 8 && i+j < len(buf); j++ {
@@ -85,7 +92,7 @@ func TCPTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) 
 func TCPTransferText(ctx context.Context, from *stack.Stack, dst netip.Addr, n int) (bytesPerSec float64, err error) {
 	line := []byte("GET /index.html HTTP/1.1 Host: example.com Accept: */* ")
 	off := 0
-	return tcpTransfer(ctx, from, dst, n, func(buf []byte) {
+	return tcpTransfer(ctx, from, netip.Addr{}, dst, TCPSinkPort, n, func(buf []byte) {
 		for i := range buf {
 			buf[i] = line[off%len(line)] + byte(off/4096%3)
 			off++
@@ -93,10 +100,24 @@ func TCPTransferText(ctx context.Context, from *stack.Stack, dst netip.Addr, n i
 	})
 }
 
-func tcpTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int, fill func([]byte)) (bytesPerSec float64, err error) {
-	c, err := gonet.DialContextTCP(ctx, from.Stack, from.FullAddress(dst, TCPSinkPort), stack.Proto(dst))
+// peerName names dst, and src when one is given, for error messages.
+func peerName(src, dst netip.Addr) string {
+	if src.IsValid() {
+		return fmt.Sprintf("%v from %v", dst, src)
+	}
+	return dst.String()
+}
+
+func tcpTransfer(ctx context.Context, from *stack.Stack, src, dst netip.Addr, port uint16, n int, fill func([]byte)) (bytesPerSec float64, err error) {
+	raddr := from.FullAddress(dst, port)
+	var c *gonet.TCPConn
+	if src.IsValid() {
+		c, err = gonet.DialTCPWithBind(ctx, from.Stack, from.FullAddress(src, 0), raddr, stack.Proto(dst))
+	} else {
+		c, err = gonet.DialContextTCP(ctx, from.Stack, raddr, stack.Proto(dst))
+	}
 	if err != nil {
-		return 0, fmt.Errorf("tcp dial %v: %w", dst, err)
+		return 0, fmt.Errorf("tcp dial %v: %w", peerName(src, dst), err)
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -132,10 +153,21 @@ func tcpTransfer(ctx context.Context, from *stack.Stack, dst netip.Addr, n int, 
 // checks the echo, retrying a few times (the first packet may wait for
 // neighbour resolution).
 func UDPEcho(ctx context.Context, from *stack.Stack, dst netip.Addr, size int) error {
-	raddr := from.FullAddress(dst, EchoPort)
-	c, err := gonet.DialUDP(from.Stack, nil, &raddr, stack.Proto(dst))
+	return UDPEchoFrom(ctx, from, netip.Addr{}, dst, EchoPort, size)
+}
+
+// UDPEchoFrom is UDPEcho from source address src (the zero Addr leaves the
+// choice to the stack) to an echo server at dst:port.
+func UDPEchoFrom(ctx context.Context, from *stack.Stack, src, dst netip.Addr, port uint16, size int) error {
+	raddr := from.FullAddress(dst, port)
+	var laddr *tcpip.FullAddress
+	if src.IsValid() {
+		l := from.FullAddress(src, 0)
+		laddr = &l
+	}
+	c, err := gonet.DialUDP(from.Stack, laddr, &raddr, stack.Proto(dst))
 	if err != nil {
-		return fmt.Errorf("udp dial %v: %w", dst, err)
+		return fmt.Errorf("udp dial %v: %w", peerName(src, dst), err)
 	}
 	defer c.Close()
 	msg := make([]byte, size)
@@ -160,7 +192,7 @@ func UDPEcho(ctx context.Context, from *stack.Stack, dst netip.Addr, size int) e
 		}
 		return nil
 	}
-	return fmt.Errorf("udp echo of %d bytes to %v: no reply after 5 tries", size, dst)
+	return fmt.Errorf("udp echo of %d bytes to %v: no reply after 5 tries", size, peerName(src, dst))
 }
 
 // Ping pings dst count times (with retries for the first) and returns the

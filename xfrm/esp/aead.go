@@ -20,7 +20,7 @@ type aeadEngine struct {
 	icvLen  int
 	// short is set when the ICV is shorter than any tag the cipher.AEAD
 	// supports (AES-GCM with 8 bytes): it computes a full tag and
-	// truncates, which needs a scratch buffer (bufs).
+	// truncates, which needs a packet-sized scratch buffer.
 	short bool
 
 	// scratch holds *aeadScratch. The nonce and the ESN AAD cannot live on
@@ -28,13 +28,15 @@ type aeadEngine struct {
 	// them escape, one allocation per packet. A pool of heap scratch
 	// structs costs two cheap per-P operations instead.
 	scratch sync.Pool
-	bufs    sync.Pool // *[]byte, short tags only
 }
 
 type aeadScratch struct {
 	nonce [12]byte
 	aad   [12]byte
 	tag   [16]byte
+	// buf holds the packet-sized output of the short-tag path and the
+	// assembled GMAC AAD with ESN.
+	buf []byte
 }
 
 func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, error) {
@@ -66,20 +68,17 @@ func (e *aeadEngine) params(s *aeadScratch, b []byte, seq uint64, esn bool) (non
 // gmacTag computes the RFC 4543 ICV of packet b (ICV field excluded) into
 // s.tag. Without ESN the AAD is contiguous in the packet; with ESN the
 // high sequence half goes between SPI and the low half, so the AAD is
-// assembled in a pooled buffer.
+// assembled in s.buf.
 func (e *aeadEngine) gmacTag(s *aeadScratch, b []byte, seq uint64, esn bool) []byte {
 	nonce, _ := e.params(s, b, seq, esn)
 	body := b[:len(b)-e.icvLen]
 	if !esn {
 		return e.aead.Seal(s.tag[:0], nonce, nil, body)[:e.icvLen]
 	}
-	bp := e.buf(len(body) + 4)
-	aad := (*bp)[:len(body)+4]
+	aad := grow(&s.buf, len(body)+4)
 	copy(aad[:12], s.aad[:])
 	copy(aad[12:], body[HeaderLen:])
-	tag := e.aead.Seal(s.tag[:0], nonce, nil, aad)[:e.icvLen]
-	e.bufs.Put(bp)
-	return tag
+	return e.aead.Seal(s.tag[:0], nonce, nil, aad)[:e.icvLen]
 }
 
 func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
@@ -101,10 +100,8 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 	if !e.short {
 		e.aead.Seal(pt[:0], nonce, pt, aad)
 	} else {
-		bp := e.buf(len(pt) + e.aead.Overhead())
-		out := e.aead.Seal((*bp)[:0], nonce, pt, aad)
+		out := e.aead.Seal(grow(&s.buf, len(pt)+e.aead.Overhead())[:0], nonce, pt, aad)
 		copy(b[off:], out[:len(pt)+e.icvLen])
-		e.bufs.Put(bp)
 	}
 	e.scratch.Put(s)
 }
@@ -131,11 +128,10 @@ func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 	// sealing the ciphertext yields the plaintext; sealing that plaintext
 	// yields the ciphertext again and the full tag to compare a prefix of.
 	ct := b[off:end]
-	bp := e.buf(len(ct) + e.aead.Overhead())
-	defer e.bufs.Put(bp)
-	pt := e.aead.Seal((*bp)[:0], nonce, ct, aad)[:len(ct)]
+	buf := grow(&s.buf, len(ct)+e.aead.Overhead())[:0]
+	pt := e.aead.Seal(buf, nonce, ct, aad)[:len(ct)]
 	copy(ct, pt)
-	full := e.aead.Seal((*bp)[:0], nonce, ct, aad)
+	full := e.aead.Seal(buf, nonce, ct, aad)
 	if subtle.ConstantTimeCompare(full[len(ct):len(ct)+e.icvLen], b[end:]) != 1 {
 		copy(ct, full[:len(ct)]) // put the ciphertext back: release nothing unverified
 		return nil, ErrICV
@@ -143,21 +139,8 @@ func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 	return ct, nil
 }
 
-// buf returns a pooled scratch buffer of at least n bytes.
-func (e *aeadEngine) buf(n int) *[]byte {
-	bp, _ := e.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	if cap(*bp) < n {
-		*bp = make([]byte, n)
-	}
-	return bp
-}
-
 func (e *aeadEngine) zero() {
 	clear(e.salt[:])
 	e.aead = nil
 	e.scratch = sync.Pool{}
-	e.bufs = sync.Pool{}
 }

@@ -28,11 +28,16 @@ type gcmStream struct {
 }
 
 // grow returns s.buf with room for n bytes.
-func (s *gcmStream) grow(n int) []byte {
-	if cap(s.buf) < n {
-		s.buf = make([]byte, 0, max(n, 2048))
+func (s *gcmStream) grow(n int) []byte { return grow(&s.buf, n) }
+
+// grow returns *buf resliced to n bytes, replacing it first with a larger
+// one (at least 2048 bytes, a packet) if it is too small: per-packet
+// scratch that settles at the largest packet seen.
+func grow(buf *[]byte, n int) []byte {
+	if cap(*buf) < n {
+		*buf = make([]byte, 0, max(n, 2048))
 	}
-	return s.buf[:n]
+	return (*buf)[:n]
 }
 
 // fits reports whether xor can take n bytes with g: g exists and the GCM

@@ -444,30 +444,8 @@ func udpSend(addr string, nums []int) error {
 		return err
 	}
 	defer c.Close()
-	got := make([]byte, 65536)
-	for i := 0; i < count; i++ {
-		msg := make([]byte, size)
-		for j := range msg {
-			msg[j] = byte(j*7 + i + size)
-		}
-		ok := false
-		for try := 0; try < 5 && !ok; try++ {
-			if _, err := c.Write(msg); err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			n, err := c.Read(got)
-			if err != nil {
-				continue
-			}
-			if !bytes.Equal(got[:n], msg) {
-				return fmt.Errorf("datagram %d: echo differs (%d bytes back)", i, n)
-			}
-			ok = true
-		}
-		if !ok {
-			return fmt.Errorf("datagram %d of %d bytes: no echo after 5 tries", i, size)
-		}
+	if err := udpEchoLoop(c, size, count); err != nil {
+		return err
 	}
 	fmt.Printf("udpsend %d x %d bytes ok\n", count, size)
 	return nil
@@ -525,6 +503,8 @@ func setsockoptBytes(fd, level, opt int, b []byte) error {
 	return unix.SetsockoptString(fd, level, opt, string(b))
 }
 
+// udpEchoLoop sends count datagrams of size bytes on c and checks that
+// each comes back intact, retrying each a few times.
 func udpEchoLoop(c net.Conn, size, count int) error {
 	got := make([]byte, 65536)
 	for i := 0; i < count; i++ {

@@ -104,13 +104,15 @@ type algorithm struct {
 var algorithms = []*algorithm{
 	// RFC 4106 AES-GCM. Three entries because setkey, PF_KEY and IKEv2
 	// number the ICV lengths separately.
-	gcmEntry([]string{"aes-gcm-16"}, 20, 20, 16, true),
-	gcmEntry([]string{"aes-gcm-12"}, 19, 19, 12, false),
-	gcmEntry([]string{"aes-gcm-8"}, 18, 18, 8, false),
+	// ENCR_AES_GCM_16/12/8, SADB_X_EALG_AES_GCM_ICV16/12/8.
+	aesAEADEntry("rfc4106(gcm(aes))", "aes-gcm-16", 20, 20, 4, 16, true, newGCM),
+	aesAEADEntry("rfc4106(gcm(aes))", "aes-gcm-12", 19, 19, 4, 12, false, newGCM),
+	aesAEADEntry("rfc4106(gcm(aes))", "aes-gcm-8", 18, 18, 4, 8, false, newGCM),
 	// RFC 4309 AES-CCM: key + 3-byte salt, 8-byte IV, ICV 8/12/16.
-	ccmEntry([]string{"aes-ccm-16"}, 16, 16, 16, true),
-	ccmEntry([]string{"aes-ccm-12"}, 15, 15, 12, false),
-	ccmEntry([]string{"aes-ccm-8"}, 14, 14, 8, false),
+	// ENCR_AES_CCM_16/12/8, SADB_X_EALG_AES_CCM_ICV16/12/8.
+	aesAEADEntry("rfc4309(ccm(aes))", "aes-ccm-16", 16, 16, 3, 16, true, newCCMAES),
+	aesAEADEntry("rfc4309(ccm(aes))", "aes-ccm-12", 15, 15, 3, 12, false, newCCMAES),
+	aesAEADEntry("rfc4309(ccm(aes))", "aes-ccm-8", 14, 14, 3, 8, false, newCCMAES),
 	{
 		// RFC 4543 AES-GMAC: ESP integrity only, with GCM's tag over
 		// SPI || seq || IV || payload as AAD.
@@ -260,48 +262,34 @@ func aesMACEntry(linux, setkey, compat string, ikev2 uint16, sadb uint8, mk func
 	}
 }
 
-func ccmEntry(setkey []string, ikev2 uint16, sadb uint8, icvLen int, def bool) *algorithm {
+// aesAEADEntry is one ICV length of an RFC 4106/4309 AES AEAD: AES-128/
+// 192/256 key + salt, 8-byte IV, no block alignment.
+func aesAEADEntry(linux, setkey string, ikev2 uint16, sadb uint8, saltLen, icvLen int, def bool, mk func([]byte, int) (cipher.AEAD, error)) *algorithm {
 	return &algorithm{
 		AlgInfo: AlgInfo{
 			Kind:        KindAEAD,
-			LinuxName:   "rfc4309(ccm(aes))",
-			SetkeyNames: setkey,
-			IKEv2ID:     ikev2, // ENCR_AES_CCM_8/12/16 = 14/15/16
-			SADB:        sadb,  // SADB_X_EALG_AES_CCM_ICV8/12/16 = 14/15/16
+			LinuxName:   linux,
+			SetkeyNames: []string{setkey},
+			IKEv2ID:     ikev2,
+			SADB:        sadb,
 			KeySizes:    []int{16, 24, 32},
-			SaltLen:     3,
+			SaltLen:     saltLen,
 			ICVLen:      icvLen,
 			IVLen:       8,
 			BlockSize:   1,
 		},
 		linuxDefault: def,
-		newAEAD: func(key []byte, icvLen int) (cipher.AEAD, error) {
-			b, err := aes.NewCipher(key)
-			if err != nil {
-				return nil, err
-			}
-			return newCCM(b, 11, icvLen)
-		},
+		newAEAD:      mk,
 	}
 }
 
-func gcmEntry(setkey []string, ikev2 uint16, sadb uint8, icvLen int, def bool) *algorithm {
-	return &algorithm{
-		AlgInfo: AlgInfo{
-			Kind:        KindAEAD,
-			LinuxName:   "rfc4106(gcm(aes))",
-			SetkeyNames: setkey,
-			IKEv2ID:     ikev2, // ENCR_AES_GCM_8/12/16 = 18/19/20
-			SADB:        sadb,  // SADB_X_EALG_AES_GCM_ICV8/12/16 = 18/19/20
-			KeySizes:    []int{16, 24, 32},
-			SaltLen:     4,
-			ICVLen:      icvLen,
-			IVLen:       8,
-			BlockSize:   1,
-		},
-		linuxDefault: def,
-		newAEAD:      newGCM,
+// newCCMAES builds RFC 4309 AES-CCM: 11-byte nonce (salt || IV).
+func newCCMAES(key []byte, icvLen int) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
 	}
+	return newCCM(b, 11, icvLen)
 }
 
 // newGCM builds AES-GCM. Go's GCM refuses tags shorter than 12 bytes, so an

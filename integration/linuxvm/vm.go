@@ -32,12 +32,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ipsecstack/ipsecstack/integration/linuxvm/proto"
 )
 
 // Ports of the agent's services in the guest.
 const (
-	EchoPort = 7    // TCP and UDP echo
-	SinkPort = 9000 // TCP sink answering with SHA-256
+	EchoPort = proto.EchoPort // TCP and UDP echo
+	SinkPort = proto.SinkPort // TCP sink answering with SHA-256
 )
 
 // AgentPath is the agent binary inside the guest (also a client:
@@ -81,28 +83,11 @@ type VM struct {
 	wmu       sync.Mutex
 	mu        sync.Mutex
 	nextID    uint64
-	pending   map[uint64]chan response
+	pending   map[uint64]chan proto.Response
 	readErr   error
 	exited    chan struct{}
 	exitErr   error
 	closeOnce sync.Once
-}
-
-type request struct {
-	ID        uint64   `json:"id"`
-	Op        string   `json:"op"`
-	Cmd       string   `json:"cmd,omitempty"`
-	Path      string   `json:"path,omitempty"`
-	Msgs      []string `json:"msgs,omitempty"`
-	TimeoutMs int64    `json:"timeout_ms,omitempty"`
-}
-
-type response struct {
-	ID     uint64 `json:"id"`
-	Stdout string `json:"stdout,omitempty"`
-	Stderr string `json:"stderr,omitempty"`
-	Exit   int    `json:"exit"`
-	Err    string `json:"err,omitempty"`
 }
 
 // Result is the outcome of a guest command.
@@ -137,7 +122,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 			return nil, err
 		}
 	}
-	vm := &VM{Image: img, TapName: o.TapName, GuestMAC: o.GuestMAC, pending: map[uint64]chan response{}, exited: make(chan struct{})}
+	vm := &VM{Image: img, TapName: o.TapName, GuestMAC: o.GuestMAC, pending: map[uint64]chan proto.Response{}, exited: make(chan struct{})}
 	var err error
 	if vm.ownTap, err = setupTap(o.TapName); err != nil {
 		return nil, err
@@ -159,7 +144,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		"-device", "virtio-net-pci,netdev=n0,mac=" + o.GuestMAC + ",romfile=",
 		"-device", "virtio-serial-pci,id=vs0",
 		"-chardev", "socket,id=agent,path=" + sock + ",server=on,wait=off",
-		"-device", "virtserialport,bus=vs0.0,chardev=agent,name=ipsecstack.agent",
+		"-device", "virtserialport,bus=vs0.0,chardev=agent,name=" + proto.PortName,
 	}
 	log := o.Log
 	if log == nil {
@@ -184,7 +169,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		vm.Close()
 		return nil, err
 	}
-	if _, err := vm.call(bootCtx, request{Op: "hello"}); err != nil {
+	if _, err := vm.call(bootCtx, proto.Request{Op: "hello"}); err != nil {
 		vm.Close()
 		return nil, fmt.Errorf("linuxvm: waiting for the agent: %w", err)
 	}
@@ -258,7 +243,7 @@ func (vm *VM) readLoop() {
 	sc := bufio.NewScanner(vm.conn)
 	sc.Buffer(make([]byte, 1<<16), 64<<20)
 	for sc.Scan() {
-		var r response
+		var r proto.Response
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			continue
 		}
@@ -282,13 +267,13 @@ func (vm *VM) readLoop() {
 	vm.mu.Unlock()
 }
 
-func (vm *VM) call(ctx context.Context, req request) (response, error) {
-	ch := make(chan response, 1)
+func (vm *VM) call(ctx context.Context, req proto.Request) (proto.Response, error) {
+	ch := make(chan proto.Response, 1)
 	vm.mu.Lock()
 	if vm.readErr != nil {
 		err := vm.readErr
 		vm.mu.Unlock()
-		return response{}, fmt.Errorf("linuxvm: control channel: %w", err)
+		return proto.Response{}, fmt.Errorf("linuxvm: control channel: %w", err)
 	}
 	vm.nextID++
 	req.ID = vm.nextID
@@ -302,21 +287,21 @@ func (vm *VM) call(ctx context.Context, req request) (response, error) {
 	_, err := vm.conn.Write(append(b, '\n'))
 	vm.wmu.Unlock()
 	if err != nil {
-		return response{}, fmt.Errorf("linuxvm: control channel: %w", err)
+		return proto.Response{}, fmt.Errorf("linuxvm: control channel: %w", err)
 	}
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return response{}, fmt.Errorf("linuxvm: control channel closed (guest died?)")
+			return proto.Response{}, fmt.Errorf("linuxvm: control channel closed (guest died?)")
 		}
 		return r, nil
 	case <-vm.exited:
-		return response{}, fmt.Errorf("linuxvm: qemu exited: %v", vm.exitErr)
+		return proto.Response{}, fmt.Errorf("linuxvm: qemu exited: %v", vm.exitErr)
 	case <-ctx.Done():
 		vm.mu.Lock()
 		delete(vm.pending, req.ID)
 		vm.mu.Unlock()
-		return response{}, ctx.Err()
+		return proto.Response{}, ctx.Err()
 	}
 }
 
@@ -324,7 +309,7 @@ func (vm *VM) call(ctx context.Context, req request) (response, error) {
 // any, is also enforced in the guest (the command's process group is
 // killed).
 func (vm *VM) Exec(ctx context.Context, cmd string) (Result, error) {
-	r, err := vm.call(ctx, request{Op: "exec", Cmd: cmd})
+	r, err := vm.call(ctx, proto.Request{Op: "exec", Cmd: cmd})
 	if err != nil {
 		return Result{}, err
 	}
@@ -363,7 +348,7 @@ func (vm *VM) Sh(ctx context.Context, cmd string) (string, error) {
 // has sadb_msg_seq 0), or an error reply. A message the kernel refuses
 // without a reply (a bad sadb_msg) is an error.
 func (vm *VM) PFKey(ctx context.Context, msgs ...[]byte) ([][][]byte, error) {
-	req := request{Op: "pfkey"}
+	req := proto.Request{Op: "pfkey"}
 	for _, m := range msgs {
 		req.Msgs = append(req.Msgs, hex.EncodeToString(m))
 	}
@@ -415,7 +400,7 @@ func stdoutHint(s string) string {
 
 // ReadFile returns a guest file's content.
 func (vm *VM) ReadFile(ctx context.Context, path string) (string, error) {
-	r, err := vm.call(ctx, request{Op: "read", Path: path})
+	r, err := vm.call(ctx, proto.Request{Op: "read", Path: path})
 	if err != nil {
 		return "", err
 	}

@@ -47,32 +47,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// PortName is the virtio-serial port name the host creates.
-const PortName = "ipsecstack.agent"
+	"github.com/ipsecstack/ipsecstack/integration/linuxvm/proto"
+)
 
 // prelude makes `ip` mean iproute2's: busybox ash runs its own applets in
 // preference to PATH, and busybox's ip has no xfrm; functions win over
 // applets.
 const prelude = "ip() { /usr/sbin/ip \"$@\"; }\n"
-
-type request struct {
-	ID        uint64   `json:"id"`
-	Op        string   `json:"op"`
-	Cmd       string   `json:"cmd,omitempty"`
-	Path      string   `json:"path,omitempty"`
-	Msgs      []string `json:"msgs,omitempty"` // pfkey: hex-encoded messages
-	TimeoutMs int64    `json:"timeout_ms,omitempty"`
-}
-
-type response struct {
-	ID     uint64 `json:"id"`
-	Stdout string `json:"stdout,omitempty"`
-	Stderr string `json:"stderr,omitempty"`
-	Exit   int    `json:"exit"`
-	Err    string `json:"err,omitempty"`
-}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -104,7 +86,7 @@ func serve() error {
 	if err := startServices(); err != nil {
 		fmt.Fprintln(os.Stderr, "agent: services:", err)
 	}
-	dev, err := findPort(PortName, 60*time.Second)
+	dev, err := findPort(proto.PortName, 60*time.Second)
 	if err != nil {
 		return err
 	}
@@ -115,7 +97,7 @@ func serve() error {
 	fmt.Fprintln(os.Stderr, "agent: serving on", dev)
 	var wmu sync.Mutex
 	enc := json.NewEncoder(f)
-	reply := func(r response) {
+	reply := func(r proto.Response) {
 		wmu.Lock()
 		defer wmu.Unlock()
 		if err := enc.Encode(r); err != nil {
@@ -126,7 +108,7 @@ func serve() error {
 	sc.Buffer(make([]byte, 1<<16), 16<<20)
 	for {
 		for sc.Scan() {
-			var req request
+			var req proto.Request
 			if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 				fmt.Fprintln(os.Stderr, "agent: bad request:", err)
 				continue
@@ -141,8 +123,8 @@ func serve() error {
 	}
 }
 
-func handle(req request) response {
-	r := response{ID: req.ID}
+func handle(req proto.Request) proto.Response {
+	r := proto.Response{ID: req.ID}
 	switch req.Op {
 	case "hello":
 		r.Stdout = "ready"
@@ -256,12 +238,12 @@ func findPort(name string, wait time.Duration) (string, error) {
 }
 
 func startServices() error {
-	echo, err := net.Listen("tcp", ":7")
+	echo, err := net.Listen("tcp", fmt.Sprintf(":%d", proto.EchoPort))
 	if err != nil {
 		return err
 	}
 	go acceptLoop(echo, func(c net.Conn) { io.Copy(c, c) })
-	sink, err := net.Listen("tcp", ":9000")
+	sink, err := net.Listen("tcp", fmt.Sprintf(":%d", proto.SinkPort))
 	if err != nil {
 		return err
 	}
@@ -273,7 +255,7 @@ func startServices() error {
 		c.Write(h.Sum(nil))
 	})
 	for _, nw := range []string{"udp4", "udp6"} {
-		if err := udpEcho(nw, 7); err != nil {
+		if err := udpEcho(nw, proto.EchoPort); err != nil {
 			return err
 		}
 	}

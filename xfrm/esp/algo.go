@@ -419,6 +419,18 @@ func bitsList(a *algorithm) string {
 	return orList(uniqSorted(append([]int{a.ICVLen * 8}, a.icvBits...)))
 }
 
+// lookupKeyed is lookup followed by keyCheck of key.
+func lookupKeyed(kind Kind, name string, icvBits int, key []byte) (*algorithm, int, error) {
+	a, icvLen, err := lookup(kind, name, icvBits)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := keyCheck(a, name, key); err != nil {
+		return nil, 0, err
+	}
+	return a, icvLen, nil
+}
+
 // keyCheck validates a key (with salt) against the entry's sizes.
 func keyCheck(a *algorithm, name string, key []byte) error {
 	for _, n := range a.KeySizes {

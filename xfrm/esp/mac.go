@@ -1,6 +1,7 @@
 package esp
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
@@ -32,14 +33,11 @@ type macState struct {
 // NewMAC builds the integrity algorithm name (Linux or setkey name) with
 // key, truncated to icvBits (0: the algorithm's default).
 func NewMAC(name string, key []byte, icvBits int) (*MAC, error) {
-	a, icvLen, err := lookup(KindIntegrity, name, icvBits)
+	a, icvLen, err := lookupKeyed(KindIntegrity, name, icvBits, key)
 	if err != nil {
 		return nil, err
 	}
-	if err := keyCheck(a, name, key); err != nil {
-		return nil, err
-	}
-	return newMAC(a, append([]byte(nil), key...), icvLen)
+	return newMAC(a, bytes.Clone(key), icvLen)
 }
 
 func newMAC(a *algorithm, key []byte, icvLen int) (*MAC, error) {

@@ -1,9 +1,6 @@
 package esp
 
-import (
-	"bytes"
-	"fmt"
-)
+import "fmt"
 
 // Transform is the keyed ESP transform of one SA. Safe for concurrent use.
 type Transform struct {
@@ -61,11 +58,8 @@ func New(aeadName string, aeadKey []byte, aeadICVBits int, encName string, encKe
 }
 
 func newAEADTransform(name string, key []byte, icvBits int) (*Transform, error) {
-	a, icvLen, err := lookup(KindAEAD, name, icvBits)
+	a, icvLen, err := lookupKeyed(KindAEAD, name, icvBits, key)
 	if err != nil {
-		return nil, err
-	}
-	if err := keyCheck(a, name, key); err != nil {
 		return nil, err
 	}
 	k := len(key) - a.SaltLen
@@ -84,42 +78,29 @@ func newAEADTransform(name string, key []byte, icvBits int) (*Transform, error) 
 }
 
 func newCBCTransform(encName string, encKey []byte, authName string, authKey []byte, authICVBits int) (*Transform, error) {
-	enc, _, err := lookup(KindEncryption, encName, 0)
+	enc, _, err := lookupKeyed(KindEncryption, encName, 0, encKey)
 	if err != nil {
 		return nil, err
 	}
-	if err := keyCheck(enc, encName, encKey); err != nil {
-		return nil, err
-	}
-	var auth *algorithm
+	var mac *MAC
 	icvLen := 0
 	if authName != "" {
-		auth, icvLen, err = lookup(KindIntegrity, authName, authICVBits)
-		if err != nil {
+		if mac, err = NewMAC(authName, authKey, authICVBits); err != nil {
 			return nil, err
 		}
-		if err := keyCheck(auth, authName, authKey); err != nil {
-			return nil, err
-		}
+		icvLen = mac.icvLen
 	} else if authICVBits != 0 {
 		return nil, fmt.Errorf("esp: ICV of %d bits given without an integrity algorithm", authICVBits)
-	}
-	if enc.newBlock == nil && auth == nil {
+	} else if enc.newBlock == nil {
 		return nil, fmt.Errorf("esp: %s encryption without integrity protects nothing (RFC 4303 §3.2)", encName)
-	}
-	var mac *MAC
-	if auth != nil {
-		if mac, err = newMAC(auth, bytes.Clone(authKey), icvLen); err != nil {
-			return nil, err
-		}
 	}
 	eng, err := newCBCEngine(enc, encKey, mac)
 	if err != nil {
 		return nil, fmt.Errorf("esp: %s: %v", encName, err)
 	}
 	name := enc.LinuxName
-	if auth != nil {
-		name += fmt.Sprintf("+%s/%d", auth.LinuxName, icvLen*8)
+	if mac != nil {
+		name += "+" + mac.name
 	}
 	return &Transform{
 		eng:     eng,

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"net/netip"
 	"os"
@@ -24,21 +23,14 @@ func init() { commands["ping"] = runPing }
 // if no reply came back at all (as ping does).
 func runPing(args []string) error {
 	fs := flag.NewFlagSet("ping", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	path := fs.String("control", control.DefaultPath, "control socket `PATH`")
 	count := fs.Int("c", 4, "stop after `N` echo requests (0: until interrupted)")
 	size := fs.Int("s", 56, "payload `SIZE` in bytes")
 	interval := fs.String("i", "1", "`INTERVAL` between requests: seconds (0.2) or a Go duration (200ms)")
 	wait := fs.String("W", "1", "`TIMEOUT` for each reply: seconds or a Go duration")
 	usage := "usage: ipsecstack ping [--control PATH] [-c N] [-s SIZE] [-i INTERVAL] [-W TIMEOUT] ADDR"
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Println(usage)
-			fs.SetOutput(os.Stdout)
-			fs.PrintDefaults()
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, usage, os.Stdout); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: want exactly one ADDR (%s)", errUsage, usage)

@@ -75,7 +75,6 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
 // stdout).
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are reported by main, on one line
 	var (
 		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
 		mtu                                                     uint
@@ -93,14 +92,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, runUsage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return nil, flag.ErrHelp
-		}
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, runUsage, stdout); err != nil {
+		return nil, err
 	}
 	if fs.NArg() != 0 {
 		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))

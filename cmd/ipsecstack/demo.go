@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -156,7 +157,7 @@ func printSAs(w io.Writer, fam string, s *stack.Stack) {
 			sa.Counters.Packets.Load(), sa.Counters.Bytes.Load(), sa.State()))
 		return true
 	})
-	sortStrings(rows)
+	slices.Sort(rows)
 	for _, r := range rows {
 		fmt.Fprintln(w, r)
 	}

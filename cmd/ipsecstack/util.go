@@ -6,11 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 )
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // every calls f each period until ctx ends.
 func every(ctx context.Context, period time.Duration, f func()) {

@@ -314,42 +314,58 @@ func pyPayload(n int) []byte {
 func TestPythonVectors(t *testing.T) {
 	for _, v := range pyCBCVectors {
 		t.Run(v.name, func(t *testing.T) {
-			tr, err := New("", nil, 0, v.enc, unhex(t, v.encKey), v.auth, unhex(t, v.authKey), v.icvBits)
-			if err != nil {
-				t.Fatal(err)
-			}
-			packet := unhex(t, v.packet)
-			payload, nh, err := tr.Open(bytes.Clone(packet), v.seq, v.esn)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			if v.iv != "" {
-				tr.testIV = unhex(t, v.iv)
-			}
-			if out := tr.Seal(nil, v.spi, v.seq, v.esn, payload, nh); !bytes.Equal(out, packet) {
-				t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
-			}
+			payload, _ := checkPyCBCVector(t, v)
 			if !bytes.Equal(payload, pyPayload(len(payload))) {
 				t.Fatalf("payload %x", payload)
 			}
 		})
 	}
 	for _, v := range pyAEADVectors {
-		t.Run(v.name, func(t *testing.T) {
-			tr, err := New(v.alg, unhex(t, v.key), v.icvBits, "", nil, "", nil, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			packet := unhex(t, v.packet)
-			want := pyPayload(45)
-			// No testIV: the default IV is the sequence number.
-			if out := tr.Seal(nil, v.spi, v.seq, v.esn, want, 4); !bytes.Equal(out, packet) {
-				t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
-			}
-			payload, nh, err := tr.Open(bytes.Clone(packet), v.seq, v.esn)
-			if err != nil || !bytes.Equal(payload, want) || nh != 4 {
-				t.Fatalf("Open = %x nh %d err %v", payload, nh, err)
-			}
-		})
+		t.Run(v.name, func(t *testing.T) { checkPyAEADVector(t, v) })
 	}
+}
+
+// checkPyCBCVector opens v's packet, reseals the payload (with v's IV, if
+// it gives one) and checks that the packet comes back byte for byte. It
+// returns the payload and next header.
+func checkPyCBCVector(t *testing.T, v pyCBCVector) ([]byte, uint8) {
+	t.Helper()
+	tr, err := New("", nil, 0, v.enc, unhex(t, v.encKey), v.auth, unhex(t, v.authKey), v.icvBits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packet := unhex(t, v.packet)
+	payload, nh, err := tr.Open(bytes.Clone(packet), v.seq, v.esn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if v.iv != "" {
+		tr.testIV = unhex(t, v.iv)
+	}
+	if out := tr.Seal(nil, v.spi, v.seq, v.esn, payload, nh); !bytes.Equal(out, packet) {
+		t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
+	}
+	return payload, nh
+}
+
+// checkPyAEADVector seals pyPayload(45) with next header 4 and the default
+// IV (the sequence number), checks that it gives v's packet, and opens the
+// packet back. It returns the transform and the packet.
+func checkPyAEADVector(t *testing.T, v pyAEADVector) (*Transform, []byte) {
+	t.Helper()
+	tr, err := New(v.alg, unhex(t, v.key), v.icvBits, "", nil, "", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packet := unhex(t, v.packet)
+	want := pyPayload(45)
+	// No testIV: the default IV is the sequence number.
+	if out := tr.Seal(nil, v.spi, v.seq, v.esn, want, 4); !bytes.Equal(out, packet) {
+		t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
+	}
+	payload, nh, err := tr.Open(bytes.Clone(packet), v.seq, v.esn)
+	if err != nil || !bytes.Equal(payload, want) || nh != 4 {
+		t.Fatalf("Open = %x nh %d err %v", payload, nh, err)
+	}
+	return tr, packet
 }

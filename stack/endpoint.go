@@ -6,7 +6,6 @@
 package stack
 
 import (
-	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -332,16 +331,10 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 	default:
 		return false
 	}
-	if len(b) < hlen+8 {
-		return false
-	}
-	spi := binary.BigEndian.Uint32(b[hlen:])
-	if proto == xfrm.ProtoIPComp {
-		spi = uint32(binary.BigEndian.Uint16(b[hlen+2:]))
-	}
-	if e.engine.SAD.Lookup(f.Dst, proto, spi) == nil {
-		// Not ours: the IP layer decides (forwarding, or the
-		// handler counts XfrmInNoStates).
+	spi, ok := xfrm.PacketSPI(proto, b[hlen:])
+	if !ok || e.engine.SAD.Lookup(f.Dst, proto, spi) == nil {
+		// Truncated or not ours: the IP layer decides (forwarding, or
+		// the handler counts XfrmInHdrError or XfrmInNoStates).
 		return false
 	}
 	a := allocPool.Get().(*viewAlloc)

@@ -60,28 +60,13 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 			e.Stats.InHdrError.Add(1)
 			return nil
 		}
-		var spi uint32
-		switch proto {
-		case ProtoESP:
-			if len(payload) < esp.HeaderLen {
-				e.Stats.InHdrError.Add(1)
-				return nil
-			}
-			spi = binary.BigEndian.Uint32(payload)
-		case ProtoAH:
-			if len(payload) < ah.HeaderLen {
-				e.Stats.InHdrError.Add(1)
-				return nil
-			}
-			spi = binary.BigEndian.Uint32(payload[4:])
-		case ProtoIPComp:
-			if len(payload) < ipcomp.HeaderLen {
-				e.Stats.InHdrError.Add(1)
-				return nil
-			}
-			spi = uint32(binary.BigEndian.Uint16(payload[2:]))
-		default:
+		if proto != ProtoESP && proto != ProtoAH && proto != ProtoIPComp {
 			e.Stats.InNoStates.Add(1)
+			return nil
+		}
+		spi, ok := PacketSPI(proto, payload)
+		if !ok {
+			e.Stats.InHdrError.Add(1)
 			return nil
 		}
 		sa := e.SAD.Lookup(dst, proto, spi)
@@ -142,6 +127,27 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 			return e.finishInput(out, &sp)
 		}
 	}
+}
+
+// PacketSPI returns the SPI in the ESP, AH or IPComp header (IPComp's CPI,
+// widened) at the start of b, or false when b is too short for that header
+// or proto is none of them.
+func PacketSPI(proto Proto, b []byte) (uint32, bool) {
+	switch proto {
+	case ProtoESP:
+		if len(b) >= esp.HeaderLen {
+			return binary.BigEndian.Uint32(b), true
+		}
+	case ProtoAH:
+		if len(b) >= ah.HeaderLen {
+			return binary.BigEndian.Uint32(b[4:]), true
+		}
+	case ProtoIPComp:
+		if len(b) >= ipcomp.HeaderLen {
+			return uint32(binary.BigEndian.Uint16(b[2:])), true
+		}
+	}
+	return 0, false
 }
 
 // decapTunnel returns the inner packet of a tunnel, checked.

@@ -260,6 +260,29 @@ func (p *parser) key() ([]byte, bool, error) {
 	return nil, false, nil
 }
 
+// algName reads the algorithm name after -E, -A or -C (option t), which
+// may be given once: given records that it was.
+func (p *parser) algName(t token, given *bool, what string) (token, error) {
+	if *given {
+		return token{}, p.errf(t, "%s given twice", t.text)
+	}
+	*given = true
+	return p.word(what)
+}
+
+// algKey reads the key after algorithm alg; without one it is an error
+// when required.
+func (p *parser) algKey(alg token, required bool) ([]byte, error) {
+	k, ok, err := p.key()
+	if err != nil {
+		return nil, err
+	}
+	if !ok && required {
+		return nil, p.errf(p.peek(), "expected a key (0x... or \"string\") for %s, found %v", alg.text, p.peek())
+	}
+	return k, nil
+}
+
 func (p *parser) add(st *Statement) error {
 	if err := p.endpoints(st); err != nil {
 		return err
@@ -333,12 +356,8 @@ func (p *parser) add(st *Statement) error {
 				c.Soft.Bytes = v
 			}
 		case "-E":
-			if haveEnc {
-				return p.errf(t, "-E given twice")
-			}
-			haveEnc = true
 			encTok = t
-			n, err := p.word("an encryption algorithm")
+			n, err := p.algName(t, &haveEnc, "an encryption algorithm")
 			if err != nil {
 				return err
 			}
@@ -352,12 +371,9 @@ func (p *parser) add(st *Statement) error {
 					return p.errf(n, "unknown or unimplemented encryption algorithm %q", n.text)
 				}
 			}
-			k, ok, err := p.key()
+			k, err := p.algKey(n, n.text != "null")
 			if err != nil {
 				return err
-			}
-			if !ok && n.text != "null" {
-				return p.errf(p.peek(), "expected a key (0x... or \"string\") for %s, found %v", n.text, p.peek())
 			}
 			if kind == esp.KindAEAD {
 				c.AEAD = xfrm.Algorithm{Name: n.text, Key: k}
@@ -365,11 +381,7 @@ func (p *parser) add(st *Statement) error {
 				c.Enc = xfrm.Algorithm{Name: n.text, Key: k}
 			}
 		case "-A":
-			if haveAuth {
-				return p.errf(t, "-A given twice")
-			}
-			haveAuth = true
-			n, err := p.word("an authentication algorithm")
+			n, err := p.algName(t, &haveAuth, "an authentication algorithm")
 			if err != nil {
 				return err
 			}
@@ -379,20 +391,13 @@ func (p *parser) add(st *Statement) error {
 				}
 				return p.errf(n, "unknown or unimplemented authentication algorithm %q", n.text)
 			}
-			k, ok, err := p.key()
+			k, err := p.algKey(n, true)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return p.errf(p.peek(), "expected a key (0x... or \"string\") for %s, found %v", n.text, p.peek())
-			}
 			c.Auth = xfrm.Algorithm{Name: n.text, Key: k}
 		case "-C":
-			if haveComp {
-				return p.errf(t, "-C given twice")
-			}
-			haveComp = true
-			n, err := p.word("a compression algorithm")
+			n, err := p.algName(t, &haveComp, "a compression algorithm")
 			if err != nil {
 				return err
 			}

@@ -112,10 +112,10 @@ func (e *cbcEngine) ctrXORBlocks(s *cbcScratch, iv, data []byte) {
 }
 
 func (e *cbcEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
-	s := e.scratch.Get().(*cbcScratch)
 	ivEnd := HeaderLen + e.ivLen
 	ctEnd := len(b) - e.icvLen()
 	if e.block != nil {
+		s := e.scratch.Get().(*cbcScratch)
 		iv := b[HeaderLen:ivEnd]
 		switch {
 		case testIV != nil:
@@ -137,11 +137,11 @@ func (e *cbcEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 		default:
 			cipher.NewCBCEncrypter(e.block, iv).CryptBlocks(ct, ct)
 		}
+		e.scratch.Put(s)
 	}
 	if e.mac != nil {
 		e.mac.Compute(b[ctEnd:], seq, esn, b[:ctEnd])
 	}
-	e.scratch.Put(s)
 }
 
 func (e *cbcEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {

@@ -47,19 +47,13 @@ func algID(a esp.AlgInfo) uint8 {
 	return 0
 }
 
-// encAlgByID finds the encryption or AEAD algorithm numbered id.
-func encAlgByID(id uint8) (esp.AlgInfo, bool) {
+// AlgorithmByID finds the algorithm of the esp table PF_KEY numbers id:
+// an integrity algorithm (sadb_sa_auth) for esp.KindIntegrity, else an
+// encryption or AEAD one (sadb_sa_encrypt).
+func AlgorithmByID(kind esp.Kind, id uint8) (esp.AlgInfo, bool) {
+	auth := kind == esp.KindIntegrity
 	for _, a := range esp.Algorithms() {
-		if (a.Kind == esp.KindAEAD || a.Kind == esp.KindEncryption) && algID(a) == id {
-			return a, true
-		}
-	}
-	return esp.AlgInfo{}, false
-}
-
-func authAlgByID(id uint8) (esp.AlgInfo, bool) {
-	for _, a := range esp.Algorithms() {
-		if a.Kind == esp.KindIntegrity && algID(a) == id {
+		if (a.Kind == esp.KindIntegrity) == auth && algID(a) == id {
 			return a, true
 		}
 	}
@@ -266,7 +260,7 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		return c, nil
 	}
 	if m.SA.Encrypt != EAlgNone {
-		a, ok := encAlgByID(m.SA.Encrypt)
+		a, ok := AlgorithmByID(esp.KindEncryption, m.SA.Encrypt)
 		if !ok {
 			return c, errorf(syscall.EINVAL, "encryption algorithm %d is not supported", m.SA.Encrypt)
 		}
@@ -284,7 +278,7 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		return c, errorf(syscall.EINVAL, "encryption key without an encryption algorithm")
 	}
 	if m.SA.Auth != AAlgNone {
-		a, ok := authAlgByID(m.SA.Auth)
+		a, ok := AlgorithmByID(esp.KindIntegrity, m.SA.Auth)
 		if !ok {
 			return c, errorf(syscall.EINVAL, "authentication algorithm %d is not supported", m.SA.Auth)
 		}
@@ -483,7 +477,7 @@ func espProposal() *Proposal {
 		return c
 	}
 	for _, e := range enc.Algs {
-		a, _ := encAlgByID(e.ID)
+		a, _ := AlgorithmByID(esp.KindEncryption, e.ID)
 		if a.Kind == esp.KindAEAD {
 			pr.Combs = append(pr.Combs, life(Comb{Encrypt: e.ID, EncryptMinBits: e.MinBits, EncryptMaxBits: e.MaxBits}))
 			continue

@@ -18,13 +18,8 @@ var now = time.Now
 const timeFmt = "Jan _2 15:04:05 2006"
 
 func algName(kind esp.Kind, id uint8) string {
-	for _, a := range esp.Algorithms() {
-		if a.Kind == esp.KindIntegrity && kind != esp.KindIntegrity || a.Kind != esp.KindIntegrity && kind == esp.KindIntegrity {
-			continue
-		}
-		if a.SADB == id || (a.SADB == 0 && id == pfkey.EAlgPrivateChaCha20Poly1305 && strings.HasPrefix(a.LinuxName, "rfc7539esp")) {
-			return a.SetkeyNames[0]
-		}
+	if a, ok := pfkey.AlgorithmByID(kind, id); ok {
+		return a.SetkeyNames[0]
 	}
 	return fmt.Sprintf("unknown(%d)", id)
 }

@@ -5,13 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 	"time"
-)
-
-const (
-	msgTrunc = syscall.MSG_TRUNC
-	emsgsize = syscall.EMSGSIZE
 )
 
 // Client is a connection to a control socket.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/pfkey"
@@ -35,10 +36,9 @@ const queueLen = 4096
 
 // Server serves the control socket.
 type Server struct {
-	engine *xfrm.Engine
-	pf     *pfkey.Server
-	ln     *net.UnixListener
-	path   string
+	pf   *pfkey.Server
+	ln   *net.UnixListener
+	path string
 
 	mu       sync.RWMutex
 	handlers map[string]func(json.RawMessage) (any, error)
@@ -80,7 +80,6 @@ func Listen(path string, engine *xfrm.Engine) (*Server, error) {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	s := &Server{
-		engine:   engine,
 		pf:       pfkey.NewServer(engine),
 		ln:       ln,
 		path:     path,
@@ -235,12 +234,12 @@ func (c *conn) reader() {
 			continue
 		}
 		msg := append([]byte(nil), buf[:n]...)
-		if flags&msgTrunc != 0 || n > pfkey.MaxMsgLen {
+		if flags&syscall.MSG_TRUNC != 0 || n > pfkey.MaxMsgLen {
 			// Oversize: answer with EMSGSIZE and change nothing.
 			if msg[0] == '{' {
 				c.enqueue(jsonError("request too large"))
 			} else {
-				c.enqueue(pfkey.ErrorReply(msg, emsgsize))
+				c.enqueue(pfkey.ErrorReply(msg, syscall.EMSGSIZE))
 			}
 			continue
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,16 +103,7 @@ func registerOps(s *control.Server, st *stack.Stack, log *slog.Logger) {
 			return true
 		})
 		slices.SortFunc(out, func(a, b saJSON) int {
-			if a.SPI != b.SPI {
-				if a.SPI < b.SPI {
-					return -1
-				}
-				return 1
-			}
-			if a.Dst < b.Dst {
-				return -1
-			}
-			return 1
+			return cmp.Or(cmp.Compare(a.SPI, b.SPI), cmp.Compare(a.Dst, b.Dst))
 		})
 		return out, nil
 	})

@@ -389,17 +389,10 @@ func (s *Server) dump(k *Socket, m *Msg) error {
 	if err != nil {
 		return err
 	}
-	var msgs []*Msg
-	s.engine.SAD.Walk(func(sa *xfrm.SA) bool {
-		if proto == 0 || sa.Config.Proto == proto {
-			msgs = append(msgs, StateMsg(sa, true))
-		}
-		return true
-	})
+	msgs := StateMsgs(s.engine.SAD, proto)
 	if len(msgs) == 0 {
 		return errorf(syscall.ENOENT, "no SAs")
 	}
-	sortSAMsgs(msgs)
 	for i, r := range msgs {
 		r.Type, r.PID = m.Type, m.PID
 		r.Seq = uint32(len(msgs) - 1 - i)
@@ -564,11 +557,22 @@ func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
 	return m
 }
 
-func sortSAMsgs(ms []*Msg) {
+// StateMsgs describes the SAs of proto (0: every protocol), keys
+// included, in the order DUMP lists them: by destination, then SPI. The
+// caller sets Type, Seq and PID.
+func StateMsgs(sad *xfrm.SAD, proto xfrm.Proto) []*Msg {
+	var ms []*Msg
+	sad.Walk(func(sa *xfrm.SA) bool {
+		if proto == 0 || sa.Config.Proto == proto {
+			ms = append(ms, StateMsg(sa, true))
+		}
+		return true
+	})
 	slices.SortStableFunc(ms, func(a, b *Msg) int {
 		if c := a.Dst.Addr.Compare(b.Dst.Addr); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.SA.SPI, b.SA.SPI)
 	})
+	return ms
 }

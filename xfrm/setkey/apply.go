@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -217,23 +216,11 @@ func sameSel(a, b xfrm.Selector) bool {
 
 // DumpSAD prints the SAs of proto (0 = all) as `setkey -D` does.
 func DumpSAD(w io.Writer, e *xfrm.Engine, proto xfrm.Proto) {
-	var ms []*pfkey.Msg
-	e.SAD.Walk(func(sa *xfrm.SA) bool {
-		if proto == 0 || sa.Config.Proto == proto {
-			ms = append(ms, pfkey.StateMsg(sa, true))
-		}
-		return true
-	})
+	ms := pfkey.StateMsgs(e.SAD, proto)
 	if len(ms) == 0 {
 		fmt.Fprintln(w, "No SAD entries.")
 		return
 	}
-	slices.SortFunc(ms, func(a, b *pfkey.Msg) int {
-		if c := a.Dst.Addr.Compare(b.Dst.Addr); c != 0 {
-			return c
-		}
-		return int(int64(a.SA.SPI) - int64(b.SA.SPI))
-	})
 	for _, m := range ms {
 		PrintSA(w, m)
 	}
@@ -251,5 +238,3 @@ func DumpSPD(w io.Writer, e *xfrm.Engine) {
 		fmt.Fprintln(w, "No SPD entries.")
 	}
 }
-
-var _ = netip.Addr{}

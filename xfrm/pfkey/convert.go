@@ -184,16 +184,18 @@ func SAMsg(c *xfrm.SAConfig, withKeys bool) (*Msg, error) {
 // the current lifetime. Larval SAs carry only SA, SA2 and addresses.
 func StateMsg(sa *xfrm.SA, withKeys bool) *Msg {
 	c := &sa.Config
+	larval := sa.State() == xfrm.StateLarval
 	var m *Msg
-	if sa.State() == xfrm.StateLarval {
+	if !larval {
+		m, _ = SAMsg(c, withKeys)
+	}
+	if m == nil {
+		// Larval, or an algorithm without a PF_KEY number: describe the
+		// rest.
 		m = &Msg{SAType: SATypeOf(c.Proto), SA: &SA{SPI: c.SPI},
 			SA2: &SA2{Mode: modeToPF(c.Mode), ReqID: c.ReqID}, Src: hostAddr(c.Src, 0), Dst: hostAddr(c.Dst, 0)}
-	} else {
-		var err error
-		if m, err = SAMsg(c, withKeys); err != nil {
-			// An algorithm without a PF_KEY number: describe the rest.
-			m = &Msg{SAType: SATypeOf(c.Proto), SA: &SA{SPI: c.SPI, Replay: uint8(min(c.ReplayWindow, 255))},
-				SA2: &SA2{Mode: modeToPF(c.Mode), ReqID: c.ReqID}, Src: hostAddr(c.Src, 0), Dst: hostAddr(c.Dst, 0)}
+		if !larval {
+			m.SA.Replay = uint8(min(c.ReplayWindow, 255))
 		}
 	}
 	switch sa.State() {
@@ -429,14 +431,13 @@ func PolicyFromMsg(m *Msg) (*xfrm.Policy, error) {
 			return nil, errorf(syscall.EINVAL, "request level %d", r.Level)
 		}
 		t.Level = xfrm.Level(r.Level)
+		// Transport requests may name addresses; they constrain nothing
+		// here and are dropped as Linux does.
 		if t.Mode == xfrm.ModeTunnel {
 			if r.Src == nil {
 				return nil, errorf(syscall.EINVAL, "tunnel request without addresses")
 			}
 			t.Src, t.Dst = r.Src.Addr, r.Dst.Addr
-		} else if r.Src != nil {
-			// Transport requests may name addresses; they constrain
-			// nothing here and are dropped as Linux does.
 		}
 		p.Templates = append(p.Templates, t)
 	}

@@ -93,16 +93,13 @@ func (h *handler) handle(_ stack.TransportEndpointID, pkt *stack.PacketBuffer) b
 	}
 	hdr := pkt.NetworkHeader().Slice()
 	th := pkt.TransportHeader().Slice()
-	size := len(th) + pkt.Data().Size()
-	v := buffer.NewViewSize(size)
+	// One copy: the transport header, then the data views written straight
+	// in behind it (the view has room for both, so the writes cannot fail).
+	v := buffer.NewView(len(th) + pkt.Data().Size())
 	defer v.Release()
+	_, _ = v.Write(th)
+	_, _ = pkt.Data().ReadTo(v, true)
 	b := v.AsSlice()
-	copy(b, th)
-	if pkt.Data().Size() > 0 {
-		d := pkt.Data().AsRange().ToView()
-		copy(b[len(th):], d.AsSlice())
-		d.Release()
-	}
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
 	out := ep.engine.Input(hdr, h.proto, b, a)

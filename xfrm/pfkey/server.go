@@ -157,8 +157,9 @@ func (s *Server) dispatch(k *Socket, m *Msg) error {
 	case MsgGet:
 		return s.getSA(k, m)
 	case MsgAcquire:
-		// A key manager reporting a failed negotiation: nothing to undo
-		// since ACQUIRE creates no larval SA here.
+		// A key manager reporting a failed negotiation. Linux marks the
+		// larval SA as failed, which keeps the flow from asking again
+		// until it times out; the engine's larval SA already does that.
 		return nil
 	case MsgRegister:
 		return s.register(k, m)

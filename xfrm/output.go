@@ -141,16 +141,11 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	v4 := pkt[0]>>4 == 4
 	switch c.Mode {
 	case ModeTransport:
-		hlen, nhOff, ok := insertPoint(pkt)
+		hlen, nhOff, ok := e.splitTransport(sa, pkt)
 		if !ok {
-			e.Stats.OutStateModeError.Add(1)
 			return nil, false
 		}
 		payload := pkt[hlen:]
-		if !sa.account(len(payload)) {
-			e.Stats.OutStateExpired.Add(1)
-			return nil, false
-		}
 		nh := pkt[nhOff]
 		if h != nil {
 			n := h.Len(v4)
@@ -181,15 +176,11 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		fixLength(out, v4)
 		return out, true
 	default: // tunnel
-		if !sa.account(len(pkt)) {
-			e.Stats.OutStateExpired.Add(1)
+		if !e.accountOut(sa, len(pkt)) {
 			return nil, false
 		}
 		inner, tos := innerInfo(pkt)
-		hlen := 40
-		if c.Dst.Is4() {
-			hlen = 20
-		}
+		hlen := outerLen(c.Dst)
 		if h != nil {
 			n := h.Len(c.Dst.Is4())
 			out := a.Alloc(hlen + n + len(pkt))
@@ -235,16 +226,11 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	defer compBufs.Put(bp)
 	scratch := *bp
 	if c.Mode == ModeTransport {
-		hlen, nhOff, ok := insertPoint(pkt)
+		hlen, nhOff, ok := e.splitTransport(sa, pkt)
 		if !ok {
-			e.Stats.OutStateModeError.Add(1)
 			return nil, false
 		}
 		payload := pkt[hlen:]
-		if !sa.account(len(payload)) {
-			e.Stats.OutStateExpired.Add(1)
-			return nil, false
-		}
 		n, ok := sa.comp.Compress(scratch, payload, pkt[nhOff], uint16(c.SPI))
 		if !ok {
 			sa.Counters.Uncompressed.Add(1)
@@ -257,15 +243,11 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		fixLength(out, pkt[0]>>4 == 4)
 		return out, true
 	}
-	if !sa.account(len(pkt)) {
-		e.Stats.OutStateExpired.Add(1)
+	if !e.accountOut(sa, len(pkt)) {
 		return nil, false
 	}
 	inner, tos := innerInfo(pkt)
-	hlen := 40
-	if c.Dst.Is4() {
-		hlen = 20
-	}
+	hlen := outerLen(c.Dst)
 	n, ok := sa.comp.Compress(scratch, pkt, inner, uint16(c.SPI))
 	var out []byte
 	if ok {
@@ -332,13 +314,35 @@ func ipv4Checksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// insertPoint returns where a transport-mode header goes in pkt and the
-// offset of the next-header byte that must then name it (ParseIPLayout's
-// InsertOff and NextHdrOff).
-func insertPoint(pkt []byte) (hlen, nhOff int, ok bool) {
+// splitTransport finds where a transport-mode header goes in pkt
+// (ParseIPLayout's InsertOff) and the offset of the next-header byte that
+// must then name it, and charges the payload after it to sa's lifetime.
+// It counts why it fails.
+func (e *Engine) splitTransport(sa *SA, pkt []byte) (hlen, nhOff int, ok bool) {
 	l, err := ParseIPLayout(pkt)
 	if err != nil {
+		e.Stats.OutStateModeError.Add(1)
+		return 0, 0, false
+	}
+	if !e.accountOut(sa, len(pkt)-l.InsertOff) {
 		return 0, 0, false
 	}
 	return l.InsertOff, l.NextHdrOff, true
+}
+
+// accountOut charges n bytes to sa's lifetime, counting a hard expiry.
+func (e *Engine) accountOut(sa *SA, n int) bool {
+	if !sa.account(n) {
+		e.Stats.OutStateExpired.Add(1)
+		return false
+	}
+	return true
+}
+
+// outerLen is the length of a tunnel's outer header to dst.
+func outerLen(dst netip.Addr) int {
+	if dst.Is4() {
+		return 20
+	}
+	return 40
 }

@@ -176,11 +176,7 @@ func (sa *SA) Overhead(n int) int {
 	}
 	// IPComp adds nothing: it sends a packet compressed only if smaller.
 	if sa.Config.Mode == ModeTunnel {
-		if sa.Config.Dst.Is4() {
-			o += 20
-		} else {
-			o += 40
-		}
+		o += outerLen(sa.Config.Dst)
 	}
 	return o
 }

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 
@@ -148,21 +149,12 @@ func New(cfg Config) (*Stack, error) {
 func subnet(p netip.Prefix) (tcpip.Subnet, error) {
 	p = p.Masked()
 	a := tcpip.AddrFromSlice(p.Addr().AsSlice())
-	m := tcpip.MaskFromBytes(netmask(p))
+	m := tcpip.MaskFromBytes(net.CIDRMask(p.Bits(), p.Addr().BitLen()))
 	s, err := tcpip.NewSubnet(a, m)
 	if err != nil {
 		return tcpip.Subnet{}, fmt.Errorf("stack: route %v: %v", p, err)
 	}
 	return s, nil
-}
-
-func netmask(p netip.Prefix) []byte {
-	n := p.Addr().BitLen() / 8
-	m := make([]byte, n)
-	for i := 0; i < p.Bits(); i++ {
-		m[i/8] |= 0x80 >> (i % 8)
-	}
-	return m
 }
 
 // Close tears the stack down.

@@ -109,6 +109,10 @@ func (s Selector) canonical() Selector {
 	return s
 }
 
+// Equal reports whether two selectors pick the same traffic as the SPD
+// compares them: prefixes masked, ANY port ranges in one form.
+func (s Selector) Equal(o Selector) bool { return s.canonical() == o.canonical() }
+
 // String formats the selector like setkey's spdadd arguments:
 // "10.0.0.0/24[any] 10.0.1.5/32[443] tcp". ANY addresses print as "any";
 // ranges as "lo-hi". For ICMP and ICMPv6 the type and code follow the

@@ -158,7 +158,7 @@ func applyOne(e *xfrm.Engine, st *Statement, sa *xfrm.SA, out io.Writer) (undo, 
 		var old *xfrm.Policy
 		probe := st.Policy
 		e.SPD.Walk(func(q *xfrm.Policy) bool {
-			if q.Dir == probe.Dir && q.Priority == probe.Priority && sameSel(q.Sel, probe.Sel) {
+			if q.Dir == probe.Dir && q.Priority == probe.Priority && q.Sel.Equal(probe.Sel) {
 				old = q
 				return false
 			}
@@ -193,25 +193,6 @@ func applyOne(e *xfrm.Engine, st *Statement, sa *xfrm.SA, out io.Writer) (undo, 
 		return nil, nil
 	}
 	return nil, errors.New("unknown command " + st.Cmd)
-}
-
-func sameSel(a, b xfrm.Selector) bool {
-	norm := func(s xfrm.Selector) xfrm.Selector {
-		if s.Src.IsValid() {
-			s.Src = s.Src.Masked()
-		}
-		if s.Dst.IsValid() {
-			s.Dst = s.Dst.Masked()
-		}
-		if s.SrcPorts.IsAny() {
-			s.SrcPorts = xfrm.PortRange{}
-		}
-		if s.DstPorts.IsAny() {
-			s.DstPorts = xfrm.PortRange{}
-		}
-		return s
-	}
-	return norm(a) == norm(b)
 }
 
 // DumpSAD prints the SAs of proto (0 = all) as `setkey -D` does.

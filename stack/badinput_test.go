@@ -141,14 +141,17 @@ func badInputPair(t *testing.T, suite testbed.Suite) (*testbed.Pair, func() [][]
 	}, ctx
 }
 
-// settle waits until B's inbound SA has been quiet for 100 ms, so that a
-// datagram retried on a loaded machine cannot land in the middle of a
-// case and move a counter the case does not expect.
+// settle waits until the link between A and B has gone quiet: every
+// packet A sent on its SA to B has been received by B, and nothing moved
+// for 300 ms. On a loaded machine a retried datagram, B's echo of it and
+// A's ICMP error for the now closed socket can trail the warm-up; any of
+// them landing mid-case would move a counter the case does not expect.
 func settle(p *testbed.Pair) {
+	out := p.A.Engine.SAD.Lookup(testbed.B6, xfrm.ProtoESP, testbed.SPIAtoB)
 	last, quiet := uint64(0), 0
-	for i := 0; i < 40 && quiet < 2; i++ {
-		n := bInbound(p).Counters.Packets.Load()
-		if n == last {
+	for i := 0; i < 100 && quiet < 6; i++ {
+		n := bInbound(p).Counters.Packets.Load() + out.LastSeq()
+		if n == last && out.LastSeq() == bInbound(p).ReplayTop() {
 			quiet++
 		} else {
 			last, quiet = n, 0

@@ -191,14 +191,23 @@ func startDaemon(t *testing.T, name string, ns *netns, dir string, args ...strin
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
+		var stats string
 		select {
 		case <-d.done:
 		default:
+			if t.Failed() {
+				// The xfrm counters of a daemon still running say where
+				// packets were dropped.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				out, serr, _ := cli(ctx, "stats", "--control", d.control)
+				cancel()
+				stats = out + serr
+			}
 			d.cmd.Process.Kill()
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("%s stderr:\n%s", name, d.stderr.String())
+			t.Logf("%s stderr:\n%s\n%s xfrm_stat:\n%s", name, d.stderr.String(), name, stats)
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)

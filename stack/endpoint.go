@@ -34,6 +34,7 @@ type LinkStats struct {
 	InChecked    atomic.Uint64 // cleartext packets that passed the inbound check
 	InDropped    atomic.Uint64 // cleartext packets the inbound check dropped
 	InIPsec      atomic.Uint64 // IPsec packets handed to the protocol handlers
+	InFragments  atomic.Uint64 // fragments from the link, reassembled before the check
 	Reinjected   atomic.Uint64 // decapsulated packets given back to the stack
 }
 
@@ -271,14 +272,14 @@ const (
 	inConsumed                       // decapsulated here and re-injected
 )
 
-// inbound classifies a packet from the link. Cleartext packets get the
-// inbound policy check: full packets and initial fragments by their
-// selectors, non-initial fragments with OPAQUE ports (RFC 4301 §7);
-// dropping a protected initial fragment kills the whole datagram since the
-// reassembler builds from it. Whole ESP/AH/IPComp packets addressed to one
-// of our SAs are decapsulated right here, in the received buffer, so the
-// outer packet does not cross the IP layer on its way to the protocol
-// handler (that path remains for fragments and extension headers).
+// inbound classifies a packet from the link. Fragments are reassembled
+// here first (xfrm/reasm.go says why), so that what is classified is the
+// datagram the transport layer will receive; the stack above only ever sees
+// whole datagrams. Whole ESP/AH/IPComp packets addressed to one of our SAs
+// are decapsulated right here, in the received buffer, so the outer packet
+// does not cross the IP layer on its way to the protocol handler (that
+// path remains for packets with extension headers). Everything else in
+// clear gets the inbound policy check.
 func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 	// The received buffer is ours alone until we deliver it; PullUp is
 	// free for the usual single-view packet.
@@ -287,9 +288,24 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 		e.engine.Stats.InHdrError.Add(1)
 		return inDrop
 	}
-	var f xfrm.Flow
-	if _, err := xfrm.ParseFlow(b, &f); err != nil {
+	fi, isFrag, err := xfrm.ParseFragment(b)
+	if err != nil {
 		// Never let through what we cannot classify.
+		e.engine.Stats.InHdrError.Add(1)
+		return inDrop
+	}
+	if isFrag {
+		e.reassemble(b, &fi)
+		return inConsumed
+	}
+	return e.classify(b)
+}
+
+// classify runs the inbound check on a whole datagram b.
+func (e *Endpoint) classify(b []byte) inboundVerdict {
+	var f xfrm.Flow
+	l4off, err := xfrm.ParseFlow(b, &f)
+	if err != nil {
 		e.engine.Stats.InHdrError.Add(1)
 		return inDrop
 	}
@@ -304,8 +320,40 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 	if !e.engine.CheckInbound(&f, nil) {
 		return inDrop
 	}
+	if xfrm.IsICMPError(&f) && !e.engine.CheckInboundICMPError(b, l4off, nil) {
+		return inDrop
+	}
 	e.Stats.InChecked.Add(1)
 	return inPass
+}
+
+// reassemble adds a cleartext fragment to the engine's reassembler and,
+// when it completes a datagram, classifies the datagram and hands it to the
+// stack whole.
+func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
+	e.Stats.InFragments.Add(1)
+	a := allocPool.Get().(*viewAlloc)
+	defer allocPool.Put(a)
+	whole := e.engine.Reasm.Add(b, fi, nil, a)
+	if whole == nil {
+		a.release()
+		return
+	}
+	v := a.take()
+	if _, again, err := xfrm.ParseFragment(whole); again || err != nil {
+		// A fragment inside a fragment: nothing sends that.
+		e.engine.Reasm.Stats.ReasmFails.Add(1)
+		v.Release()
+		return
+	}
+	switch e.classify(whole) {
+	case inPass:
+		e.deliver(v)
+		return
+	case inDrop:
+		e.Stats.InDropped.Add(1)
+	}
+	v.Release()
 }
 
 // fastInput decapsulates a whole IPsec packet whose IPsec header directly
@@ -350,6 +398,13 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
 func (e *Endpoint) reinject(ip *buffer.View) {
+	e.Stats.Reinjected.Add(1)
+	e.deliver(ip)
+}
+
+// deliver hands a whole datagram that passed the inbound check to the
+// stack, which takes ip.
+func (e *Endpoint) deliver(ip *buffer.View) {
 	d := e.upper()
 	if d == nil {
 		ip.Release()
@@ -361,6 +416,5 @@ func (e *Endpoint) reinject(ip *buffer.View) {
 	}
 	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(ip)})
 	defer p.DecRef()
-	e.Stats.Reinjected.Add(1)
 	d.DeliverNetworkPacket(proto, p)
 }

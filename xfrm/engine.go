@@ -44,6 +44,9 @@ type Engine struct {
 	SPD   *SPD
 	SAD   *SAD
 	Stats Stats
+	// Reasm reassembles fragments before the inbound policy check, both
+	// those from the link and those decapsulated from a tunnel.
+	Reasm *Reassembler
 
 	subMu sync.RWMutex
 	subs  map[int]func(Event)
@@ -63,11 +66,12 @@ type Engine struct {
 // lifetime timer.
 func NewEngine() *Engine {
 	e := &Engine{
-		SPD:  NewSPD(),
-		SAD:  NewSAD(),
-		subs: make(map[int]func(Event)),
-		acq:  make(map[acqKey]*SA),
-		stop: make(chan struct{}),
+		SPD:   NewSPD(),
+		SAD:   NewSAD(),
+		Reasm: NewReassembler(DefaultReasmMemLimit, DefaultReasmTimeout),
+		subs:  make(map[int]func(Event)),
+		acq:   make(map[acqKey]*SA),
+		stop:  make(chan struct{}),
 	}
 	e.SAD.changed = e.SPD.Invalidate
 	e.SAD.inserted = e.acquireAnswered

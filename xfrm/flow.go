@@ -26,6 +26,11 @@ const (
 	nhFragment = 44
 	nhNoNext   = 59
 	nhDstOpts  = 60
+	// nhExperiment is RFC 4727's experimental extension header, which
+	// gVisor walks as a fixed 8-byte header (header.IPv6ExperimentExtHdr):
+	// our walk must agree with the stack's or a port-specific policy is
+	// checked against the wrong protocol.
+	nhExperiment = 253
 )
 
 const (
@@ -174,6 +179,11 @@ func parseFlow6(pkt []byte, f *Flow) (int, error) {
 			// M set: an initial fragment. M clear: an atomic fragment
 			// (RFC 6946), a whole datagram.
 			fragment = fragment || fo&1 != 0
+		case nhExperiment:
+			if len(pkt)-off < 8 {
+				return 0, fmt.Errorf("%w: IPv6 experiment header at %d", ErrTruncated, off)
+			}
+			nh, off = pkt[off], off+8
 		default:
 			f.Proto = nh
 			return off, parsePorts(pkt[off:], f, fragment)

@@ -124,7 +124,7 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 				e.Stats.InHdrError.Add(1)
 				return nil
 			}
-			return e.finishInput(out, &sp)
+			return e.finishInput(out, &sp, a)
 		}
 	}
 }
@@ -158,7 +158,7 @@ func (e *Engine) decapTunnel(inner []byte, nh uint8, sp *SecPath, a Allocator) [
 	}
 	out := a.Alloc(len(inner))
 	copy(out, inner)
-	return e.finishInput(out, sp)
+	return e.finishInput(out, sp, a)
 }
 
 // ipcompTunnel finds the tunnel-mode IPComp SA from src to dst that sends
@@ -327,9 +327,27 @@ func (e *Engine) inputIPComp(sa *SA, hdr, b, scratch []byte) ([]byte, uint8, boo
 
 // finishInput checks the decapsulated packet against the SA selectors and
 // the inbound policy.
-func (e *Engine) finishInput(pkt []byte, sp *SecPath) []byte {
+func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
+	// A fragment is checked only as part of its whole datagram, with the
+	// SAs all its fragments came through (see reasm.go).
+	fi, isFrag, err := ParseFragment(pkt)
+	if err != nil {
+		e.Stats.InStateModeError.Add(1)
+		return nil
+	}
+	if isFrag {
+		if pkt = e.Reasm.Add(pkt, &fi, sp.SAs(), a); pkt == nil {
+			return nil
+		}
+		if _, again, _ := ParseFragment(pkt); again {
+			// A fragment inside a fragment: nothing sends that.
+			e.Reasm.Stats.ReasmFails.Add(1)
+			return nil
+		}
+	}
 	var f Flow
-	if _, err := ParseFlow(pkt, &f); err != nil {
+	l4off, err := ParseFlow(pkt, &f)
+	if err != nil {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
@@ -340,6 +358,9 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath) []byte {
 		return nil
 	}
 	if !e.CheckInbound(&f, sp.SAs()) {
+		return nil
+	}
+	if IsICMPError(&f) && !e.CheckInboundICMPError(pkt, l4off, sp.SAs()) {
 		return nil
 	}
 	return pkt

@@ -27,11 +27,26 @@ const (
 // ports, keyed by family and port.
 func portPolicyB(t *testing.T) (*testbed.Pair, map[[2]int]*gonet.UDPConn) {
 	t.Helper()
-	p, err := testbed.New(testbed.Config{Plain: true})
+	p, socks, err := newPortPolicyBed()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Close)
+	t.Cleanup(func() {
+		for _, c := range socks {
+			c.Close()
+		}
+		p.Close()
+	})
+	return p, socks
+}
+
+// newPortPolicyBed is portPolicyB without a test to clean up after (the
+// fuzz target's bed lives as long as the process).
+func newPortPolicyBed() (*testbed.Pair, map[[2]int]*gonet.UDPConn, error) {
+	p, err := testbed.New(testbed.Config{Plain: true})
+	if err != nil {
+		return nil, nil, err
+	}
 	tmpl := xfrm.Template{Proto: xfrm.ProtoESP, Mode: xfrm.ModeTransport, Level: xfrm.LevelRequire}
 	socks := map[[2]int]*gonet.UDPConn{}
 	for _, fam := range []struct {
@@ -42,28 +57,30 @@ func portPolicyB(t *testing.T) (*testbed.Pair, map[[2]int]*gonet.UDPConn) {
 			Proto: xfrm.ProtoUDP, DstPorts: xfrm.PortRange{Lo: protectedPort, Hi: protectedPort}}
 		if _, err := p.B.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirIn, Priority: 10, Action: xfrm.ActionProtect,
 			Sel: sel, Templates: []xfrm.Template{tmpl}}); err != nil {
-			t.Fatal(err)
+			p.Close()
+			return nil, nil, err
 		}
 		for _, port := range []uint16{protectedPort, openPort} {
 			la := p.B.FullAddress(fam.b, port)
 			c, err := gonet.DialUDP(p.B.Stack, &la, nil, stack.Proto(fam.b))
 			if err != nil {
-				t.Fatal(err)
+				p.Close()
+				return nil, nil, err
 			}
-			t.Cleanup(func() { c.Close() })
 			socks[[2]int{fam.v, int(port)}] = c
 		}
 	}
-	return p, socks
+	return p, socks, nil
 }
 
 // received drains c and returns the datagrams it holds. Delivery from
-// InjectB is synchronous, so a short deadline suffices.
+// InjectB is synchronous (the datagram is queued on the socket before
+// InjectB returns), so a short deadline suffices.
 func received(c *gonet.UDPConn) [][]byte {
 	var got [][]byte
 	buf := make([]byte, 70000)
 	for {
-		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
 		n, _, err := c.ReadFrom(buf)
 		if err != nil {
 			return got

@@ -184,9 +184,28 @@ func (sa *SA) Overhead(n int) int {
 // LastSeq returns the last outbound sequence number used.
 func (sa *SA) LastSeq() uint64 { return sa.outSeq.Load() }
 
+// ErrSeqBackwards reports an attempt to move an SA's outbound sequence
+// counter back.
+var ErrSeqBackwards = errors.New("outbound sequence number may not move backwards")
+
 // SetOutSeq sets the last outbound sequence number used, as Linux's
-// replay-oseq does when an SA moves between hosts.
-func (sa *SA) SetOutSeq(seq uint64) { sa.outSeq.Store(seq) }
+// replay-oseq does when an SA moves between hosts. The counter only moves
+// forward: a sequence number sent again would be dropped by the peer's
+// replay window anyway, and under the same transform it would repeat an
+// AEAD or counter-mode nonce (the IV is derived from it, esp.seqIV). Moving
+// it back is refused with ErrSeqBackwards rather than re-keying the IV
+// salt, so that a sequence number on the wire always names one packet.
+func (sa *SA) SetOutSeq(seq uint64) error {
+	for {
+		cur := sa.outSeq.Load()
+		if seq < cur {
+			return fmt.Errorf("%w: SA %s spi 0x%x: %d is behind %d, already used", ErrSeqBackwards, sa.Config.Proto, sa.Config.SPI, seq, cur)
+		}
+		if sa.outSeq.CompareAndSwap(cur, seq) {
+			return nil
+		}
+	}
+}
 
 // ReplayTop returns the highest inbound sequence number accepted.
 func (sa *SA) ReplayTop() uint64 {
@@ -252,6 +271,19 @@ func (sa *SA) nextSeq() (uint64, bool) {
 		return 0, false
 	}
 	return s, true
+}
+
+// nextSeqOut allocates the sequence number of an outbound packet, counting
+// XfrmOutStateSeqError when the SA has none left. It runs after the
+// lifetime check (accountOut), as Linux's xfrm_output_one checks expiry
+// before its replay overflow hook: a packet refused for its lifetime must
+// not consume a sequence number.
+func (e *Engine) nextSeqOut(sa *SA) (uint64, bool) {
+	seq, ok := sa.nextSeq()
+	if !ok {
+		e.Stats.OutStateSeqError.Add(1)
+	}
+	return seq, ok
 }
 
 // account adds a packet of n bytes to the SA's lifetime counters and

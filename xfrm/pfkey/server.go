@@ -283,15 +283,23 @@ func (s *Server) addSA(m *Msg) error {
 	}
 	if m.Type == MsgAdd {
 		if err := s.engine.SAD.Add(sa); err != nil {
+			xfrm.DiscardSA(sa)
 			return errorf(syscall.EEXIST, "%v", err)
 		}
 	} else {
-		if s.engine.SAD.Lookup(cfg.Dst, cfg.Proto, cfg.SPI) == nil {
+		// A larval SA is completed; a mature one keeps its keys,
+		// counters and replay window and takes the new lifetimes only
+		// (xfrm.SAD.Update).
+		n, err := s.engine.SAD.Update(sa)
+		switch {
+		case errors.Is(err, xfrm.ErrNotFound):
+			xfrm.DiscardSA(sa)
 			return errorf(syscall.ESRCH, "no SA %v spi %#x dst %v to update", cfg.Proto, cfg.SPI, cfg.Dst)
+		case err != nil:
+			xfrm.DiscardSA(sa)
+			return errorf(syscall.EINVAL, "%v", err)
 		}
-		if err := s.engine.SAD.Update(sa); err != nil {
-			return err
-		}
+		sa = n
 	}
 	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastAll, nil)
 	return nil
@@ -542,16 +550,16 @@ func AcquireMsg(ev xfrm.Event, seq uint32) *Msg {
 
 // ExpireMsg builds the EXPIRE Linux's key_notify_sa_expire sends.
 func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
-	c := &sa.Config
 	m := StateMsg(sa, false)
 	m.Type = MsgExpire
 	m.KeyAuth, m.KeyEncrypt = nil, nil
+	soft, hardLft := sa.Lifetimes()
 	if hard {
-		m.LifetimeHard = lifetimeExt(&c.Hard)
+		m.LifetimeHard = lifetimeExt(&hardLft)
 		m.LifetimeSoft = nil
 		m.SA.State = SAStateDead
 	} else {
-		m.LifetimeSoft = lifetimeExt(&c.Soft)
+		m.LifetimeSoft = lifetimeExt(&soft)
 		m.LifetimeHard = nil
 		m.SA.State = SAStateDying
 	}

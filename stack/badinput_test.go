@@ -246,7 +246,9 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("window top %d, want %d", sa.ReplayTop(), top)
 			}
 			// A follows, as if it had sent the packets in between.
-			p.A.Engine.SAD.Lookup(testbed.B6, xfrm.ProtoESP, testbed.SPIAtoB).SetOutSeq(top)
+			if err := p.A.Engine.SAD.Lookup(testbed.B6, xfrm.ProtoESP, testbed.SPIAtoB).SetOutSeq(top); err != nil {
+				t.Fatal(err)
+			}
 			return sealAs(t, sa, top-100, udp6([]byte("late")))
 		}},
 		{"packet after hard expiry", gcm, "XfrmInStateExpired", func(t *testing.T, p *testbed.Pair, _ [][]byte) []byte {

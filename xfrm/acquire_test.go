@@ -92,7 +92,8 @@ func TestAcquireLarval(t *testing.T) {
 	}
 }
 
-// TestAcquireFlood: new flows cannot grow the ACQUIRE table without bound.
+// TestAcquireFlood: new flows cannot grow the ACQUIRE table without bound:
+// one policy holds at most its share, the oldest entries making room.
 func TestAcquireFlood(t *testing.T) {
 	e := NewEngine()
 	defer e.Close()
@@ -102,14 +103,79 @@ func TestAcquireFlood(t *testing.T) {
 	}
 	e.Subscribe(func(Event) {})
 	a := netip.MustParseAddr("198.51.100.1")
-	for i := 0; i < maxAcquires+10; i++ {
+	const n = maxAcquires + 10
+	for i := 0; i < n; i++ {
 		dst := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 		e.Output(udp4(a, dst, 1), HeapAllocator{})
 	}
-	if n := len(e.Acquires()); n != maxAcquires {
-		t.Errorf("%d pending acquires, want the cap %d", n, maxAcquires)
+	if got := len(e.Acquires()); got != maxAcquiresPerPolicy {
+		t.Errorf("%d pending acquires, want the per-policy share %d", got, maxAcquiresPerPolicy)
 	}
-	if got, _ := e.Stats.Get("XfrmAcquireError"); got != 10 {
-		t.Errorf("XfrmAcquireError = %d, want 10", got)
+	if got := e.AcquireStats.Evicted.Load(); got != n-maxAcquiresPerPolicy {
+		t.Errorf("%d evicted, want %d", got, n-maxAcquiresPerPolicy)
+	}
+	if got, _ := e.Stats.Get("XfrmAcquireError"); got != 0 {
+		t.Errorf("XfrmAcquireError = %d, want 0 (every ACQUIRE was raised)", got)
+	}
+}
+
+// TestAcquireNoStarvation (control-plane finding 6): traffic to spoofed
+// destinations — replies to spoofed sources under a wide transport-mode
+// policy, each destination its own ACQUIRE — must not starve a real flow
+// of its ACQUIRE, under another policy or under the same one; the table
+// stays bounded. With one global table refusing when full, the real flow
+// got no ACQUIRE (and so no SA) for the 30 s larval life.
+func TestAcquireNoStarvation(t *testing.T) {
+	me := netip.MustParseAddr("192.0.2.1")
+	peer := netip.MustParseAddr("192.0.2.2")
+	wide := &Policy{Dir: DirOut, Action: ActionProtect, Priority: 20,
+		Sel:       Selector{Src: netip.PrefixFrom(me, 32), Dst: netip.MustParsePrefix("10.0.0.0/8")},
+		Templates: []Template{{Proto: ProtoESP, Level: LevelRequire, ReqID: 1}}}
+	narrow := &Policy{Dir: DirOut, Action: ActionProtect, Priority: 10,
+		Sel:       Selector{Src: netip.PrefixFrom(me, 32), Dst: netip.PrefixFrom(peer, 32)},
+		Templates: []Template{{Proto: ProtoESP, Level: LevelRequire, ReqID: 2}}}
+	for _, c := range []struct {
+		name string
+		real netip.Addr
+	}{
+		{"real flow under another policy", peer},
+		{"real flow under the flooded policy", netip.MustParseAddr("10.255.0.1")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := NewEngine()
+			defer e.Close()
+			for _, p := range []*Policy{wide, narrow} {
+				q := *p
+				if _, err := e.AddPolicy(&q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var acquired map[netip.Addr]int
+			e.Subscribe(func(ev Event) {
+				if ev.Type == EventAcquire {
+					acquired[ev.Flow.Dst]++
+				}
+			})
+			acquired = map[netip.Addr]int{}
+			// Three times the table's size in spoofed destinations.
+			for i := 0; i < 3*maxAcquires; i++ {
+				dst := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+				e.Output(udp4(me, dst, 1), HeapAllocator{})
+			}
+			if n := len(e.Acquires()); n > maxAcquires {
+				t.Fatalf("%d pending ACQUIREs, more than the bound %d", n, maxAcquires)
+			}
+			if v, _ := e.Output(udp4(me, c.real, 1), HeapAllocator{}); v != VerdictDrop {
+				t.Fatalf("verdict %d for the real flow without an SA", v)
+			}
+			if acquired[c.real] != 1 {
+				t.Fatalf("the real flow to %v got %d ACQUIREs after the flood, want 1 at once", c.real, acquired[c.real])
+			}
+			// Its pending state holds: more packets do not ask again.
+			e.Output(udp4(me, c.real, 2), HeapAllocator{})
+			if acquired[c.real] != 1 {
+				t.Fatalf("%d ACQUIREs for the real flow's second packet", acquired[c.real])
+			}
+		})
 	}
 }

@@ -52,8 +52,11 @@ type Engine struct {
 	subs  map[int]func(Event)
 	subID int
 
+	// AcquireStats count the pending-ACQUIRE table's evictions.
+	AcquireStats AcquireStats
+
 	acqMu  sync.Mutex
-	acq    map[acqKey]*SA
+	acq    acquireTable
 	acqSeq uint32
 
 	ipID atomic.Uint32
@@ -70,9 +73,9 @@ func NewEngine() *Engine {
 		SAD:   NewSAD(),
 		Reasm: NewReassembler(DefaultReasmMemLimit, DefaultReasmTimeout),
 		subs:  make(map[int]func(Event)),
-		acq:   make(map[acqKey]*SA),
 		stop:  make(chan struct{}),
 	}
+	e.acq.init()
 	e.SAD.changed = e.SPD.Invalidate
 	e.SAD.inserted = e.acquireAnswered
 	e.SAD.expired = func(sa *SA, hard bool) {

@@ -133,15 +133,14 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		e.Stats.OutStateProtoError.Add(1)
 		return nil, false
 	}
-	seq, ok := sa.nextSeq()
-	if !ok {
-		e.Stats.OutStateSeqError.Add(1)
-		return nil, false
-	}
 	v4 := pkt[0]>>4 == 4
 	switch c.Mode {
 	case ModeTransport:
 		hlen, nhOff, ok := e.splitTransport(sa, pkt)
+		if !ok {
+			return nil, false
+		}
+		seq, ok := e.nextSeqOut(sa)
 		if !ok {
 			return nil, false
 		}
@@ -177,6 +176,10 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		return out, true
 	default: // tunnel
 		if !e.accountOut(sa, len(pkt)) {
+			return nil, false
+		}
+		seq, ok := e.nextSeqOut(sa)
+		if !ok {
 			return nil, false
 		}
 		inner, tos := innerInfo(pkt)

@@ -57,23 +57,58 @@ func NewSAD() *SAD {
 
 // Add inserts sa; an SA with the same (dst, proto, SPI) is ErrExist.
 func (d *SAD) Add(sa *SA) error {
-	return d.insert(sa, false)
+	c := &sa.Config
+	k := saKey{c.Dst, c.Proto, c.SPI}
+	d.mu.Lock()
+	if d.byID[k] != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("SA %s spi 0x%x dst %v: %w", c.Proto, c.SPI, c.Dst, ErrExist)
+	}
+	d.insertLocked(sa, nil)
+	return nil
 }
 
-// Update inserts sa, replacing an SA with the same (dst, proto, SPI).
-func (d *SAD) Update(sa *SA) error {
-	return d.insert(sa, true)
-}
-
-func (d *SAD) insert(sa *SA, replace bool) error {
+// Update is PF_KEY's SADB_UPDATE (RFC 2367 §3.1.2; Linux's
+// xfrm_state_update) with sa, an SA built from the message, and returns
+// the SA that is in the SAD afterwards:
+//
+//   - When the SA with sa's (dst, proto, SPI) is larval (GETSPI reserved
+//     it), sa replaces it: the key manager completes it.
+//   - When it is mature or dying, it is updated in place and returned: only
+//     its lifetimes change (SA.SetLifetimes). Its keys, sequence counter,
+//     replay window and lifetime counters stay: replacing the SA would
+//     restart the outbound counter (and, with the same keys, the nonces),
+//     accept captured packets again and forget what the SA has used. An
+//     UPDATE that would change anything else is refused with ErrBadSA.
+//     sa itself is discarded (its keys wiped).
+//   - When there is none, the error is ErrNotFound.
+func (d *SAD) Update(sa *SA) (*SA, error) {
 	c := &sa.Config
 	k := saKey{c.Dst, c.Proto, c.SPI}
 	d.mu.Lock()
 	old := d.byID[k]
-	if old != nil && !replace {
+	switch {
+	case old == nil:
 		d.mu.Unlock()
-		return fmt.Errorf("SA %s spi 0x%x dst %v: %w", c.Proto, c.SPI, c.Dst, ErrExist)
+		return nil, fmt.Errorf("SA %s spi 0x%x dst %v: %w", c.Proto, c.SPI, c.Dst, ErrNotFound)
+	case old.State() == StateLarval:
+		d.insertLocked(sa, old)
+		return sa, nil
 	}
+	d.mu.Unlock()
+	if err := sameIdentity(old, sa); err != nil {
+		return nil, err
+	}
+	old.SetLifetimes(c.Soft, c.Hard)
+	DiscardSA(sa)
+	d.notify()
+	return old, nil
+}
+
+// insertLocked links sa, replacing old (nil: none), and unlocks d.
+func (d *SAD) insertLocked(sa, old *SA) {
+	c := &sa.Config
+	k := saKey{c.Dst, c.Proto, c.SPI}
 	if old != nil {
 		d.unlinkLocked(old)
 	}
@@ -89,7 +124,6 @@ func (d *SAD) insert(sa *SA, replace bool) error {
 		d.inserted(sa)
 	}
 	d.notify()
-	return nil
 }
 
 func (d *SAD) onExpire(sa *SA, hard bool) {
@@ -248,8 +282,8 @@ func (d *SAD) Len() int {
 func (d *SAD) ExpireTick(now time.Time) {
 	d.Walk(func(sa *SA) bool {
 		d.expireLarval(sa, now)
-		c := &sa.Config
-		if c.Soft.AddSeconds|c.Soft.UseSeconds|c.Hard.AddSeconds|c.Hard.UseSeconds != 0 {
+		l := sa.limits()
+		if l.soft.AddSeconds|l.soft.UseSeconds|l.hard.AddSeconds|l.hard.UseSeconds != 0 {
 			sa.checkTime(now)
 		}
 		return true

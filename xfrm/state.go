@@ -1,6 +1,7 @@
 package xfrm
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -52,6 +53,12 @@ type SA struct {
 	// Counters are this SA's byte and packet counts.
 	Counters SACounters
 
+	// lft holds the soft and hard lifetimes in force. They start as
+	// Config's and a key manager's UPDATE replaces them in place while
+	// packets read them (SetLifetimes), so they live behind an atomic
+	// pointer rather than in Config.
+	lft atomic.Pointer[lifetimes]
+
 	added    time.Time
 	firstUse atomic.Int64 // unix nanos of first use, 0 until then
 	softHit  atomic.Bool
@@ -63,6 +70,9 @@ type SA struct {
 	// hooks set by the SAD
 	onExpire func(sa *SA, hard bool)
 }
+
+// lifetimes are an SA's soft and hard limits.
+type lifetimes struct{ soft, hard Lifetime }
 
 // ErrBadSA reports an SA configuration that cannot be used.
 var ErrBadSA = errors.New("invalid SA")
@@ -130,6 +140,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		return nil, fmt.Errorf("%w: SA spi 0x%x: protocol %s is not supported", ErrBadSA, cfg.SPI, cfg.Proto)
 	}
 	sa.replay.Init(cfg.ReplayWindow, cfg.ESN)
+	sa.lft.Store(&lifetimes{soft: cfg.Soft, hard: cfg.Hard})
 	sa.outSeq.Store(cfg.Seq)
 	sa.refs.Store(1)
 	sa.state.Store(uint32(StateMature))
@@ -184,9 +195,28 @@ func (sa *SA) Overhead(n int) int {
 // LastSeq returns the last outbound sequence number used.
 func (sa *SA) LastSeq() uint64 { return sa.outSeq.Load() }
 
+// ErrSeqBackwards reports an attempt to move an SA's outbound sequence
+// counter back.
+var ErrSeqBackwards = errors.New("outbound sequence number may not move backwards")
+
 // SetOutSeq sets the last outbound sequence number used, as Linux's
-// replay-oseq does when an SA moves between hosts.
-func (sa *SA) SetOutSeq(seq uint64) { sa.outSeq.Store(seq) }
+// replay-oseq does when an SA moves between hosts. The counter only moves
+// forward: a sequence number sent again would be dropped by the peer's
+// replay window anyway, and under the same transform it would repeat an
+// AEAD or counter-mode nonce (the IV is derived from it, esp.seqIV). Moving
+// it back is refused with ErrSeqBackwards rather than re-keying the IV
+// salt, so that a sequence number on the wire always names one packet.
+func (sa *SA) SetOutSeq(seq uint64) error {
+	for {
+		cur := sa.outSeq.Load()
+		if seq < cur {
+			return fmt.Errorf("%w: SA %s spi 0x%x: %d is behind %d, already used", ErrSeqBackwards, sa.Config.Proto, sa.Config.SPI, seq, cur)
+		}
+		if sa.outSeq.CompareAndSwap(cur, seq) {
+			return nil
+		}
+	}
+}
 
 // ReplayTop returns the highest inbound sequence number accepted.
 func (sa *SA) ReplayTop() uint64 {
@@ -241,6 +271,98 @@ func (sa *SA) wipe() {
 	}
 }
 
+// noLifetimes are the limits of an SA that has none (a larval SA).
+var noLifetimes lifetimes
+
+// limits returns the lifetimes in force.
+func (sa *SA) limits() *lifetimes {
+	if l := sa.lft.Load(); l != nil {
+		return l
+	}
+	return &noLifetimes
+}
+
+// Lifetimes returns the soft and hard lifetimes in force: Config's, or
+// what a later SetLifetimes gave.
+func (sa *SA) Lifetimes() (soft, hard Lifetime) {
+	l := sa.limits()
+	return l.soft, l.hard
+}
+
+// SetLifetimes replaces the soft and hard lifetimes of a live SA in place,
+// as Linux's xfrm_state_update does for the UPDATE of a valid state: the
+// keys, sequence counter, replay window and lifetime counters stay. A
+// soft expiry already reported is forgotten (Linux clears km.dying), so a
+// dying SA becomes mature again and the new soft limit reports anew; the
+// new limits are applied to what the SA has already used at once.
+func (sa *SA) SetLifetimes(soft, hard Lifetime) {
+	sa.lft.Store(&lifetimes{soft: soft, hard: hard})
+	if sa.softHit.Swap(false) {
+		sa.state.CompareAndSwap(uint32(StateDying), uint32(StateMature))
+	}
+	l := sa.limits()
+	b, p := sa.Counters.Bytes.Load(), sa.Counters.Packets.Load()
+	switch {
+	case (l.hard.Bytes != 0 && b > l.hard.Bytes) || (l.hard.Packets != 0 && p > l.hard.Packets):
+		sa.expire(true)
+		return
+	case (l.soft.Bytes != 0 && b >= l.soft.Bytes) || (l.soft.Packets != 0 && p >= l.soft.Packets):
+		sa.expire(false)
+	}
+	sa.checkTime(time.Now())
+}
+
+// sameIdentity reports why n, an SA built from an UPDATE of the mature SA
+// sa, cannot be applied in place: an UPDATE may change the lifetimes
+// only. Keys, algorithms, mode, reqid, source address and replay window
+// are part of what the peer agreed to; changing them needs a new SA (and
+// SPI). Linux ignores such fields silently; we refuse them, as FreeBSD's
+// key_update does, so that a key manager never believes a rekey happened.
+func sameIdentity(sa, n *SA) error {
+	a, b := &sa.Config, &n.Config
+	var what string
+	switch {
+	case a.Mode != b.Mode:
+		what = "mode"
+	case a.ReqID != b.ReqID:
+		what = "reqid"
+	case a.Src != b.Src:
+		what = "source address"
+	case min(a.ReplayWindow, 255) != min(b.ReplayWindow, 255):
+		what = "replay window"
+	case transformName(sa) != transformName(n):
+		what = "algorithms"
+	case !keysEqual(a, b):
+		what = "keys"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: SA %s spi 0x%x dst %v is mature: UPDATE may change its lifetimes only, not its %s", ErrBadSA, a.Proto, a.SPI, a.Dst, what)
+}
+
+// transformName names an SA's algorithms and ICV length.
+func transformName(sa *SA) string {
+	switch {
+	case sa.esp != nil:
+		return sa.esp.String()
+	case sa.ah != nil:
+		return sa.ah.String()
+	case sa.comp != nil:
+		return sa.comp.String()
+	}
+	return ""
+}
+
+// keysEqual compares the key material of two SA configurations in
+// constant time.
+func keysEqual(a, b *SAConfig) bool {
+	eq := 1
+	for _, p := range [][2][]byte{{a.AEAD.Key, b.AEAD.Key}, {a.Enc.Key, b.Enc.Key}, {a.Auth.Key, b.Auth.Key}} {
+		eq &= subtle.ConstantTimeCompare(p[0], p[1]) // 1 for two empty keys
+	}
+	return eq == 1
+}
+
 // nextSeq allocates an outbound sequence number. Without ESN the counter
 // must not cycle (RFC 4303 §3.3.3): past 2^32-1 the SA is exhausted.
 func (sa *SA) nextSeq() (uint64, bool) {
@@ -254,6 +376,19 @@ func (sa *SA) nextSeq() (uint64, bool) {
 	return s, true
 }
 
+// nextSeqOut allocates the sequence number of an outbound packet, counting
+// XfrmOutStateSeqError when the SA has none left. It runs after the
+// lifetime check (accountOut), as Linux's xfrm_output_one checks expiry
+// before its replay overflow hook: a packet refused for its lifetime must
+// not consume a sequence number.
+func (e *Engine) nextSeqOut(sa *SA) (uint64, bool) {
+	seq, ok := sa.nextSeq()
+	if !ok {
+		e.Stats.OutStateSeqError.Add(1)
+	}
+	return seq, ok
+}
+
 // account adds a packet of n bytes to the SA's lifetime counters and
 // reports false when the hard lifetime is exceeded.
 func (sa *SA) account(n int) bool {
@@ -262,7 +397,8 @@ func (sa *SA) account(n int) bool {
 	}
 	b := sa.Counters.Bytes.Add(uint64(n))
 	p := sa.Counters.Packets.Add(1)
-	hard, soft := &sa.Config.Hard, &sa.Config.Soft
+	l := sa.limits()
+	hard, soft := &l.hard, &l.soft
 	if (hard.Bytes != 0 && b > hard.Bytes) || (hard.Packets != 0 && p > hard.Packets) {
 		sa.expire(true)
 		return false
@@ -283,7 +419,8 @@ func (sa *SA) checkTime(now time.Time) bool {
 	if fu := sa.firstUse.Load(); fu != 0 {
 		used = uint64(now.Sub(time.Unix(0, fu)) / time.Second)
 	}
-	hard, soft := &sa.Config.Hard, &sa.Config.Soft
+	l := sa.limits()
+	hard, soft := &l.hard, &l.soft
 	if (hard.AddSeconds != 0 && age >= hard.AddSeconds) || (hard.UseSeconds != 0 && sa.firstUse.Load() != 0 && used >= hard.UseSeconds) {
 		sa.expire(true)
 		return false

@@ -13,7 +13,11 @@ import (
 // (|| with ESN the high half before the low) || IV || payload and trailer,
 // and the ICV is GCM's tag over an empty plaintext.
 type aeadEngine struct {
-	aead    cipher.AEAD
+	aead cipher.AEAD
+	// ivSalt is XORed into the sequence number to make the explicit IV
+	// (see seqIV): random per transform, so that two SAs with one key
+	// never share a nonce.
+	ivSalt  uint64
 	salt    [4]byte
 	saltLen int
 	gmac    bool
@@ -44,7 +48,11 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 	if err != nil {
 		return nil, err
 	}
-	e := &aeadEngine{aead: aead, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
+	ivSalt, err := newIVSalt()
+	if err != nil {
+		return nil, err
+	}
+	e := &aeadEngine{aead: aead, ivSalt: ivSalt, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
 	copy(e.salt[:], salt)
 	e.scratch.New = func() any { return new(aeadScratch) }
 	return e, nil
@@ -86,7 +94,7 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 	if testIV != nil {
 		copy(iv, testIV)
 	} else {
-		binary.BigEndian.PutUint64(iv, seq)
+		binary.BigEndian.PutUint64(iv, seqIV(seq, e.ivSalt))
 	}
 	s := e.scratch.Get().(*aeadScratch)
 	if e.gmac {
@@ -141,6 +149,7 @@ func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 
 func (e *aeadEngine) zero() {
 	clear(e.salt[:])
+	e.ivSalt = 0
 	e.aead = nil
 	e.scratch = sync.Pool{}
 }

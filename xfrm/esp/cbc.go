@@ -21,6 +21,8 @@ type cbcEngine struct {
 	// the end of the key.
 	ctr   bool
 	nonce [4]byte
+	// ivSalt makes counter-mode IVs (seqIV), random per transform.
+	ivSalt uint64
 	// ctrGCM generates the counter-mode keystream with Go's pipelined
 	// AES-GCM (see ctrXOR); nil falls back to one block at a time.
 	ctrGCM cipher.AEAD
@@ -54,6 +56,9 @@ func newCBCEngine(enc *algorithm, encKey []byte, mac *MAC) (*cbcEngine, error) {
 		e.block = b
 		copy(e.nonce[:], encKey[k:])
 		if e.ctr {
+			if e.ivSalt, err = newIVSalt(); err != nil {
+				return nil, err
+			}
 			// The counter-mode keystream comes from GCM (ctrXOR); a
 			// block cipher without GCM takes the block-at-a-time path.
 			if g, err := cipher.NewGCM(b); err == nil {
@@ -121,9 +126,9 @@ func (e *cbcEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 		case testIV != nil:
 			copy(iv, testIV)
 		case e.ctr:
-			// RFC 3686 §3.1: the IV must be unique per key; the sequence
-			// number is (Linux's seqiv does the same).
-			binary.BigEndian.PutUint64(iv, seq)
+			// RFC 3686 §3.1: the IV must be unique per key; the
+			// sequence number XOR a per-transform salt is (seqIV).
+			binary.BigEndian.PutUint64(iv, seqIV(seq, e.ivSalt))
 		default:
 			e.ivs.fill(iv, &s.iv)
 		}
@@ -180,6 +185,7 @@ func (e *cbcEngine) zero() {
 		e.mac.Zero()
 	}
 	clear(e.nonce[:])
+	e.ivSalt = 0
 	e.block = nil
 	e.ctrGCM = nil
 	e.ivs = nil

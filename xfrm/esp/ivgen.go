@@ -50,3 +50,27 @@ func (g *ivGen) fill(iv []byte, tmp *[16]byte) {
 	g.block.Encrypt(tmp[:], tmp[:])
 	copy(iv, tmp[:])
 }
+
+// newIVSalt draws the per-transform salt of seqIV from crypto/rand.
+func newIVSalt() (uint64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b[:]), nil
+}
+
+// seqIV is the explicit IV of the counter-based modes (the AEADs of RFC
+// 4106, 4309, 4543, 7634 and AES-CTR of RFC 3686), which need an IV that
+// never repeats under one key but need not be unpredictable. It is
+// Linux's seqiv: the 64-bit sequence number XOR a random salt drawn once
+// per transform. The sequence number alone would repeat the (key, nonce)
+// pair whenever the counter restarts under the same key (a daemon
+// restarted with static keys, an SA deleted and added again); for GCM
+// that gives away the authentication key. With a fresh salt per SA two
+// runs collide only if their salts happen to put two counter ranges on
+// one value (about n*m/2^64 for n and m packets). Within one transform
+// distinct sequence numbers give distinct IVs, since XOR with a constant
+// is a bijection; the SA never moves its counter backwards (SA.SetOutSeq).
+// The IV travels in the packet, so the peer needs no change.
+func seqIV(seq, salt uint64) uint64 { return seq ^ salt }

@@ -8,7 +8,8 @@ import "encoding/binary"
 // If dst's capacity is too small a new buffer is allocated rather than
 // panicking. seq is the full sequence number: its low 32 bits go on the
 // wire, and with esn its high 32 bits enter the ICV (RFC 4303 §2.2.1).
-// For the AEADs the IV is seq itself, so seq must never repeat for a key.
+// For the AEADs and counter mode the IV is seq XOR a random salt of this
+// transform (seqIV), so seq must never repeat for one Transform.
 // Seal returns nil after Zero.
 func (t *Transform) Seal(dst []byte, spi uint32, seq uint64, esn bool, payload []byte, nextHeader uint8) []byte {
 	eng := t.eng

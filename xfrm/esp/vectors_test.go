@@ -2,6 +2,7 @@ package esp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -341,6 +342,10 @@ func checkPyCBCVector(t *testing.T, v pyCBCVector) ([]byte, uint8) {
 	}
 	if v.iv != "" {
 		tr.testIV = unhex(t, v.iv)
+	} else if tr.ivLen > 0 {
+		// Counter mode: the vector's IV is its sequence number, ours
+		// is salted (seqIV); seal with the IV the vector carries.
+		tr.testIV = packet[HeaderLen : HeaderLen+tr.ivLen]
 	}
 	if out := tr.Seal(nil, v.spi, v.seq, v.esn, payload, nh); !bytes.Equal(out, packet) {
 		t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
@@ -348,8 +353,8 @@ func checkPyCBCVector(t *testing.T, v pyCBCVector) ([]byte, uint8) {
 	return payload, nh
 }
 
-// checkPyAEADVector seals pyPayload(45) with next header 4 and the default
-// IV (the sequence number), checks that it gives v's packet, and opens the
+// checkPyAEADVector seals pyPayload(45) with next header 4 and the
+// sequence number as IV, checks that it gives v's packet, and opens the
 // packet back. It returns the transform and the packet.
 func checkPyAEADVector(t *testing.T, v pyAEADVector) (*Transform, []byte) {
 	t.Helper()
@@ -359,7 +364,9 @@ func checkPyAEADVector(t *testing.T, v pyAEADVector) (*Transform, []byte) {
 	}
 	packet := unhex(t, v.packet)
 	want := pyPayload(45)
-	// No testIV: the default IV is the sequence number.
+	// The vectors were made with the sequence number as the IV; the
+	// transform's own IV is seqIV's salted one.
+	tr.testIV = binary.BigEndian.AppendUint64(nil, v.seq)
 	if out := tr.Seal(nil, v.spi, v.seq, v.esn, want, 4); !bytes.Equal(out, packet) {
 		t.Fatalf("Seal:\n got %x\nwant %x", out, packet)
 	}

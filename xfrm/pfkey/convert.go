@@ -187,7 +187,11 @@ func StateMsg(sa *xfrm.SA, withKeys bool) *Msg {
 	larval := sa.State() == xfrm.StateLarval
 	var m *Msg
 	if !larval {
-		m, _ = SAMsg(c, withKeys)
+		// The lifetimes in force, which an UPDATE may have changed
+		// since the SA was added (xfrm.SA.SetLifetimes).
+		cur := *c
+		cur.Soft, cur.Hard = sa.Lifetimes()
+		m, _ = SAMsg(&cur, withKeys)
 	}
 	if m == nil {
 		// Larval, or an algorithm without a PF_KEY number: describe the

@@ -26,6 +26,9 @@ const (
 type Server struct {
 	engine *xfrm.Engine
 
+	// Stats counts what the server refused or survived.
+	Stats ServerStats
+
 	mu    sync.RWMutex
 	socks map[*Socket]struct{}
 
@@ -117,10 +120,35 @@ func errnoOf(err error) syscall.Errno {
 	return syscall.EINVAL
 }
 
+// ServerStats are the server's own counters.
+type ServerStats struct {
+	// HandlerPanics counts messages whose handling panicked: a defect that
+	// validation should have caught. Each was answered with EINVAL and the
+	// server went on (see Handle).
+	HandlerPanics atomic.Uint64
+}
+
 // Handle processes one message from the socket. Every failure is answered
 // with the request header and sadb_msg_errno set; a message that fails
 // validation changes nothing.
+//
+// As the last line of defence, as net/http isolates a handler, a panic
+// while handling one message does not take the daemon (and every SA and
+// policy with it) down: that message is answered with EINVAL, counted in
+// Stats.HandlerPanics, and the socket and server go on. Validation is
+// still what keeps state consistent; this only keeps a missed case from
+// being fatal.
 func (k *Socket) Handle(b []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			k.srv.Stats.HandlerPanics.Add(1)
+			k.send(ErrorReply(b, syscall.EINVAL))
+		}
+	}()
+	k.handle(b)
+}
+
+func (k *Socket) handle(b []byte) {
 	m, err := DecodeRequest(b)
 	if err != nil {
 		k.send(ErrorReply(b, errnoOf(err)))
@@ -143,7 +171,14 @@ func reply(req *Msg, r *Msg) []byte {
 	return r.MustEncode()
 }
 
+// testHookDispatch, when set by a test, runs before every dispatch (to
+// make a handler fail on purpose).
+var testHookDispatch func(*Msg)
+
 func (s *Server) dispatch(k *Socket, m *Msg) error {
+	if testHookDispatch != nil {
+		testHookDispatch(m)
+	}
 	if m.Errno != 0 && m.Type != MsgAcquire {
 		return errorf(syscall.EINVAL, "request with errno set")
 	}
@@ -226,15 +261,9 @@ func (s *Server) getSPI(k *Socket, m *Msg) error {
 		}
 		reqid = m.SA2.ReqID
 	}
-	lo, hi := uint32(0x100), uint32(0x0fffffff)
-	if r := m.SPIRange; r != nil {
-		lo, hi = r.Min, r.Max
-		if lo < 0x100 && proto != xfrm.ProtoIPComp {
-			lo = 0x100
-		}
-		if lo > hi {
-			return errorf(syscall.EINVAL, "SPI range %#x-%#x", r.Min, r.Max)
-		}
+	lo, hi, err := spiRange(proto, m.SPIRange)
+	if err != nil {
+		return err
 	}
 	var sa *xfrm.SA
 	try := func(spi uint32) error {
@@ -259,7 +288,8 @@ func (s *Server) getSPI(k *Socket, m *Msg) error {
 		var rb [4]byte
 		for i := 0; i < 1000 && sa == nil; i++ {
 			rand.Read(rb[:])
-			spi := lo + binary.BigEndian.Uint32(rb[:])%(hi-lo+1)
+			// In 64 bits: hi-lo+1 is 2^32 for a full 32-bit range.
+			spi := lo + uint32(uint64(binary.BigEndian.Uint32(rb[:]))%(uint64(hi)-uint64(lo)+1))
 			if err := try(spi); err != nil && !errors.Is(err, xfrm.ErrExist) {
 				return err
 			}
@@ -270,6 +300,33 @@ func (s *Server) getSPI(k *Socket, m *Msg) error {
 	}
 	s.Broadcast(reply(m, StateMsg(sa, false)), BroadcastOne, k)
 	return nil
+}
+
+// spiRange is the range GETSPI picks from, validated as Linux's
+// pfkey_getspi and verify_spi_info do: without an SPI range extension
+// 0x100-0x0fffffff; an IPComp CPI is 16 bits (RFC 3173 §2.1), so for
+// IPComp a range reaching past 0xffff is EINVAL, and so is no range at all
+// (the default one does). An empty range (min > max) is EINVAL. SPIs
+// 0-255 are reserved for ESP and AH (RFC 4303 §2.1): the range starts at
+// 0x100 at least; CPI 0 is none.
+func spiRange(proto xfrm.Proto, r *SPIRange) (lo, hi uint32, err error) {
+	lo, hi = 0x100, 0x0fffffff
+	if r != nil {
+		lo, hi = r.Min, r.Max
+	}
+	if proto == xfrm.ProtoIPComp && hi > 0xffff {
+		return 0, 0, errorf(syscall.EINVAL, "IPComp CPI range %#x-%#x: a CPI is 16 bits (give an SPI range within 0x1-0xffff)", lo, hi)
+	}
+	switch {
+	case proto != xfrm.ProtoIPComp && lo < 0x100:
+		lo = 0x100
+	case proto == xfrm.ProtoIPComp && lo == 0:
+		lo = 1
+	}
+	if lo > hi {
+		return 0, 0, errorf(syscall.EINVAL, "SPI range %#x-%#x is empty", lo, hi)
+	}
+	return lo, hi, nil
 }
 
 func (s *Server) addSA(m *Msg) error {
@@ -283,15 +340,23 @@ func (s *Server) addSA(m *Msg) error {
 	}
 	if m.Type == MsgAdd {
 		if err := s.engine.SAD.Add(sa); err != nil {
+			xfrm.DiscardSA(sa)
 			return errorf(syscall.EEXIST, "%v", err)
 		}
 	} else {
-		if s.engine.SAD.Lookup(cfg.Dst, cfg.Proto, cfg.SPI) == nil {
+		// A larval SA is completed; a mature one keeps its keys,
+		// counters and replay window and takes the new lifetimes only
+		// (xfrm.SAD.Update).
+		n, err := s.engine.SAD.Update(sa)
+		switch {
+		case errors.Is(err, xfrm.ErrNotFound):
+			xfrm.DiscardSA(sa)
 			return errorf(syscall.ESRCH, "no SA %v spi %#x dst %v to update", cfg.Proto, cfg.SPI, cfg.Dst)
+		case err != nil:
+			xfrm.DiscardSA(sa)
+			return errorf(syscall.EINVAL, "%v", err)
 		}
-		if err := s.engine.SAD.Update(sa); err != nil {
-			return err
-		}
+		sa = n
 	}
 	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastAll, nil)
 	return nil
@@ -542,16 +607,16 @@ func AcquireMsg(ev xfrm.Event, seq uint32) *Msg {
 
 // ExpireMsg builds the EXPIRE Linux's key_notify_sa_expire sends.
 func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
-	c := &sa.Config
 	m := StateMsg(sa, false)
 	m.Type = MsgExpire
 	m.KeyAuth, m.KeyEncrypt = nil, nil
+	soft, hardLft := sa.Lifetimes()
 	if hard {
-		m.LifetimeHard = lifetimeExt(&c.Hard)
+		m.LifetimeHard = lifetimeExt(&hardLft)
 		m.LifetimeSoft = nil
 		m.SA.State = SAStateDead
 	} else {
-		m.LifetimeSoft = lifetimeExt(&c.Soft)
+		m.LifetimeSoft = lifetimeExt(&soft)
 		m.LifetimeHard = nil
 		m.SA.State = SAStateDying
 	}

@@ -261,6 +261,7 @@ func (c *Checker) packet(frame, ip []byte) Verdict {
 	frameNo := c.stats.Frames
 	frags := slices.Clone(p.frags) // p is reused by reassembly
 	v := Pending
+	fresh := false // a train not reported as a leak yet
 	for _, f := range frags {
 		tr := c.trains[f.key]
 		if tr == nil {
@@ -268,6 +269,9 @@ func (c *Checker) packet(frame, ip []byte) Verdict {
 			c.seq++
 			tr = &train{key: f.key, end: -1, seq: c.seq, first: frameNo}
 			c.trains[f.key] = tr
+		}
+		if !tr.reported {
+			fresh = true
 		}
 		if j.leak == yes {
 			tr.reported = true
@@ -280,8 +284,10 @@ func (c *Checker) packet(frame, ip []byte) Verdict {
 		}
 	}
 	switch {
-	case j.leak == yes:
+	case j.leak == yes && fresh:
 		return c.finding(Leak, frame, "fragment: "+j.why)
+	case j.leak == yes:
+		return Leak // its datagram was reported already
 	case v == Leak:
 	case j.bad != "":
 		return c.finding(Unclassifiable, frame, "fragment: "+j.bad)

@@ -243,6 +243,8 @@ func TestClassify(t *testing.T) {
 		// >64 KiB datagrams (issue 10 finding 3).
 		{name: "65 KB datagram fragmented in clear", flows: []Flow{udp7v6},
 			packets: bigClear, want: verdicts(len(bigClear), Leak, Pending, Leak), leaks: 1},
+		{name: "65 KB datagram between protected hosts, reported once", flows: []Flow{allAB6},
+			packets: bigClear, want: verdicts(len(bigClear), Leak, Leak, Leak), leaks: 1},
 		{name: "65 KB datagram: first fragment ESP, tail fragments in clear", flows: []Flow{udp7v6}, flush: true,
 			packets: bigMixed, want: verdicts(len(bigMixed), Pending, Pending, Pending), leaks: 1},
 		{name: "65 KB ESP packet fragmented after ESP", flows: []Flow{allAB6},

@@ -56,8 +56,8 @@ func (v Verdict) String() string {
 type Finding struct {
 	Verdict Verdict
 	// Frame is the 1-based number of the frame (or packet) the checker
-	// was given that settled it: the fragment that completed a datagram;
-	// 0 for what Flush settled.
+	// was given that settled it: the fragment that completed a datagram,
+	// or for a datagram Flush found incomplete its first fragment seen.
 	Frame int
 	// Reason says what was seen and which flow it matches.
 	Reason string
@@ -124,6 +124,7 @@ type train struct {
 	bad   []string
 	seq   uint64 // when it started, for eviction
 	first int    // frame number of its first fragment
+	head  []byte // the start of that frame, for the report
 	size  int
 	// reported: a fragment on its own was already reported as a leak.
 	reported bool
@@ -267,7 +268,7 @@ func (c *Checker) packet(frame, ip []byte) Verdict {
 		if tr == nil {
 			c.evictFor()
 			c.seq++
-			tr = &train{key: f.key, end: -1, seq: c.seq, first: frameNo}
+			tr = &train{key: f.key, end: -1, seq: c.seq, first: frameNo, head: slices.Clone(frame[:min(len(frame), 128)])}
 			c.trains[f.key] = tr
 		}
 		if !tr.reported {
@@ -331,6 +332,11 @@ func (c *Checker) conclude(frame []byte, j judgement, prefix string) Verdict {
 }
 
 func (c *Checker) finding(v Verdict, frame []byte, reason string) Verdict {
+	return c.findingAt(v, c.stats.Frames, frame, reason)
+}
+
+// findingAt records a finding settled by frame number n.
+func (c *Checker) findingAt(v Verdict, n int, frame []byte, reason string) Verdict {
 	switch v {
 	case Leak:
 		c.stats.Leaks++
@@ -338,12 +344,8 @@ func (c *Checker) finding(v Verdict, frame []byte, reason string) Verdict {
 		c.stats.Unclassifiable++
 	}
 	if len(c.findings) < c.cfg.MaxFindings {
-		f := Finding{Verdict: v, Reason: reason}
-		if frame != nil {
-			f.Frame = c.stats.Frames
-			f.Hex = hex.EncodeToString(frame[:min(len(frame), 128)])
-		}
-		c.findings = append(c.findings, f)
+		c.findings = append(c.findings, Finding{Verdict: v, Frame: n, Reason: reason,
+			Hex: hex.EncodeToString(frame[:min(len(frame), 128)])})
 	}
 	return v
 }
@@ -485,13 +487,13 @@ func (c *Checker) incomplete(tr *train) {
 	for _, f := range tr.frags {
 		n += len(f.data)
 	}
-	what := fmt.Sprintf("incomplete datagram (%d fragments, %d bytes, from frame %d): ", len(tr.frags), n, tr.first)
+	what := fmt.Sprintf("incomplete datagram (%d fragments, %d bytes; the frame is its first fragment seen): ", len(tr.frags), n)
 	switch {
 	case tr.reported:
 	case tr.maybe != "":
-		c.finding(Leak, nil, what+tr.maybe)
+		c.findingAt(Leak, tr.first, tr.head, what+tr.maybe)
 	case len(tr.bad) > 0:
-		c.finding(Unclassifiable, nil, what+tr.bad[0])
+		c.findingAt(Unclassifiable, tr.first, tr.head, what+tr.bad[0])
 	}
 }
 

@@ -218,17 +218,19 @@ func (c *Checker) judge(rs []reading) judgement {
 			j.protected = true
 		case kindTuple, kindQuoted:
 			o := evaluate(c.cfg.Flows, r.t)
-			what := fmt.Sprintf("%v in clear", r.t)
 			if r.kind == kindQuoted {
 				// The error travels back towards the quoted packet's
 				// source: judge the quoted flow both ways.
 				if or := evaluate(c.cfg.Flows, r.t.reversed()); or.leak > o.leak {
 					o = or
 				}
-				what = fmt.Sprintf("an ICMP error in clear quoting %v", r.t)
 			}
 			if o.leak == no {
 				continue
+			}
+			what := fmt.Sprintf("%v in clear", r.t)
+			if r.kind == kindQuoted {
+				what = fmt.Sprintf("an ICMP error in clear quoting %v", r.t)
 			}
 			desc := fmt.Sprintf("%s matches protected flow %q", what, o.flow)
 			if o.leak == maybe {

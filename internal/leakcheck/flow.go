@@ -244,9 +244,8 @@ func (f *Flow) match(t tuple) match {
 
 // outcome of evaluating one tuple against the flow list.
 type outcome struct {
-	leak  match  // yes: a protected flow matches first; maybe: it may
-	flow  string // the protected flow concerned
-	clear string // the Clear flow that let it pass, if any
+	leak match  // yes: a protected flow matches first; maybe: it may
+	flow string // the protected flow concerned
 }
 
 // evaluate runs the flows in order, first match wins. A flow that only
@@ -260,7 +259,6 @@ func evaluate(flows []Flow, t tuple) outcome {
 		switch f.match(t) {
 		case yes:
 			if f.Clear {
-				o.clear = f.String()
 				return o
 			}
 			if o.leak == no {

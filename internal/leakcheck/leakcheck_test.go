@@ -412,3 +412,23 @@ func FuzzPacket(f *testing.F) {
 		ck.Err(true)
 	})
 }
+
+// BenchmarkFrame: the cost per captured frame in the test bed's common
+// cases (ESP, a bypassed NS), which must not slow the suite.
+func BenchmarkFrame(b *testing.B) {
+	ck := New(Config{Flows: []Flow{ndpPass, allAB6}})
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"esp", eth(0x86dd, ip6(a6, b6, protoESP, esp(0x1001, 1400)))},
+		{"ns", eth(0x86dd, ip6(a6, b6, protoICMPv6, icmp(135, 0, payload(16))))},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ck.Frame(c.frame)
+			}
+		})
+	}
+}

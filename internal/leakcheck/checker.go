@@ -34,6 +34,7 @@ const (
 	Unclassifiable
 )
 
+// String names the verdict.
 func (v Verdict) String() string {
 	switch v {
 	case NotIP:
@@ -65,6 +66,8 @@ type Finding struct {
 	Hex string
 }
 
+// String is the finding as a test reports it: frame number, verdict,
+// reason and the frame's first bytes.
 func (f Finding) String() string {
 	s := fmt.Sprintf("%s: %s", f.Verdict, f.Reason)
 	if f.Frame > 0 {

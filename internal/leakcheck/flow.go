@@ -36,6 +36,7 @@ func Between(lo, hi uint16) Range { return Range{Lo: lo, Hi: hi, Set: true} }
 
 func (r Range) has(v uint16) bool { return !r.Set || (v >= r.Lo && v <= r.Hi) }
 
+// String is "any", "v" or "lo-hi".
 func (r Range) String() string {
 	switch {
 	case !r.Set:
@@ -74,6 +75,7 @@ type Flow struct {
 	Clear bool
 }
 
+// String is the flow's Name, or a description of it.
 func (f Flow) String() string {
 	if f.Name != "" {
 		return f.Name

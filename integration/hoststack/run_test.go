@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ipsecstack/ipsecstack/internal/leakcheck"
 	"github.com/ipsecstack/ipsecstack/link/pcap"
 )
 
@@ -441,6 +443,47 @@ func checkMetrics(t *testing.T, ctx context.Context, d *daemon, ns *netns, addr 
 	}
 }
 
+// checkLeaks runs the independent leak detector (internal/leakcheck)
+// over a capture: nothing the setkey file protects may appear in clear,
+// whole or as a fragment or quoted in an ICMP error, and every frame must
+// parse. The flows are written from the sides' addresses, as setkeyFile
+// configures them, not read back from the daemons.
+func checkLeaks(t *testing.T, name string, frames [][]byte, tunnel bool) {
+	t.Helper()
+	pfx := func(s string) netip.Prefix {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			return p
+		}
+		a := netip.MustParseAddr(s)
+		return netip.PrefixFrom(a, a.BitLen())
+	}
+	var flows []leakcheck.Flow
+	if tunnel {
+		for _, f := range []struct{ a, b string }{
+			{strings.TrimSuffix(sideA.inner6, "1") + "/64", strings.TrimSuffix(sideB.inner6, "1") + "/64"},
+			{strings.TrimSuffix(sideA.inner4, "1") + "0/24", strings.TrimSuffix(sideB.inner4, "1") + "0/24"},
+		} {
+			flows = append(flows, leakcheck.Flow{Name: f.a + "<->" + f.b, Src: pfx(f.a), Dst: pfx(f.b), Both: true})
+		}
+	} else {
+		flows = append(flows, leakcheck.Flow{Name: "NDP bypass", Family: 6, Proto: 58, ICMPType: leakcheck.Between(133, 137), Clear: true})
+		for _, f := range []struct{ a, b string }{{sideA.outer6, sideB.outer6}, {sideA.outer4, sideB.outer4}} {
+			flows = append(flows, leakcheck.Flow{Name: f.a + "<->" + f.b, Src: pfx(f.a), Dst: pfx(f.b), Both: true})
+		}
+	}
+	c := leakcheck.New(leakcheck.Config{Flows: flows})
+	for _, fr := range frames {
+		c.Frame(fr)
+	}
+	c.Flush()
+	if err := c.Err(true); err != nil {
+		t.Errorf("%s capture: %v", name, err)
+	}
+	st := c.Stats()
+	t.Logf("%s capture: leak check over %d frames: %d protected, %d clear, %d fragments, %d datagrams reassembled",
+		name, st.Frames, st.Protected, st.Clear, st.Fragments, st.Reassembled)
+}
+
 // checkCapture runs tshark over NAME.pcap with NAME.keys as its esp_sa UAT
 // file: every ESP packet must be decrypted with a good ICV, and each of
 // the four SAs must appear.
@@ -456,6 +499,7 @@ func checkCapture(t *testing.T, dir, name string, tunnel bool) {
 	if err != nil {
 		t.Fatalf("%s capture (flushed on stop?): %v", name, err)
 	}
+	checkLeaks(t, name, frames, tunnel)
 	conf := filepath.Join(dir, "wireshark-"+name)
 	os.MkdirAll(conf, 0o700)
 	keys, err := os.ReadFile(filepath.Join(dir, name+".keys"))

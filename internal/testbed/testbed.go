@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipsecstack/ipsecstack/internal/leakcheck"
 	"github.com/ipsecstack/ipsecstack/link/memlink"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -87,10 +88,10 @@ type Pair struct {
 	// AddrA and AddrB are the addresses the protected traffic uses.
 	AddrA, AddrB netip.Addr
 
-	mu     sync.Mutex
-	leaks  []string
-	frames int
-	tap    func(from string, frame []byte)
+	mu  sync.Mutex
+	tap func(from string, frame []byte)
+	// leakA and leakB watch the frames each side sends (see Leaks).
+	leakA, leakB *leakcheck.Checker
 }
 
 // SetTap calls fn with every frame a side sends ("A" or "B"), after the
@@ -160,14 +161,17 @@ func New(cfg Config) (*Pair, error) {
 			return nil, err
 		}
 	}
+	flows := p.LeakFlows()
+	p.leakA = leakcheck.New(leakcheck.Config{Flows: flows})
+	p.leakB = leakcheck.New(leakcheck.Config{Flows: flows})
 	la.SetTap(func(dir memlink.Direction, frame []byte) {
 		if dir == memlink.Out {
-			p.inspect("A", p.A.Engine, frame)
+			p.inspect("A", p.leakA, frame)
 		}
 	})
 	lb.SetTap(func(dir memlink.Direction, frame []byte) {
 		if dir == memlink.Out {
-			p.inspect("B", p.B.Engine, frame)
+			p.inspect("B", p.leakB, frame)
 		}
 	})
 	return p, nil
@@ -451,54 +455,103 @@ func (p *Pair) configureNDP() error {
 	return nil
 }
 
-// inspect is the leak detector: every frame a side sends must either be
-// IPsec or be allowed in clear by that side's outbound policy.
-func (p *Pair) inspect(who string, e *xfrm.Engine, frame []byte) {
-	p.mu.Lock()
-	p.frames++
-	tap := p.tap
-	p.mu.Unlock()
-	if tap != nil {
-		defer tap(who, frame)
+// LeakFlows describes, for the leak detector, the flows the pair's
+// configuration protects. It is written from what the test bed configured
+// (addresses, protocols, ports, the NDP mode), in leakcheck's own terms,
+// never read back from the SPD under test, so a fault in the SPD cannot
+// hide a leak. Flows are in the policies' priority order.
+func (p *Pair) LeakFlows() []leakcheck.Flow {
+	cfg := p.Config
+	if cfg.Plain {
+		return nil
 	}
-	if len(frame) < 14 {
-		return
-	}
-	et := binary.BigEndian.Uint16(frame[12:])
-	if et != 0x0800 && et != 0x86dd {
-		return
-	}
-	var f xfrm.Flow
-	if _, err := xfrm.ParseFlow(frame[14:], &f); err != nil {
-		p.leak(fmt.Sprintf("%s sent an unparsable IP packet: %v", who, err))
-		return
-	}
-	switch xfrm.Proto(f.Proto) {
-	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
-		return
-	}
-	if pol := e.SPD.Lookup(xfrm.DirOut, &f); pol != nil && pol.Action == xfrm.ActionProtect {
-		for _, t := range pol.Templates {
-			if t.Level != xfrm.LevelUse {
-				p.leak(fmt.Sprintf("%s sent %v in clear, policy %d requires ESP", who, f, pol.ID))
-				return
+	var flows []leakcheck.Flow
+	if cfg.Inner == 6 || cfg.Outer == 6 {
+		// Neighbour discovery between the IPv6 addresses (priority 100).
+		nsna := leakcheck.Between(135, 136)
+		switch cfg.NDP {
+		case NDPBypass:
+			flows = append(flows, leakcheck.Flow{Name: "NDP bypass (ICMPv6 133-137)", Family: 6,
+				Proto: 58, ICMPType: leakcheck.Between(133, 137), Clear: true})
+		case NDPProtect:
+			for _, sd := range [][2]netip.Addr{{A6, B6}, {B6, A6}} {
+				flows = append(flows,
+					leakcheck.Flow{Name: fmt.Sprintf("NS/NA %v->solicited-node", sd[0]),
+						Src: host(sd[0]), Dst: snRange, Proto: 58, ICMPType: nsna},
+					leakcheck.Flow{Name: fmt.Sprintf("NS/NA %v->%v", sd[0], sd[1]),
+						Src: host(sd[0]), Dst: host(sd[1]), Proto: 58, ICMPType: nsna})
 			}
 		}
 	}
+	for _, port := range cfg.PortSAs {
+		// TCP to or from the port, both ways (priority 999).
+		for _, f := range []leakcheck.Flow{{DstPort: leakcheck.Exactly(port)}, {SrcPort: leakcheck.Exactly(port)}} {
+			f.Name = fmt.Sprintf("TCP port %d %v<->%v", port, p.AddrA, p.AddrB)
+			f.Src, f.Dst, f.Proto, f.Both = host(p.AddrA), host(p.AddrB), 6, true
+			flows = append(flows, f)
+		}
+	}
+	// The main policy: everything between the pair's addresses.
+	return append(flows, leakcheck.Flow{Name: fmt.Sprintf("all %v<->%v", p.AddrA, p.AddrB),
+		Src: host(p.AddrA), Dst: host(p.AddrB), Both: true})
 }
 
-func (p *Pair) leak(s string) {
+// SetLeakFlows replaces the flows the leak detector holds protected, for a
+// test that changes the pair's policies.
+func (p *Pair) SetLeakFlows(flows []leakcheck.Flow) {
+	p.leakA.SetFlows(flows)
+	p.leakB.SetFlows(flows)
+}
+
+// inspect hands a frame a side sent to that side's leak detector, then to
+// the tap.
+func (p *Pair) inspect(who string, c *leakcheck.Checker, frame []byte) {
+	c.Frame(frame)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.leaks) < 20 {
-		p.leaks = append(p.leaks, s)
+	tap := p.tap
+	p.mu.Unlock()
+	if tap != nil {
+		tap(who, frame)
 	}
 }
 
-// Leaks returns the cleartext packets seen that a policy should have
-// protected (at most 20), and the number of frames inspected.
+// Leaks returns the leaks the detector found (at most 20): cleartext
+// frames of a protected flow, fragments of datagrams that may belong to
+// one (judged incomplete now), ICMP errors in clear quoting one, and
+// frames it cannot classify. It also returns the number of frames
+// inspected. The detector (internal/leakcheck) reassembles fragments and
+// parses every frame itself, sharing no code with the stack.
 func (p *Pair) Leaks() ([]string, int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.leaks...), p.frames
+	var out []string
+	frames := 0
+	for _, s := range []struct {
+		who string
+		c   *leakcheck.Checker
+	}{{"A", p.leakA}, {"B", p.leakB}} {
+		s.c.Flush()
+		frames += s.c.Stats().Frames
+		for _, f := range s.c.Findings() {
+			if len(out) < 20 {
+				out = append(out, fmt.Sprintf("%s sent %v", s.who, f))
+			}
+		}
+	}
+	return out, frames
+}
+
+// LeakStats sums what both sides' leak detectors counted.
+func (p *Pair) LeakStats() leakcheck.Stats {
+	a, b := p.leakA.Stats(), p.leakB.Stats()
+	return leakcheck.Stats{
+		Frames:         a.Frames + b.Frames,
+		IP:             a.IP + b.IP,
+		Fragments:      a.Fragments + b.Fragments,
+		Reassembled:    a.Reassembled + b.Reassembled,
+		Incomplete:     a.Incomplete + b.Incomplete,
+		Overlaps:       a.Overlaps + b.Overlaps,
+		Protected:      a.Protected + b.Protected,
+		Clear:          a.Clear + b.Clear,
+		Leaks:          a.Leaks + b.Leaks,
+		Unclassifiable: a.Unclassifiable + b.Unclassifiable,
+	}
 }

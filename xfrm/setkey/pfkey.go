@@ -299,7 +299,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 			var old *pfkey.Msg
 			for _, o := range olds {
 				p, err := pfkey.PolicyFromMsg(o)
-				if err == nil && p.Dir == st.Policy.Dir && p.Priority == st.Policy.Priority && p.Sel.Equal(st.Policy.Sel) {
+				if err == nil && p.Dir == st.Policy.Dir && p.Sel.Equal(st.Policy.Sel) {
 					old = o
 					break
 				}

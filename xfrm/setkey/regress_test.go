@@ -1,0 +1,87 @@
+package setkey
+
+import (
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+func mustApply(t *testing.T, e *xfrm.Engine, src string) {
+	t.Helper()
+	st, err := Parse("t.conf", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ApplyTo(e, st, io.Discard, "t.conf"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSPDUpdateReplacesAcrossPriorities is issue 10 finding 4 through
+// setkey: a bypass at a high priority number updated to require ESP at a
+// better one protects afterwards, an spdadd of the same selector at another
+// priority fails (EEXIST), spddelete ignores the priority, and a failed
+// file rolls an spdupdate back to the old policy with its old priority.
+func TestSPDUpdateReplacesAcrossPriorities(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	mustApply(t, e, "spdadd 10.1.0.0/16 10.2.0.0/16 any -P out prio 100 none;")
+	f := &xfrm.Flow{Src: netip.MustParseAddr("10.1.0.1"), Dst: netip.MustParseAddr("10.2.0.1"), Proto: xfrm.ProtoUDP, SrcPort: 1, DstPort: 2}
+	if p := e.SPD.Lookup(xfrm.DirOut, f); p == nil || p.Action != xfrm.ActionBypass {
+		t.Fatalf("Lookup = %v", p)
+	}
+
+	st, err := Parse("t.conf", "spdadd 10.1.0.0/16 10.2.0.0/16 any -P out prio 150 ipsec esp/transport//require;")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(e, st); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("spdadd of the same selector at another priority: %v, want EEXIST", err)
+	}
+
+	// A file that updates and then fails: the old bypass comes back.
+	st, err = Parse("t.conf", "spdupdate 10.1.0.0/16 10.2.0.0/16 any -P out prio 150 ipsec esp/transport//require;\nget 10.0.0.1 10.0.0.2 esp 0x999;")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(e, st); err == nil {
+		t.Fatal("get of a missing SA succeeded")
+	}
+	if p := e.SPD.Lookup(xfrm.DirOut, f); p == nil || p.Action != xfrm.ActionBypass || p.Priority != PriorityDefault-100 || e.SPD.Len() != 1 {
+		t.Fatalf("after rollback: %v (%d policies), want the bypass at prio 100", p, e.SPD.Len())
+	}
+
+	mustApply(t, e, "spdupdate 10.1.0.0/16 10.2.0.0/16 any -P out prio 150 ipsec esp/transport//require;")
+	p := e.SPD.Lookup(xfrm.DirOut, f)
+	if p == nil || p.Action != xfrm.ActionProtect || p.Priority != PriorityDefault-150 || e.SPD.Len() != 1 {
+		t.Fatalf("after spdupdate: %v (%d policies), want ESP required at prio 150", p, e.SPD.Len())
+	}
+	if v, _ := e.Output(udp4(t), xfrm.HeapAllocator{}); v == xfrm.VerdictPass {
+		t.Fatalf("a packet of the updated flow went out in clear")
+	}
+
+	// spddelete names another priority (the default): still deleted.
+	mustApply(t, e, "spddelete 10.1.0.0/16 10.2.0.0/16 any -P out;")
+	if e.SPD.Len() != 0 {
+		t.Fatalf("spddelete left %d policies", e.SPD.Len())
+	}
+}
+
+// udp4 is an IPv4 UDP packet 10.1.0.1:1 -> 10.2.0.1:2.
+func udp4(t *testing.T) []byte {
+	t.Helper()
+	p := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 1, 0, 1, 10, 2, 0, 1,
+		0, 1, 0, 2, 0, 8, 0, 0}
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(p[i])<<8 | uint32(p[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	p[10], p[11] = byte(^sum>>8), byte(^sum)
+	return p
+}

@@ -348,15 +348,26 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath) []byte {
 // CheckInbound applies the inbound SPD to a packet with flow f that was
 // decapsulated with the SAs in sp (outermost first; empty for cleartext),
 // counting the reason when it rejects. It follows Linux's
-// __xfrm_policy_check: no policy accepts, discard rejects, bypass accepts
-// unless a tunnel-mode SA was used, protect requires the templates to be
-// matched by the SAs in order.
+// __xfrm_policy_check: no policy accepts cleartext and what transport-mode
+// SAs carried, but rejects what came out of a tunnel (XfrmInNoPols);
+// discard rejects, bypass accepts unless a tunnel-mode SA was used, protect
+// requires the templates to be matched by the SAs in order.
 func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
 	p := e.socketPolicyIn(f)
 	if p == nil {
 		p = e.SPD.Lookup(DirIn, f)
 	}
 	if p == nil {
+		// A tunnel's inner packet is only as trustworthy as the policy
+		// that says which inner addresses the peer may use: without
+		// one, the peer could inject any source (RFC 4301 §5.2;
+		// Linux: secpath_has_nontransport, LINUX_MIB_XFRMINNOPOLS).
+		for _, sa := range sp {
+			if sa.Config.Mode != ModeTransport {
+				e.Stats.InNoPols.Add(1)
+				return false
+			}
+		}
 		return true
 	}
 	switch p.Action {

@@ -40,6 +40,12 @@ type SPD struct {
 	idx   uint32             // index generator: IDs are idx<<3 | dir
 	seq   uint64             // insertion counter for the tie-break
 
+	// reqids counts the templates of stored policies per reqid, and
+	// reqid is the last one genReqID handed out: unique templates
+	// without a reqid get one nobody uses (reqid.go).
+	reqids map[uint32]int
+	reqid  uint32
+
 	gen   atomic.Uint64 // bumped on every change; cache entries of older generations are stale
 	cache flowCache
 }
@@ -57,8 +63,9 @@ type selKey struct {
 // NewSPD returns an empty SPD.
 func NewSPD() *SPD {
 	return &SPD{
-		byID:  make(map[uint32]*Policy),
-		bySel: make(map[selKey]*Policy),
+		byID:   make(map[uint32]*Policy),
+		bySel:  make(map[selKey]*Policy),
+		reqids: make(map[uint32]int),
 	}
 }
 
@@ -66,7 +73,9 @@ func NewSPD() *SPD {
 // Linux does, (counter << 3) | dir; a non-zero one must carry p.Dir in its
 // low three bits and be unused. A policy with the same Dir and Selector
 // already present, whatever its priority, is an error wrapping ErrExist
-// (SPDADD's EEXIST). The SPD never retains or modifies p itself.
+// (SPDADD's EEXIST). A template of level unique without a ReqID gets one
+// of its own (see MaxManualReqID). The SPD never retains or modifies p
+// itself.
 func (s *SPD) Add(p *Policy) (uint32, error) { return s.insert(p, false) }
 
 // Update replaces the policy with p's Dir and Selector by a copy of p,
@@ -74,7 +83,10 @@ func (s *SPD) Add(p *Policy) (uint32, error) { return s.insert(p, false) }
 // replacement keeps the old ID unless p.ID names another. With the same
 // priority it keeps the old policy's place in the insertion-order
 // tie-break; with another it is re-sorted behind the policies already at
-// its new priority, as Linux's xfrm_policy_insert_list places it.
+// its new priority, as Linux's xfrm_policy_insert_list places it. A unique
+// template without a ReqID keeps the one the SPD gave the old policy's
+// template at that position (same protocol and mode), so the SAs made for
+// it stay bound; otherwise it gets a new one.
 func (s *SPD) Update(p *Policy) (uint32, error) { return s.insert(p, true) }
 
 func (s *SPD) insert(in *Policy, update bool) (uint32, error) {
@@ -111,6 +123,11 @@ func (s *SPD) insert(in *Policy, update bool) (uint32, error) {
 			return 0, fmt.Errorf("%w: policy index %d", ErrExist, np.ID)
 		}
 	}
+	s.assignReqIDs(np, old)
+	if old != nil {
+		s.countReqIDs(old, -1)
+	}
+	s.countReqIDs(np, 1)
 	switch {
 	case old != nil && old.Priority == np.Priority:
 		if np.ID == 0 {
@@ -191,6 +208,7 @@ func (s *SPD) removeLocked(p *Policy) {
 	s.dirs[p.Dir].remove(p)
 	delete(s.byID, p.ID)
 	delete(s.bySel, selKey{dir: p.Dir, sel: p.Sel})
+	s.countReqIDs(p, -1)
 	s.gen.Add(1)
 }
 
@@ -209,6 +227,7 @@ func (s *SPD) Flush() int {
 	s.dirs = [numDirs]dirTable{}
 	s.byID = make(map[uint32]*Policy)
 	s.bySel = make(map[selKey]*Policy)
+	s.reqids = make(map[uint32]int)
 	s.gen.Add(1)
 	s.cache.clear() // let the flushed policies be collected
 	return n

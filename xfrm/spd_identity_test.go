@@ -1,7 +1,9 @@
 package xfrm
 
 import (
+	"encoding/binary"
 	"errors"
+	"net/netip"
 	"testing"
 )
 
@@ -111,5 +113,61 @@ func TestSPDUpdateSamePriorityKeepsPlace(t *testing.T) {
 	}
 	if got := s.Lookup(DirOut, f); got == nil || !got.Sel.Equal(selB) {
 		t.Errorf("after in-place update Lookup = %v, want b's replacement", polStr(got))
+	}
+}
+
+// TestSPDUniqueGetsReqID is issue 10 finding 8 (unique without reqid): a
+// unique template without a reqid gets one of its own from the SPD, as
+// Linux's af_key does (parse_ipsecrequest: gen_reqid above
+// IPSEC_MANUAL_REQID_MAX, unused by any policy), so the policy binds only
+// SAs made for it and never one a "require" policy would take.
+func TestSPDUniqueGetsReqID(t *testing.T) {
+	e := NewEngine()
+	defer e.Close()
+	a, b := addr("192.0.2.1"), addr("192.0.2.2")
+	tmpl := []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelUnique}}
+	manual := mustAdd(t, e.SPD, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("192.0.2.2/32"), Proto: ProtoTCP}, Action: ActionProtect,
+		Templates: []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelUnique, ReqID: 0x4000}}})
+	p1 := mustAdd(t, e.SPD, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("192.0.2.2/32"), Proto: ProtoUDP}, Action: ActionProtect, Templates: tmpl})
+	p2 := mustAdd(t, e.SPD, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("192.0.2.2/32"), Proto: ProtoICMP}, Action: ActionProtect, Templates: tmpl})
+	r1, r2 := p1.Templates[0].ReqID, p2.Templates[0].ReqID
+	if r1 <= MaxManualReqID || r2 <= MaxManualReqID || r1 == r2 || r1 == manual.Templates[0].ReqID || r2 == manual.Templates[0].ReqID {
+		t.Fatalf("assigned reqids %#x %#x (a manual policy holds %#x): want distinct, unused, above %#x",
+			r1, r2, manual.Templates[0].ReqID, MaxManualReqID)
+	}
+	if tmpl[0].ReqID != 0 {
+		t.Fatalf("the caller's template was modified")
+	}
+	// An SA without the reqid (what "require" would take) is not used.
+	key := Algorithm{Name: "rfc4106(gcm(aes))", Key: make([]byte, 20)}
+	if _, err := e.AddSA(SAConfig{Proto: ProtoESP, SPI: 0x100, Src: a, Dst: b, AEAD: key}); err != nil {
+		t.Fatal(err)
+	}
+	pkt := udp4(a, b, 1000)
+	if v, _ := e.Output(pkt, HeapAllocator{}); v != VerdictDrop || e.Stats.OutNoStates.Load() != 1 {
+		t.Fatalf("unique policy used an SA not bound to it: verdict %v, OutNoStates %d", v, e.Stats.OutNoStates.Load())
+	}
+	// Its own SA (the reqid an ACQUIRE carries) is.
+	if _, err := e.AddSA(SAConfig{Proto: ProtoESP, SPI: 0x101, Src: a, Dst: b, ReqID: r1, AEAD: key}); err != nil {
+		t.Fatal(err)
+	}
+	v, wire := e.Output(pkt, HeapAllocator{})
+	if v != VerdictProtected || binary.BigEndian.Uint32(wire[20:]) != 0x101 {
+		t.Fatalf("unique policy did not use its own SA: verdict %v", v)
+	}
+	// An update keeps the reqid (the SAs made for the policy stay
+	// bound), a new policy never reuses a live one.
+	id, err := e.SPD.Update(&Policy{Dir: DirOut, Sel: p1.Sel, Priority: 9, Action: ActionProtect, Templates: tmpl})
+	if err != nil || e.SPD.Get(id).Templates[0].ReqID != r1 {
+		t.Fatalf("update: %v, reqid %#x, want %#x", err, e.SPD.Get(id).Templates[0].ReqID, r1)
+	}
+	seen := map[uint32]bool{}
+	for i := 0; i < 100; i++ {
+		p := mustAdd(t, e.SPD, &Policy{Dir: DirIn, Sel: Selector{Dst: netip.PrefixFrom(addr("10.0.0.0"), 8), Proto: uint8(i)}, Action: ActionProtect, Templates: tmpl})
+		r := p.Templates[0].ReqID
+		if seen[r] || r == r1 || r == r2 {
+			t.Fatalf("reqid %#x handed out twice", r)
+		}
+		seen[r] = true
 	}
 }

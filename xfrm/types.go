@@ -104,7 +104,9 @@ func (a Action) String() string {
 type Level uint8
 
 // Template levels. Use sends in clear when no SA exists and accepts both;
-// Require and Unique insist on an SA (Unique on one bound to this policy).
+// Require and Unique insist on an SA, Unique on one bound to this policy
+// by its ReqID (the SPD assigns one when none is given, see
+// MaxManualReqID).
 const (
 	LevelDefault Level = iota
 	LevelUse
@@ -196,7 +198,8 @@ type Template struct {
 	// the packet's own addresses are used.
 	Src, Dst netip.Addr
 	Level    Level
-	// ReqID ties the template to SAs with the same request id; 0 matches any.
+	// ReqID ties the template to SAs with the same request id; 0 matches
+	// any. A LevelUnique template stored without one gets its own.
 	ReqID uint32
 	// SPI, when non-zero, names the only SA that satisfies the template.
 	SPI uint32

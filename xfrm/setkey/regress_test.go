@@ -1,6 +1,7 @@
 package setkey
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -84,4 +85,35 @@ func udp4(t *testing.T) []byte {
 	}
 	p[10], p[11] = byte(^sum>>8), byte(^sum)
 	return p
+}
+
+// TestUniqueWithoutReqID is issue 10 finding 8: "unique" without an id
+// binds the policy to SAs of its own reqid (assigned above
+// IPSEC_MANUAL_REQID_MAX, as Linux's af_key does), instead of acting as
+// "require" and taking any SA; -DP shows the reqid it got.
+func TestUniqueWithoutReqID(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	mustApply(t, e, `add 10.1.0.1 10.2.0.1 esp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;
+spdadd 10.1.0.0/16 10.2.0.0/16 any -P out ipsec esp/transport//unique;`)
+	var p *xfrm.Policy
+	e.SPD.Walk(func(q *xfrm.Policy) bool { p = q; return false })
+	r := p.Templates[0].ReqID
+	if p.Templates[0].Level != xfrm.LevelUnique || r <= xfrm.MaxManualReqID {
+		t.Fatalf("template %+v: want level unique with a reqid above %#x", p.Templates[0], xfrm.MaxManualReqID)
+	}
+	// The SA has no reqid: a unique policy must not take it.
+	if v, _ := e.Output(udp4(t), xfrm.HeapAllocator{}); v != xfrm.VerdictDrop {
+		t.Fatalf("unique policy used an SA of another reqid: verdict %v", v)
+	}
+	var out strings.Builder
+	DumpSPD(&out, e)
+	if want := fmt.Sprintf("esp/transport//unique:%d", r); !strings.Contains(out.String(), want) {
+		t.Errorf("-DP output lacks %q:\n%s", want, out.String())
+	}
+	// With -u of that reqid the SA is the policy's own.
+	mustApply(t, e, fmt.Sprintf("add 10.1.0.1 10.2.0.1 esp 0x1001 -u %d -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", r))
+	if v, _ := e.Output(udp4(t), xfrm.HeapAllocator{}); v != xfrm.VerdictProtected {
+		t.Fatalf("unique policy did not use its own SA: verdict %v", v)
+	}
 }

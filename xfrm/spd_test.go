@@ -28,7 +28,7 @@ func TestSPDPriorityAndTieBreak(t *testing.T) {
 	all4 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("0.0.0.0/0"), Dst: pfx("0.0.0.0/0")}, Priority: 1000, Action: ActionProtect})
 	exact := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.1/32"), Dst: pfx("10.0.0.2/32")}, Priority: 500})
 	net24 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24")}, Priority: 500})
-	web := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24"), Proto: ProtoTCP, DstPorts: PortRange{443, 443}}, Priority: 100, Action: ActionBypass})
+	web := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24"), Proto: ProtoTCP, DstPorts: PortRange{Lo: 443, Hi: 443}}, Priority: 100, Action: ActionBypass})
 	in := mustAdd(t, s, &Policy{Dir: DirIn, Sel: Selector{}, Priority: 0, Action: ActionDiscard})
 
 	tests := []struct {
@@ -158,7 +158,7 @@ func TestSPDAddErrorsAndIDs(t *testing.T) {
 		nil,
 		{Dir: 3},
 		{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.0/8"), Dst: pfx("::/0")}},
-		{Dir: DirOut, Sel: Selector{DstPorts: PortRange{9, 8}}},
+		{Dir: DirOut, Sel: Selector{DstPorts: PortRange{Lo: 9, Hi: 8}}},
 	}
 	for _, p := range bad {
 		if _, err := s.Add(p); !errors.Is(err, ErrInvalid) {
@@ -233,8 +233,8 @@ func TestSPDUpdate(t *testing.T) {
 
 func TestSPDDeleteFlushWalk(t *testing.T) {
 	s := NewSPD()
-	sel := Selector{Src: pfx("10.0.0.0/24"), Proto: ProtoUDP, DstPorts: PortRange{500, 500}}
-	sel7 := Selector{Src: pfx("10.0.0.0/16"), Proto: ProtoUDP, DstPorts: PortRange{500, 500}}
+	sel := Selector{Src: pfx("10.0.0.0/24"), Proto: ProtoUDP, DstPorts: PortRange{Lo: 500, Hi: 500}}
+	sel7 := Selector{Src: pfx("10.0.0.0/16"), Proto: ProtoUDP, DstPorts: PortRange{Lo: 500, Hi: 500}}
 	p7 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: sel7, Priority: 7})
 	p3 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: sel, Priority: 3})
 	pin := mustAdd(t, s, &Policy{Dir: DirIn, Sel: sel, Priority: 9})
@@ -354,7 +354,7 @@ func TestSPDFlowCache(t *testing.T) {
 	variants[3].Proto = ProtoUDP
 	variants[4].Opaque = true
 	variants[5].Dst = addr("::ffff:10.0.0.2")
-	c := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.2/32"), Proto: ProtoTCP, SrcPorts: PortRange{1000, 1000}, DstPorts: PortRange{22, 22}}, Priority: 0})
+	c := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.2/32"), Proto: ProtoTCP, SrcPorts: PortRange{Lo: 1000, Hi: 1000}, DstPorts: PortRange{Lo: 22, Hi: 22}}, Priority: 0})
 	for i := range variants {
 		want := a
 		if i == 0 {
@@ -397,7 +397,8 @@ func randomSelector(r *rand.Rand) Selector {
 			return PortRange{}
 		}
 		lo := uint16(r.IntN(8))
-		return PortRange{lo, lo + uint16(r.IntN(4))}
+		// Specified makes {0, 0} the single port 0 (ICMP echo reply).
+		return PortRange{Lo: lo, Hi: lo + uint16(r.IntN(4)), Specified: r.IntN(2) == 0}
 	}
 	sel.SrcPorts, sel.DstPorts = rng(), rng()
 	return sel
@@ -636,7 +637,7 @@ func benchPolicies(n int) (ps []*Policy, flows []Flow) {
 				a = [4]byte{11, byte(j >> 8), byte(j), 0}
 			}
 			net := netip.AddrFrom4(a)
-			sel = Selector{Dst: netip.PrefixFrom(net, bits), Proto: ProtoUDP, DstPorts: PortRange{53, 53}}
+			sel = Selector{Dst: netip.PrefixFrom(net, bits), Proto: ProtoUDP, DstPorts: PortRange{Lo: 53, Hi: 53}}
 			prio = uint32(200 + bits)
 			prefix = append(prefix, Flow{Src: v4(i), Dst: net.Next(), Proto: ProtoUDP, SrcPort: 3000, DstPort: 53})
 		default:

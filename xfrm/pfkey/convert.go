@@ -335,6 +335,12 @@ func PolicyMsg(p *xfrm.Policy) (*Msg, error) {
 		if !r.IsAny() && r.Lo != r.Hi {
 			return nil, errorf(syscall.EINVAL, "port range %d-%d cannot be expressed in PF_KEY", r.Lo, r.Hi)
 		}
+		// PF_KEY's sadb_address port 0 means any (Linux's af_key sets
+		// no port mask for it): an exact 0, ICMP type 0 (echo reply)
+		// or code 0, would widen to every value.
+		if !r.IsAny() && r.Lo == 0 {
+			return nil, errorf(syscall.EINVAL, "port or ICMP type/code 0 cannot be expressed in PF_KEY (0 means any there)")
+		}
 	}
 	pol := &Policy{Dir: dirToPF(p.Dir), ID: p.ID, Priority: p.Priority}
 	switch p.Action {

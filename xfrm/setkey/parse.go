@@ -524,24 +524,28 @@ func (p *parser) spd(st *Statement) error {
 	}
 	pol.Sel.Proto = proto
 	if proto == xfrm.ProtoICMP || proto == xfrm.ProtoICMPv6 || proto == 135 {
-		// "icmp6 135,0": type and code ride in the port fields.
-		if t := p.peek(); t.kind == tokWord && t.text != "" && t.text[0] >= '0' && t.text[0] <= '9' {
+		// "icmp6 135,0": type and code ride in the port fields. Each
+		// is exact, 0 included: "icmp 0" is the IPv4 echo reply, not
+		// every ICMP type. "any,3" names a code of any type.
+		if t := p.peek(); t.kind == tokWord && (t.text != "" && t.text[0] >= '0' && t.text[0] <= '9' || strings.HasPrefix(t.text, "any,")) {
 			p.next()
 			if !pol.Sel.SrcPorts.IsAny() || !pol.Sel.DstPorts.IsAny() {
 				return p.errf(t, "ports given with an ICMP type")
 			}
 			typ, code, hasCode := strings.Cut(t.text, ",")
-			v, err := strconv.ParseUint(typ, 10, 8)
-			if err != nil {
-				return p.errf(t, "invalid ICMP type %q", typ)
+			if typ != "any" {
+				v, err := strconv.ParseUint(typ, 10, 8)
+				if err != nil {
+					return p.errf(t, "invalid ICMP type %q", typ)
+				}
+				pol.Sel.SrcPorts = xfrm.Port(uint16(v))
 			}
-			pol.Sel.SrcPorts = xfrm.PortRange{Lo: uint16(v), Hi: uint16(v)}
 			if hasCode {
 				v, err := strconv.ParseUint(code, 10, 8)
 				if err != nil {
 					return p.errf(t, "invalid ICMP code %q", code)
 				}
-				pol.Sel.DstPorts = xfrm.PortRange{Lo: uint16(v), Hi: uint16(v)}
+				pol.Sel.DstPorts = xfrm.Port(uint16(v))
 			}
 		}
 	}

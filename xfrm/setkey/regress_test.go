@@ -117,3 +117,49 @@ spdadd 10.1.0.0/16 10.2.0.0/16 any -P out ipsec esp/transport//unique;`)
 		t.Fatalf("unique policy did not use its own SA: verdict %v", v)
 	}
 }
+
+// TestICMPTypeZeroExact is issue 10 finding 8: "icmp 0" is the IPv4 echo
+// reply (RFC 792), not every ICMP type. The selector is exact, prints
+// back as written, and a file using it is refused before anything is
+// sent over PF_KEY, whose port 0 means any (Linux's af_key), instead of
+// being widened there.
+func TestICMPTypeZeroExact(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	src := "spdadd 10.1.0.0/16 10.2.0.0/16 icmp 0 -P in discard;\nspdadd 10.1.0.0/16 10.2.0.0/16 icmp 3,0 -P out discard;"
+	mustApply(t, e, src)
+	flow := func(typ, code uint16) *xfrm.Flow {
+		return &xfrm.Flow{Src: netip.MustParseAddr("10.1.0.1"), Dst: netip.MustParseAddr("10.2.0.1"), Proto: xfrm.ProtoICMP, SrcPort: typ, DstPort: code}
+	}
+	if p := e.SPD.Lookup(xfrm.DirIn, flow(8, 0)); p != nil {
+		t.Errorf("echo request (type 8) matched the icmp 0 policy")
+	}
+	if p := e.SPD.Lookup(xfrm.DirIn, flow(0, 0)); p == nil {
+		t.Errorf("echo reply did not match the icmp 0 policy")
+	}
+	if p := e.SPD.Lookup(xfrm.DirOut, flow(3, 1)); p != nil {
+		t.Errorf("type 3 code 1 matched the icmp 3,0 policy")
+	}
+	var out strings.Builder
+	DumpSPD(&out, e)
+	for _, want := range []string{"10.1.0.0/16 10.2.0.0/16 icmp 0\n", "10.1.0.0/16 10.2.0.0/16 icmp 3,0\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-DP output lacks %q:\n%s", want, out.String())
+		}
+	}
+	st, err := Parse("icmp.conf", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Execute(deadConn{}, st, io.Discard, "icmp.conf")
+	if err == nil || !strings.HasPrefix(err.Error(), "icmp.conf:1:1: ") || !strings.Contains(err.Error(), "PF_KEY") {
+		t.Errorf("Execute of icmp 0 over PF_KEY: %v, want a refusal at icmp.conf:1:1", err)
+	}
+}
+
+// deadConn is a PF_KEY connection that fails every call: a test using it
+// checks what is refused before anything is sent.
+type deadConn struct{}
+
+func (deadConn) Send([]byte) error     { return io.ErrClosedPipe }
+func (deadConn) Recv() ([]byte, error) { return nil, io.ErrClosedPipe }

@@ -101,3 +101,104 @@ func TestTunnelWithoutPolicyIsNoPols(t *testing.T) {
 		t.Errorf("transport secpath without policy rejected")
 	}
 }
+
+// ECN codepoints as RFC 3168 §5 numbers them, spelled out here rather
+// than taken from the code under test.
+const (
+	tNotECT = 0
+	tECT1   = 1
+	tECT0   = 2
+	tCE     = 3
+)
+
+// TestTunnelDecapECN is issue 10 finding 8 (outer ECN lost on tunnel
+// decapsulation): the full table of RFC 6040 §4.2 (normal mode, Figure 4),
+// for IPv4 and IPv6 inner packets. A CE mark set by a router on the outer
+// header reaches the inner packet; ECT(1) outer over ECT(0) inner gives
+// ECT(1); Not-ECT inner under CE outer is dropped (the congestion signal
+// cannot be passed on) and counted XfrmInStateModeError. The IPv4 header
+// checksum is verified independently after a change.
+func TestTunnelDecapECN(t *testing.T) {
+	drop := -1
+	// want[inner][outer], RFC 6040 Figure 4.
+	want := [4][4]int{
+		tNotECT: {tNotECT: tNotECT, tECT0: tNotECT, tECT1: tNotECT, tCE: drop},
+		tECT0:   {tNotECT: tECT0, tECT0: tECT0, tECT1: tECT1, tCE: tCE},
+		tECT1:   {tNotECT: tECT1, tECT0: tECT1, tECT1: tECT1, tCE: tCE},
+		tCE:     {tNotECT: tCE, tECT0: tCE, tECT1: tCE, tCE: tCE},
+	}
+	names := [4]string{"Not-ECT", "ECT(1)", "ECT(0)", "CE"}
+	for _, v6 := range []bool{false, true} {
+		e := tunnelEngine(t)
+		if v6 {
+			if _, err := e.AddPolicy(&Policy{Dir: DirIn, Action: ActionProtect,
+				Sel:       Selector{Src: pfx("2001:db8:1::/48"), Dst: pfx("2001:db8:2::/48")},
+				Templates: []Template{{Proto: ProtoESP, Mode: ModeTunnel, Src: tunPeer, Dst: tunUs, Level: LevelRequire}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seq := uint64(0)
+		for in := 0; in < 4; in++ {
+			for out := 0; out < 4; out++ {
+				seq++
+				const dscp = 0x28 << 2 // AF11: the DSCP bits must survive
+				var pkt []byte
+				nh := uint8(innerIPv4)
+				if v6 {
+					pkt = ipv6Pkt("2001:db8:1::1", "2001:db8:2::1", ProtoUDP, udpHdr(1, 2))
+					tc := uint8(dscp | in)
+					pkt[0], pkt[1] = 0x60|tc>>4, tc<<4
+					nh = innerIPv6
+				} else {
+					pkt = inner4("10.1.0.5", "10.2.0.1", uint8(dscp|in))
+				}
+				before := e.Stats.InStateModeError.Load()
+				got := e.Input(outer4(uint8(out), 50), ProtoESP, sealTunnel(t, e, seq, nh, bytes.Clone(pkt)), HeapAllocator{})
+				name := names[in] + " inner, " + names[out] + " outer"
+				if v6 {
+					name += " (IPv6)"
+				}
+				w := want[in][out]
+				if w == drop {
+					if got != nil || e.Stats.InStateModeError.Load() != before+1 {
+						t.Errorf("%s: got %x, XfrmInStateModeError +%d; want a counted drop", name, got, e.Stats.InStateModeError.Load()-before)
+					}
+					continue
+				}
+				if got == nil {
+					t.Errorf("%s: dropped (stats %v)", name, e.Stats.Snapshot())
+					continue
+				}
+				var tos int
+				if v6 {
+					tos = int(got[0]&0x0f)<<4 | int(got[1]>>4)
+				} else {
+					tos = int(got[1])
+					var sum uint32
+					for i := 0; i < 20; i += 2 {
+						sum += uint32(got[i])<<8 | uint32(got[i+1])
+					}
+					for sum > 0xffff {
+						sum = sum&0xffff + sum>>16
+					}
+					if sum != 0xffff {
+						t.Errorf("%s: inner IPv4 header checksum wrong: %x", name, got[:20])
+					}
+				}
+				if tos != dscp|w {
+					t.Errorf("%s: inner TOS %#x, want %#x (%s)", name, tos, dscp|w, names[w])
+				}
+				// Nothing else in the packet changes.
+				pkt2 := bytes.Clone(got)
+				if v6 {
+					pkt2[1] = pkt[1]
+				} else {
+					pkt2[1], pkt2[10], pkt2[11] = pkt[1], pkt[10], pkt[11]
+				}
+				if !bytes.Equal(pkt2, pkt) {
+					t.Errorf("%s: packet changed beyond ECN:\n got %x\nwant %x", name, got, pkt)
+				}
+			}
+		}
+	}
+}

@@ -102,6 +102,13 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		}
 		c := &sa.Config
 		switch {
+		case nh == innerNone:
+			// A dummy packet for traffic flow confidentiality (RFC
+			// 4303 §2.6), in either mode: authenticated, in the
+			// replay window, and now silently discarded. It is no
+			// error, so nothing counts it (Linux counts the
+			// tunnel-mode one as XfrmInStateModeError).
+			return nil
 		case c.Mode == ModeTunnel && (nh == innerIPv4 || nh == innerIPv6):
 			return e.decapTunnel(hdr, inner, nh, &sp, a)
 		case c.Mode == ModeTunnel:
@@ -110,10 +117,6 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		case nh == uint8(ProtoESP) || nh == uint8(ProtoAH) || nh == uint8(ProtoIPComp):
 			proto, payload = Proto(nh), inner
 			continue
-		case nh == innerNone:
-			// A dummy packet for traffic flow confidentiality (RFC
-			// 4303 §2.6): valid, and silently discarded.
-			return nil
 		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, &sp):
 			// IP-in-IP under a transport SA: an IPComp tunnel's packet
 			// that was not worth compressing (RFC 3173 §2.2).

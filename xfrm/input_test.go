@@ -202,3 +202,45 @@ func TestTunnelDecapECN(t *testing.T) {
 		}
 	}
 }
+
+// TestDummyPacketsDroppedQuietly is issue 10 finding 8: a dummy packet
+// (next header 59, RFC 4303 §2.6, sent for traffic flow confidentiality)
+// is valid: it is authenticated, takes its place in the replay window, and
+// is discarded without any error counter, in tunnel mode as in transport
+// mode. (Linux counts the tunnel-mode one as XfrmInStateModeError, since
+// xfrm4_remove_tunnel_encap wants IPIP; RFC 4303 says to discard it.)
+func TestDummyPacketsDroppedQuietly(t *testing.T) {
+	tun := tunnelEngine(t)
+	tr := fuzzEngine(t)
+	trSA := tr.SAD.Lookup(netip.MustParseAddr("2001:db8::2"), ProtoESP, 0x1001)
+	sealTr := func(seq uint64, payload []byte) []byte {
+		out := make([]byte, trSA.esp.SealedLen(len(payload)))
+		return trSA.esp.Seal(out, 0x1001, seq, trSA.Config.ESN, payload, innerNone)
+	}
+	for i, c := range []struct {
+		name   string
+		e      *Engine
+		hdr    []byte
+		packet func(seq uint64) []byte
+	}{
+		{"tunnel", tun, outer4(0, 50), func(seq uint64) []byte { return sealTunnel(t, tun, seq, innerNone, make([]byte, 37)) }},
+		{"tunnel, empty", tun, outer4(0, 50), func(seq uint64) []byte { return sealTunnel(t, tun, seq, innerNone, nil) }},
+		{"transport", tr, fuzzHeader(), func(seq uint64) []byte { return sealTr(seq, make([]byte, 100)) }},
+	} {
+		before := total(c.e)
+		base := uint64(100 + 10*i)
+		for seq := base; seq < base+3; seq++ {
+			if got := c.e.Input(c.hdr, ProtoESP, c.packet(seq), HeapAllocator{}); got != nil {
+				t.Fatalf("%s: dummy packet delivered: %x", c.name, got)
+			}
+		}
+		if n := total(c.e); n != before {
+			t.Errorf("%s: dummy packets counted as errors: %v", c.name, c.e.Stats.Snapshot())
+		}
+		// They were authenticated and entered the replay window.
+		seqErr := c.e.Stats.InStateSeqError.Load()
+		if got := c.e.Input(c.hdr, ProtoESP, c.packet(base), HeapAllocator{}); got != nil || c.e.Stats.InStateSeqError.Load() != seqErr+1 {
+			t.Errorf("%s: a replayed dummy: delivered %v, XfrmInStateSeqError +%d", c.name, got != nil, c.e.Stats.InStateSeqError.Load()-seqErr)
+		}
+	}
+}

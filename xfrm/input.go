@@ -239,26 +239,26 @@ func decapECN(outer uint8, pkt []byte) bool {
 	return true
 }
 
+// ipcompTunnelTmpl asks the SAD's endpoint index for any IPComp tunnel SA.
+var ipcompTunnelTmpl = Template{Proto: ProtoIPComp, Mode: ModeTunnel}
+
 // ipcompTunnel finds the tunnel-mode IPComp SA from src to dst that sends
 // uncompressed packets as IP-in-IP and adds it to the secpath, as Linux
-// does with the IPIP state it pairs with an IPComp tunnel SA.
+// does with the IPIP state it pairs with an IPComp tunnel SA (found by a
+// hashed xfrm_state_lookup). The SAD indexes SAs by (src, dst, protocol,
+// mode), so this costs one hash lookup, not a walk of the SAD: a peer
+// sending IP-in-IP cannot make each packet cost in proportion to the SAD.
 func (e *Engine) ipcompTunnel(src, dst netip.Addr, sp *SecPath) bool {
 	if sp.n == maxBundle {
 		return false
 	}
-	var found *SA
-	e.SAD.Walk(func(sa *SA) bool {
-		c := &sa.Config
-		if c.Proto == ProtoIPComp && c.Mode == ModeTunnel && c.Src == src && c.Dst == dst && sa.Usable() && sa.tryGet() {
-			found = sa
-			return false
-		}
-		return true
-	})
-	if found == nil {
+	// The selector is not checked here: finishInput checks the
+	// innermost SA's, which is this one.
+	sa := e.SAD.FindOutbound(&ipcompTunnelTmpl, src, dst, nil)
+	if sa == nil || !sa.tryGet() {
 		return false
 	}
-	sp.sas[sp.n] = found
+	sp.sas[sp.n] = sa
 	sp.n++
 	return true
 }

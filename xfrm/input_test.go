@@ -244,3 +244,49 @@ func TestDummyPacketsDroppedQuietly(t *testing.T) {
 		}
 	}
 }
+
+// TestIPCompTunnelLookupIsConstant is issue 10 finding 8: an IP-in-IP
+// packet under a transport SA made ipcompTunnel copy the whole SAD to find
+// the IPComp tunnel SA of its endpoints, so each such packet from a peer
+// cost time and memory in proportion to the SAD. The lookup goes through
+// the SAD's endpoint index now: with 20,000 unrelated SAs it must not
+// allocate at all (a walk always takes a snapshot of every SA).
+func TestIPCompTunnelLookupIsConstant(t *testing.T) {
+	e := NewEngine()
+	defer e.Close()
+	gwA, gwB := netip.MustParseAddr("2001:db8:f::1"), netip.MustParseAddr("2001:db8:f::2")
+	ipc, err := e.AddSA(SAConfig{Proto: ProtoIPComp, SPI: 0x600, Src: gwA, Dst: gwB, Mode: ModeTunnel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20000; i++ {
+		if _, err := e.AddSA(SAConfig{Proto: ProtoIPComp, SPI: uint32(0x1000 + i%0xe000), Src: gwA,
+			Dst: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}), Mode: ModeTunnel}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sp SecPath
+	if !e.ipcompTunnel(gwA, gwB, &sp) || sp.n != 1 || sp.sas[0] != ipc {
+		t.Fatalf("IPComp tunnel SA not found: %v", sp.SAs())
+	}
+	sp.release()
+	if e.ipcompTunnel(gwB, gwA, &sp) || sp.n != 0 {
+		t.Fatalf("found an IPComp tunnel SA for the reverse direction")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if !e.ipcompTunnel(gwA, gwB, &sp) {
+			t.Fatal("lookup failed")
+		}
+		sp.release()
+	})
+	if allocs != 0 {
+		t.Errorf("ipcompTunnel allocates %.0f times per packet with %d SAs: it walks the SAD", allocs, e.SAD.Len())
+	}
+	// A dead SA is not taken.
+	if _, err := e.SAD.Delete(gwB, ProtoIPComp, 0x600); err != nil {
+		t.Fatal(err)
+	}
+	if e.ipcompTunnel(gwA, gwB, &sp) {
+		t.Errorf("deleted IPComp tunnel SA still found")
+	}
+}

@@ -163,3 +163,59 @@ type deadConn struct{}
 
 func (deadConn) Send([]byte) error     { return io.ErrClosedPipe }
 func (deadConn) Recv() ([]byte, error) { return nil, io.ErrClosedPipe }
+
+// TestErrorsNeverEchoKeys is issue 16 finding 7: a key with an odd number
+// of hex digits was refused with the whole key quoted, and the message
+// lands on stderr or in the journal. Errors name FILE:LINE:COL and the
+// field; no error of the parser, quoting a token or a part of one, may
+// show key digits, wherever a key is misplaced.
+func TestErrorsNeverEchoKeys(t *testing.T) {
+	const k = "0x5ec12e7d1917a1b2c3d4e5f60718293a4b5c6d7e" // 20 bytes
+	const pass = "correct horse battery"
+	for _, c := range []struct {
+		src, want string
+	}{
+		// The finding: an odd number of digits.
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 " + k + "f;", "k.conf:1:48: encryption key for aes-gcm-16 has an odd number of hex digits (41)"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E null -A hmac-sha1\n   " + k + "f;", "k.conf:2:4: authentication key for hmac-sha1 has an odd number of hex digits (41)"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 " + k + "zz;", "k.conf:1:48: encryption key for aes-gcm-16 is not hexadecimal"},
+		// Misplaced keys reach other fields.
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E " + k + ";", "k.conf:1:37: unknown or unimplemented encryption algorithm a 42-character hexadecimal value"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 " + k + " " + k + ";", "k.conf:1:91: expected an option"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 " + k[2:] + ";", "k.conf:1:48: expected a key"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E null -A hmac-sha1 \"" + pass + "\" \"" + pass + "\";", "k.conf:1:79: expected an option"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -A " + k + ";", "k.conf:1:37: unknown or unimplemented authentication algorithm"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -C " + k + ";", "k.conf:1:37: unknown or unimplemented compression algorithm"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -m " + k + ";", "k.conf:1:37: unknown mode"},
+		{"add " + k + " 10.0.0.2 esp 0x1000;", "k.conf:1:5: invalid source address"},
+		{"add 10.0.0.1 10.0.0.2 esp " + k + ";", "k.conf:1:27: invalid SPI"},
+		{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 " + k[:20] + "\x01" + k[20:] + ";", "k.conf:1:68: unexpected control or non-ASCII character"},
+		{"spdadd 10.0.0.0/24 10.0.1.0/24 any -P out ipsec " + k + ";", "k.conf:1:49: request a 42-character hexadecimal value needs"},
+		{"spdadd 10.0.0.0/24[" + k[2:] + "] 10.0.1.0/24 any -P out none;", "k.conf:1:8: invalid port a 40-character hexadecimal value"},
+		{"spdadd 10.0.0.0/24 10.0.1.0/24 any -P out ipsec esp/transport//unique:" + k[2:] + ";", "k.conf:1:49: invalid unique id a 40-character"},
+	} {
+		st, err := Parse("k.conf", c.src)
+		if err == nil {
+			e := xfrm.NewEngine()
+			err = Apply(e, st)
+			e.Close()
+		}
+		if err == nil {
+			t.Errorf("%q: accepted", c.src)
+			continue
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, c.want) {
+			t.Errorf("%q:\n got %q\nwant prefix %q", c.src, msg, c.want)
+		}
+		// No 6 consecutive characters of the key or passphrase.
+		for _, secret := range []string{k[2:], pass} {
+			for i := 0; i+6 <= len(secret); i++ {
+				if strings.Contains(strings.ToLower(msg), secret[i:i+6]) {
+					t.Errorf("%q: error %q shows key material %q", c.src, msg, secret[i:i+6])
+					break
+				}
+			}
+		}
+	}
+}

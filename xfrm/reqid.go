@@ -9,9 +9,10 @@ package xfrm
 const MaxManualReqID = 0x3fff
 
 // assignReqIDs gives each unique template of np without a reqid its own.
-// On an update (old non-nil) a template inherits the reqid of old's
-// template at the same position when both are unique with the same
-// protocol and mode. Called with s.mu held; np is the SPD's own copy.
+// On an update (old non-nil) a template inherits the reqid the SPD gave
+// old's template at the same position when both are unique with the same
+// protocol and mode; a manual reqid the update leaves out is not kept.
+// Called with s.mu held; np is the SPD's own copy.
 func (s *SPD) assignReqIDs(np, old *Policy) {
 	for i := range np.Templates {
 		t := &np.Templates[i]
@@ -20,7 +21,7 @@ func (s *SPD) assignReqIDs(np, old *Policy) {
 		}
 		if old != nil && i < len(old.Templates) {
 			o := &old.Templates[i]
-			if o.Level == LevelUnique && o.Proto == t.Proto && o.Mode == t.Mode && o.ReqID != 0 {
+			if o.Level == LevelUnique && o.Proto == t.Proto && o.Mode == t.Mode && o.ReqID > MaxManualReqID {
 				t.ReqID = o.ReqID
 				continue
 			}

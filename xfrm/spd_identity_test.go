@@ -161,6 +161,13 @@ func TestSPDUniqueGetsReqID(t *testing.T) {
 	if err != nil || e.SPD.Get(id).Templates[0].ReqID != r1 {
 		t.Fatalf("update: %v, reqid %#x, want %#x", err, e.SPD.Get(id).Templates[0].ReqID, r1)
 	}
+	// A manual reqid the update leaves out is not kept.
+	five := mustAdd(t, e.SPD, &Policy{Dir: DirFwd, Sel: p1.Sel, Action: ActionProtect,
+		Templates: []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelUnique, ReqID: 5}}})
+	id, err = e.SPD.Update(&Policy{Dir: DirFwd, Sel: five.Sel, Action: ActionProtect, Templates: tmpl})
+	if r := e.SPD.Get(id).Templates[0].ReqID; err != nil || r <= MaxManualReqID {
+		t.Fatalf("update dropping unique:5 kept reqid %#x (%v)", r, err)
+	}
 	seen := map[uint32]bool{}
 	for i := 0; i < 100; i++ {
 		p := mustAdd(t, e.SPD, &Policy{Dir: DirIn, Sel: Selector{Dst: netip.PrefixFrom(addr("10.0.0.0"), 8), Proto: uint8(i)}, Action: ActionProtect, Templates: tmpl})

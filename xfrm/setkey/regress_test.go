@@ -155,6 +155,10 @@ func TestICMPTypeZeroExact(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "icmp.conf:1:1: ") || !strings.Contains(err.Error(), "PF_KEY") {
 		t.Errorf("Execute of icmp 0 over PF_KEY: %v, want a refusal at icmp.conf:1:1", err)
 	}
+	// A code 0 goes over PF_KEY as af_key reads it: that type, any code.
+	if m, err := Messages(&st[1]); err != nil || m.Src.Port != 3 || m.Dst.Port != 0 {
+		t.Errorf("icmp 3,0 over PF_KEY: %+v, %v", m, err)
+	}
 }
 
 // deadConn is a PF_KEY connection that fails every call: a test using it

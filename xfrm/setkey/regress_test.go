@@ -155,6 +155,16 @@ func TestICMPTypeZeroExact(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "icmp.conf:1:1: ") || !strings.Contains(err.Error(), "PF_KEY") {
 		t.Errorf("Execute of icmp 0 over PF_KEY: %v, want a refusal at icmp.conf:1:1", err)
 	}
+	// A code of any type, as PF_KEY can carry it (port 0 = any type),
+	// parses and prints back.
+	e2 := xfrm.NewEngine()
+	defer e2.Close()
+	mustApply(t, e2, "spdadd ::/0 ::/0 icmp6 any,4 -P in discard;")
+	out.Reset()
+	DumpSPD(&out, e2)
+	if !strings.Contains(out.String(), "::/0 ::/0 icmp6 any,4\n") {
+		t.Errorf("-DP of icmp6 any,4:\n%s", out.String())
+	}
 	// A code 0 goes over PF_KEY as af_key reads it: that type, any code.
 	if m, err := Messages(&st[1]); err != nil || m.Src.Port != 3 || m.Dst.Port != 0 {
 		t.Errorf("icmp 3,0 over PF_KEY: %+v, %v", m, err)

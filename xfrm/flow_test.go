@@ -290,7 +290,7 @@ func checkParse(t *testing.T, pkt []byte) {
 		// A flow always matches the exact selector built from it.
 		sel := Selector{Src: exactPrefix(f.Src), Dst: exactPrefix(f.Dst), Proto: f.Proto}
 		if !f.Opaque && f.SrcPort != 0 {
-			sel.SrcPorts = PortRange{f.SrcPort, f.SrcPort}
+			sel.SrcPorts = PortRange{Lo: f.SrcPort, Hi: f.SrcPort}
 		}
 		if !sel.Match(&f) {
 			t.Fatalf("flow %v does not match its own selector %v", f, sel)

@@ -102,22 +102,25 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		}
 		c := &sa.Config
 		switch {
+		case nh == innerNone:
+			// A dummy packet for traffic flow confidentiality (RFC
+			// 4303 §2.6), in either mode: authenticated, in the
+			// replay window, and now silently discarded. It is no
+			// error, so nothing counts it (Linux counts the
+			// tunnel-mode one as XfrmInStateModeError).
+			return nil
 		case c.Mode == ModeTunnel && (nh == innerIPv4 || nh == innerIPv6):
-			return e.decapTunnel(inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, &sp, a)
 		case c.Mode == ModeTunnel:
 			e.Stats.InStateModeError.Add(1)
 			return nil
 		case nh == uint8(ProtoESP) || nh == uint8(ProtoAH) || nh == uint8(ProtoIPComp):
 			proto, payload = Proto(nh), inner
 			continue
-		case nh == innerNone:
-			// A dummy packet for traffic flow confidentiality (RFC
-			// 4303 §2.6): valid, and silently discarded.
-			return nil
 		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, &sp):
 			// IP-in-IP under a transport SA: an IPComp tunnel's packet
 			// that was not worth compressing (RFC 3173 §2.2).
-			return e.decapTunnel(inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, &sp, a)
 		default:
 			out := rebuildTransport(hdr, nh, inner, a)
 			if out == nil {
@@ -150,37 +153,112 @@ func PacketSPI(proto Proto, b []byte) (uint32, bool) {
 	return 0, false
 }
 
-// decapTunnel returns the inner packet of a tunnel, checked.
-func (e *Engine) decapTunnel(inner []byte, nh uint8, sp *SecPath, a Allocator) []byte {
+// decapTunnel returns the inner packet of a tunnel, checked, with the
+// outer header's ECN merged into it (RFC 6040). outer is the outer IP
+// header the packet arrived with.
+func (e *Engine) decapTunnel(outer, inner []byte, nh uint8, sp *SecPath, a Allocator) []byte {
 	if len(inner) < 1 || (nh == innerIPv4) != (inner[0]>>4 == 4) {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
 	out := a.Alloc(len(inner))
 	copy(out, inner)
+	if !decapECN(ecnOf(outer), out) {
+		// CE on the outer header over a Not-ECT inner packet: the
+		// congestion mark cannot be passed on, and forwarding the
+		// packet would hide it (RFC 6040 §4.2). Linux's xfrm counts a
+		// failed tunnel decapsulation as XfrmInStateModeError.
+		e.Stats.InStateModeError.Add(1)
+		return nil
+	}
 	return e.finishInput(out, sp, a)
 }
 
+// ECN codepoints (RFC 3168 §5), the low two bits of the IPv4 TOS byte or
+// the IPv6 Traffic Class.
+const (
+	ecnNotECT = 0
+	ecnECT1   = 1
+	ecnECT0   = 2
+	ecnCE     = 3
+)
+
+// ecnOf returns the ECN field of the IP header h (at least 2 bytes).
+func ecnOf(h []byte) uint8 {
+	if len(h) < 2 {
+		return ecnNotECT
+	}
+	if h[0]>>4 == 4 {
+		return h[1] & 3
+	}
+	return h[1] >> 4 & 3
+}
+
+// decapECN applies the decapsulation rules of RFC 6040 §4.2 (normal
+// mode) to the inner packet pkt, given the outer header's ECN field: a CE
+// mark on the outer header is copied to an ECN-capable inner packet, and
+// ECT(1) outer over ECT(0) inner gives ECT(1); every other combination
+// leaves the inner packet as it is. It returns false when the packet must
+// be dropped: CE outer over a Not-ECT inner packet. Linux's xfrm
+// (ipip_ecn_decapsulate) copies CE only, and forwards the Not-ECT packet
+// unmarked, losing the congestion signal; this follows the RFC.
+// An IPv4 inner header's checksum is updated incrementally (RFC 1624), so
+// a malformed header is left for the checks that follow to reject.
+func decapECN(outer uint8, pkt []byte) bool {
+	if outer == ecnNotECT || outer == ecnECT0 {
+		return true // neither changes the inner packet (Figure 4)
+	}
+	v4 := pkt[0]>>4 == 4
+	if v4 && len(pkt) < 20 || !v4 && len(pkt) < 40 {
+		return true // not a whole header: finishInput rejects it
+	}
+	in := ecnOf(pkt)
+	var set uint8
+	switch {
+	case outer == ecnCE && in == ecnNotECT:
+		return false
+	case outer == ecnCE && in != ecnCE:
+		set = ecnCE
+	case outer == ecnECT1 && in == ecnECT0:
+		set = ecnECT1
+	default:
+		return true
+	}
+	if !v4 {
+		pkt[1] = pkt[1]&^0x30 | set<<4
+		return true
+	}
+	old := binary.BigEndian.Uint16(pkt[0:])
+	pkt[1] = pkt[1]&^3 | set
+	// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+	sum := uint32(^binary.BigEndian.Uint16(pkt[10:])) + uint32(^old) + uint32(binary.BigEndian.Uint16(pkt[0:]))
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(pkt[10:], ^uint16(sum))
+	return true
+}
+
+// ipcompTunnelTmpl asks the SAD's endpoint index for any IPComp tunnel SA.
+var ipcompTunnelTmpl = Template{Proto: ProtoIPComp, Mode: ModeTunnel}
+
 // ipcompTunnel finds the tunnel-mode IPComp SA from src to dst that sends
 // uncompressed packets as IP-in-IP and adds it to the secpath, as Linux
-// does with the IPIP state it pairs with an IPComp tunnel SA.
+// does with the IPIP state it pairs with an IPComp tunnel SA (found by a
+// hashed xfrm_state_lookup). The SAD indexes SAs by (src, dst, protocol,
+// mode), so this costs one hash lookup, not a walk of the SAD: a peer
+// sending IP-in-IP cannot make each packet cost in proportion to the SAD.
 func (e *Engine) ipcompTunnel(src, dst netip.Addr, sp *SecPath) bool {
 	if sp.n == maxBundle {
 		return false
 	}
-	var found *SA
-	e.SAD.Walk(func(sa *SA) bool {
-		c := &sa.Config
-		if c.Proto == ProtoIPComp && c.Mode == ModeTunnel && c.Src == src && c.Dst == dst && sa.Usable() && sa.tryGet() {
-			found = sa
-			return false
-		}
-		return true
-	})
-	if found == nil {
+	// The selector is not checked here: finishInput checks the
+	// innermost SA's, which is this one.
+	sa := e.SAD.FindOutbound(&ipcompTunnelTmpl, src, dst, nil)
+	if sa == nil || !sa.tryGet() {
 		return false
 	}
-	sp.sas[sp.n] = found
+	sp.sas[sp.n] = sa
 	sp.n++
 	return true
 }
@@ -369,15 +447,26 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 // CheckInbound applies the inbound SPD to a packet with flow f that was
 // decapsulated with the SAs in sp (outermost first; empty for cleartext),
 // counting the reason when it rejects. It follows Linux's
-// __xfrm_policy_check: no policy accepts, discard rejects, bypass accepts
-// unless a tunnel-mode SA was used, protect requires the templates to be
-// matched by the SAs in order.
+// __xfrm_policy_check: no policy accepts cleartext and what transport-mode
+// SAs carried, but rejects what came out of a tunnel (XfrmInNoPols);
+// discard rejects, bypass accepts unless a tunnel-mode SA was used, protect
+// requires the templates to be matched by the SAs in order.
 func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
 	p := e.socketPolicyIn(f)
 	if p == nil {
 		p = e.SPD.Lookup(DirIn, f)
 	}
 	if p == nil {
+		// A tunnel's inner packet is only as trustworthy as the policy
+		// that says which inner addresses the peer may use: without
+		// one, the peer could inject any source (RFC 4301 §5.2;
+		// Linux: secpath_has_nontransport, LINUX_MIB_XFRMINNOPOLS).
+		for _, sa := range sp {
+			if sa.Config.Mode != ModeTransport {
+				e.Stats.InNoPols.Add(1)
+				return false
+			}
+		}
 		return true
 	}
 	switch p.Action {

@@ -90,9 +90,10 @@ func (s Selector) Validate() error {
 	return nil
 }
 
-// canonical returns s with masked prefixes and ANY ranges as the zero
-// PortRange, so selectors that match the same flows compare equal (the SPD
-// finds duplicates and deletes by ==).
+// canonical returns s with masked prefixes, ANY ranges as the zero
+// PortRange and Specified set only where it matters, so selectors that
+// match the same flows compare equal (the SPD finds duplicates and deletes
+// by ==).
 func (s Selector) canonical() Selector {
 	if s.Src.IsValid() {
 		s.Src = s.Src.Masked()
@@ -100,13 +101,19 @@ func (s Selector) canonical() Selector {
 	if s.Dst.IsValid() {
 		s.Dst = s.Dst.Masked()
 	}
-	if s.SrcPorts.IsAny() {
-		s.SrcPorts = PortRange{}
-	}
-	if s.DstPorts.IsAny() {
-		s.DstPorts = PortRange{}
-	}
+	s.SrcPorts = s.SrcPorts.canonical()
+	s.DstPorts = s.DstPorts.canonical()
 	return s
+}
+
+func (r PortRange) canonical() PortRange {
+	switch {
+	case r.IsAny():
+		return PortRange{}
+	case r.Lo == 0 && (r.Hi == 0 || r.Hi == 0xffff):
+		return PortRange{Lo: r.Lo, Hi: r.Hi, Specified: true}
+	}
+	return PortRange{Lo: r.Lo, Hi: r.Hi}
 }
 
 // Equal reports whether two selectors pick the same traffic as the SPD

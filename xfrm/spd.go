@@ -36,40 +36,57 @@ type SPD struct {
 	mu    sync.RWMutex // writers exclusive; table readers shared
 	dirs  [numDirs]dirTable
 	byID  map[uint32]*Policy
-	bySel map[selKey]*Policy // duplicate detection (Linux's EEXIST) and Update
+	bySel map[selKey]*Policy // the policy's identity: duplicate detection (EEXIST), Update, Delete
 	idx   uint32             // index generator: IDs are idx<<3 | dir
 	seq   uint64             // insertion counter for the tie-break
+
+	// reqids counts the templates of stored policies per reqid, and
+	// reqid is the last one genReqID handed out: unique templates
+	// without a reqid get one nobody uses (reqid.go).
+	reqids map[uint32]int
+	reqid  uint32
 
 	gen   atomic.Uint64 // bumped on every change; cache entries of older generations are stale
 	cache flowCache
 }
 
-// selKey identifies a policy the way Linux's SPDADD duplicate check does.
+// selKey identifies a policy the way Linux does (xfrm_policy_insert_list
+// compares type, if_id, selector, mark and security context; ipsecstack
+// has only the selector, plus the direction that picks the table). The
+// priority is not part of it: one selector has one policy per direction,
+// whatever its priority.
 type selKey struct {
-	dir  Dir
-	prio uint32
-	sel  Selector
+	dir Dir
+	sel Selector
 }
 
 // NewSPD returns an empty SPD.
 func NewSPD() *SPD {
 	return &SPD{
-		byID:  make(map[uint32]*Policy),
-		bySel: make(map[selKey]*Policy),
+		byID:   make(map[uint32]*Policy),
+		bySel:  make(map[selKey]*Policy),
+		reqids: make(map[uint32]int),
 	}
 }
 
 // Add inserts a copy of p and returns its ID. A zero p.ID is assigned as
 // Linux does, (counter << 3) | dir; a non-zero one must carry p.Dir in its
-// low three bits and be unused. A policy with the same Dir, Selector and
-// Priority already present is an error wrapping ErrExist (SPDADD's EEXIST).
-// The SPD never retains or modifies p itself.
+// low three bits and be unused. A policy with the same Dir and Selector
+// already present, whatever its priority, is an error wrapping ErrExist
+// (SPDADD's EEXIST). A template of level unique without a ReqID gets one
+// of its own (see MaxManualReqID). The SPD never retains or modifies p
+// itself.
 func (s *SPD) Add(p *Policy) (uint32, error) { return s.insert(p, false) }
 
-// Update replaces the policy with p's Dir, Selector and Priority by a copy
-// of p, or adds it when there is none (SPDUPDATE). The replacement keeps the
-// old ID unless p.ID names another, and keeps the old policy's place in the
-// insertion-order tie-break.
+// Update replaces the policy with p's Dir and Selector by a copy of p,
+// priority included, or adds it when there is none (SPDUPDATE). The
+// replacement keeps the old ID unless p.ID names another. With the same
+// priority it keeps the old policy's place in the insertion-order
+// tie-break; with another it is re-sorted behind the policies already at
+// its new priority, as Linux's xfrm_policy_insert_list places it. A unique
+// template without a ReqID keeps the one the SPD gave the old policy's
+// template at that position (same protocol and mode), so the SAs made for
+// it stay bound; otherwise it gets a new one.
 func (s *SPD) Update(p *Policy) (uint32, error) { return s.insert(p, true) }
 
 func (s *SPD) insert(in *Policy, update bool) (uint32, error) {
@@ -93,27 +110,44 @@ func (s *SPD) insert(in *Policy, update bool) (uint32, error) {
 		Action:    in.Action,
 		Templates: slices.Clone(in.Templates),
 	}
-	key := selKey{dir: np.Dir, prio: np.Priority, sel: np.Sel}
+	key := selKey{dir: np.Dir, sel: np.Sel}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.bySel[key]
 	if old != nil && !update {
-		return 0, fmt.Errorf("%w: policy %v dir %v priority %d (index %d)", ErrExist, np.Sel, np.Dir, np.Priority, old.ID)
+		return 0, fmt.Errorf("%w: policy %v dir %v (index %d, priority %d)", ErrExist, np.Sel, np.Dir, old.ID, old.Priority)
 	}
 	if np.ID != 0 {
 		if q := s.byID[np.ID]; q != nil && q != old {
 			return 0, fmt.Errorf("%w: policy index %d", ErrExist, np.ID)
 		}
 	}
+	s.assignReqIDs(np, old)
 	if old != nil {
+		s.countReqIDs(old, -1)
+	}
+	s.countReqIDs(np, 1)
+	switch {
+	case old != nil && old.Priority == np.Priority:
 		if np.ID == 0 {
 			np.ID = old.ID
 		}
 		np.seq = old.seq
 		s.dirs[np.Dir].replace(old, np)
 		delete(s.byID, old.ID)
-	} else {
+	case old != nil:
+		// A new priority moves the policy: out of its bucket slot and
+		// its tuple's priority set, in behind its new equals.
+		if np.ID == 0 {
+			np.ID = old.ID
+		}
+		s.dirs[np.Dir].remove(old)
+		delete(s.byID, old.ID)
+		s.seq++
+		np.seq = s.seq
+		s.dirs[np.Dir].insert(np)
+	default:
 		if np.ID == 0 {
 			np.ID = s.newID(np.Dir)
 		}
@@ -142,24 +176,17 @@ func (s *SPD) newID(dir Dir) uint32 {
 }
 
 // Delete removes the policy of direction dir whose selector equals sel (as
-// canonicalized by Add: masked prefixes, ANY ranges) and returns it. Of
-// several with different priorities it removes the one Lookup would prefer,
-// as PF_KEY's SPDDELETE does. Missing: an error wrapping ErrNotFound.
+// canonicalized by Add: masked prefixes, ANY ranges) and returns it. The
+// priority plays no part, as in PF_KEY's SPDDELETE (Linux's
+// xfrm_policy_bysel_ctx): a selector has one policy per direction.
+// Missing: an error wrapping ErrNotFound.
 func (s *SPD) Delete(dir Dir, sel Selector) (*Policy, error) {
 	sel = sel.canonical()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if dir < numDirs {
-		t := &s.dirs[dir]
-		m := maskOf(sel)
-		if tp := t.byMask[m]; tp != nil {
-			for _, p := range tp.buckets[m.selKey(sel)] {
-				if p.Sel == sel {
-					s.removeLocked(p)
-					return p, nil
-				}
-			}
-		}
+	if p := s.bySel[selKey{dir: dir, sel: sel}]; p != nil {
+		s.removeLocked(p)
+		return p, nil
 	}
 	return nil, fmt.Errorf("%w: policy %v dir %v", ErrNotFound, sel, dir)
 }
@@ -180,7 +207,8 @@ func (s *SPD) DeleteByID(id uint32) (*Policy, error) {
 func (s *SPD) removeLocked(p *Policy) {
 	s.dirs[p.Dir].remove(p)
 	delete(s.byID, p.ID)
-	delete(s.bySel, selKey{dir: p.Dir, prio: p.Priority, sel: p.Sel})
+	delete(s.bySel, selKey{dir: p.Dir, sel: p.Sel})
+	s.countReqIDs(p, -1)
 	s.gen.Add(1)
 }
 
@@ -199,6 +227,7 @@ func (s *SPD) Flush() int {
 	s.dirs = [numDirs]dirTable{}
 	s.byID = make(map[uint32]*Policy)
 	s.bySel = make(map[selKey]*Policy)
+	s.reqids = make(map[uint32]int)
 	s.gen.Add(1)
 	s.cache.clear() // let the flushed policies be collected
 	return n

@@ -28,7 +28,7 @@ func TestSPDPriorityAndTieBreak(t *testing.T) {
 	all4 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("0.0.0.0/0"), Dst: pfx("0.0.0.0/0")}, Priority: 1000, Action: ActionProtect})
 	exact := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.1/32"), Dst: pfx("10.0.0.2/32")}, Priority: 500})
 	net24 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24")}, Priority: 500})
-	web := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24"), Proto: ProtoTCP, DstPorts: PortRange{443, 443}}, Priority: 100, Action: ActionBypass})
+	web := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.0/24"), Proto: ProtoTCP, DstPorts: PortRange{Lo: 443, Hi: 443}}, Priority: 100, Action: ActionBypass})
 	in := mustAdd(t, s, &Policy{Dir: DirIn, Sel: Selector{}, Priority: 0, Action: ActionDiscard})
 
 	tests := []struct {
@@ -60,7 +60,7 @@ func TestSPDPriorityAndTieBreak(t *testing.T) {
 		t.Errorf("newer equal-priority policy won: %v", polStr(got))
 	}
 	// An even better one does.
-	better := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.0/8")}, Priority: 499})
+	better := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.0/8"), Proto: ProtoUDP}, Priority: 499})
 	if got := s.Lookup(DirOut, flow4("10.0.0.9", "10.0.0.2", ProtoUDP, 1, 2)); got != better {
 		t.Errorf("better policy lost: %v", polStr(got))
 	}
@@ -118,15 +118,20 @@ func TestSPDAddErrorsAndIDs(t *testing.T) {
 	if id1&7 != uint32(DirOut) || id1>>3 == 0 {
 		t.Errorf("ID %d not of Linux form (counter<<3)|dir", id1)
 	}
-	// Same dir, selector (even spelled differently), priority: EEXIST.
+	// Same dir and selector (even spelled differently): EEXIST, at any
+	// priority.
 	same := sel
 	same.Src = pfx("10.0.0.99/24")
 	same.SrcPorts = AnyPorts
-	if _, err := s.Add(&Policy{Dir: DirOut, Sel: same, Priority: 10}); !errors.Is(err, ErrExist) {
-		t.Errorf("duplicate Add err = %v, want ErrExist", err)
+	for _, prio := range []uint32{10, 11} {
+		if _, err := s.Add(&Policy{Dir: DirOut, Sel: same, Priority: prio}); !errors.Is(err, ErrExist) {
+			t.Errorf("duplicate Add at priority %d err = %v, want ErrExist", prio, err)
+		}
 	}
-	// Another priority or direction is a different policy.
-	id2, err := s.Add(&Policy{Dir: DirOut, Sel: sel, Priority: 11})
+	// Another selector or direction is a different policy.
+	other := sel
+	other.Proto = ProtoUDP
+	id2, err := s.Add(&Policy{Dir: DirOut, Sel: other, Priority: 11})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +158,7 @@ func TestSPDAddErrorsAndIDs(t *testing.T) {
 		nil,
 		{Dir: 3},
 		{Dir: DirOut, Sel: Selector{Src: pfx("10.0.0.0/8"), Dst: pfx("::/0")}},
-		{Dir: DirOut, Sel: Selector{DstPorts: PortRange{9, 8}}},
+		{Dir: DirOut, Sel: Selector{DstPorts: PortRange{Lo: 9, Hi: 8}}},
 	}
 	for _, p := range bad {
 		if _, err := s.Add(p); !errors.Is(err, ErrInvalid) {
@@ -209,10 +214,12 @@ func TestSPDUpdate(t *testing.T) {
 		t.Errorf("Len = %d", s.Len())
 	}
 	// Update of a missing policy adds it.
-	id2, err := s.Update(&Policy{Dir: DirOut, Sel: sel, Priority: 6})
+	sel2 := Selector{Dst: pfx("10.0.0.0/24"), Proto: ProtoTCP}
+	id2, err := s.Update(&Policy{Dir: DirOut, Sel: sel2, Priority: 6})
 	if err != nil || id2 == a.ID || s.Len() != 3 {
 		t.Errorf("Update-as-add: id %d err %v len %d", id2, err, s.Len())
 	}
+	sel = sel2
 	// Update may move the policy to a new, unused ID of its direction.
 	id3, err := s.Update(&Policy{ID: 4096<<3 | uint32(DirOut), Dir: DirOut, Sel: sel, Priority: 6})
 	if err != nil || id3 != 4096<<3|uint32(DirOut) || s.Get(id2) != nil || s.Len() != 3 {
@@ -226,8 +233,9 @@ func TestSPDUpdate(t *testing.T) {
 
 func TestSPDDeleteFlushWalk(t *testing.T) {
 	s := NewSPD()
-	sel := Selector{Src: pfx("10.0.0.0/24"), Proto: ProtoUDP, DstPorts: PortRange{500, 500}}
-	p7 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: sel, Priority: 7})
+	sel := Selector{Src: pfx("10.0.0.0/24"), Proto: ProtoUDP, DstPorts: PortRange{Lo: 500, Hi: 500}}
+	sel7 := Selector{Src: pfx("10.0.0.0/16"), Proto: ProtoUDP, DstPorts: PortRange{Lo: 500, Hi: 500}}
+	p7 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: sel7, Priority: 7})
 	p3 := mustAdd(t, s, &Policy{Dir: DirOut, Sel: sel, Priority: 3})
 	pin := mustAdd(t, s, &Policy{Dir: DirIn, Sel: sel, Priority: 9})
 	pall := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{}, Priority: 3})
@@ -261,7 +269,7 @@ func TestSPDDeleteFlushWalk(t *testing.T) {
 	if got := s.Lookup(DirOut, f); got != p3 {
 		t.Fatalf("Lookup = %v", polStr(got))
 	}
-	// Delete by selector (spelled differently) removes the preferred one.
+	// Delete by selector (spelled differently).
 	same := sel
 	same.Src = pfx("10.0.0.200/24")
 	got, err := s.Delete(DirOut, same)
@@ -271,10 +279,13 @@ func TestSPDDeleteFlushWalk(t *testing.T) {
 	if got := s.Lookup(DirOut, f); got != pall {
 		t.Errorf("after Delete Lookup = %v, want the catch-all", polStr(got))
 	}
-	if got, err := s.Delete(DirOut, sel); err != nil || got != p7 {
-		t.Errorf("second Delete = %v, %v", polStr(got), err)
-	}
 	if _, err := s.Delete(DirOut, sel); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Delete err = %v", err)
+	}
+	if got, err := s.Delete(DirOut, sel7); err != nil || got != p7 {
+		t.Errorf("Delete of the /16 = %v, %v", polStr(got), err)
+	}
+	if _, err := s.Delete(DirOut, sel7); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Delete missing err = %v", err)
 	}
 	if _, err := s.Delete(Dir(9), sel); !errors.Is(err, ErrNotFound) {
@@ -343,7 +354,7 @@ func TestSPDFlowCache(t *testing.T) {
 	variants[3].Proto = ProtoUDP
 	variants[4].Opaque = true
 	variants[5].Dst = addr("::ffff:10.0.0.2")
-	c := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.2/32"), Proto: ProtoTCP, SrcPorts: PortRange{1000, 1000}, DstPorts: PortRange{22, 22}}, Priority: 0})
+	c := mustAdd(t, s, &Policy{Dir: DirOut, Sel: Selector{Dst: pfx("10.0.0.2/32"), Proto: ProtoTCP, SrcPorts: PortRange{Lo: 1000, Hi: 1000}, DstPorts: PortRange{Lo: 22, Hi: 22}}, Priority: 0})
 	for i := range variants {
 		want := a
 		if i == 0 {
@@ -386,7 +397,8 @@ func randomSelector(r *rand.Rand) Selector {
 			return PortRange{}
 		}
 		lo := uint16(r.IntN(8))
-		return PortRange{lo, lo + uint16(r.IntN(4))}
+		// Specified makes {0, 0} the single port 0 (ICMP echo reply).
+		return PortRange{Lo: lo, Hi: lo + uint16(r.IntN(4)), Specified: r.IntN(2) == 0}
 	}
 	sel.SrcPorts, sel.DstPorts = rng(), rng()
 	return sel
@@ -625,7 +637,7 @@ func benchPolicies(n int) (ps []*Policy, flows []Flow) {
 				a = [4]byte{11, byte(j >> 8), byte(j), 0}
 			}
 			net := netip.AddrFrom4(a)
-			sel = Selector{Dst: netip.PrefixFrom(net, bits), Proto: ProtoUDP, DstPorts: PortRange{53, 53}}
+			sel = Selector{Dst: netip.PrefixFrom(net, bits), Proto: ProtoUDP, DstPorts: PortRange{Lo: 53, Hi: 53}}
 			prio = uint32(200 + bits)
 			prefix = append(prefix, Flow{Src: v4(i), Dst: net.Next(), Proto: ProtoUDP, SrcPort: 3000, DstPort: 53})
 		default:

@@ -104,7 +104,9 @@ func (a Action) String() string {
 type Level uint8
 
 // Template levels. Use sends in clear when no SA exists and accepts both;
-// Require and Unique insist on an SA (Unique on one bound to this policy).
+// Require and Unique insist on an SA, Unique on one bound to this policy
+// by its ReqID (the SPD assigns one when none is given, see
+// MaxManualReqID).
 const (
 	LevelDefault Level = iota
 	LevelUse
@@ -136,16 +138,32 @@ const (
 
 // PortRange is an inclusive range of ports. For ICMP and ICMPv6 the source
 // range holds the message type and the destination range the code, as in
-// Linux's xfrm_selector. The zero value and {0, 65535} both mean ANY.
+// Linux's xfrm_selector.
+//
+// The zero value and {0, 65535} mean ANY (every port, OPAQUE ones too), so
+// that a zero Selector matches everything. ICMP type 0 (IPv4 echo reply)
+// and code 0 are real values, though, which a {0, 0} range cannot name:
+// Specified makes the range literal, {0, 0} the single value 0 and
+// {0, 65535} every port but not OPAQUE ones (Linux's xfrm_selector says
+// the same with a mask: sport_mask 0 is any, 0xffff exact). Port builds a
+// single-value range that is exact even for 0. Ranges other than these two
+// are literal with or without Specified.
 type PortRange struct {
 	Lo, Hi uint16
+	// Specified marks the range as given rather than ANY; it only
+	// matters for {0, 0} and {0, 65535}.
+	Specified bool
 }
 
 // AnyPorts is the port range that matches every port, and OPAQUE ones.
-var AnyPorts = PortRange{0, 0xffff}
+var AnyPorts = PortRange{Lo: 0, Hi: 0xffff}
+
+// Port returns the range holding only p, a port or an ICMP type or code;
+// Port(0) is exact, not ANY.
+func Port(p uint16) PortRange { return PortRange{Lo: p, Hi: p, Specified: true} }
 
 // IsAny reports whether r matches every port.
-func (r PortRange) IsAny() bool { return r == PortRange{} || r == AnyPorts }
+func (r PortRange) IsAny() bool { return !r.Specified && r.Lo == 0 && (r.Hi == 0 || r.Hi == 0xffff) }
 
 // Contains reports whether p lies in r.
 func (r PortRange) Contains(p uint16) bool {
@@ -196,7 +214,8 @@ type Template struct {
 	// the packet's own addresses are used.
 	Src, Dst netip.Addr
 	Level    Level
-	// ReqID ties the template to SAs with the same request id; 0 matches any.
+	// ReqID ties the template to SAs with the same request id; 0 matches
+	// any. A LevelUnique template stored without one gets its own.
 	ReqID uint32
 	// SPI, when non-zero, names the only SA that satisfies the template.
 	SPI uint32

@@ -335,9 +335,19 @@ func selAddr(p netip.Prefix, other netip.Prefix, ports xfrm.PortRange, proto uin
 // PolicyMsg builds an SPDADD-style message for p (addresses and X_POLICY).
 func PolicyMsg(p *xfrm.Policy) (*Msg, error) {
 	s := &p.Sel
-	for _, r := range []xfrm.PortRange{s.SrcPorts, s.DstPorts} {
+	icmp := s.Proto == xfrm.ProtoICMP || s.Proto == xfrm.ProtoICMPv6 || s.Proto == 135
+	for i, r := range []xfrm.PortRange{s.SrcPorts, s.DstPorts} {
 		if !r.IsAny() && r.Lo != r.Hi {
 			return nil, errorf(syscall.EINVAL, "port range %d-%d cannot be expressed in PF_KEY", r.Lo, r.Hi)
+		}
+		// PF_KEY's sadb_address port 0 means any (Linux's af_key sets
+		// no port mask for it), so an exact 0 cannot be sent. An ICMP
+		// code 0 goes as 0, any code of the type, which is what
+		// "icmp6 135,0" has always meant over PF_KEY (KAME, af_key).
+		// A port or an ICMP type 0 (the echo reply) is refused: it
+		// would become every port, or all of ICMP.
+		if !r.IsAny() && r.Lo == 0 && !(icmp && i == 1) {
+			return nil, errorf(syscall.EINVAL, "port or ICMP type 0 cannot be expressed in PF_KEY (0 means any there)")
 		}
 	}
 	pol := &Policy{Dir: dirToPF(p.Dir), ID: p.ID, Priority: p.Priority}

@@ -158,7 +158,7 @@ func applyOne(e *xfrm.Engine, st *Statement, sa *xfrm.SA, out io.Writer) (undo, 
 		var old *xfrm.Policy
 		probe := st.Policy
 		e.SPD.Walk(func(q *xfrm.Policy) bool {
-			if q.Dir == probe.Dir && q.Priority == probe.Priority && q.Sel.Equal(probe.Sel) {
+			if q.Dir == probe.Dir && q.Sel.Equal(probe.Sel) {
 				old = q
 				return false
 			}

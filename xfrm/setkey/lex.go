@@ -48,6 +48,12 @@ type token struct {
 	pos  Pos
 }
 
+// String describes the token for an error message. Errors land in logs
+// and journals, so a token that may be key material is described, never
+// quoted: every quoted string (setkey's only use of them is keys), and any
+// word that looks like a key (see keyLike), wherever it appears, since a
+// misplaced key (a missing algorithm name, a key too many) reaches the
+// parser as some other field.
 func (t token) String() string {
 	switch t.kind {
 	case tokEOF:
@@ -55,9 +61,30 @@ func (t token) String() string {
 	case tokSemi:
 		return `";"`
 	case tokString:
-		return fmt.Sprintf("%q", t.text)
+		return fmt.Sprintf("a quoted string of %d bytes", len(t.text))
+	}
+	if keyLike(t.text) {
+		return fmt.Sprintf("a %d-character hexadecimal value", len(t.text))
 	}
 	return fmt.Sprintf("%q", t.text)
+}
+
+// keyLike reports whether a word may be key material: 0x and more digits
+// than the longest number setkey takes in hex (an SPI, 8), or 16 or more
+// hex digits without the prefix. It errs on the side of hiding.
+func keyLike(s string) bool {
+	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
+		return len(s) > 2+8
+	}
+	if len(s) < 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // lex splits src into tokens: words, "quoted strings" and ';'. '#' starts
@@ -116,7 +143,8 @@ func lex(file, src string) ([]token, error) {
 			toks = append(toks, token{tokString, sb.String(), p})
 		default:
 			if c < 0x20 || c >= 0x7f {
-				return nil, &Error{file, Pos{line, col}, fmt.Sprintf("unexpected character %q", rune(c))}
+				// Not echoed: it may sit in the middle of a key.
+				return nil, &Error{file, Pos{line, col}, "unexpected control or non-ASCII character"}
 			}
 			p := Pos{line, col}
 			start := i
@@ -129,7 +157,7 @@ func lex(file, src string) ([]token, error) {
 					break
 				}
 				if d < 0x20 || d >= 0x7f {
-					return nil, &Error{file, Pos{line, col}, fmt.Sprintf("unexpected character %q", rune(d))}
+					return nil, &Error{file, Pos{line, col}, "unexpected control or non-ASCII character"}
 				}
 				adv()
 			}

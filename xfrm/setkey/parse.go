@@ -129,7 +129,7 @@ func (p *parser) statement() (Statement, error) {
 	case "spdflush", "spddump":
 		err = p.semi()
 	default:
-		return st, p.errf(t, "unknown command %q", t.text)
+		return st, p.errf(t, "unknown command %v", t)
 	}
 	return st, err
 }
@@ -154,7 +154,7 @@ func (p *parser) addr(what string) (netip.Addr, token, error) {
 	}
 	a, err := netip.ParseAddr(t.text)
 	if err != nil || a.Zone() != "" {
-		return a, t, p.errf(t, "invalid %s %q", what, t.text)
+		return a, t, p.errf(t, "invalid %s %v", what, t)
 	}
 	return a.Unmap(), t, nil
 }
@@ -172,7 +172,7 @@ func (p *parser) saProto(t token) (xfrm.Proto, error) {
 	case "tcp":
 		return 0, p.errf(t, "protocol tcp (TCP-MD5 signatures) is not supported")
 	}
-	return 0, p.errf(t, "unknown protocol %q (want esp, ah or ipcomp)", t.text)
+	return 0, p.errf(t, "unknown protocol %v (want esp, ah or ipcomp)", t)
 }
 
 func parseUint(s string, bits int) (uint64, error) {
@@ -189,7 +189,7 @@ func (p *parser) number(what string, bits int) (uint64, token, error) {
 	}
 	v, err := parseUint(t.text, bits)
 	if err != nil {
-		return 0, t, p.errf(t, "invalid %s %q", what, t.text)
+		return 0, t, p.errf(t, "invalid %s %v", what, t)
 	}
 	return v, t, nil
 }
@@ -239,7 +239,10 @@ func (p *parser) saRef(st *Statement) error {
 	return p.semi()
 }
 
-func (p *parser) key() ([]byte, bool, error) {
+// key reads a key, 0x-hex or a quoted string. field names it in errors
+// ("encryption key for aes-cbc"), which give its place and never its
+// digits: error messages end up in logs and journals.
+func (p *parser) key(field string) ([]byte, bool, error) {
 	t := p.peek()
 	switch {
 	case t.kind == tokString:
@@ -249,11 +252,11 @@ func (p *parser) key() ([]byte, bool, error) {
 		p.next()
 		h := t.text[2:]
 		if len(h)%2 != 0 {
-			return nil, true, p.errf(t, "key %q has an odd number of hex digits", t.text)
+			return nil, true, p.errf(t, "%s has an odd number of hex digits (%d): a key is whole bytes", field, len(h))
 		}
 		k, err := hex.DecodeString(h)
 		if err != nil {
-			return nil, true, p.errf(t, "key %q is not hexadecimal", t.text)
+			return nil, true, p.errf(t, "%s is not hexadecimal", field)
 		}
 		return k, true, nil
 	}
@@ -270,10 +273,10 @@ func (p *parser) algName(t token, given *bool, what string) (token, error) {
 	return p.word(what)
 }
 
-// algKey reads the key after algorithm alg; without one it is an error
-// when required.
-func (p *parser) algKey(alg token, required bool) ([]byte, error) {
-	k, ok, err := p.key()
+// algKey reads the key after algorithm alg (what: "encryption" or
+// "authentication"); without one it is an error when required.
+func (p *parser) algKey(alg token, what string, required bool) ([]byte, error) {
+	k, ok, err := p.key(what + " key for " + alg.text)
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +318,7 @@ func (p *parser) add(st *Statement) error {
 			case "tunnel":
 				c.Mode = xfrm.ModeTunnel
 			default:
-				return p.errf(m, "unknown mode %q (want transport, tunnel or any)", m.text)
+				return p.errf(m, "unknown mode %v (want transport, tunnel or any)", m)
 			}
 		case "-r":
 			v, _, err := p.number("replay window size", 32)
@@ -338,7 +341,7 @@ func (p *parser) add(st *Statement) error {
 			case "zero-pad", "random-pad", "seq-pad", "nocyclic-seq", "cyclic-seq":
 				st.PadOption = f.text
 			default:
-				return p.errf(f, "unknown pad option %q", f.text)
+				return p.errf(f, "unknown pad option %v", f)
 			}
 		case "-lh", "-ls", "-bh", "-bs":
 			v, _, err := p.number("lifetime", 64)
@@ -368,10 +371,10 @@ func (p *parser) add(st *Statement) error {
 					if _, e2 := esp.Lookup(esp.KindIntegrity, n.text, 0); e2 == nil {
 						return p.errf(n, "%s is an authentication algorithm; use -A", n.text)
 					}
-					return p.errf(n, "unknown or unimplemented encryption algorithm %q", n.text)
+					return p.errf(n, "unknown or unimplemented encryption algorithm %v", n)
 				}
 			}
-			k, err := p.algKey(n, n.text != "null")
+			k, err := p.algKey(n, "encryption", n.text != "null")
 			if err != nil {
 				return err
 			}
@@ -389,9 +392,9 @@ func (p *parser) add(st *Statement) error {
 				if n.text == "null" {
 					return p.errf(n, "authentication algorithm null is not implemented")
 				}
-				return p.errf(n, "unknown or unimplemented authentication algorithm %q", n.text)
+				return p.errf(n, "unknown or unimplemented authentication algorithm %v", n)
 			}
-			k, err := p.algKey(n, true)
+			k, err := p.algKey(n, "authentication", true)
 			if err != nil {
 				return err
 			}
@@ -402,7 +405,7 @@ func (p *parser) add(st *Statement) error {
 				return err
 			}
 			if n.text != "deflate" {
-				return p.errf(n, "unknown or unimplemented compression algorithm %q", n.text)
+				return p.errf(n, "unknown or unimplemented compression algorithm %v", n)
 			}
 			c.Comp = xfrm.Algorithm{Name: n.text}
 		case "-R":
@@ -411,7 +414,7 @@ func (p *parser) add(st *Statement) error {
 				return p.errf(t, "-R applies only to -C")
 			}
 		default:
-			return p.errf(t, "unknown option %q", t.text)
+			return p.errf(t, "unknown option %v", t)
 		}
 	}
 	if c.Proto == xfrm.ProtoIPComp && !haveComp {
@@ -448,38 +451,38 @@ func (p *parser) selAddr(t token) (netip.Prefix, xfrm.PortRange, error) {
 	if strings.HasSuffix(s, "]") {
 		i := strings.LastIndexByte(s, '[')
 		if i < 0 {
-			return netip.Prefix{}, ports, p.errf(t, "unbalanced \"]\" in %q", s)
+			return netip.Prefix{}, ports, p.errf(t, "unbalanced \"]\" in %s", quote(s))
 		}
 		ps := s[i+1 : len(s)-1]
 		s = s[:i]
 		if ps != "any" && ps != "*" {
 			v, err := strconv.ParseUint(ps, 10, 16)
 			if err != nil {
-				return netip.Prefix{}, ports, p.errf(t, "invalid port %q", ps)
+				return netip.Prefix{}, ports, p.errf(t, "invalid port %s", quote(ps))
 			}
 			if v != 0 {
 				ports = xfrm.PortRange{Lo: uint16(v), Hi: uint16(v)}
 			}
 		}
 	} else if strings.ContainsAny(s, "[]") {
-		return netip.Prefix{}, ports, p.errf(t, "invalid address %q", t.text)
+		return netip.Prefix{}, ports, p.errf(t, "invalid address %v", t)
 	}
 	var pfx netip.Prefix
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		a, err := netip.ParseAddr(s[:i])
 		if err != nil || a.Zone() != "" {
-			return pfx, ports, p.errf(t, "invalid address %q", s[:i])
+			return pfx, ports, p.errf(t, "invalid address %s", quote(s[:i]))
 		}
 		a = a.Unmap()
 		bits, err := strconv.Atoi(s[i+1:])
 		if err != nil || bits < 0 || bits > a.BitLen() {
-			return pfx, ports, p.errf(t, "invalid prefix length %q for %v", s[i+1:], a)
+			return pfx, ports, p.errf(t, "invalid prefix length %s for %v", quote(s[i+1:]), a)
 		}
 		pfx = netip.PrefixFrom(a, bits)
 	} else {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return pfx, ports, p.errf(t, "invalid address %q", s)
+			return pfx, ports, p.errf(t, "invalid address %s", quote(s))
 		}
 		a = a.Unmap()
 		pfx = netip.PrefixFrom(a, a.BitLen())
@@ -515,7 +518,7 @@ func (p *parser) spd(st *Statement) error {
 	if !ok {
 		v, err := strconv.ParseUint(tu.text, 10, 8)
 		if err != nil {
-			return p.errf(tu, "unknown upper-layer protocol %q", tu.text)
+			return p.errf(tu, "unknown upper-layer protocol %v", tu)
 		}
 		proto = uint8(v)
 		if proto == 255 {
@@ -524,24 +527,28 @@ func (p *parser) spd(st *Statement) error {
 	}
 	pol.Sel.Proto = proto
 	if proto == xfrm.ProtoICMP || proto == xfrm.ProtoICMPv6 || proto == 135 {
-		// "icmp6 135,0": type and code ride in the port fields.
-		if t := p.peek(); t.kind == tokWord && t.text != "" && t.text[0] >= '0' && t.text[0] <= '9' {
+		// "icmp6 135,0": type and code ride in the port fields. Each
+		// is exact, 0 included: "icmp 0" is the IPv4 echo reply, not
+		// every ICMP type. "any,3" names a code of any type.
+		if t := p.peek(); t.kind == tokWord && (t.text != "" && t.text[0] >= '0' && t.text[0] <= '9' || strings.HasPrefix(t.text, "any,")) {
 			p.next()
 			if !pol.Sel.SrcPorts.IsAny() || !pol.Sel.DstPorts.IsAny() {
 				return p.errf(t, "ports given with an ICMP type")
 			}
 			typ, code, hasCode := strings.Cut(t.text, ",")
-			v, err := strconv.ParseUint(typ, 10, 8)
-			if err != nil {
-				return p.errf(t, "invalid ICMP type %q", typ)
+			if typ != "any" {
+				v, err := strconv.ParseUint(typ, 10, 8)
+				if err != nil {
+					return p.errf(t, "invalid ICMP type %s", quote(typ))
+				}
+				pol.Sel.SrcPorts = xfrm.Port(uint16(v))
 			}
-			pol.Sel.SrcPorts = xfrm.PortRange{Lo: uint16(v), Hi: uint16(v)}
 			if hasCode {
 				v, err := strconv.ParseUint(code, 10, 8)
 				if err != nil {
-					return p.errf(t, "invalid ICMP code %q", code)
+					return p.errf(t, "invalid ICMP code %s", quote(code))
 				}
-				pol.Sel.DstPorts = xfrm.PortRange{Lo: uint16(v), Hi: uint16(v)}
+				pol.Sel.DstPorts = xfrm.Port(uint16(v))
 			}
 		}
 	}
@@ -569,7 +576,7 @@ func (p *parser) policy(st *Statement) error {
 	case "fwd":
 		pol.Dir = xfrm.DirFwd
 	default:
-		return p.errf(d, "unknown direction %q (want in, out or fwd)", d.text)
+		return p.errf(d, "unknown direction %v (want in, out or fwd)", d)
 	}
 	pol.Priority = PriorityDefault
 	if t := p.peek(); t.kind == tokWord && (t.text == "prio" || t.text == "priority") {
@@ -597,7 +604,7 @@ func (p *parser) policy(st *Statement) error {
 	case "entrust":
 		return p.errf(a, "policy action entrust is not supported")
 	default:
-		return p.errf(a, "unknown policy action %q (want ipsec, none or discard)", a.text)
+		return p.errf(a, "unknown policy action %v (want ipsec, none or discard)", a)
 	}
 	for {
 		t := p.next()
@@ -656,7 +663,7 @@ func (p *parser) priority(pol *xfrm.Policy) error {
 		}
 		v, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {
-			return p.errf(t, "invalid priority %q", t.text)
+			return p.errf(t, "invalid priority %v", t)
 		}
 		if neg {
 			if v > math.MaxInt32 {
@@ -687,7 +694,7 @@ func (p *parser) priority(pol *xfrm.Policy) error {
 	}
 	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return p.errf(n, "invalid priority offset %q", s)
+		return p.errf(n, "invalid priority offset %s", quote(s))
 	}
 	if sign == '+' {
 		if v > priorityOffsetNegativeMax {
@@ -708,10 +715,10 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 	var tm xfrm.Template
 	parts := strings.Split(t.text, "/")
 	if len(parts) < 2 {
-		return tm, p.errf(t, "request %q needs at least protocol/mode", t.text)
+		return tm, p.errf(t, "request %v needs at least protocol/mode", t)
 	}
 	if len(parts) > 4 {
-		return tm, p.errf(t, "request %q has too many fields", t.text)
+		return tm, p.errf(t, "request %v has too many fields", t)
 	}
 	switch parts[0] {
 	case "esp":
@@ -721,7 +728,7 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 	case "ipcomp":
 		tm.Proto = xfrm.ProtoIPComp
 	default:
-		return tm, p.errf(t, "unknown request protocol %q", parts[0])
+		return tm, p.errf(t, "unknown request protocol %s", quote(parts[0]))
 	}
 	switch parts[1] {
 	case "transport":
@@ -729,17 +736,17 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 	case "tunnel":
 		tm.Mode = xfrm.ModeTunnel
 	default:
-		return tm, p.errf(t, "unknown request mode %q", parts[1])
+		return tm, p.errf(t, "unknown request mode %s", quote(parts[1]))
 	}
 	if len(parts) > 2 && parts[2] != "" {
 		s, d, ok := strings.Cut(parts[2], "-")
 		if !ok {
-			return tm, p.errf(t, "request endpoints %q must be src-dst", parts[2])
+			return tm, p.errf(t, "request endpoints %s must be src-dst", quote(parts[2]))
 		}
 		a, err1 := netip.ParseAddr(s)
 		b, err2 := netip.ParseAddr(d)
 		if err1 != nil || err2 != nil {
-			return tm, p.errf(t, "invalid request endpoints %q", parts[2])
+			return tm, p.errf(t, "invalid request endpoints %s", quote(parts[2]))
 		}
 		a, b = a.Unmap(), b.Unmap()
 		if a.Is4() != b.Is4() {
@@ -748,7 +755,7 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 		tm.Src, tm.Dst = a, b
 	}
 	if tm.Mode == xfrm.ModeTunnel && !tm.Src.IsValid() {
-		return tm, p.errf(t, "tunnel request %q needs endpoints src-dst", t.text)
+		return tm, p.errf(t, "tunnel request %v needs endpoints src-dst", t)
 	}
 	tm.Level = xfrm.LevelDefault
 	if len(parts) > 3 && parts[3] != "" {
@@ -763,7 +770,7 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 		case "unique":
 			tm.Level = xfrm.LevelUnique
 		default:
-			return tm, p.errf(t, "unknown level %q (want default, use, require or unique[:id])", lv)
+			return tm, p.errf(t, "unknown level %s (want default, use, require or unique[:id])", quote(lv))
 		}
 		if hasID {
 			if lv != "unique" {
@@ -771,7 +778,7 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 			}
 			v, err := strconv.ParseUint(id, 10, 32)
 			if err != nil || v == 0 {
-				return tm, p.errf(t, "invalid unique id %q", id)
+				return tm, p.errf(t, "invalid unique id %s", quote(id))
 			}
 			tm.ReqID = uint32(v)
 		}
@@ -780,3 +787,9 @@ func (p *parser) request(t token, dir xfrm.Dir) (xfrm.Template, error) {
 }
 
 var errNoop = errors.New("noop")
+
+// quote quotes part of a token for an error message, or describes it when
+// it may be key material (see token.String).
+func quote(s string) string {
+	return token{kind: tokWord, text: s}.String()
+}

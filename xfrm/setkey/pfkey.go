@@ -21,8 +21,13 @@ type Conn interface {
 
 // Messages turns one statement into the PF_KEY request that carries it
 // (the first one, for statements that take several), checking that PF_KEY
-// can express it: a port range or an algorithm without a PF_KEY number
-// cannot be sent.
+// can express it: a port range, an ICMP type 0 ("icmp 0", the echo
+// reply: PF_KEY's port 0 means any, and sending it would widen the
+// selector to all of ICMP) or an algorithm without a PF_KEY number cannot
+// be sent. Such files apply with `run --setkey`, which needs no PF_KEY.
+// An ICMP code 0 ("icmp6 135,0") is sent as PF_KEY's 0, any code of the
+// type, as KAME and Linux's af_key have always read it; `run --setkey`
+// keeps it exact.
 func Messages(st *Statement) (*pfkey.Msg, error) {
 	switch st.Cmd {
 	case "add":
@@ -299,7 +304,7 @@ func Execute(c Conn, stmts []Statement, out io.Writer, file string) error {
 			var old *pfkey.Msg
 			for _, o := range olds {
 				p, err := pfkey.PolicyFromMsg(o)
-				if err == nil && p.Dir == st.Policy.Dir && p.Priority == st.Policy.Priority && p.Sel.Equal(st.Policy.Sel) {
+				if err == nil && p.Dir == st.Policy.Dir && p.Sel.Equal(st.Policy.Sel) {
 					old = o
 					break
 				}

@@ -168,6 +168,18 @@ func selSide(p netip.Prefix, r xfrm.PortRange, v6 bool, icmp bool) string {
 	return fmt.Sprintf("%s[%d-%d]", s, r.Lo, r.Hi)
 }
 
+// icmpValue spells an ICMP type or code selector: "any", "0" (exact), or
+// a range as lo-hi, which the Go API can build though setkey cannot parse.
+func icmpValue(r xfrm.PortRange) string {
+	switch {
+	case r.IsAny():
+		return "any"
+	case r.Lo == r.Hi:
+		return fmt.Sprint(r.Lo)
+	}
+	return fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+}
+
 // PrintPolicy prints one policy in the format of `setkey -DP`.
 func PrintPolicy(w io.Writer, p *xfrm.Policy) {
 	s := &p.Sel
@@ -185,9 +197,9 @@ func PrintPolicy(w io.Writer, p *xfrm.Policy) {
 		up = "icmp6"
 	}
 	if icmp && (!s.SrcPorts.IsAny() || !s.DstPorts.IsAny()) {
-		up = fmt.Sprintf("%s %d", up, s.SrcPorts.Lo)
+		up += " " + icmpValue(s.SrcPorts)
 		if !s.DstPorts.IsAny() {
-			up = fmt.Sprintf("%s,%d", up, s.DstPorts.Lo)
+			up += "," + icmpValue(s.DstPorts)
 		}
 	}
 	fmt.Fprintf(w, "%s %s %s\n", selSide(s.Src, s.SrcPorts, v6, icmp), selSide(s.Dst, s.DstPorts, v6, icmp), up)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/pfkey"
@@ -30,9 +29,17 @@ var Version = "ipsecstack (devel)"
 // detect truncation.
 const maxMsg = pfkey.MaxMsgLen + 8
 
-// queueLen bounds a connection's pending output; beyond it messages are
-// dropped, as a full socket receive buffer drops PF_KEY broadcasts.
-const queueLen = 4096
+// sendQueueBytes bounds the bytes queued for one connection beyond what
+// its socket buffer holds, as sk_rcvbuf bounds a Linux PF_KEY socket
+// (net.core.rmem_default is 212992). Replies wait for room; asynchronous
+// messages beyond it are dropped for that connection and reported to it
+// with an ENOBUFS notice.
+const sendQueueBytes = 212992
+
+// maxJSONReply is the largest JSON reply sent: a datagram larger than the
+// socket's send buffer (wmem_default, 212992 bytes, less overhead) cannot
+// be sent at all. Ops with long answers page them (Page).
+const maxJSONReply = 192 << 10
 
 // Server serves the control socket.
 type Server struct {
@@ -46,8 +53,12 @@ type Server struct {
 	closed   bool
 	wg       sync.WaitGroup
 
-	// Dropped counts messages dropped because a client did not read.
+	// Dropped counts asynchronous messages (ACQUIRE, EXPIRE, SA and
+	// policy changes) dropped because a client did not read fast enough.
 	Dropped atomic.Uint64
+	// Oversize counts replies too large for the socket, answered with an
+	// EMSGSIZE error instead.
+	Oversize atomic.Uint64
 }
 
 // Listen creates the socket at path (mode 0600) and serves it. A stale
@@ -153,109 +164,23 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		uc, err := s.ln.AcceptUnix()
-		if err != nil {
-			return
-		}
-		c := &conn{s: s, c: uc, out: make(chan []byte, queueLen), done: make(chan struct{})}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			uc.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		c.sock = s.pf.Open(c.enqueue)
-		s.wg.Add(2)
-		go c.writer()
-		go c.reader()
-	}
-}
-
-type conn struct {
-	s    *Server
-	c    *net.UnixConn
-	sock *pfkey.Socket
-	out  chan []byte
-	done chan struct{}
-	once sync.Once
-}
-
-func (c *conn) enqueue(b []byte) {
-	select {
-	case <-c.done:
-	case c.out <- b:
-	default:
-		c.s.Dropped.Add(1)
-	}
-}
-
-func (c *conn) writer() {
-	defer c.s.wg.Done()
-	for {
-		select {
-		case <-c.done:
-			return
-		case b := <-c.out:
-			if _, err := c.c.Write(b); err != nil {
-				c.close()
-				return
-			}
-		}
-	}
-}
-
-func (c *conn) close() {
-	c.once.Do(func() {
-		close(c.done)
-		c.sock.Close()
-		c.c.Close()
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-	})
-}
-
-func (c *conn) reader() {
-	defer c.s.wg.Done()
-	defer c.close()
-	buf := make([]byte, maxMsg)
-	oob := make([]byte, 64)
-	for {
-		n, _, flags, _, err := c.c.ReadMsgUnix(buf, oob)
-		if err != nil {
-			return
-		}
-		if n == 0 {
-			continue
-		}
-		msg := append([]byte(nil), buf[:n]...)
-		if flags&syscall.MSG_TRUNC != 0 || n > pfkey.MaxMsgLen {
-			// Oversize: answer with EMSGSIZE and change nothing.
-			if msg[0] == '{' {
-				c.enqueue(jsonError("request too large"))
-			} else {
-				c.enqueue(pfkey.ErrorReply(msg, syscall.EMSGSIZE))
-			}
-			continue
-		}
-		switch msg[0] {
-		case '{':
-			c.enqueue(c.s.handleJSON(msg))
-		default:
-			c.sock.Handle(msg)
-		}
-	}
-}
-
 type jsonReply struct {
 	OK     bool   `json:"ok"`
 	Result any    `json:"result,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Next, when set, asks for the rest of a paged answer: send the
+	// same request again with "after" set to it.
+	Next string `json:"next,omitempty"`
+}
+
+// Page is a handler result that is one page of a longer answer: Items is
+// sent as the result, Next (empty on the last page) as the reply's "next",
+// which the client sends back as "after" for the following page
+// (Client.CallPages). Keeping each reply under maxJSONReply is the
+// handler's job; a larger one is refused.
+type Page struct {
+	Items any
+	Next  string
 }
 
 func jsonError(msg string) []byte {
@@ -280,9 +205,17 @@ func (s *Server) handleJSON(msg []byte) []byte {
 	if err != nil {
 		return jsonError(err.Error())
 	}
-	b, err := json.Marshal(jsonReply{OK: true, Result: res})
+	r := jsonReply{OK: true, Result: res}
+	if p, ok := res.(Page); ok {
+		r.Result, r.Next = p.Items, p.Next
+	}
+	b, err := json.Marshal(r)
 	if err != nil {
 		return jsonError("encoding reply: " + err.Error())
+	}
+	if len(b) > maxJSONReply {
+		s.Oversize.Add(1)
+		return jsonError(fmt.Sprintf("%s: reply of %d bytes exceeds the %d-byte limit", req.Op, len(b), maxJSONReply))
 	}
 	return b
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/pfkey"
@@ -65,7 +66,7 @@ type Server struct {
 // socket file (nobody listening) is removed; a live one is an error.
 //
 // The socket is bound inside a fresh 0700 directory next to path, chmod'ed
-// to 0600 and renamed into place, so it is never reachable by others, even
+// to 0600 and hard-linked into place (never replacing a file), so it is never reachable by others, even
 // briefly, without changing the process-wide umask under other goroutines.
 func Listen(path string, engine *xfrm.Engine) (*Server, error) {
 	if err := removeStale(path); err != nil {
@@ -86,8 +87,13 @@ func Listen(path string, engine *xfrm.Engine) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	// link, not rename: rename would replace whatever appeared at path
+	// since removeStale looked; link fails on anything there.
+	if err := os.Link(tmp, path); err != nil {
 		ln.Close()
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("control socket %s: created by someone else meanwhile; not replacing it", path)
+		}
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	s := &Server{
@@ -105,6 +111,13 @@ func Listen(path string, engine *xfrm.Engine) (*Server, error) {
 	return s, nil
 }
 
+// removeStale removes what a previous daemon left at path, and nothing
+// else: only a socket file that no process listens on. A socket is dead
+// only when connecting to it fails with ECONNREFUSED for every socket type
+// (stream, datagram, seqpacket): a live socket of another type answers
+// EPROTOTYPE, one with a full backlog EAGAIN, and either may belong to
+// another program, so any answer but ECONNREFUSED keeps the file and
+// refuses to start.
 func removeStale(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -116,14 +129,32 @@ func removeStale(path string) error {
 	if fi.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("control socket %s: exists and is not a socket", path)
 	}
-	if c, err := net.Dial("unixpacket", path); err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: in use by a running ipsecstack", path)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("control socket %s: exists and belongs to uid %d; not removing it", path, st.Uid)
+	}
+	for _, typ := range []int{syscall.SOCK_SEQPACKET, syscall.SOCK_STREAM, syscall.SOCK_DGRAM} {
+		if err := probeUnix(path, typ); !errors.Is(err, syscall.ECONNREFUSED) {
+			if err == nil || errors.Is(err, syscall.EPROTOTYPE) || errors.Is(err, syscall.EAGAIN) {
+				return fmt.Errorf("control socket %s: in use by a running program", path)
+			}
+			return fmt.Errorf("control socket %s: cannot tell whether it is in use (%v); not removing it", path, err)
+		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("control socket %s: removing stale socket: %w", path, err)
 	}
 	return nil
+}
+
+// probeUnix connects a non-blocking socket of type typ to path and
+// returns connect's error.
+func probeUnix(path string, typ int) error {
+	fd, err := syscall.Socket(syscall.AF_UNIX, typ|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	return syscall.Connect(fd, &syscall.SockaddrUnix{Name: path})
 }
 
 // Path returns the socket's path.

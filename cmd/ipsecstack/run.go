@@ -124,7 +124,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	// 2. Output files, created before the link so a bad path costs nothing.
 	var pw *pcap.Writer
 	if cfg.Pcap != "" {
-		f, err := os.OpenFile(cfg.Pcap, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := openPcapFile(cfg.Pcap)
 		if err != nil {
 			return nil, fmt.Errorf("--pcap: %w", err)
 		}

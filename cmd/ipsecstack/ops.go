@@ -22,7 +22,8 @@ import (
 
 // JSON ops on the control socket (besides the control package's "version"):
 //
-//	{"op":"stats"}  → [{"name":"XfrmInError","value":0}, …] in /proc order
+//	{"op":"stats"}  → [{"name":"XfrmInError","value":0}, …] in /proc order,
+//	                  then the daemon's own counters (daemonStats)
 //	{"op":"ping","addr":"fd00::2","seq":1,"size":56,"timeout_ms":1000}
 //	                → {"seq":1,"bytes":64,"rtt_ns":412000}
 //	{"op":"sas","after":"CURSOR","limit":N}
@@ -63,10 +64,13 @@ type saJSON struct {
 // maxPingSize keeps an echo within one IPv4/IPv6 datagram.
 const maxPingSize = 65507 - 8
 
-func registerOps(s *control.Server, st *stack.Stack, log *slog.Logger) {
+func registerOps(s *control.Server, st *stack.Stack, ds *daemonStats, log *slog.Logger) {
 	s.HandleJSON("stats", func(json.RawMessage) (any, error) {
 		var out []statJSON
 		for _, v := range st.Engine.Stats.Snapshot() {
+			out = append(out, statJSON{v.Name, v.Value})
+		}
+		for _, v := range ds.Snapshot() {
 			out = append(out, statJSON{v.Name, v.Value})
 		}
 		return out, nil

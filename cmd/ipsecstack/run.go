@@ -73,6 +73,7 @@ type daemon struct {
 	engine *xfrm.Engine
 	st     *stack.Stack
 	ctl    *control.Server
+	stats  daemonStats
 
 	cancel  context.CancelFunc
 	closers []func() // run in reverse order by Close
@@ -186,7 +187,8 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		return nil, err
 	}
 	d.onClose(func() { d.ctl.Close() })
-	registerOps(d.ctl, d.st, log)
+	d.stats.ctl = d.ctl
+	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.
 	for _, e := range cfg.Echo {
@@ -202,7 +204,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		log.Info("echo", "proto", e.Proto, "port", e.Port)
 	}
 	for _, f := range cfg.Forward {
-		closer, err := startForward(ctx, d.st, f, log)
+		closer, err := startForward(ctx, d.st, f, cfg.ForwardLimits, &d.stats.fwd, log)
 		if err != nil {
 			return nil, fmt.Errorf("--forward %s: %w", f, err)
 		}
@@ -214,7 +216,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		if err != nil {
 			return nil, fmt.Errorf("--metrics: %w", err)
 		}
-		srv := &http.Server{Handler: metricsHandler(d.st), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: metricsHandler(d.st, &d.stats), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		d.onClose(func() {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)

@@ -83,7 +83,8 @@ type daemon struct {
 func (d *daemon) onClose(fn func()) { d.closers = append(d.closers, fn) }
 
 // Close stops everything: listeners first, then the control socket, the
-// stack and its link, and last the capture and keylog files (flushed).
+// stack and its link, the capture and keylog files (flushed), and last
+// the SPD and SAD, flushed so every key is zeroed.
 func (d *daemon) Close() {
 	d.once.Do(func() {
 		d.cancel()
@@ -107,6 +108,13 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	// 1. The engine and the setkey file: all or nothing, before the link.
 	d.engine = xfrm.NewEngine()
 	d.onClose(d.engine.Close)
+	// Run last but for the engine's timer, when the stack, the control
+	// socket and the keylog are gone: no key is left in memory after a
+	// stop (deleting an SA wipes its keys once no packet holds it).
+	d.onClose(func() {
+		d.engine.SPD.Flush()
+		d.engine.SAD.Flush(0)
+	})
 	if cfg.Setkey != "" {
 		b, err := os.ReadFile(cfg.Setkey)
 		if err != nil {

@@ -134,8 +134,11 @@ func removeStale(path string) error {
 	}
 	for _, typ := range []int{syscall.SOCK_SEQPACKET, syscall.SOCK_STREAM, syscall.SOCK_DGRAM} {
 		if err := probeUnix(path, typ); !errors.Is(err, syscall.ECONNREFUSED) {
+			if typ == syscall.SOCK_SEQPACKET && (err == nil || errors.Is(err, syscall.EAGAIN)) {
+				return fmt.Errorf("control socket %s: in use by a running ipsecstack", path)
+			}
 			if err == nil || errors.Is(err, syscall.EPROTOTYPE) || errors.Is(err, syscall.EAGAIN) {
-				return fmt.Errorf("control socket %s: in use by a running program", path)
+				return fmt.Errorf("control socket %s: in use by another program", path)
 			}
 			return fmt.Errorf("control socket %s: cannot tell whether it is in use (%v); not removing it", path, err)
 		}
@@ -187,7 +190,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	err := s.ln.Close()
 	for _, c := range conns {
-		c.c.Close()
+		c.close() // also wakes a reader waiting for room for a reply
 	}
 	s.wg.Wait()
 	s.pf.Close()

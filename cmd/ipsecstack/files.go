@@ -33,7 +33,7 @@ func createPrivate(path string) (*os.File, error) {
 		f := os.NewFile(uintptr(fd), path)
 		if err := f.Chmod(0o600); err != nil { // whatever the umask left
 			f.Close()
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
 		}
 		return f, nil
 	}
@@ -41,16 +41,16 @@ func createPrivate(path string) (*os.File, error) {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("%s is a symbolic link; refusing to write through it", path)
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	pfd, err := syscall.Open(path, unix.O_PATH|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer syscall.Close(pfd)
 	var st syscall.Stat_t
 	if err := syscall.Fstat(pfd, &st); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	switch {
 	case st.Mode&syscall.S_IFMT == syscall.S_IFLNK:
@@ -65,16 +65,16 @@ func createPrivate(path string) (*os.File, error) {
 	// Reopen the very inode checked (not the path, which may have changed).
 	fd, err = syscall.Open("/proc/self/fd/"+strconv.Itoa(pfd), syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return f, nil
 }

@@ -344,7 +344,11 @@ func (s *Server) getSA(k *Socket, m *Msg) error {
 	if err != nil {
 		return err
 	}
-	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastOne, k)
+	r := heldStateMsg(sa) // keys copied under a reference, as DUMP does
+	if r == nil {
+		return errorf(syscall.ESRCH, "SA %v spi %#x was deleted", sa.Config.Proto, sa.Config.SPI)
+	}
+	s.Broadcast(reply(m, r), BroadcastOne, k)
 	return nil
 }
 

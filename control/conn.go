@@ -159,12 +159,13 @@ func (c *conn) writer() {
 			c.q = c.q[1:]
 			c.qBytes -= len(b)
 			c.cond.Broadcast()
-		case c.stream != nil:
-			next = c.stream
-		default:
+		case len(c.q) == 0 && c.notice != nil:
 			// Everything queued before the loss has been sent: now
-			// the notice, then asynchronous messages again.
+			// the notice, then asynchronous messages again (before
+			// the rest of a running dump, which may be long).
 			b, c.notice, c.overrun = c.notice, nil, false
+		default:
+			next = c.stream
 		}
 		c.mu.Unlock()
 		if next != nil {

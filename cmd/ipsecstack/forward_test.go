@@ -68,8 +68,11 @@ func TestForwardUDPBounded(t *testing.T) {
 		check func(t *testing.T, s *forwardStats)
 	}{
 		{"answered", true, func(t *testing.T, s *forwardStats) {
-			if s.UDPRefused.Load() == 0 {
-				t.Errorf("nothing refused (evicted %d)", s.UDPEvicted.Load())
+			// Refused once every session has its answer; a session
+			// still waiting for it when the next source comes is
+			// evicted instead (how many of each depends on timing).
+			if s.UDPRefused.Load()+s.UDPEvicted.Load() == 0 {
+				t.Error("nothing refused or evicted")
 			}
 		}},
 		{"silent", false, func(t *testing.T, s *forwardStats) {

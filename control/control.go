@@ -2,6 +2,16 @@
 // socket, one message per datagram, on which every connection is a PF_KEY
 // v2 socket (messages whose first byte is 2, PF_KEY_V2) and a JSON request
 // channel (messages starting with '{': {"op":"name",...}).
+//
+// Output to a connection is flow-controlled the way a Linux PF_KEY socket's
+// receive buffer is, but bounded by bytes on our side (sendQueueBytes):
+// replies to the client's own requests wait for room, so a client that
+// does not read stops being served; asynchronous messages (ACQUIRE, EXPIRE,
+// changes made by others) are dropped for a client that is too slow,
+// counted in Server.Dropped, and the gap is marked by an ENOBUFS notice;
+// DUMP and SPDDUMP are produced one message at a time as the client reads,
+// so they are complete at any size. JSON answers that may be long are
+// paged (Page, Client.CallPages).
 package control
 
 import (

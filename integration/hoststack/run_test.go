@@ -249,6 +249,9 @@ func runPair(t *testing.T, kind linkKind, tunnel bool) {
 		checkStatsClean(t, ctx, d)
 	}
 	checkMetrics(t, ctx, dA, nsA, "127.0.0.1:9300")
+	if out, serr, code := cli(ctx, "sas", "--control", dA.control); code != 0 || strings.Count(out, "esp ") != 4 {
+		t.Errorf("ipsecstack sas: exit %d, want the 4 SAs:\n%s%s", code, out, serr)
+	}
 
 	dA.stop(t, syscall.SIGTERM)
 	dB.stop(t, syscall.SIGINT)

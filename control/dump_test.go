@@ -347,3 +347,63 @@ func TestSlowReaderBounded(t *testing.T) {
 		t.Error("no ENOBUFS notice after the dropped messages")
 	}
 }
+
+// TestJSONOversizeRefused: a handler's reply too large for the socket is
+// answered with an error, counted, and the connection goes on. Before, the
+// write failed and the server closed the connection.
+func TestJSONOversizeRefused(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	s, path := listen(t, e)
+	s.HandleJSON("big", func(json.RawMessage) (any, error) { return strings.Repeat("x", 300<<10), nil })
+	c := dial(t, path)
+	if err := c.Call("big", nil, nil); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("oversize reply: %v", err)
+	}
+	if s.Oversize.Load() != 1 {
+		t.Errorf("Oversize = %d, want 1", s.Oversize.Load())
+	}
+	if err := c.Call("version", nil, nil); err != nil {
+		t.Fatalf("connection unusable after an oversize reply: %v", err)
+	}
+}
+
+// TestUnreadRepliesBounded: a client that sends requests and never reads
+// the replies pins at most sendQueueBytes of them (plus one) in the
+// server: the server stops reading its requests instead.
+func TestUnreadRepliesBounded(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	s, path := listen(t, e)
+	addDumpSAs(t, e, 1)
+	c := dial(t, path)
+	if err := c.Call("version", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	get := (&pfkey.Msg{Type: pfkey.MsgGet, SAType: pfkey.SATypeESP, PID: 1, SA: &pfkey.SA{SPI: dumpSPI(0)},
+		Dst: &pfkey.Address{PrefixLen: 32, Sockaddr: pfkey.Sockaddr{Addr: dumpDst(0)}}}).MustEncode()
+	c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	sent := 0
+	for sent < 100000 {
+		if err := c.Send(get); err != nil {
+			break // the server stopped reading: backpressure reached us
+		}
+		sent++
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.mu.RLock()
+	var queued int
+	for k := range s.conns {
+		k.mu.Lock()
+		queued += k.qBytes
+		k.mu.Unlock()
+	}
+	s.mu.RUnlock()
+	t.Logf("sent %d GETs before the socket filled; %d bytes of replies queued", sent, queued)
+	if sent == 100000 {
+		t.Error("100,000 requests went through without backpressure")
+	}
+	if queued > sendQueueBytes+pfkey.MaxMsgLen {
+		t.Errorf("%d bytes queued, want at most %d", queued, sendQueueBytes)
+	}
+}

@@ -60,35 +60,79 @@ func (c *Client) recv() ([]byte, error) {
 	return append([]byte(nil), c.buf[:n]...), nil
 }
 
+// maxPending bounds the PF_KEY messages kept for Recv while Call waits;
+// a client that never calls Recv keeps only the newest ones.
+const maxPending = 1024
+
 // Call sends the JSON request {"op": op, ...req's fields} and decodes the
 // result into resp (which may be nil). PF_KEY messages arriving meanwhile
 // are kept for Recv.
 func (c *Client) Call(op string, req any, resp any) error {
+	res, _, err := c.call(op, req, "")
+	if err != nil {
+		return err
+	}
+	if resp != nil && len(res) > 0 {
+		return json.Unmarshal(res, resp)
+	}
+	return nil
+}
+
+// CallPages calls a paged op (one whose replies carry "next") until its
+// last page, passing each page's result to fn in order.
+func (c *Client) CallPages(op string, req any, fn func(page json.RawMessage) error) error {
+	after := ""
+	for {
+		res, next, err := c.call(op, req, after)
+		if err != nil {
+			return err
+		}
+		if err := fn(res); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+		if next == after {
+			return fmt.Errorf("control: %s: paging does not advance", op)
+		}
+		after = next
+	}
+}
+
+func (c *Client) call(op string, req any, after string) (json.RawMessage, string, error) {
 	fields := map[string]json.RawMessage{}
 	if req != nil {
 		b, err := json.Marshal(req)
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		if err := json.Unmarshal(b, &fields); err != nil {
-			return fmt.Errorf("control: request must be a JSON object: %w", err)
+			return nil, "", fmt.Errorf("control: request must be a JSON object: %w", err)
 		}
 	}
 	opb, _ := json.Marshal(op)
 	fields["op"] = opb
+	if after != "" {
+		ab, _ := json.Marshal(after)
+		fields["after"] = ab
+	}
 	b, err := json.Marshal(fields)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if err := c.Send(b); err != nil {
-		return err
+		return nil, "", err
 	}
 	for {
 		m, err := c.recv()
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		if len(m) == 0 || m[0] != '{' {
+			if len(c.pending) >= maxPending {
+				c.pending = c.pending[1:]
+			}
 			c.pending = append(c.pending, m)
 			continue
 		}
@@ -96,16 +140,14 @@ func (c *Client) Call(op string, req any, resp any) error {
 			OK     bool            `json:"ok"`
 			Result json.RawMessage `json:"result"`
 			Error  string          `json:"error"`
+			Next   string          `json:"next"`
 		}
 		if err := json.Unmarshal(m, &r); err != nil {
-			return fmt.Errorf("control: bad reply: %w", err)
+			return nil, "", fmt.Errorf("control: bad reply: %w", err)
 		}
 		if !r.OK {
-			return errors.New(r.Error)
+			return nil, "", errors.New(r.Error)
 		}
-		if resp != nil && len(r.Result) > 0 {
-			return json.Unmarshal(r.Result, resp)
-		}
-		return nil
+		return r.Result, r.Next, nil
 	}
 }

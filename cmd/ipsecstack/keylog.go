@@ -37,13 +37,8 @@ type keylog struct {
 }
 
 func openKeylog(path string, eng *xfrm.Engine, log *slog.Logger) (*keylog, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createPrivate(path) // 0600, no links, never another's file: it holds keys
 	if err != nil {
-		return nil, err
-	}
-	// An existing file keeps its mode with O_CREATE: force 0600, it holds keys.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
 		return nil, err
 	}
 	k := &keylog{f: f, eng: eng, log: log, seen: map[*xfrm.SA]bool{}}
@@ -64,19 +59,28 @@ func (k *keylog) sync() {
 		return
 	}
 	k.gen = gen
+	// seen is rebuilt from the SAD each time: SAs deleted or rekeyed away
+	// are forgotten, so it stays the size of the SAD.
+	seen := make(map[*xfrm.SA]bool, len(k.seen))
+	defer func() { k.seen = seen }()
 	k.eng.SAD.Walk(func(sa *xfrm.SA) bool {
-		if k.seen[sa] || sa.Config.Proto != xfrm.ProtoESP {
+		if k.seen[sa] {
+			seen[sa] = true
 			return true
 		}
-		if s := sa.State(); s == xfrm.StateLarval || s == xfrm.StateDead {
+		if sa.Config.Proto != xfrm.ProtoESP {
+			return true
+		}
+		if sa.State() == xfrm.StateLarval || !sa.Hold() { // a dead SA's keys are being wiped
 			return true
 		}
 		line := keylogLine(&sa.Config)
+		sa.Release()
 		if _, err := k.f.WriteString(line + "\n"); err != nil {
 			k.log.Error("keylog write", "err", err)
 			return false
 		}
-		k.seen[sa] = true
+		seen[sa] = true
 		k.log.Debug("keylog: SA written", "spi", fmt.Sprintf("0x%08x", sa.Config.SPI), "dst", sa.Config.Dst.String())
 		return true
 	})

@@ -27,9 +27,12 @@ import (
 //	    (out_passed, out_protected, out_dropped, out_fragments, in_checked,
 //	    in_dropped, in_ipsec, reinjected)
 //	ipsecstack_nic_{rx,tx}_{packets,bytes}_total   the NIC's wire counters
+//	ipsecstack_daemon_stat_total{stat="ForwardTCPRefused"}   the daemon's
+//	    own counters (control socket, relays), named as in `ipsecstack stats`
 //	plus the Go runtime and process collectors.
 type collector struct {
 	st *stack.Stack
+	ds *daemonStats
 }
 
 var (
@@ -47,11 +50,12 @@ var (
 	descRxBy   = prometheus.NewDesc("ipsecstack_nic_rx_bytes_total", "Bytes received on the link.", nil, nil)
 	descTxPk   = prometheus.NewDesc("ipsecstack_nic_tx_packets_total", "Frames sent on the link.", nil, nil)
 	descTxBy   = prometheus.NewDesc("ipsecstack_nic_tx_bytes_total", "Bytes sent on the link.", nil, nil)
+	descDaemon = prometheus.NewDesc("ipsecstack_daemon_stat_total", "The daemon's own counters (control socket, relays) with their `ipsecstack stats` names.", []string{"stat"}, nil)
 	saStateAll = []xfrm.SAState{xfrm.StateLarval, xfrm.StateMature, xfrm.StateDying, xfrm.StateDead}
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descXfrm, descSABy, descSAPk, descSARe, descSAIn, descSASt, descSAD, descSPD, descLink, descRxPk, descRxBy, descTxPk, descTxBy} {
+	for _, d := range []*prometheus.Desc{descXfrm, descSABy, descSAPk, descSARe, descSAIn, descSASt, descSAD, descSPD, descLink, descRxPk, descRxBy, descTxPk, descTxBy, descDaemon} {
 		ch <- d
 	}
 }
@@ -60,6 +64,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	eng := c.st.Engine
 	for _, s := range eng.Stats.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(descXfrm, prometheus.CounterValue, float64(s.Value), s.Name)
+	}
+	if c.ds != nil {
+		for _, s := range c.ds.Snapshot() {
+			ch <- prometheus.MustNewConstMetric(descDaemon, prometheus.CounterValue, float64(s.Value), s.Name)
+		}
 	}
 	eng.SAD.Walk(func(sa *xfrm.SA) bool {
 		cf := &sa.Config
@@ -102,9 +111,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // metricsHandler serves /metrics (and a pointer to it on /).
-func metricsHandler(st *stack.Stack) http.Handler {
+func metricsHandler(st *stack.Stack, ds *daemonStats) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collector{st, ds}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -20,10 +22,15 @@ import (
 
 // JSON ops on the control socket (besides the control package's "version"):
 //
-//	{"op":"stats"}  → [{"name":"XfrmInError","value":0}, …] in /proc order
+//	{"op":"stats"}  → [{"name":"XfrmInError","value":0}, …] in /proc order,
+//	                  then the daemon's own counters (daemonStats)
 //	{"op":"ping","addr":"fd00::2","seq":1,"size":56,"timeout_ms":1000}
 //	                → {"seq":1,"bytes":64,"rtt_ns":412000}
-//	{"op":"sas"}    → [{"proto":"esp","spi":"0x00001001",…}, …] (no keys)
+//	{"op":"sas","after":"CURSOR","limit":N}
+//	                → [{"proto":"esp","spi":"0x00001001",…}, …] (no keys),
+//	                  at most 500 per reply, in (dst, proto, SPI) order; the
+//	                  reply's "next" is the cursor of the following page
+//	                  (control.Client.CallPages follows it)
 
 type statJSON struct {
 	Name  string `json:"name"`
@@ -57,10 +64,13 @@ type saJSON struct {
 // maxPingSize keeps an echo within one IPv4/IPv6 datagram.
 const maxPingSize = 65507 - 8
 
-func registerOps(s *control.Server, st *stack.Stack, log *slog.Logger) {
+func registerOps(s *control.Server, st *stack.Stack, ds *daemonStats, log *slog.Logger) {
 	s.HandleJSON("stats", func(json.RawMessage) (any, error) {
 		var out []statJSON
 		for _, v := range st.Engine.Stats.Snapshot() {
+			out = append(out, statJSON{v.Name, v.Value})
+		}
+		for _, v := range ds.Snapshot() {
 			out = append(out, statJSON{v.Name, v.Value})
 		}
 		return out, nil
@@ -94,19 +104,95 @@ func registerOps(s *control.Server, st *stack.Stack, log *slog.Logger) {
 		}
 		return pingResp{Seq: r.Seq, Bytes: r.Size + 8, RTTNs: r.RTT.Nanoseconds()}, nil
 	})
-	s.HandleJSON("sas", func(json.RawMessage) (any, error) {
-		out := []saJSON{}
-		st.Engine.SAD.Walk(func(sa *xfrm.SA) bool {
-			c := &sa.Config
-			out = append(out, saJSON{c.Proto.String(), fmt.Sprintf("0x%08x", c.SPI), c.Src.String(), c.Dst.String(),
-				c.Mode.String(), sa.State().String(), sa.Counters.Packets.Load(), sa.Counters.Bytes.Load()})
-			return true
-		})
-		slices.SortFunc(out, func(a, b saJSON) int {
-			return cmp.Or(cmp.Compare(a.SPI, b.SPI), cmp.Compare(a.Dst, b.Dst))
-		})
-		return out, nil
+	s.HandleJSON("sas", func(raw json.RawMessage) (any, error) { return sasPage(st.Engine, raw) })
+}
+
+// sasPageMax is the most SAs in one "sas" reply: about 200 bytes each,
+// well under the control socket's reply limit.
+const sasPageMax = 500
+
+type sasReq struct {
+	After string `json:"after"`
+	Limit int    `json:"limit"`
+}
+
+// sasKey orders the "sas" listing (destination, protocol, SPI) and is the
+// paging cursor: "dst/proto/spi".
+type sasKey struct {
+	dst   netip.Addr
+	proto xfrm.Proto
+	spi   uint32
+}
+
+func (k sasKey) compare(o sasKey) int {
+	return cmp.Or(k.dst.Compare(o.dst), cmp.Compare(k.proto, o.proto), cmp.Compare(k.spi, o.spi))
+}
+
+func (k sasKey) String() string { return fmt.Sprintf("%s/%d/%d", k.dst, k.proto, k.spi) }
+
+func parseSasKey(s string) (sasKey, error) {
+	var k sasKey
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 {
+		return k, fmt.Errorf("sas: bad cursor %q", s)
+	}
+	dst, err1 := netip.ParseAddr(parts[0])
+	proto, err2 := strconv.ParseUint(parts[1], 10, 8)
+	spi, err3 := strconv.ParseUint(parts[2], 10, 32)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return k, fmt.Errorf("sas: bad cursor %q", s)
+	}
+	return sasKey{dst, xfrm.Proto(proto), uint32(spi)}, nil
+}
+
+// sasPage answers one page of the "sas" op: the SAs after the cursor, in
+// (destination, protocol, SPI) order, at most limit (default and cap
+// sasPageMax), with the cursor of the next page when more remain. An
+// unbounded single reply stopped working at about 1,700 SAs (the socket
+// cannot carry a datagram larger than its send buffer).
+func sasPage(eng *xfrm.Engine, raw json.RawMessage) (control.Page, error) {
+	var req sasReq
+	if err := jsonReq(raw, &req); err != nil {
+		return control.Page{}, err
+	}
+	limit := req.Limit
+	if limit <= 0 || limit > sasPageMax {
+		limit = sasPageMax
+	}
+	var after *sasKey
+	if req.After != "" {
+		k, err := parseSasKey(req.After)
+		if err != nil {
+			return control.Page{}, err
+		}
+		after = &k
+	}
+	type entry struct {
+		key sasKey
+		sa  *xfrm.SA
+	}
+	var list []entry
+	eng.SAD.Walk(func(sa *xfrm.SA) bool {
+		c := &sa.Config
+		k := sasKey{c.Dst, c.Proto, c.SPI}
+		if after == nil || k.compare(*after) > 0 {
+			list = append(list, entry{k, sa})
+		}
+		return true
 	})
+	slices.SortFunc(list, func(a, b entry) int { return a.key.compare(b.key) })
+	next := ""
+	if len(list) > limit {
+		list = list[:limit]
+		next = list[limit-1].key.String()
+	}
+	out := make([]saJSON, 0, len(list))
+	for _, e := range list {
+		c := &e.sa.Config
+		out = append(out, saJSON{c.Proto.String(), fmt.Sprintf("0x%08x", c.SPI), c.Src.String(), c.Dst.String(),
+			c.Mode.String(), e.sa.State().String(), e.sa.Counters.Packets.Load(), e.sa.Counters.Bytes.Load()})
+	}
+	return control.Page{Items: out, Next: next}, nil
 }
 
 // applySourceHints sets the preferred source address of the routes that

@@ -73,6 +73,7 @@ type daemon struct {
 	engine *xfrm.Engine
 	st     *stack.Stack
 	ctl    *control.Server
+	stats  daemonStats
 
 	cancel  context.CancelFunc
 	closers []func() // run in reverse order by Close
@@ -82,7 +83,8 @@ type daemon struct {
 func (d *daemon) onClose(fn func()) { d.closers = append(d.closers, fn) }
 
 // Close stops everything: listeners first, then the control socket, the
-// stack and its link, and last the capture and keylog files (flushed).
+// stack and its link, the capture and keylog files (flushed), and last
+// the SPD and SAD, flushed so every key is zeroed.
 func (d *daemon) Close() {
 	d.once.Do(func() {
 		d.cancel()
@@ -106,6 +108,13 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	// 1. The engine and the setkey file: all or nothing, before the link.
 	d.engine = xfrm.NewEngine()
 	d.onClose(d.engine.Close)
+	// Run last but for the engine's timer, when the stack, the control
+	// socket and the keylog are gone: no key is left in memory after a
+	// stop (deleting an SA wipes its keys once no packet holds it).
+	d.onClose(func() {
+		d.engine.SPD.Flush()
+		d.engine.SAD.Flush(0)
+	})
 	if cfg.Setkey != "" {
 		b, err := os.ReadFile(cfg.Setkey)
 		if err != nil {
@@ -124,7 +133,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	// 2. Output files, created before the link so a bad path costs nothing.
 	var pw *pcap.Writer
 	if cfg.Pcap != "" {
-		f, err := os.OpenFile(cfg.Pcap, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := openPcapFile(cfg.Pcap)
 		if err != nil {
 			return nil, fmt.Errorf("--pcap: %w", err)
 		}
@@ -186,7 +195,8 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		return nil, err
 	}
 	d.onClose(func() { d.ctl.Close() })
-	registerOps(d.ctl, d.st, log)
+	d.stats.ctl = d.ctl
+	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.
 	for _, e := range cfg.Echo {
@@ -202,7 +212,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		log.Info("echo", "proto", e.Proto, "port", e.Port)
 	}
 	for _, f := range cfg.Forward {
-		closer, err := startForward(ctx, d.st, f, log)
+		closer, err := startForward(ctx, d.st, f, cfg.ForwardLimits, &d.stats.fwd, log)
 		if err != nil {
 			return nil, fmt.Errorf("--forward %s: %w", f, err)
 		}
@@ -214,7 +224,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		if err != nil {
 			return nil, fmt.Errorf("--metrics: %w", err)
 		}
-		srv := &http.Server{Handler: metricsHandler(d.st), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: metricsHandler(d.st, &d.stats), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		d.onClose(func() {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)

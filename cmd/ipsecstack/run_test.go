@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -33,6 +34,13 @@ func TestParseRunFlags(t *testing.T) {
 	if f := c.Forward[1]; f.Proto != "udp" || f.Listen != ":53" {
 		t.Errorf("forward 1: %+v", f)
 	}
+	if l := c.ForwardLimits; l.MaxSessions != defaultForwardMaxSessions || l.Idle != defaultForwardIdle {
+		t.Errorf("forward limits %+v, want the defaults", l)
+	}
+	if c, err := parseRunFlags(strings.Fields("--link tap:x --addr 192.0.2.1/24 --forward-max-sessions 9 --forward-idle-timeout 5s"), io.Discard); err != nil ||
+		c.ForwardLimits != (forwardLimits{MaxSessions: 9, Idle: 5 * time.Second}) {
+		t.Errorf("forward limits: %v %+v", err, c)
+	}
 
 	for _, args := range []string{
 		"", "--link afpacket:eth1", "--link eth1 --addr 192.0.2.1/24", "--link tap: --addr 192.0.2.1/24",
@@ -45,6 +53,8 @@ func TestParseRunFlags(t *testing.T) {
 		"--link tap:x --addr 192.0.2.1/24 --metrics 9101", "--link tap:x --addr 192.0.2.1/24 --log-level chatty",
 		"--link tap:x --addr 192.0.2.1/24 --mtu 70000", "--link tap:x --addr 192.0.2.1/24 stray",
 		"--link tap:x --addr 192.0.2.1/24 --pcap a --keylog a", "--link tap:x --addr 192.0.2.1/24 --nope",
+		"--link tap:x --addr 192.0.2.1/24 --forward-max-sessions 0", "--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout 0s",
+		"--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout soon",
 	} {
 		_, err := parseRunFlags(strings.Fields(args), io.Discard)
 		if !errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ipsecstack/ipsecstack/control"
 )
@@ -25,10 +26,12 @@ type runConfig struct {
 	Control  string
 	Echo     []echoSpec
 	Forward  []forwardSpec
-	Pcap     string
-	Keylog   string
-	Metrics  string
-	LogLevel slog.Level
+	// ForwardLimits bound every --forward listener.
+	ForwardLimits forwardLimits
+	Pcap          string
+	Keylog        string
+	Metrics       string
+	LogLevel      slog.Level
 }
 
 // routeSpec is --route PREFIX=GATEWAY[,src=ADDR]; an empty gateway is an
@@ -68,6 +71,7 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--route PREFIX=GATEWAY[,src=ADDR]]... [--mtu N] [--setkey FILE]
         [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
+        [--forward-max-sessions N] [--forward-idle-timeout DURATION]
         [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
 
 // parseRunFlags parses and validates the command line. Every problem is an
@@ -77,7 +81,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var (
 		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
-		mtu                                                     uint
+		mtu, fwdMax                                             uint
+		fwdIdle                                                 time.Duration
 		addrs, routes, echos, forwards                          multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
@@ -88,6 +93,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
 	fs.Var(&echos, "echo", "serve echo inside the stack: tcp:PORT or udp:PORT (repeatable)")
 	fs.Var(&forwards, "forward", "forward a host listener into the stack: tcp:LISTENADDR:PORT=STACKADDR:PORT or udp:… (repeatable)")
+	fs.UintVar(&fwdMax, "forward-max-sessions", defaultForwardMaxSessions, "at most `N` TCP connections, and N UDP client sessions, at once per --forward (beyond: refused, counted)")
+	fs.DurationVar(&fwdIdle, "forward-idle-timeout", defaultForwardIdle, "close a --forward TCP connection or UDP session idle this long (`DURATION`; a UDP session never answered: at most 30s)")
 	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
@@ -164,6 +171,13 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		}
 		c.Forward = append(c.Forward, fw)
 	}
+	if fwdMax == 0 || fwdMax > 1<<20 {
+		return nil, bad("--forward-max-sessions %d: want 1 to %d", fwdMax, 1<<20)
+	}
+	if fwdIdle < time.Second || fwdIdle > 24*time.Hour {
+		return nil, bad("--forward-idle-timeout %v: want 1s to 24h", fwdIdle)
+	}
+	c.ForwardLimits = forwardLimits{MaxSessions: int(fwdMax), Idle: fwdIdle}
 	if c.Metrics != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics); err != nil || port == "" {
 			return nil, bad("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9101 or :9101)", c.Metrics)

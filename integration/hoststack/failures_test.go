@@ -64,12 +64,31 @@ func TestRunFailures(t *testing.T) {
 	badKey := filepath.Join(dir, "key.conf")
 	os.WriteFile(badKey, []byte("flush;\n\nadd 192.0.2.1 192.0.2.2 esp 0x1001 -E aes-gcm-16 0x0011;\n"), 0o600)
 
+	// Files the daemon must not write: a symlink to a file of ours, a
+	// file of another user, the live stream socket of another program.
+	target := filepath.Join(dir, "precious")
+	os.WriteFile(target, []byte("precious"), 0o600)
+	symlink := filepath.Join(dir, "keys-link")
+	os.Symlink(target, symlink)
+	foreign := filepath.Join(dir, "foreign.pcap")
+	os.WriteFile(foreign, []byte("theirs"), 0o644)
+	os.Chown(foreign, 65534, 65534)
+	otherSock := filepath.Join(dir, "other.sock")
+	otherLn, err := net.Listen("unix", otherSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer otherLn.Close()
+
 	cases := []struct {
 		name string
 		args []string
 		code int
 		want string // regexp on the one stderr line
 	}{
+		{"keylog symlink", with("--keylog", symlink), 1, `--keylog: .*keys-link is a symbolic link; refusing to write through it`},
+		{"pcap foreign file", with("--pcap", foreign), 1, `--pcap: .*foreign.pcap exists and belongs to uid 65534; refusing to reuse it`},
+		{"control path of another program", []string{"--control", otherSock, "--link", "afpacket:hveth0", "--addr", "192.0.2.1/24"}, 1, `control socket .*other.sock: in use by another program`},
 		{"no flags", nil, 2, `--link is required`},
 		{"unknown flag", with("--bogus"), 2, `flag provided but not defined: -bogus`},
 		{"extra argument", with("extra"), 2, `unexpected argument "extra"`},
@@ -106,6 +125,17 @@ func TestRunFailures(t *testing.T) {
 				t.Errorf("control socket left behind")
 			}
 		})
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious" {
+		t.Errorf("the keylog symlink's target was written: %q", b)
+	}
+	if b, _ := os.ReadFile(foreign); string(b) != "theirs" {
+		t.Errorf("another user's file was written: %q", b)
+	}
+	if c, err := net.Dial("unix", otherSock); err != nil {
+		t.Errorf("the other program's socket no longer answers: %v", err)
+	} else {
+		c.Close()
 	}
 
 	t.Run("bad setkey leaves the TAP alone", func(t *testing.T) {

@@ -251,6 +251,9 @@ func runPair(t *testing.T, kind linkKind, tunnel bool) {
 		checkStatsClean(t, ctx, d)
 	}
 	checkMetrics(t, ctx, dA, nsA, "127.0.0.1:9300")
+	if out, serr, code := cli(ctx, "sas", "--control", dA.control); code != 0 || strings.Count(out, "esp ") != 4 {
+		t.Errorf("ipsecstack sas: exit %d, want the 4 SAs:\n%s%s", code, out, serr)
+	}
 
 	dA.stop(t, syscall.SIGTERM)
 	dB.stop(t, syscall.SIGINT)
@@ -344,13 +347,19 @@ func udpEcho(ns *netns, addr string, size int) error {
 	return fmt.Errorf("no echo in 3 tries")
 }
 
-// parseStats reads `ipsecstack stats` output.
+// daemonStatNames are the daemon's own counters `ipsecstack stats` prints
+// after the xfrm ones (and /metrics exports as ipsecstack_daemon_stat_total).
+var daemonStatNames = []string{"PfkeyNotifyDropped", "ControlReplyTooLarge", "ForwardTCPRefused",
+	"ForwardTCPIdleClosed", "ForwardUDPRefused", "ForwardUDPEvicted", "ForwardUDPIdleClosed"}
+
+// parseStats reads `ipsecstack stats` output: every line NAME<TAB>VALUE,
+// the 28 Linux xfrm_stat names and then the daemon's own counters.
 func parseStats(t *testing.T, out string) map[string]uint64 {
 	t.Helper()
 	m := map[string]uint64{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 2 || !strings.HasPrefix(f[0], "Xfrm") {
+		if len(f) != 2 {
 			t.Fatalf("stats line %q: want NAME<TAB>VALUE", line)
 		}
 		v, err := strconv.ParseUint(f[1], 10, 64)
@@ -359,13 +368,24 @@ func parseStats(t *testing.T, out string) map[string]uint64 {
 		}
 		m[f[0]] = v
 	}
-	if len(m) < 28 || !strings.Contains(out, "XfrmInNoStates") || !strings.Contains(out, "XfrmOutPolBlock") {
-		t.Fatalf("stats: %d counters, want the 28 Linux xfrm_stat names:\n%s", len(m), out)
+	xfrm := 0
+	for name := range m {
+		if strings.HasPrefix(name, "Xfrm") {
+			xfrm++
+		}
+	}
+	if xfrm < 28 || !strings.Contains(out, "XfrmInNoStates") || !strings.Contains(out, "XfrmOutPolBlock") {
+		t.Fatalf("stats: %d xfrm counters, want the 28 Linux xfrm_stat names:\n%s", xfrm, out)
+	}
+	for _, name := range daemonStatNames {
+		if _, ok := m[name]; !ok {
+			t.Fatalf("stats: no %s:\n%s", name, out)
+		}
 	}
 	return m
 }
 
-// checkStatsClean: after all that traffic no xfrm counter moved.
+// checkStatsClean: after all that traffic no xfrm or daemon counter moved.
 func checkStatsClean(t *testing.T, ctx context.Context, d *daemon) {
 	t.Helper()
 	out, serr, code := cli(ctx, "stats", "--control", d.control)
@@ -405,24 +425,26 @@ func checkMetrics(t *testing.T, ctx context.Context, d *daemon, ns *netns, addr 
 		t.Fatalf("ipsecstack stats: exit %d", code)
 	}
 	stats := parseStats(t, out)
-	xf := fams["ipsecstack_xfrm_stat_total"]
-	if xf == nil {
-		t.Fatalf("/metrics has no ipsecstack_xfrm_stat_total")
-	}
 	seen := 0
-	for _, m := range xf.Metric {
-		name := m.Label[0].GetValue()
-		v, ok := stats[name]
-		if !ok {
-			t.Errorf("metrics stat %q not in ipsecstack stats", name)
+	for _, fam := range []string{"ipsecstack_xfrm_stat_total", "ipsecstack_daemon_stat_total"} {
+		xf := fams[fam]
+		if xf == nil {
+			t.Fatalf("/metrics has no %s", fam)
 		}
-		if uint64(m.Counter.GetValue()) != v {
-			t.Errorf("%s: metrics %v, stats %d", name, m.Counter.GetValue(), v)
+		for _, m := range xf.Metric {
+			name := m.Label[0].GetValue()
+			v, ok := stats[name]
+			if !ok {
+				t.Errorf("%s stat %q not in ipsecstack stats", fam, name)
+			}
+			if uint64(m.Counter.GetValue()) != v {
+				t.Errorf("%s: metrics %v, stats %d", name, m.Counter.GetValue(), v)
+			}
+			seen++
 		}
-		seen++
 	}
 	if seen != len(stats) {
-		t.Errorf("metrics has %d xfrm counters, stats %d", seen, len(stats))
+		t.Errorf("metrics has %d xfrm and daemon counters, stats %d", seen, len(stats))
 	}
 	if g := fams["ipsecstack_sad_entries"]; g == nil || g.Metric[0].Gauge.GetValue() != 4 {
 		t.Errorf("ipsecstack_sad_entries: %v, want 4", g)

@@ -1,11 +1,9 @@
 package pfkey
 
 import (
-	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +36,7 @@ type Server struct {
 // Socket is one PF_KEY endpoint (a control-socket connection).
 type Socket struct {
 	srv        *Server
-	send       func([]byte)
+	out        Output
 	registered atomic.Uint32 // bit per SA type
 	promisc    atomic.Bool
 }
@@ -54,11 +52,16 @@ func NewServer(engine *xfrm.Engine) *Server {
 // Close unsubscribes the server from the engine.
 func (s *Server) Close() { s.unsub() }
 
-// Open creates a socket whose messages go to send. send must not block
-// (it runs on the packet path for ACQUIRE and EXPIRE): drop when full, as a
-// full socket receive buffer does.
-func (s *Server) Open(send func(msg []byte)) *Socket {
-	k := &Socket{srv: s, send: send}
+// Open creates a socket whose messages all go to send, a dump included, at
+// once. send must not block (it runs on the packet path for ACQUIRE and
+// EXPIRE). A transport with flow control uses OpenOutput.
+func (s *Server) Open(send func(msg []byte)) *Socket { return s.OpenOutput(funcOutput(send)) }
+
+// OpenOutput creates a socket whose messages go to out: replies to its
+// own requests through out.Reply, asynchronous messages through
+// out.Notify, DUMP and SPDDUMP through out.Stream.
+func (s *Server) OpenOutput(out Output) *Socket {
+	k := &Socket{srv: s, out: out}
 	s.mu.Lock()
 	s.socks[k] = struct{}{}
 	s.mu.Unlock()
@@ -72,17 +75,27 @@ func (k *Socket) Close() {
 	k.srv.mu.Unlock()
 }
 
+// send answers the socket's own request (may wait for the reader).
+func (k *Socket) send(msg []byte) { k.out.Reply(msg) }
+
+// notify queues an asynchronous message without waiting; a reader too
+// slow for it loses it (the transport counts and reports the loss).
+func (k *Socket) notify(msg []byte) { k.out.Notify(msg) }
+
 // Registered reports whether the socket registered for an SA type.
 func (k *Socket) Registered(satype uint8) bool { return k.registered.Load()&(1<<satype) != 0 }
 
 // Broadcast sends msg as pfkey_broadcast does: promiscuous sockets get a
 // copy of everything; then all sockets (All), registered ones
-// (Registered), or none; and finally one, when not nil.
+// (Registered), or none; and finally one, when not nil. one is the socket
+// whose request this answers: its copy is a reply, which waits for the
+// reader to make room; every other copy is asynchronous and is dropped for
+// a reader that is too slow, as a full sk_rcvbuf drops it in Linux.
 func (s *Server) Broadcast(msg []byte, flags int, one *Socket) {
 	s.mu.RLock()
 	for k := range s.socks {
 		if k.promisc.Load() {
-			k.send(msg)
+			k.notify(msg)
 		}
 		if k == one {
 			continue
@@ -98,7 +111,7 @@ func (s *Server) Broadcast(msg []byte, flags int, one *Socket) {
 				continue
 			}
 		}
-		k.send(msg)
+		k.notify(msg)
 	}
 	s.mu.RUnlock()
 	if one != nil {
@@ -396,7 +409,11 @@ func (s *Server) getSA(k *Socket, m *Msg) error {
 	if err != nil {
 		return err
 	}
-	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastOne, k)
+	r := heldStateMsg(sa) // keys copied under a reference, as DUMP does
+	if r == nil {
+		return errorf(syscall.ESRCH, "SA %v spi %#x was deleted", sa.Config.Proto, sa.Config.SPI)
+	}
+	s.Broadcast(reply(m, r), BroadcastOne, k)
 	return nil
 }
 
@@ -450,19 +467,27 @@ func (s *Server) flush(m *Msg) error {
 	return nil
 }
 
+// dump starts a DUMP stream: a snapshot of SA references, whose keys are
+// read under a reference one message at a time as the reader drains its
+// socket. Nothing is dropped however large the SAD; an SA deleted before
+// its turn is left out.
 func (s *Server) dump(k *Socket, m *Msg) error {
 	proto, err := protoOrAll(m)
 	if err != nil {
 		return err
 	}
-	msgs := StateMsgs(s.engine.SAD, proto)
-	if len(msgs) == 0 {
+	sas := sortedSAs(s.engine.SAD, proto)
+	if len(sas) == 0 {
 		return errorf(syscall.ENOENT, "no SAs")
 	}
-	for i, r := range msgs {
-		r.Type, r.PID = m.Type, m.PID
-		r.Seq = uint32(len(msgs) - 1 - i)
-		s.Broadcast(r.MustEncode(), BroadcastOne, k)
+	d := &dumpStream{n: len(sas), typ: m.Type, pid: m.PID, empty: ErrorReply(m.MustEncode(), syscall.ENOENT),
+		msg: func(i int) *Msg {
+			sa := sas[i]
+			sas[i] = nil // let a deleted SA go as soon as it has been passed
+			return heldStateMsg(sa)
+		}}
+	if !k.out.Stream(d.next) {
+		return errorf(syscall.EBUSY, "a dump is already running on this socket")
 	}
 	return nil
 }
@@ -550,6 +575,8 @@ func (s *Server) spdGet(k *Socket, m *Msg) error {
 	return nil
 }
 
+// spdDump starts an SPDDUMP stream over a snapshot of the policies, as
+// dump does for SAs.
 func (s *Server) spdDump(k *Socket, m *Msg) error {
 	var ps []*xfrm.Policy
 	s.engine.SPD.Walk(func(p *xfrm.Policy) bool {
@@ -559,10 +586,14 @@ func (s *Server) spdDump(k *Socket, m *Msg) error {
 	if len(ps) == 0 {
 		return errorf(syscall.ENOENT, "no policies")
 	}
-	for i, p := range ps {
-		r := policyReply(p)
-		r.Type, r.PID, r.Seq = m.Type, m.PID, uint32(len(ps)-1-i)
-		s.Broadcast(r.MustEncode(), BroadcastOne, k)
+	d := &dumpStream{n: len(ps), typ: m.Type, pid: m.PID, empty: ErrorReply(m.MustEncode(), syscall.ENOENT),
+		msg: func(i int) *Msg {
+			p := ps[i]
+			ps[i] = nil
+			return policyReply(p)
+		}}
+	if !k.out.Stream(d.next) {
+		return errorf(syscall.EBUSY, "a dump is already running on this socket")
 	}
 	return nil
 }
@@ -621,24 +652,4 @@ func ExpireMsg(sa *xfrm.SA, hard bool) *Msg {
 		m.SA.State = SAStateDying
 	}
 	return m
-}
-
-// StateMsgs describes the SAs of proto (0: every protocol), keys
-// included, in the order DUMP lists them: by destination, then SPI. The
-// caller sets Type, Seq and PID.
-func StateMsgs(sad *xfrm.SAD, proto xfrm.Proto) []*Msg {
-	var ms []*Msg
-	sad.Walk(func(sa *xfrm.SA) bool {
-		if proto == 0 || sa.Config.Proto == proto {
-			ms = append(ms, StateMsg(sa, true))
-		}
-		return true
-	})
-	slices.SortStableFunc(ms, func(a, b *Msg) int {
-		if c := a.Dst.Addr.Compare(b.Dst.Addr); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.SA.SPI, b.SA.SPI)
-	})
-	return ms
 }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// daemonStats are the daemon's own counters beyond Linux's xfrm_stat:
+// what its control socket and relays refused or dropped. `ipsecstack
+// stats` prints them after the xfrm counters and /metrics exports them as
+// ipsecstack_daemon_stat_total{stat=NAME}, with the same names.
+type daemonStats struct {
+	ctl *control.Server // nil until the control socket is up
+	fwd forwardStats
+}
+
+// Snapshot returns the counters by name, in a fixed order:
+//
+//	PfkeyNotifyDropped   asynchronous PF_KEY messages (ACQUIRE, EXPIRE,
+//	                     SA and policy changes) lost by a client too slow
+//	                     to read them (it gets an ENOBUFS notice)
+//	ControlReplyTooLarge control-socket replies refused for their size
+//	ForwardTCPRefused    --forward tcp connections refused at the limit
+//	ForwardTCPIdleClosed --forward tcp connections closed idle
+//	ForwardUDPRefused    --forward udp datagrams of a new source dropped
+//	                     at the limit
+//	ForwardUDPEvicted    unanswered --forward udp sessions ended early to
+//	                     make room for a new source
+//	ForwardUDPIdleClosed --forward udp sessions ended idle
+func (d *daemonStats) Snapshot() []xfrm.Stat {
+	var dropped, oversize uint64
+	if d.ctl != nil {
+		dropped, oversize = d.ctl.Dropped.Load(), d.ctl.Oversize.Load()
+	}
+	f := &d.fwd
+	return []xfrm.Stat{
+		{Name: "PfkeyNotifyDropped", Value: dropped},
+		{Name: "ControlReplyTooLarge", Value: oversize},
+		{Name: "ForwardTCPRefused", Value: f.TCPRefused.Load()},
+		{Name: "ForwardTCPIdleClosed", Value: f.TCPIdleClosed.Load()},
+		{Name: "ForwardUDPRefused", Value: f.UDPRefused.Load()},
+		{Name: "ForwardUDPEvicted", Value: f.UDPEvicted.Load()},
+		{Name: "ForwardUDPIdleClosed", Value: f.UDPIdleClosed.Load()},
+	}
+}

@@ -6,11 +6,13 @@ import (
 )
 
 // daemonStats are the daemon's own counters beyond Linux's xfrm_stat:
-// what its control socket and relays refused or dropped. `ipsecstack
-// stats` prints them after the xfrm counters and /metrics exports them as
+// what its control socket, relays, ACQUIRE table and fragment reassembly
+// refused or dropped. `ipsecstack stats` prints them after the xfrm
+// counters and /metrics exports them as
 // ipsecstack_daemon_stat_total{stat=NAME}, with the same names.
 type daemonStats struct {
 	ctl *control.Server // nil until the control socket is up
+	eng *xfrm.Engine    // nil until the stack is up
 	fwd forwardStats
 }
 
@@ -27,10 +29,25 @@ type daemonStats struct {
 //	ForwardUDPEvicted    unanswered --forward udp sessions ended early to
 //	                     make room for a new source
 //	ForwardUDPIdleClosed --forward udp sessions ended idle
+//	PfkeyHandlerPanics   PF_KEY messages whose handler failed unexpectedly
+//	                     (answered EINVAL; the daemon went on)
+//	AcquireEvicted       pending ACQUIREs evicted to bound the table
+//	ReasmReqds, ReasmOKs, ReasmFails, ReasmTimeout, ReasmEvicted
+//	                     fragments reassembled before the inbound policy
+//	                     check, with Linux's /proc/net/snmp Ip: names
 func (d *daemonStats) Snapshot() []xfrm.Stat {
-	var dropped, oversize uint64
+	var dropped, oversize, panics uint64
 	if d.ctl != nil {
 		dropped, oversize = d.ctl.Dropped.Load(), d.ctl.Oversize.Load()
+		panics = d.ctl.PFKey().Stats.HandlerPanics.Load()
+	}
+	var evicted uint64
+	var rs *xfrm.ReasmStats
+	if d.eng != nil {
+		evicted = d.eng.AcquireStats.Evicted.Load()
+		rs = &d.eng.Reasm.Stats
+	} else {
+		rs = new(xfrm.ReasmStats)
 	}
 	f := &d.fwd
 	return []xfrm.Stat{
@@ -41,5 +58,12 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "ForwardUDPRefused", Value: f.UDPRefused.Load()},
 		{Name: "ForwardUDPEvicted", Value: f.UDPEvicted.Load()},
 		{Name: "ForwardUDPIdleClosed", Value: f.UDPIdleClosed.Load()},
+		{Name: "PfkeyHandlerPanics", Value: panics},
+		{Name: "AcquireEvicted", Value: evicted},
+		{Name: "ReasmReqds", Value: rs.ReasmReqds.Load()},
+		{Name: "ReasmOKs", Value: rs.ReasmOKs.Load()},
+		{Name: "ReasmFails", Value: rs.ReasmFails.Load()},
+		{Name: "ReasmTimeout", Value: rs.ReasmTimeout.Load()},
+		{Name: "ReasmEvicted", Value: rs.ReasmEvicted.Load()},
 	}
 }

@@ -196,6 +196,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	}
 	d.onClose(func() { d.ctl.Close() })
 	d.stats.ctl = d.ctl
+	d.stats.eng = d.st.Engine
 	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.

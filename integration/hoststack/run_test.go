@@ -350,7 +350,12 @@ func udpEcho(ns *netns, addr string, size int) error {
 // daemonStatNames are the daemon's own counters `ipsecstack stats` prints
 // after the xfrm ones (and /metrics exports as ipsecstack_daemon_stat_total).
 var daemonStatNames = []string{"PfkeyNotifyDropped", "ControlReplyTooLarge", "ForwardTCPRefused",
-	"ForwardTCPIdleClosed", "ForwardUDPRefused", "ForwardUDPEvicted", "ForwardUDPIdleClosed"}
+	"ForwardTCPIdleClosed", "ForwardUDPRefused", "ForwardUDPEvicted", "ForwardUDPIdleClosed",
+	"PfkeyHandlerPanics", "AcquireEvicted", "ReasmReqds", "ReasmOKs", "ReasmFails", "ReasmTimeout", "ReasmEvicted"}
+
+// activityStats count work done, not trouble: clean traffic moves them
+// (8000-byte UDP arrives as fragments, reassembled before the policy check).
+var activityStats = map[string]bool{"ReasmReqds": true, "ReasmOKs": true}
 
 // parseStats reads `ipsecstack stats` output: every line NAME<TAB>VALUE,
 // the 28 Linux xfrm_stat names and then the daemon's own counters.
@@ -393,7 +398,7 @@ func checkStatsClean(t *testing.T, ctx context.Context, d *daemon) {
 		t.Fatalf("%s: ipsecstack stats: exit %d: %s", d.name, code, serr)
 	}
 	for name, v := range parseStats(t, out) {
-		if v != 0 {
+		if v != 0 && !activityStats[name] {
 			t.Errorf("%s: %s = %d after clean traffic", d.name, name, v)
 		}
 	}

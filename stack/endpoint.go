@@ -18,12 +18,16 @@ import (
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-// WrapperMTU is the MTU the wrapper advertises to the stack: large, so the
-// IP layer never fragments a packet before IPsec has seen it (RFC 4301
-// transport mode protects whole datagrams). TCP still sends wire-sized
-// segments because the stack's routes carry the IPsec-adjusted MTU, and the
-// wrapper fragments what exceeds the wire after IPsec.
-const WrapperMTU = 65535
+// WrapperMTU is the MTU the wrapper advertises to the stack: so large that
+// the IP layer never fragments a locally generated packet before IPsec has
+// seen it (RFC 4301 §7: transport mode protects whole datagrams, and the
+// OPAQUE tail fragments would match no port-specific policy). gVisor's
+// IPv6 endpoint MTU is this minus 40, clamped to 65535: every IPv6 payload
+// fits. Its IPv4 endpoint clamps the MTU to 65535 before taking the header
+// off, so every IPv4 packet fits too. TCP still sends wire-sized segments
+// because the stack's routes carry the IPsec-adjusted MTU, and the wrapper
+// fragments what exceeds the wire after IPsec.
+const WrapperMTU = 0xffff + header.IPv6MinimumSize
 
 // LinkStats counts what the wrapper did.
 type LinkStats struct {

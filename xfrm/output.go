@@ -42,6 +42,13 @@ func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 		return VerdictDrop, nil
 	}
 	p := e.lookupOut(&f)
+	if f.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(&f, p) {
+		// A fragment without ports (RFC 4301 §7) of a datagram that a
+		// port-specific protect policy may cover: sending it in clear
+		// could leak part of a protected datagram. Fail closed.
+		e.Stats.OutPolError.Add(1)
+		return VerdictDrop, nil
+	}
 	if p == nil {
 		return VerdictPass, nil
 	}
@@ -95,6 +102,13 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, 
 	if n == 0 {
 		// Only optional templates and no SA: "use" sends in clear.
 		return VerdictPass, nil
+	}
+	if !fitsIPLength(pkt, bundle[:n]) {
+		// The protected packet's length field could not hold it. Transport
+		// mode cannot carry a fragment (RFC 4301 §7) and an outer header
+		// with a wrapped length would be garbage: drop rather than wrap.
+		e.Stats.OutError.Add(1)
+		return VerdictDrop, nil
 	}
 	out := pkt
 	for _, sa := range bundle[:n] {
@@ -162,7 +176,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 				}
 				binary.BigEndian.PutUint16(out[4:], id)
 			}
-			fixLength(out, v4)
+			if !e.setLength(out, v4) {
+				return nil, false
+			}
 			if err := h.Seal(out, hlen, nh, c.SPI, seq, c.ESN); err != nil {
 				e.Stats.OutStateProtoError.Add(1)
 				return nil, false
@@ -173,7 +189,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		copy(out, pkt[:hlen])
 		out[nhOff] = uint8(ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, payload, nh)
-		fixLength(out, v4)
+		if !e.setLength(out, v4) {
+			return nil, false
+		}
 		return out, true
 	default: // tunnel
 		if !e.accountOut(sa, len(pkt)) {
@@ -186,7 +204,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			out := a.Alloc(hlen + n + len(pkt))
 			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoAH)
 			copy(out[hlen+n:], pkt)
-			fixLength(out, c.Dst.Is4())
+			if !e.setLength(out, c.Dst.Is4()) {
+				return nil, false
+			}
 			if err := h.Seal(out, hlen, inner, c.SPI, seq, c.ESN); err != nil {
 				e.Stats.OutStateProtoError.Add(1)
 				return nil, false
@@ -196,7 +216,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
 		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
-		fixLength(out, c.Dst.Is4())
+		if !e.setLength(out, c.Dst.Is4()) {
+			return nil, false
+		}
 		return out, true
 	}
 }
@@ -240,7 +262,9 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		copy(out, pkt[:hlen])
 		copy(out[hlen:], scratch[:n])
 		out[nhOff] = uint8(ProtoIPComp)
-		fixLength(out, pkt[0]>>4 == 4)
+		if !e.setLength(out, pkt[0]>>4 == 4) {
+			return nil, false
+		}
 		return out, true
 	}
 	if !e.accountOut(sa, len(pkt)) {
@@ -260,7 +284,9 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, Proto(inner))
 		copy(out[hlen:], pkt)
 	}
-	fixLength(out, c.Dst.Is4())
+	if !e.setLength(out, c.Dst.Is4()) {
+		return nil, false
+	}
 	return out, true
 }
 
@@ -290,6 +316,49 @@ func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, proto Pro
 	copy(h[24:], d[:])
 }
 
+// setLength is fixLength for the output path: it refuses, counting
+// XfrmOutError, a packet whose length its IPv4 Total Length or IPv6 Payload
+// Length cannot hold, instead of writing the length modulo 2^16.
+func (e *Engine) setLength(p []byte, v4 bool) bool {
+	if !lengthFits(len(p), v4) {
+		e.Stats.OutError.Add(1)
+		return false
+	}
+	fixLength(p, v4)
+	return true
+}
+
+// lengthFits reports whether an IP packet of n bytes can be described by
+// its header: an IPv4 Total Length or an IPv6 Payload Length is 16 bits
+// (jumbograms, RFC 2675, are not built here).
+func lengthFits(n int, v4 bool) bool {
+	if v4 {
+		return n <= maxIPv4Len
+	}
+	return n-40 <= maxIPv6Payload
+}
+
+// Largest IPv4 packet and IPv6 payload the 16-bit length fields describe.
+const (
+	maxIPv4Len     = 0xffff
+	maxIPv6Payload = 0xffff
+)
+
+// fitsIPLength reports whether pkt still fits its length fields after the
+// bundle is applied, from each SA's worst-case overhead, so that a bundle
+// is refused before it consumes sequence numbers. setLength remains the
+// exact check.
+func fitsIPLength(pkt []byte, bundle []*SA) bool {
+	n, v4 := len(pkt), pkt[0]>>4 == 4
+	for _, sa := range bundle {
+		n += sa.Overhead(n)
+		if sa.Config.Mode == ModeTunnel {
+			v4 = sa.Config.Dst.Is4()
+		}
+	}
+	return lengthFits(n, v4)
+}
+
 // fixLength sets the length fields (and the IPv4 checksum) of a packet
 // whose payload changed size.
 func fixLength(p []byte, v4 bool) {
@@ -317,10 +386,14 @@ func ipv4Checksum(h []byte) uint16 {
 // splitTransport finds where a transport-mode header goes in pkt
 // (ParseIPLayout's InsertOff) and the offset of the next-header byte that
 // must then name it, and charges the payload after it to sa's lifetime.
-// It counts why it fails.
+// It refuses fragments and counts why it fails.
 func (e *Engine) splitTransport(sa *SA, pkt []byte) (hlen, nhOff int, ok bool) {
 	l, err := ParseIPLayout(pkt)
-	if err != nil {
+	if err != nil || l.Fragment {
+		// Transport-mode SAs carry whole datagrams only (RFC 4301 §7):
+		// ESP inserted before a Fragment header, or into one IPv4
+		// fragment, protects a piece the peer cannot check until it
+		// reassembles, and the other pieces would travel without it.
 		e.Stats.OutStateModeError.Add(1)
 		return 0, 0, false
 	}

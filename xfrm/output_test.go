@@ -1,0 +1,191 @@
+package xfrm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// Independent packet builders for the output tests: they share nothing
+// with ParseFlow or the output path.
+
+var (
+	o4A = netip.MustParseAddr("192.0.2.1")
+	o4B = netip.MustParseAddr("192.0.2.2")
+	o4G = netip.MustParseAddr("198.51.100.1") // tunnel endpoints
+	o4H = netip.MustParseAddr("198.51.100.2")
+)
+
+// ipv4UDP is an IPv4 UDP datagram of total length n (n >= 28) from o4A to o4B,
+// ports 1000 -> 2000, with the given flags/fragment-offset word.
+func ipv4UDP(n int, fragWord uint16) []byte {
+	p := make([]byte, n)
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(n))
+	binary.BigEndian.PutUint16(p[4:], 0x1234)
+	binary.BigEndian.PutUint16(p[6:], fragWord)
+	p[8], p[9] = 64, 17
+	a, b := o4A.As4(), o4B.As4()
+	copy(p[12:], a[:])
+	copy(p[16:], b[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
+	if fragWord&0x1fff == 0 {
+		binary.BigEndian.PutUint16(p[20:], 1000)
+		binary.BigEndian.PutUint16(p[22:], 2000)
+		binary.BigEndian.PutUint16(p[24:], uint16(n-20))
+	}
+	return p
+}
+
+// frag6 is a non-initial IPv6 fragment bA -> bB carrying UDP data.
+func frag6(n int) []byte {
+	p := make([]byte, 48+n)
+	p[0] = 0x60
+	binary.BigEndian.PutUint16(p[4:], uint16(8+n))
+	p[6], p[7] = 44, 64
+	a, b := bA.As16(), bB.As16()
+	copy(p[8:], a[:])
+	copy(p[24:], b[:])
+	p[40] = 17
+	binary.BigEndian.PutUint16(p[42:], 1448) // offset 181*8, M clear
+	binary.BigEndian.PutUint32(p[44:], 7)
+	return p
+}
+
+func espSA(spi uint32, src, dst netip.Addr, mode Mode) SAConfig {
+	return SAConfig{Proto: ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: mode, ReplayWindow: 64,
+		AEAD: Algorithm{Name: "rfc4106(gcm(aes))", Key: bytes.Repeat([]byte{1}, 20)}}
+}
+
+func outEngine(t *testing.T, sa SAConfig, pols ...*Policy) *Engine {
+	t.Helper()
+	e := NewEngine()
+	t.Cleanup(e.Close)
+	if _, err := e.AddSA(sa); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pols {
+		if _, err := e.AddPolicy(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// TestOutputLengthLimit: a protected packet whose length field cannot hold
+// it is dropped and counted (XfrmOutError), never sent with its length
+// taken modulo 2^16 (issue 10, finding 3).
+func TestOutputLengthLimit(t *testing.T) {
+	sel4 := Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}
+	cases := []struct {
+		name string
+		mode Mode
+		pkt  []byte
+		drop bool
+	}{
+		{"tunnel/65535", ModeTunnel, ipv4UDP(65535, 0), true},
+		{"transport/65535", ModeTransport, ipv4UDP(65535, 0), true},
+		{"tunnel/65400", ModeTunnel, ipv4UDP(65400, 0), false},
+		{"transport/65400", ModeTransport, ipv4UDP(65400, 0), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src, dst := o4A, o4B
+			tmpl := Template{Proto: ProtoESP, Mode: c.mode, Level: LevelRequire}
+			if c.mode == ModeTunnel {
+				src, dst = o4G, o4H
+				tmpl.Src, tmpl.Dst = src, dst
+			}
+			e := outEngine(t, espSA(0x1000, src, dst, c.mode),
+				&Policy{Dir: DirOut, Sel: sel4, Action: ActionProtect, Templates: []Template{tmpl}})
+			v, out := e.Output(c.pkt, HeapAllocator{})
+			if c.drop {
+				if v != VerdictDrop {
+					t.Fatalf("verdict %v (length field %d for %d bytes), want drop", v, binary.BigEndian.Uint16(out[2:]), len(out))
+				}
+				if e.Stats.OutError.Load() != 1 {
+					t.Errorf("XfrmOutError = %d, want 1", e.Stats.OutError.Load())
+				}
+				return
+			}
+			if v != VerdictProtected {
+				t.Fatalf("verdict %v, want protected", v)
+			}
+			if got := int(binary.BigEndian.Uint16(out[2:])); got != len(out) {
+				t.Errorf("total length %d, packet %d bytes", got, len(out))
+			}
+		})
+	}
+}
+
+// TestOutputFragments: transport mode is never applied to a fragment
+// (RFC 4301 §7), and a fragment whose ports are OPAQUE is not sent in clear
+// when a port-specific protect policy for its addresses and protocol is
+// preferred to what it matched (issue 10, finding 3).
+func TestOutputFragments(t *testing.T) {
+	sel := Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128), Proto: ProtoUDP}
+	portSel := sel
+	portSel.DstPorts = PortRange{Lo: 2000, Hi: 2000}
+	tmpl := []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelRequire}}
+	sa := espSA(0x1000, bA, bB, ModeTransport)
+
+	t.Run("opaque/port-policy", func(t *testing.T) {
+		e := outEngine(t, sa, &Policy{Dir: DirOut, Sel: portSel, Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(frag6(64), HeapAllocator{}); v != VerdictDrop {
+			t.Fatalf("verdict %v for a fragment a port-specific policy may cover, want drop", v)
+		}
+		if e.Stats.OutPolError.Load() != 1 {
+			t.Errorf("XfrmOutPolError = %d, want 1", e.Stats.OutPolError.Load())
+		}
+	})
+	t.Run("opaque/port-policy-behind-bypass", func(t *testing.T) {
+		// A bypass preferred to the port policy decides for every port:
+		// the fragment may go in clear.
+		e := outEngine(t, sa,
+			&Policy{Dir: DirOut, Sel: sel, Priority: 10, Action: ActionBypass},
+			&Policy{Dir: DirOut, Sel: portSel, Priority: 20, Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(frag6(64), HeapAllocator{}); v != VerdictPass {
+			t.Fatalf("verdict %v, want pass", v)
+		}
+	})
+	t.Run("opaque/other-proto", func(t *testing.T) {
+		e := outEngine(t, sa, &Policy{Dir: DirOut, Sel: Selector{Src: sel.Src, Dst: sel.Dst, Proto: ProtoTCP, DstPorts: portSel.DstPorts},
+			Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(frag6(64), HeapAllocator{}); v != VerdictPass {
+			t.Fatalf("verdict %v, want pass", v)
+		}
+	})
+	t.Run("transport/fragment", func(t *testing.T) {
+		e := outEngine(t, sa, &Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(frag6(64), HeapAllocator{}); v != VerdictDrop {
+			t.Fatalf("verdict %v: transport mode applied to a fragment", v)
+		}
+		if e.Stats.OutStateModeError.Load() != 1 {
+			t.Errorf("XfrmOutStateModeError = %d, want 1", e.Stats.OutStateModeError.Load())
+		}
+	})
+	t.Run("transport/initial-fragment-v4", func(t *testing.T) {
+		sel4 := Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}
+		e := outEngine(t, espSA(0x1000, o4A, o4B, ModeTransport),
+			&Policy{Dir: DirOut, Sel: sel4, Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(ipv4UDP(600, 0x2000), HeapAllocator{}); v != VerdictDrop {
+			t.Fatalf("verdict %v: transport mode applied to an initial fragment", v)
+		}
+	})
+	t.Run("tunnel/fragment", func(t *testing.T) {
+		// Tunnel mode carries fragments (RFC 4301 §7.1).
+		ttmpl := []Template{{Proto: ProtoESP, Mode: ModeTunnel, Level: LevelRequire, Src: bA, Dst: bB}}
+		e := outEngine(t, espSA(0x1000, bA, bB, ModeTunnel), &Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: ttmpl})
+		if v, _ := e.Output(frag6(64), HeapAllocator{}); v != VerdictProtected {
+			t.Fatalf("verdict %v, want protected", v)
+		}
+	})
+}

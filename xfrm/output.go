@@ -197,12 +197,12 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		if !e.accountOut(sa, len(pkt)) {
 			return nil, false
 		}
-		inner, tos := innerInfo(pkt)
+		inner, tos, df := innerInfo(pkt)
 		hlen := outerLen(c.Dst)
 		if h != nil {
 			n := h.Len(c.Dst.Is4())
 			out := a.Alloc(hlen + n + len(pkt))
-			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoAH)
+			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoAH)
 			copy(out[hlen+n:], pkt)
 			if !e.setLength(out, c.Dst.Is4()) {
 				return nil, false
@@ -214,7 +214,7 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			return out, true
 		}
 		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoESP)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
 		if !e.setLength(out, c.Dst.Is4()) {
 			return nil, false
@@ -224,12 +224,16 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 }
 
 // innerInfo returns the next header that names pkt's family inside a
-// tunnel (4 or 41) and its DSCP/ECN byte.
-func innerInfo(pkt []byte) (nh, tos uint8) {
+// tunnel (4 or 41), its DSCP/ECN byte, and whether an IPv4 outer header
+// must say Don't Fragment: copied from an IPv4 inner header (RFC 4301
+// §8.1, the default of its "copy/set/clear" choice), always for an IPv6
+// inner packet, which routers must not fragment either (RFC 8200 §5; Linux
+// sets IP_DF for IPv6 inside IPv4 too).
+func innerInfo(pkt []byte) (nh, tos uint8, df bool) {
 	if pkt[0]>>4 == 4 {
-		return innerIPv4, pkt[1]
+		return innerIPv4, pkt[1], pkt[6]&0x40 != 0
 	}
-	return innerIPv6, pkt[0]<<4 | pkt[1]>>4
+	return innerIPv6, pkt[0]<<4 | pkt[1]>>4, true
 }
 
 // compBufs are scratch buffers for (de)compression: the result is copied
@@ -270,18 +274,18 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 	if !e.accountOut(sa, len(pkt)) {
 		return nil, false
 	}
-	inner, tos := innerInfo(pkt)
+	inner, tos, df := innerInfo(pkt)
 	hlen := outerLen(c.Dst)
 	n, ok := sa.comp.Compress(scratch, pkt, inner, uint16(c.SPI))
 	var out []byte
 	if ok {
 		out = a.Alloc(hlen + n)
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoIPComp)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoIPComp)
 		copy(out[hlen:], scratch[:n])
 	} else {
 		sa.Counters.Uncompressed.Add(1)
 		out = a.Alloc(hlen + len(pkt))
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, Proto(inner))
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, Proto(inner))
 		copy(out[hlen:], pkt)
 	}
 	if !e.setLength(out, c.Dst.Is4()) {
@@ -291,14 +295,19 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 }
 
 // outerHeader writes a tunnel-mode outer header (RFC 4301 §5.1.2): DSCP and
-// ECN copied from the inner header, DF clear so the outer packet may be
-// fragmented, TTL/hop limit 64, next header proto.
-func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, proto Proto) {
+// ECN copied from the inner header, DF as innerInfo decides (so path MTU
+// discovery works through the tunnel: a router's Fragmentation Needed
+// comes back to us, see the stack's PMTU handling), TTL/hop limit 64, next
+// header proto.
+func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, df bool, proto Proto) {
 	if src.Is4() {
 		h[0] = 0x45
 		h[1] = tos
 		binary.BigEndian.PutUint16(h[4:], uint16(e.ipID.Add(1)))
 		h[6], h[7] = 0, 0
+		if df {
+			h[6] = 0x40
+		}
 		h[8] = 64
 		h[9] = uint8(proto)
 		s, d := src.As4(), dst.As4()

@@ -189,3 +189,30 @@ func TestOutputFragments(t *testing.T) {
 		}
 	})
 }
+
+// TestTunnelDF: an IPv4 outer header copies DF from an IPv4 inner header
+// and sets it for an IPv6 inner packet (RFC 4301 §8.1; issue 10, finding 7c).
+func TestTunnelDF(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		pkt    []byte
+		sel    Selector
+		wantDF bool
+	}{
+		{"v4-df", ipv4UDP(200, 0x4000), Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}, true},
+		{"v4-nodf", ipv4UDP(200, 0), Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}, false},
+		{"v6", udpPacket6(100), Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128)}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := []Template{{Proto: ProtoESP, Mode: ModeTunnel, Level: LevelRequire, Src: o4G, Dst: o4H}}
+			e := outEngine(t, espSA(0x1000, o4G, o4H, ModeTunnel), &Policy{Dir: DirOut, Sel: c.sel, Action: ActionProtect, Templates: tmpl})
+			v, out := e.Output(c.pkt, HeapAllocator{})
+			if v != VerdictProtected {
+				t.Fatalf("verdict %v", v)
+			}
+			if df := out[6]&0x40 != 0; df != c.wantDF {
+				t.Errorf("outer DF %v, want %v", df, c.wantDF)
+			}
+		})
+	}
+}

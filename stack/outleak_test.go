@@ -203,3 +203,53 @@ func TestNoClearFragmentOfProtectedDatagram(t *testing.T) {
 		}
 	}
 }
+
+// TestICMPErrorQuotingProtectedFlow: B answers an ESP-protected datagram
+// to a closed port with Port Unreachable, which quotes the decrypted
+// datagram. The error's own selectors (ICMP) match no policy, but the
+// flow it quotes, reversed, is protected (RFC 4301 §6.2; Linux
+// icmp_route_lookup with xfrm_decode_session_reverse): it must leave B
+// protected by that flow's SA, never in clear (issue 10, finding 6).
+func TestICMPErrorQuotingProtectedFlow(t *testing.T) {
+	for _, fam := range []int{6, 4} {
+		for _, mode := range []xfrm.Mode{xfrm.ModeTransport, xfrm.ModeTunnel} {
+			t.Run(fmt.Sprintf("ipv%d/%s", fam, mode), func(t *testing.T) {
+				p := portPolicyPair(t, fam, mode, 1500)
+				capt := newCapture(p)
+				raddr := p.A.FullAddress(p.AddrB, portProtected)
+				c, err := gonet.DialUDP(p.A.Stack, nil, &raddr, stack.Proto(p.AddrB))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				secret := bytes.Repeat([]byte("plaintext!"), 20)
+				deadline := time.Now().Add(3 * time.Second)
+				var espFromB int
+				for time.Now().Before(deadline) && espFromB == 0 {
+					c.Write(secret)
+					time.Sleep(100 * time.Millisecond)
+					espFromB = 0
+					for _, f := range capt.of("B") {
+						ip, ok := parseFrame(f)
+						if !ok {
+							continue
+						}
+						if bytes.Contains(f, secret[:40]) {
+							t.Fatalf("B sent the decrypted datagram's bytes in clear (protocol %d)", ip.proto)
+						}
+						switch {
+						case ip.proto == 1 && len(ip.l4) > 0 && ip.l4[0] == 3,
+							ip.proto == 58 && len(ip.l4) > 0 && ip.l4[0] < 128:
+							t.Fatalf("B sent an ICMP error (type %d) in clear for a protected flow", ip.l4[0])
+						case ip.proto == 50 && len(ip.l4) >= 4 && binary.BigEndian.Uint32(ip.l4) == spiPortBtoA:
+							espFromB++
+						}
+					}
+				}
+				if espFromB == 0 {
+					t.Fatalf("B sent no ESP on the B->A SA: the Port Unreachable was neither seen protected")
+				}
+			})
+		}
+	}
+}

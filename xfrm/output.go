@@ -34,9 +34,16 @@ const maxBundle = 4
 // Output applies the outbound SPD to the IP packet pkt (starting at its IP
 // header). On VerdictProtected it returns the protected packet, built in a
 // buffer from a; pkt is not modified.
+//
+// An ICMP error that its own selectors leave in clear is also decided by
+// the reversed flow of the packet it quotes (RFC 4301 §6.2, see
+// icmpErrorOut), and a fragment (OPAQUE ports) that a port-specific
+// protect policy may cover is dropped: neither may carry a protected
+// flow's bytes in clear.
 func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 	var f Flow
-	if _, err := ParseFlow(pkt, &f); err != nil {
+	l4off, err := ParseFlow(pkt, &f)
+	if err != nil {
 		// We cannot tell whether a policy covers it: never send it.
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
@@ -48,6 +55,11 @@ func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 		// could leak part of a protected datagram. Fail closed.
 		e.Stats.OutPolError.Add(1)
 		return VerdictDrop, nil
+	}
+	if (p == nil || p.Action == ActionBypass) && isICMPError(&f) {
+		if v, out, handled := e.icmpErrorOut(pkt, l4off, &f, a); handled {
+			return v, out
+		}
 	}
 	if p == nil {
 		return VerdictPass, nil

@@ -216,3 +216,73 @@ func TestTunnelDF(t *testing.T) {
 		})
 	}
 }
+
+// icmp6Err is an ICMPv6 error of type typ from src to dst quoting quote.
+func icmp6Err(src, dst netip.Addr, typ uint8, quote []byte) []byte {
+	p := make([]byte, 48+len(quote))
+	p[0] = 0x60
+	binary.BigEndian.PutUint16(p[4:], uint16(8+len(quote)))
+	p[6], p[7] = 58, 64
+	a, b := src.As16(), dst.As16()
+	copy(p[8:], a[:])
+	copy(p[24:], b[:])
+	p[40] = typ
+	copy(p[48:], quote)
+	return p
+}
+
+// TestICMPErrorReverseFlow: an ICMP error whose own selectors match no
+// policy is decided by the reversed flow of the packet it quotes (RFC 4301
+// §6.2, Linux's xfrm_decode_session_reverse; issue 10, finding 6).
+func TestICMPErrorReverseFlow(t *testing.T) {
+	bC := netip.MustParseAddr("2001:db8::3") // a router on the path, sending the error for bA
+	// bA sends the error to bB about a packet bB sent it, bB:2000 ->
+	// bA:1000; the reversed flow is bA:1000 -> bB:2000, which revSel
+	// protects.
+	quoted := udpPacket6(64)
+	a, b := bA.As16(), bB.As16()
+	copy(quoted[8:], b[:])
+	copy(quoted[24:], a[:])
+	binary.BigEndian.PutUint16(quoted[40:], 2000)
+	binary.BigEndian.PutUint16(quoted[42:], 1000)
+	revSel := Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128), Proto: ProtoUDP,
+		SrcPorts: PortRange{Lo: 1000, Hi: 1000}}
+	tr := []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelRequire}}
+	tun := []Template{{Proto: ProtoESP, Mode: ModeTunnel, Level: LevelRequire, Src: bA, Dst: bB}}
+	for _, c := range []struct {
+		name  string
+		src   netip.Addr
+		tmpl  []Template
+		sa    SAConfig
+		quote []byte
+		want  Verdict
+		stat  string
+	}{
+		{"transport", bA, tr, espSA(0x1000, bA, bB, ModeTransport), quoted, VerdictProtected, ""},
+		{"transport/truncated-quote", bA, tr, espSA(0x1000, bA, bB, ModeTransport), quoted[:44], VerdictProtected, ""},
+		{"tunnel/router", bC, tun, espSA(0x1000, bA, bB, ModeTunnel), quoted, VerdictProtected, ""},
+		{"transport/router", bC, tr, espSA(0x1000, bA, bB, ModeTransport), quoted, VerdictDrop, "XfrmOutPolError"},
+		{"quote-without-ports", bA, tr, espSA(0x1000, bA, bB, ModeTransport), quoted[:42], VerdictDrop, "XfrmOutPolError"},
+		{"quote-without-header", bA, tr, espSA(0x1000, bA, bB, ModeTransport), quoted[:30], VerdictDrop, "XfrmOutPolError"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := outEngine(t, c.sa, &Policy{Dir: DirOut, Sel: revSel, Action: ActionProtect, Templates: c.tmpl})
+			v, _ := e.Output(icmp6Err(c.src, bB, 1, c.quote), HeapAllocator{})
+			if v != c.want {
+				t.Fatalf("verdict %v, want %v", v, c.want)
+			}
+			if c.stat != "" {
+				if n, _ := e.Stats.Get(c.stat); n != 1 {
+					t.Errorf("%s = %d, want 1", c.stat, n)
+				}
+			}
+		})
+	}
+	t.Run("unprotected-quote", func(t *testing.T) {
+		e := outEngine(t, espSA(0x1000, bA, bB, ModeTransport), &Policy{Dir: DirOut,
+			Sel: Selector{Src: revSel.Src, Dst: revSel.Dst, Proto: ProtoTCP}, Action: ActionProtect, Templates: tr})
+		if v, _ := e.Output(icmp6Err(bA, bB, 1, quoted), HeapAllocator{}); v != VerdictPass {
+			t.Fatalf("verdict %v, want pass", v)
+		}
+	})
+}

@@ -35,10 +35,24 @@ type LinkStats struct {
 	OutProtected atomic.Uint64 // sent after IPsec
 	OutDropped   atomic.Uint64 // dropped by policy or error
 	OutFragments atomic.Uint64 // fragments made after IPsec
-	InChecked    atomic.Uint64 // cleartext packets that passed the inbound check
-	InDropped    atomic.Uint64 // cleartext packets the inbound check dropped
-	InIPsec      atomic.Uint64 // IPsec packets handed to the protocol handlers
-	Reinjected   atomic.Uint64 // decapsulated packets given back to the stack
+	// OutDFCleared counts locally generated IPv4 packets with DF that
+	// did not fit the path after IPsec and were fragmented with DF
+	// cleared: the stack handed them to us to send (see sendWire).
+	OutDFCleared atomic.Uint64
+	// OutTooBig counts packets dropped for not fitting the path MTU
+	// that could not be fragmented (forwarded with DF, or TCP told by
+	// an injected Packet Too Big).
+	OutTooBig atomic.Uint64
+	// PTBInjected counts Packet Too Big / Fragmentation Needed messages
+	// given to the local stack for its own too-big packets.
+	PTBInjected atomic.Uint64
+	// PMTUUpdates counts path MTUs learned from ICMP errors quoting our
+	// ESP/AH packets.
+	PMTUUpdates atomic.Uint64
+	InChecked   atomic.Uint64 // cleartext packets that passed the inbound check
+	InDropped   atomic.Uint64 // cleartext packets the inbound check dropped
+	InIPsec     atomic.Uint64 // IPsec packets handed to the protocol handlers
+	Reinjected  atomic.Uint64 // decapsulated packets given back to the stack
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -57,6 +71,15 @@ type Endpoint struct {
 	wireMTU    atomic.Uint32
 
 	fragID atomic.Uint32
+
+	pmtu        pmtuCache
+	ptbInFlight atomic.Int32
+
+	// configGen is the engine configuration generation the stack's
+	// route MTUs were computed for; onConfig recomputes them.
+	configGen  atomic.Uint64
+	refreshing atomic.Bool
+	onConfig   atomic.Pointer[func()]
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -83,10 +106,31 @@ func (e *Endpoint) WireMTU() uint32 { return e.wireMTU.Load() }
 // MTU implements stack.LinkEndpoint; see WrapperMTU.
 func (e *Endpoint) MTU() uint32 { return WrapperMTU }
 
-// SetMTU sets the wire MTU.
+// SetMTU sets the wire MTU, and has the stack recompute its route MTUs.
 func (e *Endpoint) SetMTU(mtu uint32) {
 	e.lower.SetMTU(mtu)
 	e.wireMTU.Store(mtu)
+	if fn := e.onConfig.Load(); fn != nil {
+		(*fn)()
+	}
+}
+
+// watchConfig notices, with one atomic load per packet, that policies or
+// SAs changed since the route MTUs were computed, and has them recomputed
+// off the packet path (route updates take the stack's locks, which a
+// writer may hold).
+func (e *Endpoint) watchConfig() {
+	fn := e.onConfig.Load()
+	if fn == nil || e.engine.SPD.Generation() == e.configGen.Load() {
+		return
+	}
+	if !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.refreshing.Store(false)
+		(*fn)()
+	}()
 }
 
 // Capabilities masks checksum offload on transmit: the stack must compute
@@ -173,6 +217,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 }
 
 func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+	e.watchConfig()
 	linkLen := len(pkt.LinkHeader().Slice())
 	v := pkt.ToView()
 	defer v.Release()
@@ -188,31 +233,87 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	case xfrm.VerdictPass:
 		a.release()
 		e.Stats.OutPassed.Add(1)
-		if len(ip) <= int(e.WireMTU()) {
-			pkt.IncRef()
-			out.PushBack(pkt)
-			return
-		}
-		// Too big for the wire: the stack relied on us to fragment.
-		e.fragmentAndQueue(pkt, ip, nil, out)
+		e.sendWire(pkt, ip, ip, nil, out)
 		return
 	}
 	e.Stats.OutProtected.Add(1)
 	pv := a.take()
-	e.fragmentAndQueue(pkt, pv.AsSlice(), pv, out)
+	e.sendWire(pkt, ip, pv.AsSlice(), pv, out)
 }
 
-// fragmentAndQueue queues ip (owned by view, or copied when view is nil) as
-// one or more new packets modelled on orig.
-func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, out *stack.PacketBufferList) {
-	mtu := int(e.WireMTU())
-	if len(ip) <= mtu {
+// sendWire queues wire, the IP packet to send for orig (inner before
+// IPsec; wire is inner itself when no IPsec applied, and then orig is
+// queued as it is when it fits). wire is owned by view, or by the caller
+// when view is nil.
+//
+// A packet that exceeds the path MTU (the link's, or a smaller one learned
+// by notePMTU) is fragmented after IPsec, except that a forwarded packet
+// that may not be fragmented (IPv4 DF; IPv6 is never fragmented on the
+// path, RFC 8200 §4.5) is dropped (OutTooBig). For a locally generated TCP
+// segment the stack is also told, by an injected Packet Too Big giving the
+// MTU left for the inner packet (injectPTB), so that TCP lowers its
+// segment size; the segment itself is still sent, fragmented, because
+// gVisor's TCP, unlike Linux's tcp_simple_retransmit, does not resend at
+// once on a Packet Too Big: dropping it cost a retransmission timeout
+// (TestPMTUFromICMP: 1.5 s against 0.1 s). For IPv6 inside, the stack is
+// told only when the MTU left is at least 1280 (gVisor takes a smaller
+// one as 0); below that, fragmenting after IPsec is what RFC 8200 §5
+// wants of a source.
+//
+// A locally generated IPv4 packet with DF (gVisor sets it on every TCP
+// segment and UDP datagram) is fragmented with DF cleared and counted
+// (OutDFCleared), never fragmented silently: the stack gave it to us to
+// send whole or fragmented, as Linux's IP_PMTUDISC_WANT does for
+// datagrams larger than the path MTU.
+func (e *Endpoint) sendWire(orig *stack.PacketBuffer, inner, wire []byte, view *buffer.View, out *stack.PacketBufferList) {
+	mtu := e.pathMTU(wire)
+	if len(wire) <= mtu {
 		if view == nil {
-			view = buffer.NewViewWithData(ip)
+			orig.IncRef()
+			out.PushBack(orig)
+			return
 		}
 		out.PushBack(e.newPacket(orig, view))
 		return
 	}
+	if !e.mayFragment(orig, inner, wire, mtu) {
+		if view != nil {
+			view.Release()
+		}
+		e.Stats.OutTooBig.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	if wire[0]>>4 == 4 && wire[6]&0x40 != 0 {
+		// wire is ours to change: a view we own, or the caller's
+		// private copy (PacketBuffer.ToView).
+		wire[6] &^= 0x40
+		e.Stats.OutDFCleared.Add(1)
+	}
+	e.fragmentAndQueue(orig, wire, view, mtu, out)
+}
+
+// mayFragment decides a packet too big for the path (see sendWire),
+// telling the stack of the path MTU for local TCP.
+func (e *Endpoint) mayFragment(orig *stack.PacketBuffer, inner, wire []byte, mtu int) bool {
+	v4 := inner[0]>>4 == 4
+	if orig.NetworkPacketInfo.IsForwardedPacket {
+		return v4 && inner[6]&0x40 == 0
+	}
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(inner, &f); err != nil || f.Proto != xfrm.ProtoTCP || f.Opaque {
+		return true
+	}
+	room := mtu - (len(wire) - len(inner)) // what is left for inner
+	if (v4 && room >= header.IPv4MinimumMTU) || (!v4 && room >= header.IPv6MinimumMTU) {
+		e.injectPTB(inner, room)
+	}
+	return true
+}
+
+// fragmentAndQueue queues ip (owned by view, or copied when view is nil)
+// as fragments of at most mtu bytes modelled on orig.
+func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, mtu int, out *stack.PacketBufferList) {
 	frags, err := fragment(ip, mtu, e.fragID.Add(1))
 	if view != nil {
 		view.Release()
@@ -308,6 +409,7 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 	if !e.engine.CheckInbound(&f, nil) {
 		return inDrop
 	}
+	e.notePMTU(b, &f) // H3 hook
 	e.Stats.InChecked.Add(1)
 	return inPass
 }

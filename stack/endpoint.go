@@ -160,9 +160,15 @@ func (e *Endpoint) upper() stack.NetworkDispatcher {
 }
 
 // viewAlloc hands the engine pooled gVisor views and remembers the last.
+// As an xfrm.Emitter it keeps the packets of a tunnel that carries one
+// packet in pieces.
 type viewAlloc struct {
-	views []*buffer.View
+	views   []*buffer.View
+	emitted []*buffer.View
 }
+
+// Emit implements xfrm.Emitter: the piece is the last view taken.
+func (a *viewAlloc) Emit([]byte) { a.emitted = append(a.emitted, a.take()) }
 
 func (a *viewAlloc) Alloc(n int) []byte {
 	v := buffer.NewViewSize(n)
@@ -185,6 +191,11 @@ func (a *viewAlloc) release() {
 		v.Release()
 	}
 	a.views = a.views[:0]
+	for _, v := range a.emitted {
+		v.Release()
+	}
+	clear(a.emitted)
+	a.emitted = a.emitted[:0]
 }
 
 var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
@@ -222,6 +233,17 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	v := pkt.ToView()
 	defer v.Release()
 	ip := v.AsSlice()[linkLen:]
+	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
+		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
+		// A local packet with DF that will be fragmented whatever IPsec
+		// does (sendWire): clear DF now, so that a tunnel that must
+		// carry it in pieces (xfrm.Emitter) may fragment it too.
+		h := header.IPv4(ip)
+		h.SetFlagsFragmentOffset(h.Flags()&^header.IPv4FlagDontFragment, h.FragmentOffset())
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+		e.Stats.OutDFCleared.Add(1)
+	}
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
 	verdict, _ := e.engine.Output(ip, a)
@@ -237,6 +259,11 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 		return
 	}
 	e.Stats.OutProtected.Add(1)
+	for _, v := range a.emitted {
+		e.sendWire(pkt, ip, v.AsSlice(), v, out)
+	}
+	clear(a.emitted)
+	a.emitted = a.emitted[:0]
 	pv := a.take()
 	e.sendWire(pkt, ip, pv.AsSlice(), pv, out)
 }

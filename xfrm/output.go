@@ -12,6 +12,16 @@ type Allocator interface {
 	Alloc(n int) []byte
 }
 
+// Emitter is an Allocator that takes several output packets. When a
+// tunnel must carry a packet in pieces (see protectPieces), Output hands
+// each protected piece but the last to Emit as soon as it is built (it is
+// then the last buffer taken from the Emitter) and returns the last.
+// Without an Emitter such a packet is dropped.
+type Emitter interface {
+	Allocator
+	Emit(pkt []byte)
+}
+
 // HeapAllocator allocates with make; for tests and tools.
 type HeapAllocator struct{}
 
@@ -116,9 +126,15 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, 
 		return VerdictPass, nil
 	}
 	if !fitsIPLength(pkt, bundle[:n]) {
-		// The protected packet's length field could not hold it. Transport
-		// mode cannot carry a fragment (RFC 4301 §7) and an outer header
-		// with a wrapped length would be garbage: drop rather than wrap.
+		// The protected packet's length field could not hold it. A
+		// tunnel may carry the packet in fragments made before
+		// encapsulation (RFC 4301 §7 leaves the tunnel's content to
+		// the sender); transport mode cannot carry a fragment, and an
+		// outer header with a wrapped length would be garbage: drop
+		// rather than wrap.
+		if em, ok := a.(Emitter); ok && bundle[0].Config.Mode == ModeTunnel {
+			return e.protectPieces(bundle[:n], pkt, em)
+		}
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
 	}

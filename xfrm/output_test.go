@@ -286,3 +286,109 @@ func TestICMPErrorReverseFlow(t *testing.T) {
 		}
 	})
 }
+
+// emitAlloc is a test Emitter: it keeps every packet handed to Emit.
+type emitAlloc struct {
+	HeapAllocator
+	emitted [][]byte
+}
+
+func (a *emitAlloc) Emit(p []byte) { a.emitted = append(a.emitted, p) }
+
+// reassemble puts IP fragments (IPv4, or IPv6 with the Fragment header
+// right after the fixed header) back into the datagram's payload, by
+// RFC 791 / RFC 8200 offsets, independently of the code under test.
+func reassemble(t *testing.T, frags [][]byte) (payload []byte) {
+	t.Helper()
+	buf := make([]byte, 1<<17)
+	end, last := 0, false
+	for _, f := range frags {
+		var off, hl int
+		var more bool
+		if f[0]>>4 == 4 {
+			hl = int(f[0]&15) * 4
+			fw := binary.BigEndian.Uint16(f[6:])
+			off, more = int(fw&0x1fff)*8, fw&0x2000 != 0
+		} else {
+			if f[6] != 44 {
+				t.Fatalf("IPv6 piece without a Fragment header (next header %d)", f[6])
+			}
+			hl = 48
+			fw := binary.BigEndian.Uint16(f[42:])
+			off, more = int(fw&0xfff8), fw&1 != 0
+		}
+		copy(buf[off:], f[hl:])
+		end = max(end, off+len(f)-hl)
+		last = last || !more
+	}
+	if !last {
+		t.Fatal("no last fragment")
+	}
+	return buf[:end]
+}
+
+// TestTunnelPreFragment: a packet that a tunnel cannot carry whole within
+// the outer length field is fragmented before encapsulation, each piece
+// protected by the same SA and decapsulated by the peer into fragments
+// that reassemble to the packet; with no Emitter, or DF set, it is dropped
+// (issue 10, finding 3).
+func TestTunnelPreFragment(t *testing.T) {
+	v6 := udpPacket6(65535 - 8)
+	for _, c := range []struct {
+		name   string
+		inner  []byte
+		sel    Selector
+		gw, gh netip.Addr
+	}{
+		{"v4-in-v4", ipv4UDP(65535, 0), Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}, o4G, o4H},
+		{"v6-in-v4", v6, Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128)}, o4G, o4H},
+		{"v6-in-v6", v6, Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128)},
+			netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("2001:db8:1::2")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmpl := []Template{{Proto: ProtoESP, Mode: ModeTunnel, Level: LevelRequire, Src: c.gw, Dst: c.gh}}
+			sa := espSA(0x1000, c.gw, c.gh, ModeTunnel)
+			out := outEngine(t, sa, &Policy{Dir: DirOut, Sel: c.sel, Action: ActionProtect, Templates: tmpl})
+			in := outEngine(t, sa, &Policy{Dir: DirIn, Sel: c.sel, Action: ActionProtect, Templates: tmpl})
+			a := &emitAlloc{}
+			v, last := out.Output(c.inner, a)
+			if v != VerdictProtected {
+				t.Fatalf("verdict %v, want protected in pieces (XfrmOutError %d)", v, out.Stats.OutError.Load())
+			}
+			wire := append(a.emitted, last)
+			if len(wire) < 2 {
+				t.Fatalf("%d packets, want the inner packet in pieces", len(wire))
+			}
+			var frags [][]byte
+			for _, w := range wire {
+				hl, proto, total := 20, Proto(w[9]), int(binary.BigEndian.Uint16(w[2:]))
+				if w[0]>>4 == 6 {
+					hl, proto, total = 40, Proto(w[6]), 40+int(binary.BigEndian.Uint16(w[4:]))
+				}
+				if total != len(w) {
+					t.Fatalf("outer length field %d for a %d-byte packet", total, len(w))
+				}
+				inner := in.Input(w[:hl], proto, bytes.Clone(w[hl:]), HeapAllocator{})
+				if inner == nil {
+					t.Fatalf("peer refused a piece: %v", in.Stats.Snapshot())
+				}
+				frags = append(frags, bytes.Clone(inner))
+			}
+			hl := 20
+			if c.inner[0]>>4 == 6 {
+				hl = 40
+			}
+			if got := reassemble(t, frags); !bytes.Equal(got, c.inner[hl:]) {
+				t.Fatalf("reassembled payload differs (%d bytes, want %d)", len(got), len(c.inner)-hl)
+			}
+		})
+	}
+	t.Run("DF", func(t *testing.T) {
+		tmpl := []Template{{Proto: ProtoESP, Mode: ModeTunnel, Level: LevelRequire, Src: o4G, Dst: o4H}}
+		e := outEngine(t, espSA(0x1000, o4G, o4H, ModeTunnel), &Policy{Dir: DirOut,
+			Sel: Selector{Src: netip.PrefixFrom(o4A, 32), Dst: netip.PrefixFrom(o4B, 32)}, Action: ActionProtect, Templates: tmpl})
+		if v, _ := e.Output(ipv4UDP(65535, 0x4000), &emitAlloc{}); v != VerdictDrop {
+			t.Fatalf("verdict %v for a DF packet, want drop", v)
+		}
+	})
+}

@@ -308,6 +308,16 @@ func TestPMTUFromICMP(t *testing.T) {
 				if _, err := testbed.TCPTransfer(ctx, p.A, p.AddrB, 256<<10); err != nil {
 					t.Fatal(err)
 				}
+				w.mu.Lock()
+				tcpFrags := w.fragments
+				w.mu.Unlock()
+				// 256 KiB in ~200 segments: fragmenting them all makes
+				// ~400 fragments; only those sent before the injected
+				// Packet Too Big took effect (at most a window) may be.
+				t.Logf("TCP phase: %d fragments, %d Packet Too Big injected", tcpFrags, p.A.Endpoint.Stats.PTBInjected.Load())
+				if tcpFrags > 64 {
+					t.Errorf("%d TCP fragments: TCP did not lower its segment size", tcpFrags)
+				}
 				if err := testbed.UDPEcho(ctx, p.A, p.AddrB, 3000); err != nil {
 					t.Fatal(err)
 				}

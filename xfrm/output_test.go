@@ -392,3 +392,26 @@ func TestTunnelPreFragment(t *testing.T) {
 		}
 	})
 }
+
+// fixedAlloc hands out one reusable buffer.
+type fixedAlloc struct{ buf []byte }
+
+func (a *fixedAlloc) Alloc(n int) []byte { return a.buf[:n] }
+
+// TestOutputAllocs: the output path, with the checks for fragments, ICMP
+// errors and length limits, allocates nothing per packet.
+func TestOutputAllocs(t *testing.T) {
+	sel := Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128)}
+	for _, mode := range []Mode{ModeTransport, ModeTunnel} {
+		tmpl := []Template{{Proto: ProtoESP, Mode: mode, Level: LevelRequire}}
+		if mode == ModeTunnel {
+			tmpl[0].Src, tmpl[0].Dst = bA, bB
+		}
+		e := outEngine(t, espSA(0x1000, bA, bB, mode), &Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl})
+		pkt := udpPacket6(1400)
+		a := &fixedAlloc{buf: make([]byte, 2048)}
+		if n := testing.AllocsPerRun(100, func() { e.Output(pkt, a) }); n != 0 {
+			t.Errorf("%s: %v allocations per packet", mode, n)
+		}
+	}
+}

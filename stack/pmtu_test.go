@@ -63,13 +63,20 @@ func TestRouteMTUFollowsBundles(t *testing.T) {
 	if err := p.StartServers(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The policies were installed after the stacks were made: the routes
+	// follow without any call (the stack watches the engine).
+	for start := time.Now(); routeMTU(t, p.A, p.AddrA, p.AddrB) > 1500-bundleOverhead; {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("route MTU still %d two seconds after a bundle needing %d bytes was installed",
+				routeMTU(t, p.A, p.AddrA, p.AddrB), bundleOverhead)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, mtu := range []uint32{1500, 1400} {
 		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
 			for _, s := range []*stack.Stack{p.A, p.B} {
 				s.Endpoint.SetMTU(mtu)
 			}
-			p.A.UpdateRouteMTU() // what the endpoint does on the next packet
-			p.B.UpdateRouteMTU()
 			if got, max := routeMTU(t, p.A, p.AddrA, p.AddrB), mtu-bundleOverhead; got > max {
 				t.Fatalf("route MTU %d on a %d-byte link; an ESP tunnel + AH bundle needs it <= %d", got, mtu, max)
 			}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -65,7 +66,13 @@ type Stack struct {
 	routeMu  sync.Mutex
 	reserve  int    // the configured least reserve
 	routeMTU uint32 // the MTU last put on the routes
+	stop     chan struct{}
 }
+
+// routeWatchInterval is how often an idle stack checks whether policies
+// or SAs changed since its route MTUs were computed (the endpoint also
+// checks on every packet it sends).
+const routeWatchInterval = 250 * time.Millisecond
 
 const nicID tcpip.NICID = 1
 
@@ -152,7 +159,27 @@ func New(cfg Config) (*Stack, error) {
 	st.UpdateRouteMTU()
 	update := st.UpdateRouteMTU
 	ep.onConfig.Store(&update)
+	st.stop = make(chan struct{})
+	go st.watchRoutes()
 	return st, nil
+}
+
+// watchRoutes keeps the route MTUs current while no packet is sent, so a
+// connection opened right after a key manager installed a larger bundle
+// already takes a segment size that fits.
+func (s *Stack) watchRoutes() {
+	t := time.NewTicker(routeWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if s.Endpoint.configGen.Load() != s.Engine.SPD.Generation() {
+				s.UpdateRouteMTU()
+			}
+		}
+	}
 }
 
 // routeMTUFor is the route MTU for a wire MTU and an IPsec reserve, or 0
@@ -209,6 +236,7 @@ func subnet(p netip.Prefix) (tcpip.Subnet, error) {
 // Close tears the stack down.
 func (s *Stack) Close() {
 	s.closeMu.Do(func() {
+		close(s.stop)
 		s.Stack.Close()
 		s.Stack.Wait()
 		if s.ownsEng {

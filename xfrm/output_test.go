@@ -415,3 +415,43 @@ func TestOutputAllocs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzOutputICMPError drives the output path with arbitrary ICMPv6 error
+// quotes under a port-specific protect policy: it must never panic, and an
+// error it lets go in clear must not quote a flow that policy protects.
+func FuzzOutputICMPError(f *testing.F) {
+	sel := Selector{Src: netip.PrefixFrom(bA, 128), Dst: netip.PrefixFrom(bB, 128), Proto: ProtoUDP,
+		SrcPorts: PortRange{Lo: 1000, Hi: 1000}}
+	e := NewEngine()
+	defer e.Close()
+	if _, err := e.AddSA(espSA(0x1000, bA, bB, ModeTransport)); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := e.AddPolicy(&Policy{Dir: DirOut, Sel: sel, Action: ActionProtect,
+		Templates: []Template{{Proto: ProtoESP, Mode: ModeTransport, Level: LevelRequire}}}); err != nil {
+		f.Fatal(err)
+	}
+	q := udpPacket6(16)
+	a, b := bA.As16(), bB.As16()
+	copy(q[8:], b[:])
+	copy(q[24:], a[:])
+	binary.BigEndian.PutUint16(q[42:], 1000)
+	f.Add(uint8(1), q)
+	f.Add(uint8(3), q[:44])
+	f.Add(uint8(4), frag6(8))
+	f.Fuzz(func(t *testing.T, typ uint8, quote []byte) {
+		pkt := icmp6Err(bA, bB, typ%128, quote)
+		v, _ := e.Output(pkt, HeapAllocator{})
+		if v != VerdictPass {
+			return
+		}
+		// Passed in clear: the quoted packet, if it parses with its
+		// ports, must not be from bB port 1000... to bA (reversed: the
+		// protected flow bA:1000 -> bB).
+		if len(quote) >= 44 && quote[0]>>4 == 6 && quote[6] == 17 &&
+			bytes.Equal(quote[8:24], b[:]) && bytes.Equal(quote[24:40], a[:]) &&
+			binary.BigEndian.Uint16(quote[42:]) == 1000 {
+			t.Fatalf("an ICMP error quoting the protected flow went in clear")
+		}
+	})
+}

@@ -18,12 +18,16 @@ import (
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-// WrapperMTU is the MTU the wrapper advertises to the stack: large, so the
-// IP layer never fragments a packet before IPsec has seen it (RFC 4301
-// transport mode protects whole datagrams). TCP still sends wire-sized
-// segments because the stack's routes carry the IPsec-adjusted MTU, and the
-// wrapper fragments what exceeds the wire after IPsec.
-const WrapperMTU = 65535
+// WrapperMTU is the MTU the wrapper advertises to the stack: so large that
+// the IP layer never fragments a locally generated packet before IPsec has
+// seen it (RFC 4301 §7: transport mode protects whole datagrams, and the
+// OPAQUE tail fragments would match no port-specific policy). gVisor's
+// IPv6 endpoint MTU is this minus 40, clamped to 65535: every IPv6 payload
+// fits. Its IPv4 endpoint clamps the MTU to 65535 before taking the header
+// off, so every IPv4 packet fits too. TCP still sends wire-sized segments
+// because the stack's routes carry the IPsec-adjusted MTU, and the wrapper
+// fragments what exceeds the wire after IPsec.
+const WrapperMTU = 0xffff + header.IPv6MinimumSize
 
 // LinkStats counts what the wrapper did.
 type LinkStats struct {
@@ -31,11 +35,25 @@ type LinkStats struct {
 	OutProtected atomic.Uint64 // sent after IPsec
 	OutDropped   atomic.Uint64 // dropped by policy or error
 	OutFragments atomic.Uint64 // fragments made after IPsec
-	InChecked    atomic.Uint64 // cleartext packets that passed the inbound check
-	InDropped    atomic.Uint64 // cleartext packets the inbound check dropped
-	InIPsec      atomic.Uint64 // IPsec packets handed to the protocol handlers
-	InFragments  atomic.Uint64 // fragments from the link, reassembled before the check
-	Reinjected   atomic.Uint64 // decapsulated packets given back to the stack
+	// OutDFCleared counts locally generated IPv4 packets with DF that
+	// did not fit the path after IPsec and were fragmented with DF
+	// cleared: the stack handed them to us to send (see sendWire).
+	OutDFCleared atomic.Uint64
+	// OutTooBig counts packets dropped for not fitting the path MTU
+	// that could not be fragmented (forwarded with DF, or TCP told by
+	// an injected Packet Too Big).
+	OutTooBig atomic.Uint64
+	// PTBInjected counts Packet Too Big / Fragmentation Needed messages
+	// given to the local stack for its own too-big packets.
+	PTBInjected atomic.Uint64
+	// PMTUUpdates counts path MTUs learned from ICMP errors quoting our
+	// ESP/AH packets.
+	PMTUUpdates atomic.Uint64
+	InChecked   atomic.Uint64 // cleartext packets that passed the inbound check
+	InDropped   atomic.Uint64 // cleartext packets the inbound check dropped
+	InIPsec     atomic.Uint64 // IPsec packets handed to the protocol handlers
+	InFragments atomic.Uint64 // fragments from the link, reassembled before the check
+	Reinjected  atomic.Uint64 // decapsulated packets given back to the stack
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -54,6 +72,15 @@ type Endpoint struct {
 	wireMTU    atomic.Uint32
 
 	fragID atomic.Uint32
+
+	pmtu        pmtuCache
+	ptbInFlight atomic.Int32
+
+	// configGen is the engine configuration generation the stack's
+	// route MTUs were computed for; onConfig recomputes them.
+	configGen  atomic.Uint64
+	refreshing atomic.Bool
+	onConfig   atomic.Pointer[func()]
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -80,10 +107,31 @@ func (e *Endpoint) WireMTU() uint32 { return e.wireMTU.Load() }
 // MTU implements stack.LinkEndpoint; see WrapperMTU.
 func (e *Endpoint) MTU() uint32 { return WrapperMTU }
 
-// SetMTU sets the wire MTU.
+// SetMTU sets the wire MTU, and has the stack recompute its route MTUs.
 func (e *Endpoint) SetMTU(mtu uint32) {
 	e.lower.SetMTU(mtu)
 	e.wireMTU.Store(mtu)
+	if fn := e.onConfig.Load(); fn != nil {
+		(*fn)()
+	}
+}
+
+// watchConfig notices, with one atomic load per packet, that policies or
+// SAs changed since the route MTUs were computed, and has them recomputed
+// off the packet path (route updates take the stack's locks, which a
+// writer may hold).
+func (e *Endpoint) watchConfig() {
+	fn := e.onConfig.Load()
+	if fn == nil || e.engine.SPD.Generation() == e.configGen.Load() {
+		return
+	}
+	if !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.refreshing.Store(false)
+		(*fn)()
+	}()
 }
 
 // Capabilities masks checksum offload on transmit: the stack must compute
@@ -113,9 +161,15 @@ func (e *Endpoint) upper() stack.NetworkDispatcher {
 }
 
 // viewAlloc hands the engine pooled gVisor views and remembers the last.
+// As an xfrm.Emitter it keeps the packets of a tunnel that carries one
+// packet in pieces.
 type viewAlloc struct {
-	views []*buffer.View
+	views   []*buffer.View
+	emitted []*buffer.View
 }
+
+// Emit implements xfrm.Emitter: the piece is the last view taken.
+func (a *viewAlloc) Emit([]byte) { a.emitted = append(a.emitted, a.take()) }
 
 func (a *viewAlloc) Alloc(n int) []byte {
 	v := buffer.NewViewSize(n)
@@ -138,6 +192,11 @@ func (a *viewAlloc) release() {
 		v.Release()
 	}
 	a.views = a.views[:0]
+	for _, v := range a.emitted {
+		v.Release()
+	}
+	clear(a.emitted)
+	a.emitted = a.emitted[:0]
 }
 
 var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
@@ -170,10 +229,22 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 }
 
 func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+	e.watchConfig()
 	linkLen := len(pkt.LinkHeader().Slice())
 	v := pkt.ToView()
 	defer v.Release()
 	ip := v.AsSlice()[linkLen:]
+	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
+		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
+		// A local packet with DF that will be fragmented whatever IPsec
+		// does (sendWire): clear DF now, so that a tunnel that must
+		// carry it in pieces (xfrm.Emitter) may fragment it too.
+		h := header.IPv4(ip)
+		h.SetFlagsFragmentOffset(h.Flags()&^header.IPv4FlagDontFragment, h.FragmentOffset())
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+		e.Stats.OutDFCleared.Add(1)
+	}
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
 	verdict, _ := e.engine.Output(ip, a)
@@ -185,31 +256,92 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	case xfrm.VerdictPass:
 		a.release()
 		e.Stats.OutPassed.Add(1)
-		if len(ip) <= int(e.WireMTU()) {
-			pkt.IncRef()
-			out.PushBack(pkt)
-			return
-		}
-		// Too big for the wire: the stack relied on us to fragment.
-		e.fragmentAndQueue(pkt, ip, nil, out)
+		e.sendWire(pkt, ip, ip, nil, out)
 		return
 	}
 	e.Stats.OutProtected.Add(1)
+	for _, v := range a.emitted {
+		e.sendWire(pkt, ip, v.AsSlice(), v, out)
+	}
+	clear(a.emitted)
+	a.emitted = a.emitted[:0]
 	pv := a.take()
-	e.fragmentAndQueue(pkt, pv.AsSlice(), pv, out)
+	e.sendWire(pkt, ip, pv.AsSlice(), pv, out)
 }
 
-// fragmentAndQueue queues ip (owned by view, or copied when view is nil) as
-// one or more new packets modelled on orig.
-func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, out *stack.PacketBufferList) {
-	mtu := int(e.WireMTU())
-	if len(ip) <= mtu {
+// sendWire queues wire, the IP packet to send for orig (inner before
+// IPsec; wire is inner itself when no IPsec applied, and then orig is
+// queued as it is when it fits). wire is owned by view, or by the caller
+// when view is nil.
+//
+// A packet that exceeds the path MTU (the link's, or a smaller one learned
+// by notePMTU) is fragmented after IPsec, except that a forwarded packet
+// that may not be fragmented (IPv4 DF; IPv6 is never fragmented on the
+// path, RFC 8200 §4.5) is dropped (OutTooBig). For a locally generated TCP
+// segment the stack is also told, by an injected Packet Too Big giving the
+// MTU left for the inner packet (injectPTB), so that TCP lowers its
+// segment size; the segment itself is still sent, fragmented, because
+// gVisor's TCP, unlike Linux's tcp_simple_retransmit, does not resend at
+// once on a Packet Too Big: dropping it cost a retransmission timeout
+// (TestPMTUFromICMP: 1.5 s against 0.1 s). For IPv6 inside, the stack is
+// told only when the MTU left is at least 1280 (gVisor takes a smaller
+// one as 0); below that, fragmenting after IPsec is what RFC 8200 §5
+// wants of a source.
+//
+// A locally generated IPv4 packet with DF (gVisor sets it on every TCP
+// segment and UDP datagram) is fragmented with DF cleared and counted
+// (OutDFCleared), never fragmented silently: the stack gave it to us to
+// send whole or fragmented, as Linux's IP_PMTUDISC_WANT does for
+// datagrams larger than the path MTU.
+func (e *Endpoint) sendWire(orig *stack.PacketBuffer, inner, wire []byte, view *buffer.View, out *stack.PacketBufferList) {
+	mtu := e.pathMTU(wire)
+	if len(wire) <= mtu {
 		if view == nil {
-			view = buffer.NewViewWithData(ip)
+			orig.IncRef()
+			out.PushBack(orig)
+			return
 		}
 		out.PushBack(e.newPacket(orig, view))
 		return
 	}
+	if !e.mayFragment(orig, inner, wire, mtu) {
+		if view != nil {
+			view.Release()
+		}
+		e.Stats.OutTooBig.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	if wire[0]>>4 == 4 && wire[6]&0x40 != 0 {
+		// wire is ours to change: a view we own, or the caller's
+		// private copy (PacketBuffer.ToView).
+		wire[6] &^= 0x40
+		e.Stats.OutDFCleared.Add(1)
+	}
+	e.fragmentAndQueue(orig, wire, view, mtu, out)
+}
+
+// mayFragment decides a packet too big for the path (see sendWire),
+// telling the stack of the path MTU for local TCP.
+func (e *Endpoint) mayFragment(orig *stack.PacketBuffer, inner, wire []byte, mtu int) bool {
+	v4 := inner[0]>>4 == 4
+	if orig.NetworkPacketInfo.IsForwardedPacket {
+		return v4 && inner[6]&0x40 == 0
+	}
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(inner, &f); err != nil || f.Proto != xfrm.ProtoTCP || f.Opaque {
+		return true
+	}
+	room := mtu - (len(wire) - len(inner)) // what is left for inner
+	if (v4 && room >= header.IPv4MinimumMTU) || (!v4 && room >= header.IPv6MinimumMTU) {
+		e.injectPTB(inner, room)
+	}
+	return true
+}
+
+// fragmentAndQueue queues ip (owned by view, or copied when view is nil)
+// as fragments of at most mtu bytes modelled on orig.
+func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, mtu int, out *stack.PacketBufferList) {
 	frags, err := fragment(ip, mtu, e.fragID.Add(1))
 	if view != nil {
 		view.Release()
@@ -323,6 +455,7 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	if xfrm.IsICMPError(&f) && !e.engine.CheckInboundICMPError(b, l4off, nil) {
 		return inDrop
 	}
+	e.notePMTU(b, &f)
 	e.Stats.InChecked.Add(1)
 	return inPass
 }

@@ -10,7 +10,10 @@ import (
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-var errFragment = errors.New("cannot fragment packet")
+var (
+	errFragment = errors.New("cannot fragment packet")
+	errDF       = errors.New("packet has Don't Fragment set")
+)
 
 // fragment splits the IP packet ip into fragments of at most mtu bytes.
 // It runs after IPsec, so ESP and AH are inside the fragmentable part
@@ -33,6 +36,11 @@ func fragment4(ip []byte, mtu int, id uint16) ([]*buffer.View, error) {
 	ihl := int(ip[0]&0xf) * 4
 	if ihl < 20 || ihl > len(ip) {
 		return nil, errFragment
+	}
+	if ip[6]&0x40 != 0 {
+		// Never fragment a DF packet silently: the caller decides
+		// (Endpoint.sendWire) and clears DF when it may.
+		return nil, errDF
 	}
 	// Keep an existing identification; the packet may already carry one.
 	if binary.BigEndian.Uint16(ip[4:]) != 0 {

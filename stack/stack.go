@@ -5,8 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -18,10 +20,12 @@ import (
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-// DefaultOverheadReserve is subtracted from the wire MTU on every route so
-// that a full-size TCP segment still fits after IPsec: the largest ESP
-// overhead we build (IPv6 tunnel 40, ESP header 8, CBC IV 16, padding and
-// trailer up to 17, HMAC-SHA-512 ICV 32) rounded up.
+// DefaultOverheadReserve is the least that is subtracted from the wire
+// MTU on every route so that a full-size TCP segment still fits after
+// IPsec: one ESP tunnel (IPv6 outer 40, ESP header 8, CBC IV 16, padding
+// and trailer up to 17, HMAC-SHA-512 ICV 32) rounded up. Bundles that add
+// more (ESP tunnel + AH, nested tunnels) raise the reserve to their
+// overhead: see Stack.UpdateRouteMTU.
 const DefaultOverheadReserve = 120
 
 // Route is a static route: packets for Dst go via Gateway (unset: on-link).
@@ -41,8 +45,9 @@ type Config struct {
 	Routes []Route
 	// Engine is the xfrm engine; nil creates one.
 	Engine *xfrm.Engine
-	// OverheadReserve is taken off the wire MTU on routes; 0 takes
-	// DefaultOverheadReserve.
+	// OverheadReserve is the least taken off the wire MTU on routes; 0
+	// takes DefaultOverheadReserve. The installed outbound bundles'
+	// overhead raises it (Stack.UpdateRouteMTU).
 	OverheadReserve int
 	// DAD turns IPv6 duplicate address detection on (off by default:
 	// test links have no duplicates and DAD delays start-up by a second).
@@ -57,7 +62,17 @@ type Stack struct {
 	NIC      tcpip.NICID
 	ownsEng  bool
 	closeMu  sync.Once
+
+	routeMu  sync.Mutex
+	reserve  int    // the configured least reserve
+	routeMTU uint32 // the MTU last put on the routes
+	stop     chan struct{}
 }
+
+// routeWatchInterval is how often an idle stack checks whether policies
+// or SAs changed since its route MTUs were computed (the endpoint also
+// checks on every packet it sends).
+const routeWatchInterval = 250 * time.Millisecond
 
 const nicID tcpip.NICID = 1
 
@@ -104,14 +119,12 @@ func New(cfg Config) (*Stack, error) {
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 
-	reserve := cfg.OverheadReserve
-	if reserve == 0 {
-		reserve = DefaultOverheadReserve
+	st.reserve = cfg.OverheadReserve
+	if st.reserve == 0 {
+		st.reserve = DefaultOverheadReserve
 	}
-	routeMTU := uint32(0)
-	if w := int(ep.WireMTU()); w > reserve+68 {
-		routeMTU = uint32(w - reserve)
-	}
+	routeMTU := routeMTUFor(ep.WireMTU(), st.reserve)
+	st.routeMTU = routeMTU
 	var routes []tcpip.Route
 	for _, p := range cfg.Addrs {
 		proto := ipv6.ProtocolNumber
@@ -143,7 +156,70 @@ func New(cfg Config) (*Stack, error) {
 	ll, _ := subnet(netip.MustParsePrefix("fe80::/10"))
 	routes = append(routes, tcpip.Route{Destination: ll, NIC: nicID, MTU: routeMTU})
 	s.SetRouteTable(routes)
+	st.UpdateRouteMTU()
+	update := st.UpdateRouteMTU
+	ep.onConfig.Store(&update)
+	st.stop = make(chan struct{})
+	go st.watchRoutes()
 	return st, nil
+}
+
+// watchRoutes keeps the route MTUs current while no packet is sent, so a
+// connection opened right after a key manager installed a larger bundle
+// already takes a segment size that fits.
+func (s *Stack) watchRoutes() {
+	t := time.NewTicker(routeWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if s.Endpoint.configGen.Load() != s.Engine.SPD.Generation() {
+				s.UpdateRouteMTU()
+			}
+		}
+	}
+}
+
+// routeMTUFor is the route MTU for a wire MTU and an IPsec reserve, or 0
+// (the NIC's) when the link is too small to reserve anything.
+func routeMTUFor(wire uint32, reserve int) uint32 {
+	if w := int(wire); w > reserve+header.IPv4MinimumMTU {
+		return uint32(w - reserve)
+	}
+	return 0
+}
+
+// UpdateRouteMTU sets the MTU of the stack's routes to the wire MTU less
+// the larger of the configured reserve and the most any installed outbound
+// bundle adds (xfrm.Engine.MaxOutboundOverhead), so that TCP, which takes
+// its segment size from the route MTU, sends segments that fit the link
+// after IPsec. Routes on the NIC whose MTU is unset or the value this last
+// set are updated; others keep theirs. The endpoint calls it when the wire
+// MTU is set and, from its packet path, when policies or SAs changed; call
+// it directly after configuring IPsec to have new connections use the new
+// MTU at once. Existing TCP connections keep their segment size until a
+// segment does not fit (the endpoint then injects a Packet Too Big).
+func (s *Stack) UpdateRouteMTU() {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	// Read the generation first: a change racing with this update makes
+	// the endpoint call again.
+	gen := s.Engine.SPD.Generation()
+	reserve := max(s.reserve, s.Engine.MaxOutboundOverhead())
+	mtu := routeMTUFor(s.Endpoint.WireMTU(), reserve)
+	if mtu != s.routeMTU {
+		table := s.GetRouteTable()
+		for i := range table {
+			if r := &table[i]; r.NIC == s.NIC && (r.MTU == 0 || r.MTU == s.routeMTU) {
+				r.MTU = mtu
+			}
+		}
+		s.SetRouteTable(table)
+		s.routeMTU = mtu
+	}
+	s.Endpoint.configGen.Store(gen)
 }
 
 func subnet(p netip.Prefix) (tcpip.Subnet, error) {
@@ -160,6 +236,7 @@ func subnet(p netip.Prefix) (tcpip.Subnet, error) {
 // Close tears the stack down.
 func (s *Stack) Close() {
 	s.closeMu.Do(func() {
+		close(s.stop)
 		s.Stack.Close()
 		s.Stack.Wait()
 		if s.ownsEng {

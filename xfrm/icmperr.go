@@ -1,28 +1,29 @@
 package xfrm
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
-// ICMP errors carry part of the packet that caused them, and the stack acts
-// on that quote: gVisor hands it to the socket of the quoted flow (a Port
-// Unreachable resets it, a Packet Too Big lowers its MSS). RFC 4301 §6.2.2
-// therefore asks that the quoted packet be consistent with the SA the error
-// arrived on, and that an error arriving in clear not reach a flow the SPD
-// protects. CheckInboundICMPError does both, after the error itself has
-// passed the ordinary inbound check on its own selectors.
+// ICMP errors carry the start of the packet that caused them, and the stack
+// acts on that quote: gVisor hands it to the socket of the quoted flow (a
+// Port Unreachable resets it, a Packet Too Big lowers its MSS), and an error
+// we send about a packet that arrived decrypted carries its plaintext. So
+// both directions look at the quoted flow (RFC 4301 §6.2): icmpErrorOut
+// sends an error through the SAs of the flow it quotes, never in clear;
+// CheckInboundICMPError lets an error in only if the flow it quotes could
+// have carried it.
 
-// quoteMax bounds how much of a quoted packet is parsed: the IP header and
-// its extension headers must fit.
-const quoteMax = 512
-
-// IsICMPError reports whether f is an ICMP or ICMPv6 error message (RFC 792,
-// RFC 4443 §2.1: ICMPv6 types below 128). The type is in f.SrcPort.
+// IsICMPError reports whether f is an ICMP or ICMPv6 error message, the
+// kind that quotes the packet that caused it (RFC 792, RFC 4443 §2.1:
+// ICMPv6 types below 128).
 func IsICMPError(f *Flow) bool {
 	if f.Opaque {
 		return false
 	}
 	switch f.Proto {
 	case ProtoICMP:
-		switch f.SrcPort {
+		switch f.SrcPort { // the type
 		case 3, 4, 5, 11, 12: // unreachable, source quench, redirect, time exceeded, parameter problem
 			return true
 		}
@@ -32,82 +33,176 @@ func IsICMPError(f *Flow) bool {
 	return false
 }
 
-// QuotedFlow parses the packet quoted in the ICMP error message that starts
-// at pkt[l4off:] and returns its flow. A quote is truncated by nature, so
-// the quoted length fields are not trusted: the flow is parsed from what is
-// there.
-func QuotedFlow(pkt []byte, l4off int, q *Flow) bool {
-	const icmpHeader = 8
-	if len(pkt) < l4off+icmpHeader+1 {
-		return false
+// quotedReverseFlow reads the packet quoted by an ICMP error (the bytes
+// after the 8-byte ICMP header, usually truncated) and returns its flow
+// reversed, as Linux's xfrm_decode_session_reverse does: the flow of the
+// traffic this host sends back to the quoted packet's sender. The quote is
+// parsed leniently, since an ICMP error carries only the start of the
+// packet: ports missing from the quote, or a quoted non-initial fragment,
+// leave the flow OPAQUE. ok is false when not even the quoted IP header's
+// addresses are there.
+func quotedReverseFlow(quote []byte) (rf Flow, ok bool) {
+	if len(quote) == 0 {
+		return Flow{}, false
 	}
-	quote := pkt[l4off+icmpHeader:]
-	var buf [quoteMax]byte
-	n := copy(buf[:], quote)
-	b := buf[:n]
-	switch b[0] >> 4 {
+	var q Flow
+	var l4 []byte
+	switch quote[0] >> 4 {
 	case 4:
-		if n < ipv4MinHeader {
-			return false
+		if len(quote) < ipv4MinHeader {
+			return Flow{}, false
 		}
-		binary.BigEndian.PutUint16(b[2:4], uint16(n))
+		ihl := int(quote[0]&0x0f) * 4
+		q.Src = netip.AddrFrom4([4]byte(quote[12:16]))
+		q.Dst = netip.AddrFrom4([4]byte(quote[16:20]))
+		q.Proto = quote[9]
+		if ihl < ipv4MinHeader || binary.BigEndian.Uint16(quote[6:8])&0x1fff != 0 || ihl > len(quote) {
+			q.Opaque = true
+		} else {
+			l4 = quote[ihl:]
+		}
 	case 6:
-		if n < ipv6Header {
-			return false
+		if len(quote) < ipv6Header {
+			return Flow{}, false
 		}
-		binary.BigEndian.PutUint16(b[4:6], uint16(n-ipv6Header))
+		q.Src = netip.AddrFrom16([16]byte(quote[8:24]))
+		q.Dst = netip.AddrFrom16([16]byte(quote[24:40]))
+		nh, off := quote[6], ipv6Header
+	walk:
+		for {
+			switch nh {
+			case nhHopOpts, nhRouting, nhDstOpts:
+				if len(quote)-off < 2 || len(quote)-off < (int(quote[off+1])+1)*8 {
+					q.Opaque = true
+					break walk
+				}
+				nh, off = quote[off], off+(int(quote[off+1])+1)*8
+			case nhExperiment:
+				// gVisor's fixed 8-byte experiment header (see ParseFlow).
+				if len(quote)-off < 8 {
+					q.Opaque = true
+					break walk
+				}
+				nh, off = quote[off], off+8
+			case nhFragment:
+				if len(quote)-off < 8 {
+					q.Opaque = true
+					break walk
+				}
+				fo := binary.BigEndian.Uint16(quote[off+2 : off+4])
+				nh, off = quote[off], off+8
+				if fo>>3 != 0 {
+					q.Opaque = true
+					break walk
+				}
+			default:
+				l4 = quote[off:]
+				break walk
+			}
+		}
+		q.Proto = nh
 	default:
-		return false
+		return Flow{}, false
 	}
-	if _, err := ParseFlow(b, q); err != nil {
-		// Fewer bytes than the quoted transport header needs: no host
-		// sends that (RFC 792 quotes 8 bytes, RFC 4443 as much as fits),
-		// and the stack would not act on it either.
-		return false
+	if !q.Opaque && parsePorts(l4, &q, true) != nil {
+		q.Opaque = true
 	}
-	return true
+	rf = Flow{Src: q.Dst, Dst: q.Src, Proto: q.Proto, Opaque: q.Opaque}
+	switch q.Proto {
+	case ProtoICMP, ProtoICMPv6:
+		// Type and code are not endpoints: keep them.
+		rf.SrcPort, rf.DstPort = q.SrcPort, q.DstPort
+	default:
+		rf.SrcPort, rf.DstPort = q.DstPort, q.SrcPort
+	}
+	return rf, true
 }
 
-// CheckInboundICMPError applies the checks of RFC 4301 §6.2.2 to an ICMP
-// error (IsICMPError) that already passed CheckInbound on its own flow. sp
-// lists the SAs it arrived through, outermost first, empty in clear.
+// icmpErrorOut decides an ICMP error that its own selectors let go in
+// clear (no policy, or bypass), by the reversed flow of the packet it
+// quotes (RFC 4301 §6.2; Linux's icmp_route_lookup and
+// icmpv6_route_lookup): the error carries the start of that packet, which
+// for traffic that arrived decrypted is plaintext of a protected flow.
+// When that flow is protected the error goes through that policy's SAs,
+// or is dropped when they cannot be had; it never goes in clear. handled
+// is false when the quoted flow is not protected and the error may pass.
+func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Verdict, out []byte, handled bool) {
+	rf, ok := quotedReverseFlow(pkt[min(l4off+8, len(pkt)):])
+	if !ok {
+		// Nothing to attribute the quote to: an error we generate
+		// always quotes at least the IP header, so this is no loss.
+		e.Stats.OutPolError.Add(1)
+		return VerdictDrop, nil, true
+	}
+	p := e.lookupOut(&rf)
+	if rf.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirOut, &rf, p) {
+		e.Stats.OutPolError.Add(1)
+		return VerdictDrop, nil, true
+	}
+	if p == nil || p.Action == ActionBypass {
+		return VerdictPass, nil, false
+	}
+	if p.Action == ActionDiscard {
+		e.Stats.OutPolBlock.Add(1)
+		return VerdictDrop, nil, true
+	}
+	if rf.Src != f.Src || rf.Dst != f.Dst {
+		// The error does not go between the quoted flow's endpoints
+		// (we are a router on its path). A tunnel can still carry it
+		// (transforms after the first apply between the tunnel
+		// endpoints); a transport-mode SA of that flow cannot.
+		if len(p.Templates) == 0 || p.Templates[0].Mode != ModeTunnel {
+			e.Stats.OutPolError.Add(1)
+			return VerdictDrop, nil, true
+		}
+	}
+	// protect matches SAs with the reversed flow, as Linux's lookup
+	// with XFRM_LOOKUP_ICMP does; the packet's own addresses are rf's or
+	// only tunnel templates are used.
+	v, out = e.protect(p, &rf, pkt, a)
+	return v, out, true
+}
+
+// CheckInboundICMPError decides an inbound ICMP error (IsICMPError) by the
+// flow it quotes, reversed: the flow of the packets its sender may send us.
+// sp lists the SAs it arrived through, outermost first, empty in clear.
 //
-//   - Through SAs: the quoted packet is one we sent, so its reverse must be
-//     a packet those SAs may carry to us: covered by the innermost SA's
-//     selector and accepted by the inbound policy with this secpath.
-//   - In clear: the quoted flow's reverse must not be one the inbound
-//     policy requires protected, or anyone on the path could reset or
-//     shrink a protected flow. Quotes of ESP, AH and IPComp packets are
-//     exempt: they are about the SA's outer path (Packet Too Big for ESP,
-//     Linux's esp4_err/esp6_err), not about a protected flow.
+//   - Through SAs the quote decides alone, as Linux's icmp_rcv falls back to
+//     xfrm4_policy_check_reverse: the quoted packet is one we sent, so its
+//     reverse must be covered by the innermost SA's selector and accepted
+//     by the inbound policy with this secpath. An error quoting another
+//     SA's flow is rejected.
+//   - In clear the error has already passed the check on its own flow; the
+//     quoted flow must not be one the inbound policy requires protected
+//     (with ports unknown, not one a port-specific protect policy may
+//     cover), or anyone on the path could reset or shrink a protected flow.
+//     Quotes of ESP, AH and IPComp packets are exempt: they are about the
+//     SA's outer path (Packet Too Big for ESP, Linux's esp4_err/esp6_err),
+//     not about a protected flow.
 func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
-	var q Flow
-	if !QuotedFlow(pkt, l4off, &q) {
+	rf, ok := quotedReverseFlow(pkt[min(l4off+8, len(pkt)):])
+	if !ok {
 		e.Stats.InHdrError.Add(1)
 		return false
 	}
 	if len(sp) == 0 {
-		switch Proto(q.Proto) {
+		switch Proto(rf.Proto) {
 		case ProtoESP, ProtoAH, ProtoIPComp:
 			return true
 		}
-	}
-	rev := q.reverse()
-	if len(sp) > 0 && !sp[len(sp)-1].Config.Sel.Match(&rev) {
+		if rf.Opaque {
+			p := e.socketPolicyIn(&rf)
+			if p == nil {
+				p = e.SPD.Lookup(DirIn, &rf)
+			}
+			if (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirIn, &rf, p) {
+				e.Stats.InTmplMismatch.Add(1)
+				return false
+			}
+		}
+	} else if !sp[len(sp)-1].Config.Sel.Match(&rf) {
 		e.Stats.InStateMismatch.Add(1)
 		return false
 	}
-	return e.CheckInbound(&rev, sp)
-}
-
-// reverse returns the flow of a reply to f: addresses and ports swapped.
-// ICMP type and code keep their places: a reply to a quoted ICMP message is
-// classified by the quoted type, as the policy that let it out saw it.
-func (f *Flow) reverse() Flow {
-	r := *f
-	r.Src, r.Dst = f.Dst, f.Src
-	if f.Proto != ProtoICMP && f.Proto != ProtoICMPv6 {
-		r.SrcPort, r.DstPort = f.DstPort, f.SrcPort
-	}
-	return r
+	return e.CheckInbound(&rf, sp)
 }

@@ -429,6 +429,15 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
+	if IsICMPError(&f) {
+		// Judged by the flow it quotes (see CheckInboundICMPError): an
+		// error about a protected flow comes through that flow's SAs,
+		// whose selectors and policies name the flow, not ICMP.
+		if !e.CheckInboundICMPError(pkt, l4off, sp.SAs()) {
+			return nil
+		}
+		return pkt
+	}
 	// The innermost SA's selector must cover the packet (Linux's
 	// xfrm_selector_match in xfrm_input; a zero selector matches all).
 	if last := sp.sas[sp.n-1]; !last.Config.Sel.Match(&f) {
@@ -436,9 +445,6 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		return nil
 	}
 	if !e.CheckInbound(&f, sp.SAs()) {
-		return nil
-	}
-	if IsICMPError(&f) && !e.CheckInboundICMPError(pkt, l4off, sp.SAs()) {
 		return nil
 	}
 	return pkt

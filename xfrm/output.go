@@ -12,6 +12,16 @@ type Allocator interface {
 	Alloc(n int) []byte
 }
 
+// Emitter is an Allocator that takes several output packets. When a
+// tunnel must carry a packet in pieces (see protectPieces), Output hands
+// each protected piece but the last to Emit as soon as it is built (it is
+// then the last buffer taken from the Emitter) and returns the last.
+// Without an Emitter such a packet is dropped.
+type Emitter interface {
+	Allocator
+	Emit(pkt []byte)
+}
+
 // HeapAllocator allocates with make; for tests and tools.
 type HeapAllocator struct{}
 
@@ -34,14 +44,33 @@ const maxBundle = 4
 // Output applies the outbound SPD to the IP packet pkt (starting at its IP
 // header). On VerdictProtected it returns the protected packet, built in a
 // buffer from a; pkt is not modified.
+//
+// An ICMP error that its own selectors leave in clear is also decided by
+// the reversed flow of the packet it quotes (RFC 4301 §6.2, see
+// icmpErrorOut), and a fragment (OPAQUE ports) that a port-specific
+// protect policy may cover is dropped: neither may carry a protected
+// flow's bytes in clear.
 func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 	var f Flow
-	if _, err := ParseFlow(pkt, &f); err != nil {
+	l4off, err := ParseFlow(pkt, &f)
+	if err != nil {
 		// We cannot tell whether a policy covers it: never send it.
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
 	}
 	p := e.lookupOut(&f)
+	if f.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirOut, &f, p) {
+		// A fragment without ports (RFC 4301 §7) of a datagram that a
+		// port-specific protect policy may cover: sending it in clear
+		// could leak part of a protected datagram. Fail closed.
+		e.Stats.OutPolError.Add(1)
+		return VerdictDrop, nil
+	}
+	if (p == nil || p.Action == ActionBypass) && IsICMPError(&f) {
+		if v, out, handled := e.icmpErrorOut(pkt, l4off, &f, a); handled {
+			return v, out
+		}
+	}
 	if p == nil {
 		return VerdictPass, nil
 	}
@@ -95,6 +124,19 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, 
 	if n == 0 {
 		// Only optional templates and no SA: "use" sends in clear.
 		return VerdictPass, nil
+	}
+	if !fitsIPLength(pkt, bundle[:n]) {
+		// The protected packet's length field could not hold it. A
+		// tunnel may carry the packet in fragments made before
+		// encapsulation (RFC 4301 §7 leaves the tunnel's content to
+		// the sender); transport mode cannot carry a fragment, and an
+		// outer header with a wrapped length would be garbage: drop
+		// rather than wrap.
+		if em, ok := a.(Emitter); ok && bundle[0].Config.Mode == ModeTunnel {
+			return e.protectPieces(bundle[:n], pkt, em)
+		}
+		e.Stats.OutError.Add(1)
+		return VerdictDrop, nil
 	}
 	out := pkt
 	for _, sa := range bundle[:n] {
@@ -161,7 +203,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 				}
 				binary.BigEndian.PutUint16(out[4:], id)
 			}
-			fixLength(out, v4)
+			if !e.setLength(out, v4) {
+				return nil, false
+			}
 			if err := h.Seal(out, hlen, nh, c.SPI, seq, c.ESN); err != nil {
 				e.Stats.OutStateProtoError.Add(1)
 				return nil, false
@@ -172,7 +216,9 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		copy(out, pkt[:hlen])
 		out[nhOff] = uint8(ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, payload, nh)
-		fixLength(out, v4)
+		if !e.setLength(out, v4) {
+			return nil, false
+		}
 		return out, true
 	default: // tunnel
 		if !e.accountOut(sa, len(pkt)) {
@@ -182,14 +228,16 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		if !ok {
 			return nil, false
 		}
-		inner, tos := innerInfo(pkt)
+		inner, tos, df := innerInfo(pkt)
 		hlen := outerLen(c.Dst)
 		if h != nil {
 			n := h.Len(c.Dst.Is4())
 			out := a.Alloc(hlen + n + len(pkt))
-			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoAH)
+			e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoAH)
 			copy(out[hlen+n:], pkt)
-			fixLength(out, c.Dst.Is4())
+			if !e.setLength(out, c.Dst.Is4()) {
+				return nil, false
+			}
 			if err := h.Seal(out, hlen, inner, c.SPI, seq, c.ESN); err != nil {
 				e.Stats.OutStateProtoError.Add(1)
 				return nil, false
@@ -197,20 +245,26 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			return out, true
 		}
 		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoESP)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
-		fixLength(out, c.Dst.Is4())
+		if !e.setLength(out, c.Dst.Is4()) {
+			return nil, false
+		}
 		return out, true
 	}
 }
 
 // innerInfo returns the next header that names pkt's family inside a
-// tunnel (4 or 41) and its DSCP/ECN byte.
-func innerInfo(pkt []byte) (nh, tos uint8) {
+// tunnel (4 or 41), its DSCP/ECN byte, and whether an IPv4 outer header
+// must say Don't Fragment: copied from an IPv4 inner header (RFC 4301
+// §8.1, the default of its "copy/set/clear" choice), always for an IPv6
+// inner packet, which routers must not fragment either (RFC 8200 §5; Linux
+// sets IP_DF for IPv6 inside IPv4 too).
+func innerInfo(pkt []byte) (nh, tos uint8, df bool) {
 	if pkt[0]>>4 == 4 {
-		return innerIPv4, pkt[1]
+		return innerIPv4, pkt[1], pkt[6]&0x40 != 0
 	}
-	return innerIPv6, pkt[0]<<4 | pkt[1]>>4
+	return innerIPv6, pkt[0]<<4 | pkt[1]>>4, true
 }
 
 // compBufs are scratch buffers for (de)compression: the result is copied
@@ -243,39 +297,48 @@ func (e *Engine) compressOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		copy(out, pkt[:hlen])
 		copy(out[hlen:], scratch[:n])
 		out[nhOff] = uint8(ProtoIPComp)
-		fixLength(out, pkt[0]>>4 == 4)
+		if !e.setLength(out, pkt[0]>>4 == 4) {
+			return nil, false
+		}
 		return out, true
 	}
 	if !e.accountOut(sa, len(pkt)) {
 		return nil, false
 	}
-	inner, tos := innerInfo(pkt)
+	inner, tos, df := innerInfo(pkt)
 	hlen := outerLen(c.Dst)
 	n, ok := sa.comp.Compress(scratch, pkt, inner, uint16(c.SPI))
 	var out []byte
 	if ok {
 		out = a.Alloc(hlen + n)
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, ProtoIPComp)
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoIPComp)
 		copy(out[hlen:], scratch[:n])
 	} else {
 		sa.Counters.Uncompressed.Add(1)
 		out = a.Alloc(hlen + len(pkt))
-		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, Proto(inner))
+		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, Proto(inner))
 		copy(out[hlen:], pkt)
 	}
-	fixLength(out, c.Dst.Is4())
+	if !e.setLength(out, c.Dst.Is4()) {
+		return nil, false
+	}
 	return out, true
 }
 
 // outerHeader writes a tunnel-mode outer header (RFC 4301 §5.1.2): DSCP and
-// ECN copied from the inner header, DF clear so the outer packet may be
-// fragmented, TTL/hop limit 64, next header proto.
-func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, proto Proto) {
+// ECN copied from the inner header, DF as innerInfo decides (so path MTU
+// discovery works through the tunnel: a router's Fragmentation Needed
+// comes back to us, see the stack's PMTU handling), TTL/hop limit 64, next
+// header proto.
+func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, df bool, proto Proto) {
 	if src.Is4() {
 		h[0] = 0x45
 		h[1] = tos
 		binary.BigEndian.PutUint16(h[4:], uint16(e.ipID.Add(1)))
 		h[6], h[7] = 0, 0
+		if df {
+			h[6] = 0x40
+		}
 		h[8] = 64
 		h[9] = uint8(proto)
 		s, d := src.As4(), dst.As4()
@@ -291,6 +354,49 @@ func (e *Engine) outerHeader(h []byte, src, dst netip.Addr, tos uint8, proto Pro
 	s, d := src.As16(), dst.As16()
 	copy(h[8:], s[:])
 	copy(h[24:], d[:])
+}
+
+// setLength is fixLength for the output path: it refuses, counting
+// XfrmOutError, a packet whose length its IPv4 Total Length or IPv6 Payload
+// Length cannot hold, instead of writing the length modulo 2^16.
+func (e *Engine) setLength(p []byte, v4 bool) bool {
+	if !lengthFits(len(p), v4) {
+		e.Stats.OutError.Add(1)
+		return false
+	}
+	fixLength(p, v4)
+	return true
+}
+
+// lengthFits reports whether an IP packet of n bytes can be described by
+// its header: an IPv4 Total Length or an IPv6 Payload Length is 16 bits
+// (jumbograms, RFC 2675, are not built here).
+func lengthFits(n int, v4 bool) bool {
+	if v4 {
+		return n <= maxIPv4Len
+	}
+	return n-40 <= maxIPv6Payload
+}
+
+// Largest IPv4 packet and IPv6 payload the 16-bit length fields describe.
+const (
+	maxIPv4Len     = 0xffff
+	maxIPv6Payload = 0xffff
+)
+
+// fitsIPLength reports whether pkt still fits its length fields after the
+// bundle is applied, from each SA's worst-case overhead, so that a bundle
+// is refused before it consumes sequence numbers. setLength remains the
+// exact check.
+func fitsIPLength(pkt []byte, bundle []*SA) bool {
+	n, v4 := len(pkt), pkt[0]>>4 == 4
+	for _, sa := range bundle {
+		n += sa.Overhead(n)
+		if sa.Config.Mode == ModeTunnel {
+			v4 = sa.Config.Dst.Is4()
+		}
+	}
+	return lengthFits(n, v4)
 }
 
 // fixLength sets the length fields (and the IPv4 checksum) of a packet
@@ -320,10 +426,14 @@ func ipv4Checksum(h []byte) uint16 {
 // splitTransport finds where a transport-mode header goes in pkt
 // (ParseIPLayout's InsertOff) and the offset of the next-header byte that
 // must then name it, and charges the payload after it to sa's lifetime.
-// It counts why it fails.
+// It refuses fragments and counts why it fails.
 func (e *Engine) splitTransport(sa *SA, pkt []byte) (hlen, nhOff int, ok bool) {
 	l, err := ParseIPLayout(pkt)
-	if err != nil {
+	if err != nil || l.Fragment {
+		// Transport-mode SAs carry whole datagrams only (RFC 4301 §7):
+		// ESP inserted before a Fragment header, or into one IPv4
+		// fragment, protects a piece the peer cannot check until it
+		// reassembles, and the other pieces would travel without it.
 		e.Stats.OutStateModeError.Add(1)
 		return 0, 0, false
 	}

@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// outEngine is a sender with one ESP SA (AES-GCM, a fixed key) from bA to
+// allTrafficSender is a sender with one ESP SA (AES-GCM, a fixed key) from bA to
 // bB under a protect policy for all traffic between them.
-func outEngine(t *testing.T, cfg SAConfig) (*Engine, *SA) {
+func allTrafficSender(t *testing.T, cfg SAConfig) (*Engine, *SA) {
 	t.Helper()
 	e := NewEngine()
 	t.Cleanup(e.Close)
@@ -67,7 +67,7 @@ func TestNoNonceRepeatAcrossSequenceRestarts(t *testing.T) {
 		restart func(t *testing.T, e *Engine, sa *SA) *Engine
 	}{
 		{"daemon restart with the same keys", func(t *testing.T, _ *Engine, _ *SA) *Engine {
-			e, _ := outEngine(t, cfg)
+			e, _ := allTrafficSender(t, cfg)
 			return e
 		}},
 		{"SA deleted and added again", func(t *testing.T, e *Engine, _ *SA) *Engine {
@@ -92,7 +92,7 @@ func TestNoNonceRepeatAcrossSequenceRestarts(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			seen := map[[8]byte]string{}
-			e, sa := outEngine(t, cfg)
+			e, sa := allTrafficSender(t, cfg)
 			send(t, e, seen, "before")
 			send(t, c.restart(t, e, sa), seen, "after")
 		})
@@ -102,7 +102,7 @@ func TestNoNonceRepeatAcrossSequenceRestarts(t *testing.T) {
 // TestSetOutSeqForward: moving the counter forward (an SA taken over from
 // another host) is allowed, and the next packet uses the number after it.
 func TestSetOutSeqForward(t *testing.T) {
-	e, sa := outEngine(t, bundleSA(t, ProtoESP, 0x1234, bA, bB, ModeTransport))
+	e, sa := allTrafficSender(t, bundleSA(t, ProtoESP, 0x1234, bA, bB, ModeTransport))
 	for _, seq := range []uint64{0, 1000, 1000} {
 		if err := sa.SetOutSeq(seq); err != nil {
 			t.Fatalf("SetOutSeq(%d): %v", seq, err)
@@ -130,7 +130,7 @@ func TestExpiredPacketConsumesNoSeq(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%s", mode, lim.name), func(t *testing.T) {
 				cfg := bundleSA(t, ProtoESP, 0x1234, bA, bB, mode)
 				cfg.Hard = lim.hard
-				e, sa := outEngine(t, cfg)
+				e, sa := allTrafficSender(t, cfg)
 				sent := 0
 				for i := 0; i < 5; i++ {
 					if v, _ := e.Output(udpPacket6(100), HeapAllocator{}); v == VerdictProtected {

@@ -24,7 +24,8 @@ import (
 //	    state, 0 for the others (larval, mature, dying, dead)
 //	ipsecstack_sad_entries, ipsecstack_spd_policies
 //	ipsecstack_link_packets_total{event}   the IPsec wrapper's counters
-//	    (out_passed, out_protected, out_dropped, out_fragments, in_checked,
+//	    (out_passed, out_protected, out_dropped, out_fragments,
+//	    out_df_cleared, out_too_big, ptb_injected, pmtu_updates, in_checked,
 //	    in_dropped, in_ipsec, reinjected)
 //	ipsecstack_nic_{rx,tx}_{packets,bytes}_total   the NIC's wire counters
 //	ipsecstack_daemon_stat_total{stat="ForwardTCPRefused"}   the daemon's
@@ -96,6 +97,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}{
 		{"out_passed", ls.OutPassed.Load()}, {"out_protected", ls.OutProtected.Load()},
 		{"out_dropped", ls.OutDropped.Load()}, {"out_fragments", ls.OutFragments.Load()},
+		{"out_df_cleared", ls.OutDFCleared.Load()}, {"out_too_big", ls.OutTooBig.Load()},
+		{"ptb_injected", ls.PTBInjected.Load()}, {"pmtu_updates", ls.PMTUUpdates.Load()},
 		{"in_checked", ls.InChecked.Load()}, {"in_dropped", ls.InDropped.Load()},
 		{"in_ipsec", ls.InIPsec.Load()}, {"reinjected", ls.Reinjected.Load()},
 	} {

@@ -1,10 +1,5 @@
 package xfrm
 
-import (
-	"encoding/binary"
-	"errors"
-)
-
 // portPolicyCovers reports whether a protect policy of direction dir with a port
 // (or ICMP type/code) selector other than ANY matches the OPAQUE flow f by
 // its addresses and protocol, and would be preferred to found (the policy
@@ -64,7 +59,7 @@ func (e *Engine) protectPieces(bundle []*SA, pkt []byte, em Emitter) (Verdict, [
 	// Padding varies with the length by less than a cipher block, which
 	// Overhead at the limit already counts; 16 more bytes of slack cover
 	// a bundle's rounding.
-	pieces, err := e.fragmentInner(pkt, limit-over-16)
+	pieces, err := Fragment(pkt, limit-over-16, e.ipID.Add(1), HeapAllocator{})
 	if err != nil {
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
@@ -96,76 +91,3 @@ func lastTunnel(bundle []*SA) *SA {
 	}
 	return t
 }
-
-// fragmentInner splits the IP packet pkt into fragments of at most max
-// bytes (RFC 791 §3.2, RFC 8200 §4.5). The pieces are scratch copies on
-// the heap: this is the rare path of packets near 64 KiB.
-func (e *Engine) fragmentInner(pkt []byte, max int) ([][]byte, error) {
-	l, err := ParseIPLayout(pkt)
-	if err != nil {
-		return nil, err
-	}
-	pkt = pkt[:l.End]
-	var pieces [][]byte
-	if l.Version == 4 {
-		if pkt[6]&0x40 != 0 {
-			return nil, errDontFragment
-		}
-		ihl := l.InsertOff
-		chunk := (max - ihl) &^ 7
-		if chunk <= 0 {
-			return nil, errDontFragment
-		}
-		fw := binary.BigEndian.Uint16(pkt[6:8])
-		origOff, origMF := int(fw&0x1fff)*8, fw&0x2000 != 0
-		payload := pkt[ihl:]
-		for off := 0; off < len(payload); off += chunk {
-			end := min(off+chunk, len(payload))
-			b := make([]byte, ihl+end-off)
-			copy(b, pkt[:ihl])
-			copy(b[ihl:], payload[off:end])
-			fo := uint16((origOff + off) / 8)
-			if end < len(payload) || origMF {
-				fo |= 0x2000
-			}
-			binary.BigEndian.PutUint16(b[6:], fo)
-			fixLength(b, true)
-			pieces = append(pieces, b)
-		}
-		return pieces, nil
-	}
-	if l.Fragment || l.FragOff >= 0 {
-		// Already a fragment (or an atomic one): no second Fragment
-		// header.
-		return nil, errDontFragment
-	}
-	hlen, nhOff := l.InsertOff, l.NextHdrOff
-	chunk := (max - hlen - 8) &^ 7
-	if chunk <= 0 {
-		return nil, errDontFragment
-	}
-	id := e.ipID.Add(1)
-	nh := pkt[nhOff]
-	payload := pkt[hlen:]
-	for off := 0; off < len(payload); off += chunk {
-		end := min(off+chunk, len(payload))
-		b := make([]byte, hlen+8+end-off)
-		copy(b, pkt[:hlen])
-		b[nhOff] = nhFragment
-		fh := b[hlen:]
-		fh[0], fh[1] = nh, 0
-		fo := uint16(off)
-		if end < len(payload) {
-			fo |= 1
-		}
-		binary.BigEndian.PutUint16(fh[2:], fo)
-		binary.BigEndian.PutUint32(fh[4:], id)
-		copy(b[hlen+8:], payload[off:end])
-		fixLength(b, false)
-		pieces = append(pieces, b)
-	}
-	return pieces, nil
-}
-
-// errDontFragment reports a packet fragmentInner may not or cannot split.
-var errDontFragment = errors.New("xfrm: packet may not be fragmented")

@@ -2,12 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
-	"time"
-
-	"github.com/ipsecstack/ipsecstack/control"
 )
 
 func init() { commands["sas"] = runSAs }
@@ -16,20 +11,11 @@ func init() { commands["sas"] = runSAs }
 // (no keys) with their traffic counters, one per line, read page by page
 // (JSON op "sas") so that any number of SAs can be listed.
 func runSAs(args []string) error {
-	fs := flag.NewFlagSet("sas", flag.ContinueOnError)
-	path := fs.String("control", control.DefaultPath, "control socket `PATH`")
-	if err := parseFlags(fs, args, "usage: ipsecstack sas [--control PATH]", os.Stdout); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	c, err := control.Dial(*path)
+	c, err := dialFromArgs("sas", args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.Timeout = 10 * time.Second
 	return c.CallPages("sas", nil, func(page json.RawMessage) error {
 		var sas []saJSON
 		if err := json.Unmarshal(page, &sas); err != nil {

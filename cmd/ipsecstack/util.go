@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
+
+	"github.com/ipsecstack/ipsecstack/control"
 )
 
 // every calls f each period until ctx ends.
@@ -39,4 +42,24 @@ func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout io.Writer)
 		return err
 	}
 	return fmt.Errorf("%w: %v", errUsage, err)
+}
+
+// dialFromArgs parses `ipsecstack NAME [--control PATH]` (no other flags,
+// no arguments) and dials the running daemon's control socket, with a
+// 10 s timeout per call.
+func dialFromArgs(name string, args []string) (*control.Client, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("control", control.DefaultPath, "control socket `PATH`")
+	if err := parseFlags(fs, args, "usage: ipsecstack "+name+" [--control PATH]", os.Stdout); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	c, err := control.Dial(*path)
+	if err != nil {
+		return nil, err
+	}
+	c.Timeout = 10 * time.Second
+	return c, nil
 }

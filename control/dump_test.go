@@ -174,14 +174,14 @@ func TestDumpDuringBroadcastFlood(t *testing.T) {
 
 // TestDump100k dumps 100,000 SAs through the control socket, at full speed
 // and slowly, and logs the time and the process's peak RSS during each.
+// Under -race or -short it dumps 20,000: the race detector's shadow memory
+// for 100,000 SAs is 875 MB, and integration/hoststack's TestDaemonDump
+// dumps 100,000 through a real daemon (built without -race) in every run.
 func TestDump100k(t *testing.T) {
+	n := 100000
 	if testing.Short() || raceEnabled {
-		// Under -race 100,000 SAs take 875 MB; TestDumpNothingLost
-		// covers the code paths and integration/hoststack's
-		// TestDaemonDump the size, through a real daemon.
-		t.Skip("100,000 SAs: not in -short or -race")
+		n = 20000
 	}
-	const n = 100000
 	e := xfrm.NewEngine()
 	defer e.Close()
 	_, path := listen(t, e)

@@ -156,19 +156,26 @@ func FuzzServer(f *testing.F) {
 
 var writeCorpus = flag.Bool("pfkey.writecorpus", false, "write FuzzServer's seeds to testdata/fuzz/FuzzServer")
 
-// TestWriteServerFuzzCorpus writes the seeds as corpus files (go test
-// -run TestWriteServerFuzzCorpus ./xfrm/pfkey -args -pfkey.writecorpus), so
-// that they are checked in next to what fuzzing found.
-func TestWriteServerFuzzCorpus(t *testing.T) {
-	if !*writeCorpus {
-		t.Skip("-pfkey.writecorpus not set")
-	}
+// TestServerFuzzCorpus checks that every seed is checked in as a corpus
+// file next to what fuzzing found, so that the suite replays them with
+// the rest; -pfkey.writecorpus (go test -run TestServerFuzzCorpus
+// ./xfrm/pfkey -args -pfkey.writecorpus) writes them.
+func TestServerFuzzCorpus(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzServer")
-	os.MkdirAll(dir, 0o755)
+	if *writeCorpus {
+		os.MkdirAll(dir, 0o755)
+	}
 	for name, b := range serverSeeds() {
 		data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
+		file := filepath.Join(dir, "seed-"+name)
+		if *writeCorpus {
+			if err := os.WriteFile(file, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if got, err := os.ReadFile(file); err != nil || string(got) != data {
+			t.Errorf("corpus file %s is missing or stale (run with -pfkey.writecorpus): %v", file, err)
 		}
 	}
 }

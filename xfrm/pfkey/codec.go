@@ -112,6 +112,13 @@ type Key struct {
 	Data     []byte
 }
 
+// String gives the key's length, never its bytes: a message printed with
+// %v must not leak key material into logs.
+func (k Key) String() string { return fmt.Sprintf("sadb_key{%d bits}", k.Bits) }
+
+// GoString is String, so %#v does not leak the key either.
+func (k Key) GoString() string { return k.String() }
+
 // Identity is sadb_ident followed by its string (kept with its padding).
 type Identity struct {
 	Type     uint16

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -272,4 +273,20 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("encoding not stable")
 		}
 	})
+}
+
+// TestKeyNeverPrinted: no fmt verb shows a key's bytes (keys never logged).
+func TestKeyNeverPrinted(t *testing.T) {
+	k := &Key{Bits: 128, Data: []byte{0xde, 0xad, 0xbe, 0xef, 0xca, 0xfe, 0xba, 0xbe, 1, 2, 3, 4, 5, 6, 7, 8}}
+	m := &Msg{Type: MsgAdd, KeyEncrypt: k}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%q"} {
+		for _, v := range []any{k, *k} {
+			if out := fmt.Sprintf(verb, v); strings.Contains(strings.ToLower(out), "dead") || strings.Contains(out, "222 173") || strings.Contains(out, "\\xde") {
+				t.Errorf("%s of a key prints its bytes: %s", verb, out)
+			}
+		}
+		if out := fmt.Sprintf(verb, m); strings.Contains(strings.ToLower(out), "deadbeef") || strings.Contains(out, "222 173") {
+			t.Errorf("%s of a message prints a key's bytes: %s", verb, out)
+		}
+	}
 }

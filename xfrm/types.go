@@ -12,6 +12,7 @@ package xfrm
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Proto is an IPsec protocol number as carried in the IP next-header field.
@@ -278,6 +279,32 @@ type SAConfig struct {
 	// Seq is the initial outbound sequence number (the next packet gets
 	// Seq+1); tests use it to start near the 2^32 boundary.
 	Seq uint64
+	// Encap puts ESP inside UDP (RFC 3948, NAT traversal); the zero value
+	// is plain ESP.
+	Encap Encap
+}
+
+// EncapType names a UDP encapsulation, with Linux's numbers
+// (include/uapi/linux/udp.h) as PF_KEY's sadb_x_nat_t_type carries them.
+type EncapType uint8
+
+// Encapsulation types.
+const (
+	EncapNone     EncapType = 0
+	EncapESPInUDP EncapType = 2 // UDP_ENCAP_ESPINUDP: RFC 3948, non-ESP marker for IKE
+)
+
+// Encap is an SA's UDP encapsulation, Linux's `encap espinudp SPORT DPORT
+// OA`: the outer UDP ports (4500 both, usually) and the peer's original
+// address before NAT (NAT-OA, RFC 3947), unspecified when unknown.
+type Encap struct {
+	Type         EncapType
+	SPort, DPort uint16
+	OA           netip.Addr
+	// Keepalive, when set, makes this side send a NAT keepalive (a UDP
+	// datagram holding the byte 0xFF, RFC 3948 §2.3) to the SA's peer
+	// every interval (strongSwan's default is 20 s).
+	Keepalive time.Duration
 }
 
 // SAState is the life-cycle state of an SA, as in KAME/Linux.

@@ -118,12 +118,12 @@ func parseMAC(s string) (tcpip.LinkAddress, error) {
 }
 
 // ipsecFrames returns the captured frames from src to dst whose outermost
-// header is proto (not fragments), in capture order.
+// header is proto, or ESP in UDP for ESP (not fragments), in capture order.
 func ipsecFrames(frames [][]byte, proto xfrm.Proto, src, dst netip.Addr) ([][]byte, error) {
 	var r [][]byte
 	for _, fr := range frames {
 		fi, ok := parseFrame(fr)
-		if ok && !fi.frag && fi.proto == uint8(proto) && fi.src == src && fi.dst == dst {
+		if ok && !fi.frag && (fi.proto == uint8(proto) || fi.encap && proto == xfrm.ProtoESP) && fi.src == src && fi.dst == dst {
 			r = append(r, fr)
 		}
 	}

@@ -273,6 +273,9 @@ func (c linuxCase) saConfig(x xform, spi uint32, src, dst netip.Addr, reqid uint
 		return sa
 	}
 	sa.ReplayWindow, sa.ESN = c.window(), c.ESN
+	if c.Encap && x.Proto == xfrm.ProtoESP {
+		sa.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: linuxvm.NATTPort, DPort: linuxvm.NATTPort}
+	}
 	s := x.S
 	aead, enc, auth := s.keys(spi)
 	if s.AEAD.Name != "" {
@@ -396,6 +399,9 @@ func guestConfig(c linuxCase) string {
 			}
 			extra += fmt.Sprintf(" replay-window %d", c.window())
 		}
+		if c.Encap && x.Proto == xfrm.ProtoESP {
+			extra += guestEncap(src)
+		}
 		fmt.Fprintf(&b, "ip xfrm state add src %s dst %s proto %s spi %#x reqid %d mode %s%s %s%s\n",
 			src, dst, protoWord(x.Proto), spi, reqid, mode, extra, guestAlgs(x, spi), sel)
 	}
@@ -449,7 +455,7 @@ func guestConfig(c linuxCase) string {
 var columns = []string{
 	"ping s→k", "ping k→s", "tcp s→k", "tcp k→s", "udp s→k", "udp k→s",
 	"exthdr s→k", "exthdr k→s", "ndp s→k", "ndp k→s",
-	"replay →k", "replay →s", "scapy →s", "scapy ←s", "tshark",
+	"replay →k", "replay →s", "scapy →s", "scapy ←s", "tshark", "udpencap",
 }
 
 func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools, c linuxCase, r *caseResult) {
@@ -587,6 +593,9 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 	}
 	if tsharkApplies(c) && tools.tshark != "" {
 		step("tshark", func(ctx context.Context) error { return tsharkCheck(ctx, tools, cs.capPath, c) })
+	}
+	if c.Encap {
+		step("udpencap", func(ctx context.Context) error { return encapCheck(ctx, tools, frames, cs.capPath, c) })
 	}
 }
 

@@ -128,6 +128,9 @@ type linuxCase struct {
 	NDP bool
 	// ExtHdrs adds UDP with hop-by-hop and destination options both ways.
 	ExtHdrs bool
+	// Encap puts the ESP SAs inside UDP 4500 on both sides (RFC 3948;
+	// Linux's `encap espinudp 4500 4500`), see natt_test.go.
+	Encap bool
 }
 
 func (c linuxCase) window() uint32 {
@@ -173,6 +176,9 @@ func (c linuxCase) Name() string {
 	}
 	if c.ExtHdrs {
 		n += "+exthdr"
+	}
+	if c.Encap {
+		n += "+udpencap"
 	}
 	return n
 }
@@ -247,7 +253,7 @@ func matrix() []linuxCase {
 		c.NDP = true
 		cs = append(cs, c)
 	}
-	return cs
+	return append(cs, nattCases()...)
 }
 
 // missing says which of the case's algorithms our tables lack ("" if none),

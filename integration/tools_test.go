@@ -75,10 +75,13 @@ func findTools(t *testing.T) tools {
 }
 
 // scapyApplies: scapy 2.5 handles the case's SA (DESIGN §7: not GCM ICV
-// other than 16, GMAC, XCBC, ESN with a separate HMAC, IPComp bundles).
+// other than 16, GMAC, XCBC, ESN with a separate HMAC, IPComp bundles,
+// NAT-T).
 func scapyApplies(c linuxCase) bool {
 	s := c.main().S
-	return c.single() && s.ScapyOK && !(c.ESN && s.AEAD.Name == "")
+	// Not ESP in UDP either: scapy 2.5 gets the IPv4 NAT-T UDP length
+	// wrong, and testdata/scapy_ipsec.py builds plain ESP.
+	return c.single() && s.ScapyOK && !(c.ESN && s.AEAD.Name == "") && !c.Encap
 }
 
 // tsharkApplies: tshark checks ESP ICVs of NULL/CBC/CTR/GCM with HMAC

@@ -113,6 +113,11 @@ type frameInfo struct {
 	icmpType uint8
 	// spi of ESP/AH.
 	spi uint32
+	// encap marks ESP in UDP (RFC 3948: UDP from or to port 4500 whose
+	// first four bytes, the SPI, are not zero); spi is then ESP's.
+	encap bool
+	// sport and dport are the UDP ports.
+	sport, dport uint16
 }
 
 // parseFrame parses the IP part of an Ethernet frame; ok is false for
@@ -161,6 +166,13 @@ func parseFrame(fr []byte) (fi frameInfo, ok bool) {
 			fi.spi = binary.BigEndian.Uint32(ip[off+4:])
 		case xfrm.ProtoICMPv6:
 			fi.icmpType = ip[off]
+		case 17: // UDP
+			fi.sport, fi.dport = binary.BigEndian.Uint16(ip[off:]), binary.BigEndian.Uint16(ip[off+2:])
+			if (fi.sport == 4500 || fi.dport == 4500) && off+16 <= len(ip) {
+				if spi := binary.BigEndian.Uint32(ip[off+8:]); spi != 0 {
+					fi.encap, fi.spi = true, spi
+				}
+			}
 		}
 	}
 	return fi, true

@@ -40,6 +40,9 @@ import (
 const (
 	EchoPort = proto.EchoPort // TCP and UDP echo
 	SinkPort = proto.SinkPort // TCP sink answering with SHA-256
+	// NATTPort has a UDP_ENCAP_ESPINUDP socket per family in the guest, so
+	// that the kernel takes ESP in UDP for its `encap espinudp` SAs.
+	NATTPort = proto.NATTPort
 )
 
 // AgentPath is the agent binary inside the guest (also a client:

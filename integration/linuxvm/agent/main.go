@@ -13,6 +13,9 @@
 //	TCP 7     echo
 //	TCP 9000  sink: reads until EOF, answers with the SHA-256 of what it read
 //	UDP 7     echo
+//	UDP 4500  ESP in UDP (RFC 3948): a socket per family with UDP_ENCAP set
+//	          to UDP_ENCAP_ESPINUDP, without which the kernel does not
+//	          decapsulate what arrives for its `encap espinudp` SAs
 //
 // The same binary is a client for the tests the guest initiates:
 //
@@ -258,7 +261,38 @@ func startServices() error {
 		if err := udpEcho(nw, proto.EchoPort); err != nil {
 			return err
 		}
+		if err := espInUDP(nw, proto.NATTPort); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// encapSockets keeps the ESP-in-UDP sockets open for the agent's life.
+var encapSockets []net.PacketConn
+
+// espInUDP opens the UDP socket Linux needs to receive ESP in UDP on port:
+// the kernel decapsulates only datagrams arriving on a socket with
+// UDP_ENCAP_ESPINUDP (what IKE daemons open on 4500; net/ipv4/udp.c,
+// net/ipv6/udp.c). Nothing reads it: ESP never reaches the socket queue.
+func espInUDP(network string, port int) error {
+	pc, err := net.ListenPacket(network, fmt.Sprintf(":%d", port))
+	if err != nil {
+		return err
+	}
+	rc, err := pc.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, unix.UDP_ENCAP_ESPINUDP)
+	})
+	if serr != nil {
+		pc.Close()
+		return fmt.Errorf("%s :%d: setsockopt UDP_ENCAP: %w", network, port, serr)
+	}
+	encapSockets = append(encapSockets, pc)
 	return nil
 }
 

@@ -7,6 +7,11 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/ipsecstack/ipsecstack/integration/linuxvm"
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -168,4 +173,58 @@ func checkUDP(ip []byte) error {
 		return fmt.Errorf("UDP checksum %#04x does not verify (sum %#04x), header %x", ck, sum, udp[:8])
 	}
 	return nil
+}
+
+// TestCheckUDP: encapCheck's UDP check against packets whose checksum
+// gVisor's header package computes (a second implementation of RFC 768),
+// and their corruptions.
+func TestCheckUDP(t *testing.T) {
+	build := func(v6 bool, payload []byte, zeroSum bool) []byte {
+		src, dst := stack4, guest4
+		if v6 {
+			src, dst = stack6, guest6
+		}
+		ulen := header.UDPMinimumSize + len(payload)
+		var ip []byte
+		if v6 {
+			ip = make([]byte, header.IPv6MinimumSize+ulen)
+			header.IPv6(ip).Encode(&header.IPv6Fields{PayloadLength: uint16(ulen), TransportProtocol: header.UDPProtocolNumber,
+				HopLimit: 64, SrcAddr: tcpip.AddrFrom16(src.As16()), DstAddr: tcpip.AddrFrom16(dst.As16())})
+		} else {
+			ip = make([]byte, header.IPv4MinimumSize+ulen)
+			header.IPv4(ip).Encode(&header.IPv4Fields{TotalLength: uint16(len(ip)), Protocol: uint8(header.UDPProtocolNumber),
+				TTL: 64, SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
+		}
+		u := header.UDP(ip[len(ip)-ulen:])
+		u.Encode(&header.UDPFields{SrcPort: 4500, DstPort: 4500, Length: uint16(ulen)})
+		copy(u.Payload(), payload)
+		if !zeroSum {
+			x := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpip.AddrFromSlice(src.AsSlice()), tcpip.AddrFromSlice(dst.AsSlice()), uint16(ulen))
+			x = checksum.Checksum(payload, x)
+			u.SetChecksum(^u.CalculateChecksum(x))
+		}
+		return ip
+	}
+	esp := []byte{0, 0, 0x10, 0x32, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0x55}
+	for _, c := range []struct {
+		name string
+		ip   []byte
+		ok   bool
+	}{
+		{"IPv4 with checksum", build(false, esp, false), true},
+		{"IPv4 zero checksum", build(false, esp, true), true},
+		{"IPv6 with checksum", build(true, esp, false), true},
+		{"IPv6 zero checksum", build(true, esp, true), false},
+		{"IPv6 corrupted payload", func() []byte { b := build(true, esp, false); b[len(b)-1] ^= 1; return b }(), false},
+		{"IPv4 corrupted payload", func() []byte { b := build(false, esp, false); b[len(b)-2] ^= 0x80; return b }(), false},
+		{"IPv4 UDP length short", func() []byte {
+			b := build(false, esp, true)
+			binary.BigEndian.PutUint16(b[24:], 8+4)
+			return b
+		}(), false},
+	} {
+		if err := checkUDP(c.ip); (err == nil) != c.ok {
+			t.Errorf("%s: checkUDP = %v, want ok %v", c.name, err, c.ok)
+		}
+	}
 }

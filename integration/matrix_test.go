@@ -253,7 +253,7 @@ func matrix() []linuxCase {
 		c.NDP = true
 		cs = append(cs, c)
 	}
-	return append(cs, nattCases()...)
+	return append(cs, encapCases()...)
 }
 
 // missing says which of the case's algorithms our tables lack ("" if none),

@@ -28,8 +28,8 @@ import (
 //
 //	go test -count=1 -v -run 'TestLinuxXFRM/natt/' ./integration/
 
-// nattCases are AES-GCM-128 in transport and tunnel mode, IPv4 and IPv6.
-func nattCases() []linuxCase {
+// encapCases are AES-GCM-128 in transport and tunnel mode, IPv4 and IPv6.
+func encapCases() []linuxCase {
 	var cs []linuxCase
 	for _, mf := range []modeFam{transportV4, transportV6, tunnel4in4, tunnel6in6} {
 		c := mk("natt", mf, espX(sGCM128))

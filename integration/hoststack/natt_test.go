@@ -196,8 +196,11 @@ func TestNATTraversal(t *testing.T) {
 		name   string
 		frames [][]byte
 	}{{"A", framesA}, {"B", framesB}} {
+		// ESPInUDPPorts set: the tails of fragmented ESP-in-UDP datagrams
+		// (no ports) are judged with their reassembled datagram.
 		lc := leakcheck.New(leakcheck.Config{Flows: []leakcheck.Flow{{Name: natNetA + "<->" + natNetB,
-			Src: netip.MustParsePrefix(natNetA), Dst: netip.MustParsePrefix(natNetB), Both: true}}})
+			Src: netip.MustParsePrefix(natNetA), Dst: netip.MustParsePrefix(natNetB), Both: true}},
+			ESPInUDPPorts: []uint16{4500}})
 		for _, fr := range c.frames {
 			lc.Frame(fr)
 		}

@@ -15,7 +15,8 @@
 //	UDP 7     echo
 //	UDP 4500  ESP in UDP (RFC 3948): a socket per family with UDP_ENCAP set
 //	          to UDP_ENCAP_ESPINUDP, without which the kernel does not
-//	          decapsulate what arrives for its `encap espinudp` SAs
+//	          decapsulate what arrives for its `encap espinudp` SAs, and
+//	          with per-socket bypass policies (as an IKE daemon's)
 //
 // The same binary is a client for the tests the guest initiates:
 //
@@ -286,13 +287,48 @@ func espInUDP(network string, port int) error {
 	}
 	var serr error
 	rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, unix.UDP_ENCAP_ESPINUDP)
+		if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, unix.UDP_ENCAP_ESPINUDP); serr != nil {
+			serr = fmt.Errorf("setsockopt UDP_ENCAP: %w", serr)
+			return
+		}
+		serr = bypassPolicies(int(fd), network == "udp6")
 	})
 	if serr != nil {
 		pc.Close()
-		return fmt.Errorf("%s :%d: setsockopt UDP_ENCAP: %w", network, port, serr)
+		return fmt.Errorf("%s :%d: %w", network, port, serr)
 	}
 	encapSockets = append(encapSockets, pc)
+	return nil
+}
+
+// bypassPolicies gives the socket per-socket xfrm policies that let its
+// traffic pass in both directions, as IKE daemons do for their 4500
+// sockets (strongSwan's bypass_socket): the UDP layer checks the inbound
+// policy before it hands a datagram to the encapsulation handler, and
+// with a transport-mode policy between the two hosts the ESP-in-UDP
+// datagram itself would otherwise fail it (XfrmInTmplMismatch) and never
+// be decapsulated. The option value is struct xfrm_userpolicy_info
+// (include/uapi/linux/xfrm.h, 168 bytes on 64-bit), all zero but the
+// selector's family and the direction: action 0 is XFRM_POLICY_ALLOW, an
+// empty selector matches everything.
+func bypassPolicies(fd int, v6 bool) error {
+	level, opt, family := unix.IPPROTO_IP, unix.IP_XFRM_POLICY, uint16(unix.AF_INET)
+	if v6 {
+		level, opt, family = unix.IPPROTO_IPV6, unix.IPV6_XFRM_POLICY, unix.AF_INET6
+	}
+	const (
+		size      = 168 // sizeof(struct xfrm_userpolicy_info)
+		offFamily = 40  // sel.family, after daddr, saddr and the ports
+		offDir    = 160 // after sel (56), lft (64), curlft (32), priority, index
+	)
+	for _, dir := range []byte{0, 1} { // XFRM_POLICY_IN, XFRM_POLICY_OUT
+		var p [size]byte
+		binary.NativeEndian.PutUint16(p[offFamily:], family)
+		p[offDir] = dir
+		if err := unix.SetsockoptString(fd, level, opt, string(p[:])); err != nil {
+			return fmt.Errorf("setsockopt XFRM_POLICY (bypass, dir %d): %w", dir, err)
+		}
+	}
 	return nil
 }
 

@@ -167,7 +167,7 @@ func TestNATTraversal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TCP echo through the NAT via A's --forward %s: %v", laddr, err)
 	}
-	t.Logf("4 MiB TCP echo through the NAT, mapping changed after %d bytes echoed, finished %v after the change",
+	t.Logf("4 MiB TCP echo through the NAT, mapping changed after %d bytes echoed (1.5 MiB sent), finished %v after the change",
 		n, time.Since(changed).Round(time.Millisecond))
 	ping(dA, natInnerB)
 	ping(dB, natInnerA)
@@ -281,8 +281,11 @@ func checkFloat(t *testing.T, frames [][]byte) {
 }
 
 // tcpEchoChange sends n random bytes through addr (from inside ns) and
-// wants them back; when at bytes have come back it runs change while the
-// writer keeps sending. It returns how many bytes had come back then.
+// wants them back; when at bytes have come back it runs change, with the
+// writer half as far again ahead (in flight across the change), and the
+// writer holding the rest until change is done, so that most of the
+// transfer crosses the new mapping. It returns how many bytes had come
+// back at the change.
 func tcpEchoChange(ns *netns, addr string, n, at int, change func() error) (int, error) {
 	c, err := ns.dial("tcp", addr)
 	if err != nil {
@@ -293,9 +296,19 @@ func tcpEchoChange(ns *netns, addr string, n, at int, change func() error) (int,
 	data := make([]byte, n)
 	rand.Read(data)
 	errc := make(chan error, 1)
+	changed, quit := make(chan struct{}), make(chan struct{})
+	defer close(quit)
 	go func() {
 		var err error
 		for off := 0; off < n && err == nil; off += 16 << 10 {
+			if off == at+at/2 {
+				select {
+				case <-changed:
+				case <-quit:
+					errc <- fmt.Errorf("reader gave up")
+					return
+				}
+			}
 			_, err = c.Write(data[off:min(n, off+16<<10)])
 		}
 		if err == nil {
@@ -311,7 +324,9 @@ func tcpEchoChange(ns *netns, addr string, n, at int, change func() error) (int,
 		got = append(got, buf[:k]...)
 		if mark < 0 && len(got) >= at {
 			mark = len(got)
-			if err := change(); err != nil {
+			err := change()
+			close(changed)
+			if err != nil {
 				return mark, err
 			}
 		}

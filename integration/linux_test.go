@@ -464,6 +464,12 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 	if err := vm.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if c.Encap {
+		if err := vm.ESPInUDP(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		defer vm.ESPInUDP(context.Background(), false)
+	}
 	cs := newStack(t, vm.TapName)
 	st := cs.st
 	configureStack(t, st, c)

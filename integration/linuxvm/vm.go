@@ -40,8 +40,9 @@ import (
 const (
 	EchoPort = proto.EchoPort // TCP and UDP echo
 	SinkPort = proto.SinkPort // TCP sink answering with SHA-256
-	// NATTPort has a UDP_ENCAP_ESPINUDP socket per family in the guest, so
-	// that the kernel takes ESP in UDP for its `encap espinudp` SAs.
+	// NATTPort is where ESPInUDP opens a UDP_ENCAP_ESPINUDP socket per
+	// family in the guest, so that the kernel takes ESP in UDP for its
+	// `encap espinudp` SAs.
 	NATTPort = proto.NATTPort
 )
 
@@ -443,6 +444,29 @@ func ParseXfrmStat(s string) (map[string]uint64, error) {
 		return nil, errors.New("xfrm_stat: no counters")
 	}
 	return m, nil
+}
+
+// ESPInUDP opens (or with open false closes) the guest agent's UDP
+// sockets on NATTPort, one per family, with UDP_ENCAP_ESPINUDP and
+// per-socket bypass policies, as an IKE daemon holds them: Linux
+// decapsulates ESP in UDP only on such a socket, and checks the socket's
+// inbound policy first (without the bypass, a transport-mode policy
+// between the hosts drops the ESP-in-UDP datagram itself,
+// XfrmInTmplMismatch). The per-socket policies appear in the kernel's SPD
+// dumps while the sockets are open.
+func (vm *VM) ESPInUDP(ctx context.Context, open bool) error {
+	what := "close"
+	if open {
+		what = "open"
+	}
+	r, err := vm.call(ctx, proto.Request{Op: "espinudp", Cmd: what})
+	if err != nil {
+		return err
+	}
+	if r.Err != "" {
+		return fmt.Errorf("guest: espinudp %s: %s", what, r.Err)
+	}
+	return nil
 }
 
 // Reset flushes the guest's SAD and SPD (ip xfrm state/policy flush).

@@ -13,10 +13,13 @@
 //	TCP 7     echo
 //	TCP 9000  sink: reads until EOF, answers with the SHA-256 of what it read
 //	UDP 7     echo
-//	UDP 4500  ESP in UDP (RFC 3948): a socket per family with UDP_ENCAP set
-//	          to UDP_ENCAP_ESPINUDP, without which the kernel does not
-//	          decapsulate what arrives for its `encap espinudp` SAs, and
-//	          with per-socket bypass policies (as an IKE daemon's)
+//
+// and, on request ("espinudp" op, Cmd "open" or "close"), UDP 4500 for ESP
+// in UDP (RFC 3948): a socket per family with UDP_ENCAP set to
+// UDP_ENCAP_ESPINUDP, without which the kernel does not decapsulate what
+// arrives for its `encap espinudp` SAs, and with per-socket bypass
+// policies (as an IKE daemon's). Only on request: the kernel lists
+// per-socket policies in its SPD dumps (PF_KEY SADB_X_SPDDUMP too).
 //
 // The same binary is a client for the tests the guest initiates:
 //
@@ -138,6 +141,10 @@ func handle(req proto.Request) proto.Response {
 			r.Exit, r.Err = 1, err.Error()
 		}
 		r.Stdout = string(b)
+	case "espinudp":
+		if err := espInUDPOp(req.Cmd); err != nil {
+			r.Exit, r.Err = 1, err.Error()
+		}
 	case "pfkey":
 		out, err := pfkey(req.Msgs)
 		r.Stdout = out
@@ -262,15 +269,38 @@ func startServices() error {
 		if err := udpEcho(nw, proto.EchoPort); err != nil {
 			return err
 		}
-		if err := espInUDP(nw, proto.NATTPort); err != nil {
-			return err
-		}
 	}
 	return nil
 }
 
-// encapSockets keeps the ESP-in-UDP sockets open for the agent's life.
-var encapSockets []net.PacketConn
+// encapSockets are the open ESP-in-UDP sockets (the "espinudp" op).
+var (
+	encapMu      sync.Mutex
+	encapSockets []net.PacketConn
+)
+
+// espInUDPOp opens ("open") the ESP-in-UDP sockets of both families on
+// proto.NATTPort, or closes ("close") them.
+func espInUDPOp(what string) error {
+	encapMu.Lock()
+	defer encapMu.Unlock()
+	for _, pc := range encapSockets {
+		pc.Close()
+	}
+	encapSockets = nil
+	switch what {
+	case "close":
+		return nil
+	case "open":
+		for _, nw := range []string{"udp4", "udp6"} {
+			if err := espInUDP(nw, proto.NATTPort); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("espinudp: want open or close, not %q", what)
+}
 
 // espInUDP opens the UDP socket Linux needs to receive ESP in UDP on port:
 // the kernel decapsulates only datagrams arriving on a socket with

@@ -11,7 +11,7 @@ const PortName = "ipsecstack.agent"
 const (
 	EchoPort = 7    // TCP and UDP echo
 	SinkPort = 9000 // TCP sink answering with SHA-256
-	NATTPort = 4500 // ESP in UDP (RFC 3948): UDP_ENCAP_ESPINUDP sockets
+	NATTPort = 4500 // ESP in UDP (RFC 3948): UDP_ENCAP_ESPINUDP sockets, on request
 )
 
 // Request is one control request, a JSON line from the host.

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -610,6 +611,20 @@ func (s *Server) event(ev xfrm.Event) {
 	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
 		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)
 	}
+}
+
+// NewMapping broadcasts SADB_X_NAT_T_NEW_MAPPING for a UDP-encapsulated
+// SA whose peer now sends from newAddr:newPort to the registered sockets,
+// as Linux's pfkey_send_new_mapping does (BROADCAST_REGISTERED). The data
+// plane's new-mapping event calls it; an SA that is not encapsulated ESP
+// is EINVAL and nothing is sent.
+func (s *Server) NewMapping(sa *xfrm.SA, newAddr netip.Addr, newPort uint16) error {
+	m, err := NewMappingMsg(sa, newAddr, newPort)
+	if err != nil {
+		return err
+	}
+	s.Broadcast(m.MustEncode(), BroadcastRegistered, nil)
+	return nil
 }
 
 // AcquireMsg builds the ACQUIRE Linux's pfkey_send_acquire sends: the

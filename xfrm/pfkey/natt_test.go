@@ -303,3 +303,58 @@ func TestServerNewMapping(t *testing.T) {
 		t.Fatalf("sent %+v", rs)
 	}
 }
+
+// TestUpdateEncapChangeRefused: an SADB_UPDATE of a mature SA that
+// changes its UDP encapsulation (add or drop NAT-T, other ports, another
+// original address) is EINVAL and changes nothing, as for keys and mode:
+// UPDATE of a mature SA takes lifetimes only (xfrm.SAD.Update), and the
+// encapsulation used to be dropped silently with errno 0. An UPDATE that
+// repeats the encapsulation is accepted.
+func TestUpdateEncapChangeRefused(t *testing.T) {
+	e, s := newServer(t)
+	var snk sink
+	k := s.Open(snk.send)
+	defer k.Close()
+	c := nattConfig(nattUs, nattPeer)
+	msg := func(edit func(*xfrm.Encap)) *Msg {
+		cc := c
+		edit(&cc.Encap)
+		m, err := SAMsg(&cc, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Type = MsgUpdate
+		return m
+	}
+	add := msg(func(*xfrm.Encap) {})
+	add.Type = MsgAdd
+	if r := one(t, k, &snk, add); r.Errno != 0 {
+		t.Fatalf("add errno %d", r.Errno)
+	}
+	for name, edit := range map[string]func(*xfrm.Encap){
+		"destination port": func(x *xfrm.Encap) { x.DPort = 61234 },
+		"source port":      func(x *xfrm.Encap) { x.SPort = 4501 },
+		"original address": func(x *xfrm.Encap) { x.OA = nattPeer },
+		"no encapsulation": func(x *xfrm.Encap) { *x = xfrm.Encap{} },
+	} {
+		if r := one(t, k, &snk, msg(edit)); r.Errno != uint8(syscall.EINVAL) {
+			t.Errorf("UPDATE changing the %s: errno %d, want EINVAL", name, r.Errno)
+		}
+	}
+	if sa := e.SAD.Lookup(nattPeer, xfrm.ProtoESP, 0x1000); sa == nil || sa.Config.Encap != c.Encap {
+		t.Fatalf("SA after refused UPDATEs: %+v", sa)
+	}
+	if r := one(t, k, &snk, msg(func(*xfrm.Encap) {})); r.Errno != 0 {
+		t.Fatalf("UPDATE repeating the encapsulation: errno %d", r.Errno)
+	}
+	// A plain SA cannot gain an encapsulation by UPDATE either.
+	if r := one(t, k, &snk, addMsg(0x2000)); r.Errno != 0 {
+		t.Fatal(r.Errno)
+	}
+	up := addMsg(0x2000)
+	up.Type = MsgUpdate
+	up.NATTType, up.NATTSport, up.NATTDport = &NATTType{Type: 2}, &NATTPort{Port: 4500}, &NATTPort{Port: 4500}
+	if r := one(t, k, &snk, up); r.Errno != uint8(syscall.EINVAL) {
+		t.Errorf("UPDATE adding NAT-T to a plain SA: errno %d, want EINVAL", r.Errno)
+	}
+}

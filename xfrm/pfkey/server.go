@@ -361,6 +361,10 @@ func (s *Server) addSA(m *Msg) error {
 		// A larval SA is completed; a mature one keeps its keys,
 		// counters and replay window and takes the new lifetimes only
 		// (xfrm.SAD.Update).
+		if err := sameEncap(s.engine.SAD.Lookup(cfg.Dst, cfg.Proto, cfg.SPI), &cfg); err != nil {
+			xfrm.DiscardSA(sa)
+			return err
+		}
 		n, err := s.engine.SAD.Update(sa)
 		switch {
 		case errors.Is(err, xfrm.ErrNotFound):
@@ -373,6 +377,28 @@ func (s *Server) addSA(m *Msg) error {
 		sa = n
 	}
 	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastAll, nil)
+	return nil
+}
+
+// sameEncap refuses an UPDATE that would change a mature SA's UDP
+// encapsulation. xfrm.SAD.Update takes only the lifetimes of such an SA,
+// so the new type, ports or original address would be dropped while the
+// key manager is told errno 0. (Linux's xfrm_state_update copies the
+// encapsulation in place; moving an SA's peer port is the data plane's
+// port floating here, not an UPDATE.) The keepalive interval has no
+// PF_KEY form and is not compared. old nil or larval: nothing to check.
+func sameEncap(old *xfrm.SA, cfg *xfrm.SAConfig) error {
+	if old == nil || old.State() == xfrm.StateLarval {
+		return nil
+	}
+	a, b := old.Config.Encap, cfg.Encap
+	a.Keepalive, b.Keepalive = 0, 0
+	if a.OA.IsUnspecified() {
+		a.OA = netip.Addr{}
+	}
+	if a != b {
+		return errorf(syscall.EINVAL, "SA %v spi %#x dst %v is mature: UPDATE may change its lifetimes only, not its UDP encapsulation", cfg.Proto, cfg.SPI, cfg.Dst)
+	}
 	return nil
 }
 

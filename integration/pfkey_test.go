@@ -682,6 +682,55 @@ func TestLinuxPFKey(t *testing.T) {
 				recordOrCompare(t, "add-"+c.name, "SADB_ADD "+c.name, release, rec)
 			})
 		}
+		// What we refuse with EINVAL, and what Linux does with it: NAT-T
+		// on AH (ah_init_state refuses x->encap: EINVAL too), and NAT-T
+		// ports without a type (af_key ignores them: the SA is added
+		// unencapsulated, which is why we refuse it).
+		ahc := mkSA("natt-ah", xfrm.ProtoAH, 0x3003, "10.1.0.1", "192.0.2.1", xfrm.ModeTransport, 23, 32,
+			func(c *xfrm.SAConfig) { c.Auth = xfrm.Algorithm{Name: "hmac-sha1", Key: kSHA1} })
+		ah, err := pfkey.SAMsg(&ahc.cfg, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ah.Type = pfkey.MsgAdd
+		ah.NATTType, ah.NATTSport, ah.NATTDport = &pfkey.NATTType{Type: 2}, &pfkey.NATTPort{Port: 4500}, &pfkey.NATTPort{Port: 4500}
+		req, rs := send(t, ah, 45)
+		if len(rs) != 1 {
+			t.Fatalf("ADD AH with NAT-T: %d replies", len(rs))
+		}
+		if r := decodeOK(t, "ADD AH with NAT-T reply", rs[0]); syscall.Errno(r.Errno) != syscall.EINVAL {
+			t.Errorf("ADD AH with NAT-T: errno %d, want Linux's EINVAL", r.Errno)
+		}
+		if _, err := pfkey.ConfigFromMsg(ah); err == nil {
+			t.Error("ConfigFromMsg accepts NAT-T on AH")
+		}
+		rec := &pfkeyRec{}
+		rec.add(true, "SADB_ADD of AH with NAT-T type and ports", req)
+		rec.add(false, "SADB_ADD error reply: errno EINVAL (ah_init_state refuses an encapsulation)", rs[0])
+		recordOrCompare(t, "add-natt-ah", "SADB_ADD of AH with NAT-T: Linux answers EINVAL", release, rec)
+
+		pc := nattCases()[0]
+		pc.cfg.SPI = 0x3004
+		pc.cfg.Encap = xfrm.Encap{}
+		portsOnly, err := pfkey.SAMsg(&pc.cfg, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		portsOnly.Type = pfkey.MsgAdd
+		portsOnly.NATTSport, portsOnly.NATTDport = &pfkey.NATTPort{Port: 4500}, &pfkey.NATTPort{Port: 4500}
+		req, rs = send(t, portsOnly, 46)
+		r := reply(t, "ADD with NAT-T ports and no type", req, rs)
+		if r.NATTType != nil || r.NATTSport != nil {
+			t.Errorf("ADD with NAT-T ports and no type: reply has NAT-T extensions: %+v", r)
+		}
+		if _, err := pfkey.ConfigFromMsg(portsOnly); err == nil {
+			t.Error("ConfigFromMsg accepts NAT-T ports without a type")
+		}
+		rec = &pfkeyRec{}
+		rec.add(true, "SADB_ADD of ESP with NAT_T_SPORT/DPORT and no NAT_T_TYPE", req)
+		rec.add(false, "SADB_ADD reply: accepted, not encapsulated (the ports are ignored)", rs[0])
+		recordOrCompare(t, "add-natt-ports-without-type", "SADB_ADD with NAT-T ports and no type: Linux ignores the ports", release, rec)
+
 		if err := vm.Reset(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -693,8 +742,8 @@ func TestLinuxPFKey(t *testing.T) {
 		if _, err := vm.Sh(ctx, strings.Join(cmds, " &&\n")); err != nil {
 			t.Fatal(err)
 		}
-		req, rs := send(t, &pfkey.Msg{Type: pfkey.MsgDump, SAType: pfkey.SATypeESP}, 50)
-		rec := &pfkeyRec{}
+		req, rs = send(t, &pfkey.Msg{Type: pfkey.MsgDump, SAType: pfkey.SATypeESP}, 50)
+		rec = &pfkeyRec{}
 		rec.add(true, "SADB_DUMP satype ESP", req)
 		for i, b := range rs {
 			m := decodeOK(t, fmt.Sprintf("DUMP reply %d", i), b)

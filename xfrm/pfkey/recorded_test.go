@@ -71,6 +71,14 @@ func TestRecordedRoundTrip(t *testing.T) {
 			switch m.Type {
 			case MsgAdd:
 				c, err := ConfigFromMsg(m)
+				if refusedRecordings[name] {
+					// Built by hand to see what Linux does with
+					// what we refuse (TestRecordedNATTRefused).
+					if err == nil {
+						t.Errorf("%s: ConfigFromMsg accepts it", name)
+					}
+					continue
+				}
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -95,6 +103,11 @@ func TestRecordedRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// refusedRecordings are requests built by hand (not by SAMsg) that
+// ConfigFromMsg refuses on purpose, recorded to show what Linux does with
+// them.
+var refusedRecordings = map[string]bool{"add-natt-ah": true, "add-natt-ports-without-type": true}
 
 // kernelMsgs decodes the kernel's messages of a recording.
 func kernelMsgs(t *testing.T, name string) (req *Msg, replies []*Msg) {
@@ -417,5 +430,30 @@ func TestRecordedNATT(t *testing.T) {
 		if c.Encap != want || r.NATTOA != nil || !reflect.DeepEqual(tail(r), wantTail) {
 			t.Errorf("SPI %#x: encap %+v, extensions %v", c.SPI, c.Encap, r.Order)
 		}
+	}
+}
+
+// TestRecordedNATTRefused: what ConfigFromMsg refuses with EINVAL, as
+// Linux 6.1 answered it: NAT-T on AH is EINVAL there too (ah_init_state
+// refuses an encapsulation); NAT-T ports without a type are accepted and
+// ignored, the SA added unencapsulated (reply without NAT-T extensions),
+// a silent downgrade we refuse instead.
+func TestRecordedNATTRefused(t *testing.T) {
+	if !littleEndian() {
+		t.Skip("recorded on a little-endian host")
+	}
+	req, rs := kernelMsgs(t, "add-natt-ah")
+	if _, err := ConfigFromMsg(req); errnoOf(err) != syscall.EINVAL {
+		t.Errorf("AH with NAT-T: ours %v, want EINVAL", err)
+	}
+	if len(rs) != 1 || syscall.Errno(rs[0].Errno) != syscall.EINVAL {
+		t.Errorf("AH with NAT-T: the kernel's replies %+v", rs)
+	}
+	req, rs = kernelMsgs(t, "add-natt-ports-without-type")
+	if _, err := ConfigFromMsg(req); errnoOf(err) != syscall.EINVAL {
+		t.Errorf("ports without type: ours %v, want EINVAL", err)
+	}
+	if len(rs) != 1 || rs[0].Errno != 0 || rs[0].NATTType != nil || rs[0].NATTSport != nil {
+		t.Errorf("ports without type: the kernel's replies %+v", rs)
 	}
 }

@@ -35,15 +35,16 @@ import (
 // for plain ESP, and the UDP ports play no part in it. tshark 4.0 needs no
 // option when either port is 4500: UDPENCAP is registered on udp.port
 // 4500 and tells IKE (non-ESP marker) and NAT keepalives (0xFF) from ESP.
-// Two things need `-d udp.port==PORT,udpencap`: an SA on other ports
-// (e.g. "esp-udp" with [4501]), and a NAT that rewrote one port to a
-// number below 4500 that another dissector owns, since Wireshark's UDP
-// dissector tries the lower port first (udp.try_heuristic_first does not
-// help: UDPENCAP is not a heuristic dissector). The addresses are the
-// SA's: a capture taken on the far side of a NAT sees the NAT's public
-// address instead, and its line must be edited (Wireshark accepts "*" for
-// any address). An SA whose peer floated to a new address keeps its
-// original line.
+// An SA on other ports (e.g. "esp-udp" with [4501] on both addresses)
+// needs `-d udp.port==4501,udpencap` (udp.try_heuristic_first does not
+// help: UDPENCAP is not a heuristic dissector). Checked with tshark 4.0.17
+// on AES-GCM ESP-in-UDP made by scapy: ports 4500/4500, 61234/4500 (a NAT's
+// rewrite) and 1812/4500 (a lower port with a dissector of its own, which
+// Wireshark tries first and which declines) decrypt with esp.icv_good and
+// this line; 4501/4501 only with -d. The addresses are the SA's: a capture
+// taken on the far side of a NAT sees the NAT's public address instead,
+// and its line must be edited (Wireshark accepts "*" for any address).
+// An SA whose peer floated to a new address keeps its original line.
 type keylog struct {
 	f    *os.File
 	eng  *xfrm.Engine

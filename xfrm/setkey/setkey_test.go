@@ -33,6 +33,7 @@ func TestRealWorldFiles(t *testing.T) {
 		{"host-to-host.conf", 5, 7},
 		{"freebsd-vpn.conf", 2, 2},
 		{"ipsec-tools-manpage.conf", 3, 5},
+		{"nat-t.conf", 4, 2},
 	} {
 		e := xfrm.NewEngine()
 		var out bytes.Buffer
@@ -273,7 +274,7 @@ add 192.168.2.1 172.16.5.4 esp 0x1002 -E null -A hmac-sha1 0x0011223344556677889
 }
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"host-to-host.conf", "freebsd-vpn.conf", "ipsec-tools-manpage.conf"} {
+	for _, name := range []string{"host-to-host.conf", "freebsd-vpn.conf", "ipsec-tools-manpage.conf", "nat-t.conf"} {
 		b, _ := os.ReadFile(filepath.Join("testdata", name))
 		f.Add(string(b))
 	}

@@ -91,6 +91,20 @@ func addCases() []pfkeySA {
 	return cs
 }
 
+// nattCases are UDP-encapsulated ESP SAs (NAT-T, RFC 3948): encoded as
+// SADB_ADD with the NAT-T extensions, and configured with `ip xfrm state
+// add ... encap espinudp` for SADB_DUMP (their SPIs + 0x100). The first
+// carries a NAT-OA, which Linux 6.1's af_key accepts and drops.
+func nattCases() []pfkeySA {
+	cs := []pfkeySA{
+		mkSA("natt-esp-cbc-sha256-tunnel-v4", xfrm.ProtoESP, 0x3001, "10.1.0.1", "192.0.2.1", xfrm.ModeTunnel, 21, 32, espCBC(kAES128, kSHA256, "hmac-sha256")),
+		mkSA("natt-esp-cbc-sha1-transport-v6", xfrm.ProtoESP, 0x3002, "2001:db8:1::1", "2001:db8:9::1", xfrm.ModeTransport, 22, 32, espCBC(kAES256, kSHA1, "hmac-sha1")),
+	}
+	cs[0].cfg.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500, OA: pfkeyAddr("198.51.100.7")}
+	cs[1].cfg.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 61234}
+	return cs
+}
+
 // dumpCases are the SAs we configure with `ip xfrm state add` for SADB_DUMP.
 func dumpCases() []pfkeySA {
 	cs := []pfkeySA{
@@ -237,6 +251,18 @@ func ipStateLines(c *xfrm.SAConfig) []string {
 	return l
 }
 
+// encapOA is the original address `ip xfrm` takes and shows for an
+// encapsulated SA: the unspecified address when there is none.
+func encapOA(c *xfrm.SAConfig) string {
+	if c.Encap.OA.IsValid() {
+		return c.Encap.OA.String()
+	}
+	if c.Src.Is4() {
+		return "0.0.0.0"
+	}
+	return "::"
+}
+
 // ipStateAdd is the `ip xfrm state add` command for c.
 func ipStateAdd(c *xfrm.SAConfig) string {
 	s := fmt.Sprintf("ip xfrm state add src %s dst %s proto %s spi 0x%08x reqid %d mode %s replay-window %d",
@@ -251,6 +277,9 @@ func ipStateAdd(c *xfrm.SAConfig) string {
 	if c.AEAD.Name != "" {
 		a, _ := esp.Lookup(esp.KindAEAD, c.AEAD.Name, 0)
 		s += fmt.Sprintf(" aead '%s' 0x%x %d", a.LinuxName, c.AEAD.Key, 8*a.ICVLen)
+	}
+	if c.Encap.Type == xfrm.EncapESPInUDP {
+		s += fmt.Sprintf(" encap espinudp %d %d %s", c.Encap.SPort, c.Encap.DPort, encapOA(c))
 	}
 	for _, l := range []struct {
 		name string
@@ -608,6 +637,139 @@ func TestLinuxPFKey(t *testing.T) {
 				recordOrCompare(t, "add-"+c.name, "SADB_ADD "+c.name, release, rec)
 			})
 		}
+	})
+
+	// NAT-T: our SADB_ADD with SADB_X_EXT_NAT_T_TYPE/SPORT/DPORT (and
+	// NAT_T_OA) is accepted and shows in ip xfrm as `encap espinudp`; the
+	// kernel's reply and its DUMP of SAs added with ip xfrm carry type and
+	// ports as __pfkey_xfrm_state2msg builds them, and no NAT_T_OA.
+	t.Run("natt", func(t *testing.T) {
+		if err := vm.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range nattCases() {
+			t.Run(c.name, func(t *testing.T) {
+				m, err := pfkey.SAMsg(&c.cfg, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.Type = pfkey.MsgAdd
+				req, rs := send(t, m, uint32(40+i))
+				r := reply(t, "ADD", req, rs)
+				if r.NATTType == nil || r.NATTSport == nil || r.NATTDport == nil {
+					t.Fatalf("ADD reply without NAT-T extensions: %+v", r)
+				}
+				got, err := pfkey.ConfigFromMsg(r)
+				if err != nil {
+					t.Fatalf("ADD reply: ConfigFromMsg: %v", err)
+				}
+				want := c.cfg
+				want.ReplayWindow = linuxPFKeyWindow(want.ReplayWindow)
+				want.Encap.OA = netip.Addr{} // af_key zeroes encap_oa
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("ADD reply converts to\n%+v\nwant\n%+v", got, want)
+				}
+				get := fmt.Sprintf("ip -s xfrm state get src %s dst %s proto esp spi 0x%08x", c.cfg.Src, c.cfg.Dst, c.cfg.SPI)
+				out, err := vm.Sh(ctx, get)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lines := append(ipStateLines(&c.cfg), fmt.Sprintf("encap type espinudp sport %d dport %d addr %s\n", c.cfg.Encap.SPort, c.cfg.Encap.DPort, encapOA(&want)))
+				checkLines(t, "ip -s xfrm state", out, fmt.Sprintf("src %s dst %s", c.cfg.Src, c.cfg.Dst), lines)
+				rec := &pfkeyRec{}
+				rec.add(true, "SADB_ADD "+c.name+" (accepted)", req)
+				rec.add(false, "SADB_ADD reply: NAT-T type and ports, no NAT_T_OA", rs[0])
+				recordOrCompare(t, "add-"+c.name, "SADB_ADD "+c.name, release, rec)
+			})
+		}
+		// What we refuse with EINVAL, and what Linux does with it: NAT-T
+		// on AH (ah_init_state refuses x->encap: EINVAL too), and NAT-T
+		// ports without a type (af_key ignores them: the SA is added
+		// unencapsulated, which is why we refuse it).
+		ahc := mkSA("natt-ah", xfrm.ProtoAH, 0x3003, "10.1.0.1", "192.0.2.1", xfrm.ModeTransport, 23, 32,
+			func(c *xfrm.SAConfig) { c.Auth = xfrm.Algorithm{Name: "hmac-sha1", Key: kSHA1} })
+		ah, err := pfkey.SAMsg(&ahc.cfg, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ah.Type = pfkey.MsgAdd
+		ah.NATTType, ah.NATTSport, ah.NATTDport = &pfkey.NATTType{Type: 2}, &pfkey.NATTPort{Port: 4500}, &pfkey.NATTPort{Port: 4500}
+		req, rs := send(t, ah, 45)
+		if len(rs) != 1 {
+			t.Fatalf("ADD AH with NAT-T: %d replies", len(rs))
+		}
+		if r := decodeOK(t, "ADD AH with NAT-T reply", rs[0]); syscall.Errno(r.Errno) != syscall.EINVAL {
+			t.Errorf("ADD AH with NAT-T: errno %d, want Linux's EINVAL", r.Errno)
+		}
+		if _, err := pfkey.ConfigFromMsg(ah); err == nil {
+			t.Error("ConfigFromMsg accepts NAT-T on AH")
+		}
+		rec := &pfkeyRec{}
+		rec.add(true, "SADB_ADD of AH with NAT-T type and ports", req)
+		rec.add(false, "SADB_ADD error reply: errno EINVAL (ah_init_state refuses an encapsulation)", rs[0])
+		recordOrCompare(t, "add-natt-ah", "SADB_ADD of AH with NAT-T: Linux answers EINVAL", release, rec)
+
+		pc := nattCases()[0]
+		pc.cfg.SPI = 0x3004
+		pc.cfg.Encap = xfrm.Encap{}
+		portsOnly, err := pfkey.SAMsg(&pc.cfg, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		portsOnly.Type = pfkey.MsgAdd
+		portsOnly.NATTSport, portsOnly.NATTDport = &pfkey.NATTPort{Port: 4500}, &pfkey.NATTPort{Port: 4500}
+		req, rs = send(t, portsOnly, 46)
+		r := reply(t, "ADD with NAT-T ports and no type", req, rs)
+		if r.NATTType != nil || r.NATTSport != nil {
+			t.Errorf("ADD with NAT-T ports and no type: reply has NAT-T extensions: %+v", r)
+		}
+		if _, err := pfkey.ConfigFromMsg(portsOnly); err == nil {
+			t.Error("ConfigFromMsg accepts NAT-T ports without a type")
+		}
+		rec = &pfkeyRec{}
+		rec.add(true, "SADB_ADD of ESP with NAT_T_SPORT/DPORT and no NAT_T_TYPE", req)
+		rec.add(false, "SADB_ADD reply: accepted, not encapsulated (the ports are ignored)", rs[0])
+		recordOrCompare(t, "add-natt-ports-without-type", "SADB_ADD with NAT-T ports and no type: Linux ignores the ports", release, rec)
+
+		if err := vm.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var cmds []string
+		for _, c := range nattCases() {
+			c.cfg.SPI += 0x100
+			cmds = append(cmds, ipStateAdd(&c.cfg))
+		}
+		if _, err := vm.Sh(ctx, strings.Join(cmds, " &&\n")); err != nil {
+			t.Fatal(err)
+		}
+		req, rs = send(t, &pfkey.Msg{Type: pfkey.MsgDump, SAType: pfkey.SATypeESP}, 50)
+		rec = &pfkeyRec{}
+		rec.add(true, "SADB_DUMP satype ESP", req)
+		for i, b := range rs {
+			m := decodeOK(t, fmt.Sprintf("DUMP reply %d", i), b)
+			if m.Errno != 0 || m.SA == nil {
+				t.Fatalf("DUMP reply %d: %+v", i, m)
+			}
+			rec.add(false, fmt.Sprintf("SADB_DUMP reply %d/%d: SPI 0x%x", i+1, len(rs), m.SA.SPI), b)
+			got, err := pfkey.ConfigFromMsg(m)
+			if err != nil {
+				t.Fatalf("DUMP reply %d: ConfigFromMsg: %v", i, err)
+			}
+			for _, c := range nattCases() {
+				if c.cfg.SPI+0x100 == got.SPI {
+					want := c.cfg
+					want.SPI += 0x100
+					want.Encap.OA = netip.Addr{}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("%s: the kernel's DUMP converts to\n%+v\nwant\n%+v", c.name, got, want)
+					}
+				}
+			}
+		}
+		if len(rs) != len(nattCases()) {
+			t.Errorf("DUMP: %d replies", len(rs))
+		}
+		recordOrCompare(t, "dump-natt", "SADB_DUMP of UDP-encapsulated SAs added with ip xfrm state add ... encap espinudp (see README.md)", release, rec)
 	})
 
 	t.Run("spdadd", func(t *testing.T) {

@@ -319,10 +319,14 @@ func TestPMTUFromICMP(t *testing.T) {
 				tcpFrags := w.fragments
 				w.mu.Unlock()
 				// 256 KiB in ~200 segments: fragmenting them all makes
-				// ~400 fragments; only those sent before the injected
-				// Packet Too Big took effect (at most a window) may be.
+				// ~400 fragments. Those sent before gVisor's TCP
+				// processed the injected Packet Too Big are fragmented:
+				// about a window (10-20) on an idle machine, up to half
+				// the transfer on a loaded one (seen: 204 under the
+				// race detector beside other test runs). More than 3/4
+				// of them means TCP never lowered its segment size.
 				t.Logf("TCP phase: %d fragments, %d Packet Too Big injected", tcpFrags, p.A.Endpoint.Stats.PTBInjected.Load())
-				if tcpFrags > 64 {
+				if tcpFrags > 300 {
 					t.Errorf("%d TCP fragments: TCP did not lower its segment size", tcpFrags)
 				}
 				if err := testbed.UDPEcho(ctx, p.A, p.AddrB, 3000); err != nil {

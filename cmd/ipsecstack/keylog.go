@@ -27,6 +27,24 @@ import (
 // GMAC, ChaCha20-Poly1305 in tshark 4.0, ESN) is written as a '#' comment
 // line, so the file still loads. ESN SAs are listed but Wireshark 4.0 checks
 // them with 32-bit sequence numbers only.
+//
+// A UDP-encapsulated SA (NAT traversal, RFC 3948) gets the same line as a
+// plain one: Wireshark's UDPENCAP dissector (packet-ipsec-udp.c) hands
+// the datagram's payload to the ESP dissector with the outer IP addresses
+// unchanged, so the esp_sa entry matches on the SA's addresses and SPI as
+// for plain ESP, and the UDP ports play no part in it. tshark 4.0 needs no
+// option when either port is 4500: UDPENCAP is registered on udp.port
+// 4500 and tells IKE (non-ESP marker) and NAT keepalives (0xFF) from ESP.
+// An SA on other ports (e.g. "esp-udp" with [4501] on both addresses)
+// needs `-d udp.port==4501,udpencap` (udp.try_heuristic_first does not
+// help: UDPENCAP is not a heuristic dissector). Checked with tshark 4.0.17
+// on AES-GCM ESP-in-UDP made by scapy: ports 4500/4500, 61234/4500 (a NAT's
+// rewrite) and 1812/4500 (a lower port with a dissector of its own, which
+// Wireshark tries first and which declines) decrypt with esp.icv_good and
+// this line; 4501/4501 only with -d. The addresses are the SA's: a capture
+// taken on the far side of a NAT sees the NAT's public address instead,
+// and its line must be edited (Wireshark accepts "*" for any address).
+// An SA whose peer floated to a new address keeps its original line.
 type keylog struct {
 	f    *os.File
 	eng  *xfrm.Engine

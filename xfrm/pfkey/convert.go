@@ -169,6 +169,9 @@ func SAMsg(c *xfrm.SAConfig, withKeys bool) (*Msg, error) {
 	if c.Soft != (xfrm.Lifetime{}) {
 		m.LifetimeSoft = lifetimeExt(&c.Soft)
 	}
+	if err := addEncap(m, c); err != nil {
+		return nil, err
+	}
 	if withKeys {
 		m.KeyAuth = keyExt(c.Auth.Key)
 		if c.AEAD.Name != "" {
@@ -181,7 +184,8 @@ func SAMsg(c *xfrm.SAConfig, withKeys bool) (*Msg, error) {
 }
 
 // StateMsg describes a live SA as Linux's pfkey_xfrm_state2msg does, with
-// the current lifetime. Larval SAs carry only SA, SA2 and addresses.
+// the current lifetime and, for a UDP-encapsulated SA, the NAT-T type and
+// ports. Larval SAs carry only SA, SA2 and addresses.
 func StateMsg(sa *xfrm.SA, withKeys bool) *Msg {
 	c := &sa.Config
 	larval := sa.State() == xfrm.StateLarval
@@ -200,6 +204,8 @@ func StateMsg(sa *xfrm.SA, withKeys bool) *Msg {
 			SA2: &SA2{Mode: modeToPF(c.Mode), ReqID: c.ReqID}, Src: hostAddr(c.Src, 0), Dst: hostAddr(c.Dst, 0)}
 		if !larval {
 			m.SA.Replay = uint8(min(c.ReplayWindow, 255))
+			// Cannot fail: the SA was built from a valid config.
+			_ = addEncap(m, c)
 		}
 	}
 	switch sa.State() {
@@ -235,9 +241,6 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 	if m.Src.Addr.Is4() != m.Dst.Addr.Is4() {
 		return c, errorf(syscall.EINVAL, "source %v and destination %v are of different families", m.Src.Addr, m.Dst.Addr)
 	}
-	if m.NATTType != nil || m.NATTSport != nil || m.NATTDport != nil || m.NATTOA != nil {
-		return c, errorf(syscall.EOPNOTSUPP, "UDP encapsulation (NAT-T) is not supported by the data plane")
-	}
 	if m.SecCtx != nil {
 		return c, errorf(syscall.EOPNOTSUPP, "security contexts are not supported")
 	}
@@ -247,6 +250,7 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 	if p := m.Src.Proto; p != 0 && p != ULProtoAny {
 		c.Sel.Proto = p
 	}
+	var err error
 	if m.SA2 != nil {
 		mode, err := modeFromPF(m.SA2.Mode)
 		if err != nil {
@@ -254,6 +258,9 @@ func ConfigFromMsg(m *Msg) (xfrm.SAConfig, error) {
 		}
 		c.Mode = mode
 		c.ReqID = m.SA2.ReqID
+	}
+	if c.Encap, err = encapFromMsg(m, c.Proto); err != nil {
+		return c, err
 	}
 	if c.Proto == xfrm.ProtoIPComp {
 		// sadb_sa_encrypt carries the compression algorithm.
@@ -506,4 +513,111 @@ func espProposal() *Proposal {
 		}
 	}
 	return pr
+}
+
+// encapFromMsg reads an ADD/UPDATE's NAT-T extensions as Linux's
+// pfkey_msg2xfrm_state does (sadb_x_nat_t_type to encap_type, the two
+// sadb_x_nat_t_port to encap_sport/dport, network byte order on the wire),
+// checking more than it does, because a half-described encapsulation
+// would make an SA that silently sends to the wrong place:
+//   - only ESP is encapsulated (RFC 3948; Linux's ah_init_state and
+//     ipcomp_init_state refuse x->encap with EINVAL too);
+//   - the type must be UDP_ENCAP_ESPINUDP, the one the data plane speaks
+//     (Linux also takes the pre-RFC ESPINUDP_NON_IKE, 1: EINVAL here);
+//   - both ports are required and non-zero (Linux leaves a missing one
+//     0, which no UDP datagram can carry);
+//   - ports or an original address without a type are EINVAL (Linux
+//     ignores them, leaving the SA unencapsulated).
+//
+// The NAT-OA extension (an sadb_address) is taken as the peer's original
+// address when it is of the SA's family and specified; Linux 6.1 accepts
+// and then zeroes it (encap_oa), as it recomputes transport checksums.
+func encapFromMsg(m *Msg, proto xfrm.Proto) (xfrm.Encap, error) {
+	var e xfrm.Encap
+	if m.NATTType == nil {
+		if m.NATTSport != nil || m.NATTDport != nil || m.NATTOA != nil {
+			return e, errorf(syscall.EINVAL, "NAT-T port or original address without a NAT-T type extension")
+		}
+		return e, nil
+	}
+	if proto != xfrm.ProtoESP {
+		return e, errorf(syscall.EINVAL, "NAT-T (UDP encapsulation) on a %v SA: only ESP is encapsulated", proto)
+	}
+	if t := m.NATTType.Type; t != uint8(xfrm.EncapESPInUDP) {
+		return e, errorf(syscall.EINVAL, "NAT-T type %d: only %d (UDP_ENCAP_ESPINUDP, RFC 3948) is supported", t, xfrm.EncapESPInUDP)
+	}
+	if m.NATTSport == nil || m.NATTDport == nil || m.NATTSport.Port == 0 || m.NATTDport.Port == 0 {
+		return e, errorf(syscall.EINVAL, "NAT-T needs a non-zero source and destination port")
+	}
+	e.Type = xfrm.EncapESPInUDP
+	e.SPort, e.DPort = m.NATTSport.Port, m.NATTDport.Port
+	if oa := m.NATTOA; oa != nil {
+		if oa.Addr.Is4() != m.Src.Addr.Is4() {
+			return e, errorf(syscall.EINVAL, "NAT-T original address %v is not of the SA's family", oa.Addr)
+		}
+		if !oa.Addr.IsUnspecified() {
+			e.OA = oa.Addr
+		}
+	}
+	return e, nil
+}
+
+// addEncap adds an SA's NAT-T extensions as Linux's
+// __pfkey_xfrm_state2msg does (type, source port, destination port) and,
+// when the original address is known, NAT_T_OA as an sadb_address with
+// the host prefix (the layout af_key verifies on input with
+// verify_address_len; ipsec-tools' pfkey_send_add_nat sends it so). The
+// keepalive interval has no PF_KEY form: it is set through the Go API.
+func addEncap(m *Msg, c *xfrm.SAConfig) error {
+	e := &c.Encap
+	if e.Type == xfrm.EncapNone {
+		return nil
+	}
+	if c.Proto != xfrm.ProtoESP {
+		return errorf(syscall.EINVAL, "NAT-T (UDP encapsulation) on a %v SA", c.Proto)
+	}
+	m.NATTType = &NATTType{Type: uint8(e.Type)}
+	m.NATTSport = &NATTPort{Port: e.SPort}
+	m.NATTDport = &NATTPort{Port: e.DPort}
+	if e.OA.IsValid() && !e.OA.IsUnspecified() {
+		m.NATTOA = hostAddr(e.OA, 0)
+	}
+	return nil
+}
+
+// NewMappingMsg builds the SADB_X_NAT_T_NEW_MAPPING that Linux's
+// pfkey_send_new_mapping broadcasts to registered sockets when an
+// authenticated packet of UDP-encapsulated SA sa arrives from a new
+// outer address or port (the NAT's mapping changed):
+//
+//	HDR | SA | ADDRESS_SRC (the SA's source) | NAT_T_SPORT (the SA's
+//	encap source port) | ADDRESS_DST (the new address) | NAT_T_DPORT
+//	(the new port)
+//
+// in that order, the sockaddrs with port 0 and the SA extension with only
+// the SPI. Linux's sadb_msg_seq is x->km.seq, the sequence of the message
+// that made the SA; an xfrm.SA keeps only the ACQUIRE sequence of an
+// acquire SA, so that is sent (0 otherwise): key managers find the SA by
+// its SPI and addresses (racoon's pk_recv_new_mapping does). It fails
+// as Linux does (EINVAL) for an SA that is not ESP or not encapsulated,
+// and for a new address of another family.
+func NewMappingMsg(sa *xfrm.SA, newAddr netip.Addr, newPort uint16) (*Msg, error) {
+	c := &sa.Config
+	if c.Proto != xfrm.ProtoESP || c.Encap.Type == xfrm.EncapNone {
+		return nil, errorf(syscall.EINVAL, "NEW_MAPPING for %v spi %#x, which is not UDP-encapsulated ESP", c.Proto, c.SPI)
+	}
+	if !newAddr.IsValid() || newAddr.Is4() != c.Src.Is4() || newAddr.Is4In6() {
+		return nil, errorf(syscall.EINVAL, "NEW_MAPPING address %v is not of the SA's family", newAddr)
+	}
+	return &Msg{
+		Type:      MsgXNATTNewMap,
+		SAType:    SATypeESP,
+		Seq:       sa.AcquireSeq(),
+		SA:        &SA{SPI: c.SPI},
+		Src:       hostAddr(c.Src, 0),
+		NATTSport: &NATTPort{Port: c.Encap.SPort},
+		Dst:       hostAddr(newAddr, 0),
+		NATTDport: &NATTPort{Port: newPort},
+		Order:     []uint16{ExtSA, ExtAddressSrc, ExtXNATTSport, ExtAddressDst, ExtXNATTDport},
+	}, nil
 }

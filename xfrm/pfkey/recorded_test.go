@@ -71,6 +71,14 @@ func TestRecordedRoundTrip(t *testing.T) {
 			switch m.Type {
 			case MsgAdd:
 				c, err := ConfigFromMsg(m)
+				if refusedRecordings[name] {
+					// Built by hand to see what Linux does with
+					// what we refuse (TestRecordedNATTRefused).
+					if err == nil {
+						t.Errorf("%s: ConfigFromMsg accepts it", name)
+					}
+					continue
+				}
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -95,6 +103,11 @@ func TestRecordedRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// refusedRecordings are requests built by hand (not by SAMsg) that
+// ConfigFromMsg refuses on purpose, recorded to show what Linux does with
+// them.
+var refusedRecordings = map[string]bool{"add-natt-ah": true, "add-natt-ports-without-type": true}
 
 // kernelMsgs decodes the kernel's messages of a recording.
 func kernelMsgs(t *testing.T, name string) (req *Msg, replies []*Msg) {
@@ -335,5 +348,112 @@ func TestDecodeReservedFromKernel(t *testing.T) {
 	}
 	if _, err := DecodeRequest(b); err == nil {
 		t.Fatal("DecodeRequest accepts sadb_msg_reserved 2")
+	}
+}
+
+// TestRecordedNATT: Linux 6.1 accepted our SADB_ADD with the NAT-T
+// extensions (and NAT_T_OA); its reply and its DUMP of SAs added with `ip
+// xfrm state add ... encap espinudp` carry the type and both ports after
+// SA2, in __pfkey_xfrm_state2msg's order and byte layout, and no NAT_T_OA
+// (af_key zeroes encap_oa on input and never sends it).
+func TestRecordedNATT(t *testing.T) {
+	if !littleEndian() {
+		t.Skip("recorded on a little-endian host")
+	}
+	tail := func(m *Msg) []uint16 {
+		if len(m.Order) < 4 {
+			return nil
+		}
+		return m.Order[len(m.Order)-4:]
+	}
+	wantTail := []uint16{ExtXSA2, ExtXNATTType, ExtXNATTSport, ExtXNATTDport}
+	for _, c := range []struct {
+		name         string
+		sport, dport uint16
+		oaSent       bool
+	}{
+		{"add-natt-esp-cbc-sha256-tunnel-v4", 4500, 4500, true},
+		{"add-natt-esp-cbc-sha1-transport-v6", 4500, 61234, false},
+	} {
+		req, rs := kernelMsgs(t, c.name)
+		if (req.NATTOA != nil) != c.oaSent || req.NATTType == nil {
+			t.Fatalf("%s: request %+v", c.name, req)
+		}
+		if len(rs) != 1 || rs[0].Errno != 0 {
+			t.Fatalf("%s: replies %+v", c.name, rs)
+		}
+		r := rs[0]
+		if r.NATTOA != nil || !reflect.DeepEqual(tail(r), wantTail) {
+			t.Errorf("%s: reply extensions %v", c.name, r.Order)
+		}
+		got, err := ConfigFromMsg(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: c.sport, DPort: c.dport}); got.Encap != want {
+			t.Errorf("%s: reply encap %+v, want %+v", c.name, got.Encap, want)
+		}
+		// What our StateMsg would send for the same SA ends the same way.
+		mine, err := SAMsg(&got, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine.Type = MsgAdd
+		b, err := Decode(mine.MustEncode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(tail(b), wantTail) {
+			t.Errorf("%s: ours ends with %v", c.name, b.Order)
+		}
+		for _, e := range []struct {
+			ours, kernel any
+		}{{*b.NATTType, *r.NATTType}, {*b.NATTSport, *r.NATTSport}, {*b.NATTDport, *r.NATTDport}} {
+			if e.ours != e.kernel {
+				t.Errorf("%s: ours %+v, kernel's %+v", c.name, e.ours, e.kernel)
+			}
+		}
+	}
+	_, rs := kernelMsgs(t, "dump-natt")
+	if len(rs) != 2 {
+		t.Fatalf("%d dump replies", len(rs))
+	}
+	for _, r := range rs {
+		c, err := ConfigFromMsg(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[uint32]xfrm.Encap{
+			0x3101: {Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500},
+			0x3102: {Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 61234},
+		}[c.SPI]
+		if c.Encap != want || r.NATTOA != nil || !reflect.DeepEqual(tail(r), wantTail) {
+			t.Errorf("SPI %#x: encap %+v, extensions %v", c.SPI, c.Encap, r.Order)
+		}
+	}
+}
+
+// TestRecordedNATTRefused: what ConfigFromMsg refuses with EINVAL, as
+// Linux 6.1 answered it: NAT-T on AH is EINVAL there too (ah_init_state
+// refuses an encapsulation); NAT-T ports without a type are accepted and
+// ignored, the SA added unencapsulated (reply without NAT-T extensions),
+// a silent downgrade we refuse instead.
+func TestRecordedNATTRefused(t *testing.T) {
+	if !littleEndian() {
+		t.Skip("recorded on a little-endian host")
+	}
+	req, rs := kernelMsgs(t, "add-natt-ah")
+	if _, err := ConfigFromMsg(req); errnoOf(err) != syscall.EINVAL {
+		t.Errorf("AH with NAT-T: ours %v, want EINVAL", err)
+	}
+	if len(rs) != 1 || syscall.Errno(rs[0].Errno) != syscall.EINVAL {
+		t.Errorf("AH with NAT-T: the kernel's replies %+v", rs)
+	}
+	req, rs = kernelMsgs(t, "add-natt-ports-without-type")
+	if _, err := ConfigFromMsg(req); errnoOf(err) != syscall.EINVAL {
+		t.Errorf("ports without type: ours %v, want EINVAL", err)
+	}
+	if len(rs) != 1 || rs[0].Errno != 0 || rs[0].NATTType != nil || rs[0].NATTSport != nil {
+		t.Errorf("ports without type: the kernel's replies %+v", rs)
 	}
 }

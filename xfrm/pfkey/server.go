@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -360,6 +361,10 @@ func (s *Server) addSA(m *Msg) error {
 		// A larval SA is completed; a mature one keeps its keys,
 		// counters and replay window and takes the new lifetimes only
 		// (xfrm.SAD.Update).
+		if err := sameEncap(s.engine.SAD.Lookup(cfg.Dst, cfg.Proto, cfg.SPI), &cfg); err != nil {
+			xfrm.DiscardSA(sa)
+			return err
+		}
 		n, err := s.engine.SAD.Update(sa)
 		switch {
 		case errors.Is(err, xfrm.ErrNotFound):
@@ -372,6 +377,28 @@ func (s *Server) addSA(m *Msg) error {
 		sa = n
 	}
 	s.Broadcast(reply(m, StateMsg(sa, true)), BroadcastAll, nil)
+	return nil
+}
+
+// sameEncap refuses an UPDATE that would change a mature SA's UDP
+// encapsulation. xfrm.SAD.Update takes only the lifetimes of such an SA,
+// so the new type, ports or original address would be dropped while the
+// key manager is told errno 0. (Linux's xfrm_state_update copies the
+// encapsulation in place; moving an SA's peer port is the data plane's
+// port floating here, not an UPDATE.) The keepalive interval has no
+// PF_KEY form and is not compared. old nil or larval: nothing to check.
+func sameEncap(old *xfrm.SA, cfg *xfrm.SAConfig) error {
+	if old == nil || old.State() == xfrm.StateLarval {
+		return nil
+	}
+	a, b := old.Config.Encap, cfg.Encap
+	a.Keepalive, b.Keepalive = 0, 0
+	if a.OA.IsUnspecified() {
+		a.OA = netip.Addr{}
+	}
+	if a != b {
+		return errorf(syscall.EINVAL, "SA %v spi %#x dst %v is mature: UPDATE may change its lifetimes only, not its UDP encapsulation", cfg.Proto, cfg.SPI, cfg.Dst)
+	}
 	return nil
 }
 
@@ -610,6 +637,20 @@ func (s *Server) event(ev xfrm.Event) {
 	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
 		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)
 	}
+}
+
+// NewMapping broadcasts SADB_X_NAT_T_NEW_MAPPING for a UDP-encapsulated
+// SA whose peer now sends from newAddr:newPort to the registered sockets,
+// as Linux's pfkey_send_new_mapping does (BROADCAST_REGISTERED). The data
+// plane's new-mapping event calls it; an SA that is not encapsulated ESP
+// is EINVAL and nothing is sent.
+func (s *Server) NewMapping(sa *xfrm.SA, newAddr netip.Addr, newPort uint16) error {
+	m, err := NewMappingMsg(sa, newAddr, newPort)
+	if err != nil {
+		return err
+	}
+	s.Broadcast(m.MustEncode(), BroadcastRegistered, nil)
+	return nil
 }
 
 // AcquireMsg builds the ACQUIRE Linux's pfkey_send_acquire sends: the

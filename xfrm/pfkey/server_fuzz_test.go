@@ -108,6 +108,15 @@ func serverSeeds() map[string][]byte {
 			&Msg{Type: MsgXPromisc, SAType: 1}, &Msg{Type: MsgRegister, SAType: SATypeUnspec}, ah(), ipcomp,
 			&Msg{Type: MsgDump, SAType: SATypeUnspec}, &Msg{Type: MsgXPromisc, SAType: 0}),
 		"full": Full().MustEncode(),
+		"nat-t": encodeAll(nattSeed(MsgAdd, 0x5000, nil), id(MsgGet, 0x5000), nattSeed(MsgUpdate, 0x5000, nil),
+			nattSeed(MsgUpdate, 0x5000, func(m *Msg) { m.NATTDport.Port = 61234 }),
+			nattSeed(MsgAdd, 0x5001, func(m *Msg) { m.NATTType.Type = 1 }),
+			nattSeed(MsgAdd, 0x5002, func(m *Msg) { m.NATTSport = nil }),
+			nattSeed(MsgAdd, 0x5003, func(m *Msg) { m.NATTType = nil }),
+			nattSeed(MsgAdd, 0x5004, func(m *Msg) { m.NATTOA = hostAddr(a6, 0) }),
+			&Msg{Type: MsgXNATTNewMap, SAType: SATypeESP, SA: &SA{SPI: 0x5000}, Src: hostAddr(a4, 0), Dst: hostAddr(b4, 0),
+				NATTSport: &NATTPort{Port: 4500}, NATTDport: &NATTPort{Port: 4500}},
+			&Msg{Type: MsgDump, SAType: SATypeESP}),
 	}
 	// Every message type as a bare header, and with the full set of
 	// extensions.
@@ -126,6 +135,23 @@ func serverSeeds() map[string][]byte {
 		}
 	}
 	return seeds
+}
+
+// nattSeed is an ADD or UPDATE of a UDP-encapsulated ESP SA a4->b4,
+// edited by edit (nil: as built).
+func nattSeed(typ uint8, spi uint32, edit func(*Msg)) *Msg {
+	c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: a4, Dst: b4, ReplayWindow: 32,
+		AEAD:  xfrm.Algorithm{Name: "aes-gcm-16", Key: make([]byte, 20)},
+		Encap: xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500, OA: a4}}
+	m, err := SAMsg(&c, true)
+	if err != nil {
+		panic(err)
+	}
+	m.Type = typ
+	if edit != nil {
+		edit(m)
+	}
+	return m
 }
 
 // FuzzServer (control-plane "Must show"): sequences of PF_KEY messages,

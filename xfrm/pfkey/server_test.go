@@ -263,7 +263,7 @@ func TestServerMalformedLeavesStateAlone(t *testing.T) {
 	mixed := addMsg(0x3003)
 	mixed.Dst = hostAddr(b6, 0)
 	natt := addMsg(0x3004)
-	natt.NATTType = &NATTType{Type: 2}
+	natt.NATTType = &NATTType{Type: 2} // and no ports
 	badDir := spdMsg(MsgXSPDAdd)
 	badDir.Policy.Dir = 9
 	badType := spdMsg(MsgXSPDAdd)
@@ -283,7 +283,7 @@ func TestServerMalformedLeavesStateAlone(t *testing.T) {
 		{"no SA extension", noSA, syscall.EINVAL},
 		{"unknown algorithm", badAlg, syscall.EINVAL},
 		{"mixed families", mixed, syscall.EINVAL},
-		{"nat-t", natt, syscall.EOPNOTSUPP},
+		{"nat-t without ports", natt, syscall.EINVAL},
 		{"bad direction", badDir, syscall.EINVAL},
 		{"bad policy type", badType, syscall.EINVAL},
 		{"bad request proto", badReq, syscall.EINVAL},

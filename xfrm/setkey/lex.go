@@ -5,6 +5,25 @@
 //
 // Algorithm names are looked up in the esp algorithm table, so the parser
 // accepts whatever the table holds and names anything else in its error.
+//
+// NAT traversal (ESP in UDP, RFC 3948) takes ipsec-tools' form:
+//
+//	add 10.0.0.1[4500] 192.0.2.1[4500] esp-udp [NAT-OA] SPI -m tunnel|transport -E … ;
+//
+// The protocol esp-udp is ESP with UDP_ENCAP_ESPINUDP encapsulation; the
+// "[port]" after each address (IPv6 too: "2001:db8::1[4500]") is the
+// SA's UDP source and destination port, both required, 1-65535; a port on
+// any other protocol is an error. The optional address after esp-udp is
+// the peer's original address before NAT (NAT-OA, RFC 3947), used for the
+// transport-mode checksum fix-up of RFC 3948 §3.1.2; 0.0.0.0 or :: means
+// none. `setkey -D` prints such an SA as ipsec-tools does: the ports after
+// the addresses, "esp-udp", and "NAT OA=" on its own line.
+//
+// NAT keepalives (RFC 3948 §2.3) have no setkey syntax, in ipsec-tools or
+// here: whether to send them depends on which side is behind the NAT,
+// which a key manager learns in IKE, not something a static SA states.
+// They are set per SA through the Go API (xfrm.Encap.Keepalive); an SA
+// added with setkey sends none.
 package setkey
 
 import (

@@ -194,27 +194,84 @@ func (p *parser) number(what string, bits int) (uint64, token, error) {
 	return v, t, nil
 }
 
-// endpoints parses "src dst proto" of an SA statement.
-func (p *parser) endpoints(st *Statement) error {
+// saAddr reads an SA endpoint: an address, optionally followed by
+// ipsec-tools' "[port]" (the UDP port of esp-udp), either joined to it
+// ("10.0.0.1[4500]", "2001:db8::1[4500]") or as the next word
+// ("10.0.0.1 [4500]"), as ipsec-tools' lexer takes both. port is 0 when
+// none was given; hasPort tells "[0]" and "[any]" (refused later) from no
+// port at all.
+func (p *parser) saAddr(what string) (a netip.Addr, port uint16, hasPort bool, t token, err error) {
+	if t, err = p.word(what); err != nil {
+		return a, 0, false, t, err
+	}
+	s, ps := t.text, ""
+	if i := strings.IndexByte(s, '['); i >= 0 {
+		if !strings.HasSuffix(s, "]") {
+			return a, 0, false, t, p.errf(t, "invalid %s %v: unbalanced \"[\"", what, t)
+		}
+		s, ps, hasPort = s[:i], s[i+1:len(s)-1], true
+	} else if n := p.peek(); n.kind == tokWord && strings.HasPrefix(n.text, "[") && strings.HasSuffix(n.text, "]") {
+		p.next()
+		ps, hasPort = n.text[1:len(n.text)-1], true
+	}
+	if a, err = netip.ParseAddr(s); err != nil || a.Zone() != "" {
+		return a, 0, false, t, p.errf(t, "invalid %s %v", what, t)
+	}
+	if hasPort && ps != "any" {
+		v, err := strconv.ParseUint(ps, 10, 16)
+		if err != nil {
+			return a, 0, false, t, p.errf(t, "invalid port %s in %s %v", quote(ps), what, t)
+		}
+		port = uint16(v)
+	}
+	return a.Unmap(), port, hasPort, t, nil
+}
+
+// endpoints parses "src[port] dst[port] proto" of an SA statement.
+// ipsec-tools' protocol "esp-udp" is ESP in UDP (RFC 3948): its ports are
+// the ones after the addresses, both required and non-zero for add; a
+// port on any other protocol is an error (ipsec-tools would send it in a
+// sockaddr that Linux ignores). It returns whether esp-udp was given and
+// the ports.
+func (p *parser) endpoints(st *Statement) (udp bool, sport, dport uint16, err error) {
 	p.skipFamilyFlags()
-	var err error
 	var ts, td token
-	if st.Src, ts, err = p.addr("source address"); err != nil {
-		return err
+	var sHas, dHas bool
+	if st.Src, sport, sHas, ts, err = p.saAddr("source address"); err != nil {
+		return
 	}
-	if st.Dst, td, err = p.addr("destination address"); err != nil {
-		return err
+	if st.Dst, dport, dHas, td, err = p.saAddr("destination address"); err != nil {
+		return
 	}
-	_ = ts
 	if st.Src.Is4() != st.Dst.Is4() {
-		return p.errf(td, "source %v and destination %v are of different address families", st.Src, st.Dst)
+		return false, 0, 0, p.errf(td, "source %v and destination %v are of different address families", st.Src, st.Dst)
 	}
 	t, err := p.word("a protocol")
 	if err != nil {
-		return err
+		return
 	}
-	st.Proto, err = p.saProto(t)
-	return err
+	if t.text == "esp-udp" {
+		st.Proto, udp = xfrm.ProtoESP, true
+	} else if st.Proto, err = p.saProto(t); err != nil {
+		return
+	}
+	switch {
+	case !udp && (sHas || dHas):
+		at := ts
+		if !sHas {
+			at = td
+		}
+		return false, 0, 0, p.errf(at, "a port on an SA address is for esp-udp (ESP in UDP) only, not %s", t.text)
+	case udp && st.Cmd == "add" && (!sHas || !dHas):
+		return false, 0, 0, p.errf(t, "esp-udp needs the UDP port of both addresses, as in 10.0.0.1[4500] 192.0.2.1[4500]")
+	case udp && st.Cmd == "add" && (sport == 0 || dport == 0):
+		at := ts
+		if sport != 0 {
+			at = td
+		}
+		return false, 0, 0, p.errf(at, "esp-udp port must be 1-65535")
+	}
+	return udp, sport, dport, nil
 }
 
 func (p *parser) spi() (uint32, error) {
@@ -227,7 +284,7 @@ func (p *parser) spi() (uint32, error) {
 }
 
 func (p *parser) saRef(st *Statement) error {
-	if err := p.endpoints(st); err != nil {
+	if _, _, _, err := p.endpoints(st); err != nil {
 		return err
 	}
 	if st.Cmd != "deleteall" {
@@ -287,14 +344,35 @@ func (p *parser) algKey(alg token, what string, required bool) ([]byte, error) {
 }
 
 func (p *parser) add(st *Statement) error {
-	if err := p.endpoints(st); err != nil {
+	udp, sport, dport, err := p.endpoints(st)
+	if err != nil {
 		return err
+	}
+	c := &st.SA
+	if udp {
+		// ipsec-tools' "esp-udp [ADDRESS]": the optional address is
+		// the peer's original address before NAT (NAT-OA). An SPI is
+		// never an address, so the two cannot be confused.
+		c.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: sport, DPort: dport}
+		if t := p.peek(); t.kind == tokWord {
+			if oa, err := netip.ParseAddr(t.text); err == nil {
+				p.next()
+				if oa.Zone() != "" {
+					return p.errf(t, "invalid NAT original address %v", t)
+				}
+				if oa = oa.Unmap(); oa.Is4() != st.Src.Is4() {
+					return p.errf(t, "NAT original address %v is not of the SA's address family", oa)
+				}
+				if !oa.IsUnspecified() {
+					c.Encap.OA = oa
+				}
+			}
+		}
 	}
 	spi, err := p.spi()
 	if err != nil {
 		return err
 	}
-	c := &st.SA
 	c.Proto, c.Src, c.Dst, c.SPI = st.Proto, st.Src, st.Dst, spi
 	var encTok token
 	haveEnc, haveAuth, haveComp := false, false, false

@@ -53,7 +53,19 @@ func PrintSA(w io.Writer, m *pfkey.Msg) {
 	if m.SA == nil || m.Src == nil || m.Dst == nil {
 		return
 	}
-	fmt.Fprintf(w, "%v %v \n", m.Src.Addr, m.Dst.Addr)
+	// A UDP-encapsulated SA prints as ipsec-tools' pfkey_sadump does:
+	// the NAT-T ports after the addresses, protocol "esp-udp", and the
+	// original address on a line of its own, so that the first line is
+	// the one to give `add`.
+	natt := m.NATTType != nil && m.NATTType.Type != 0
+	src, dst := m.Src.Addr.String(), m.Dst.Addr.String()
+	if natt && m.NATTSport != nil {
+		src += fmt.Sprintf("[%d]", m.NATTSport.Port)
+	}
+	if natt && m.NATTDport != nil {
+		dst += fmt.Sprintf("[%d]", m.NATTDport.Port)
+	}
+	fmt.Fprintf(w, "%s %s \n", src, dst)
 	mode, reqid := "any", uint32(0)
 	if m.SA2 != nil {
 		switch m.SA2.Mode {
@@ -65,7 +77,13 @@ func PrintSA(w io.Writer, m *pfkey.Msg) {
 		reqid = m.SA2.ReqID
 	}
 	proto := pfkey.ProtoOf(m.SAType).String()
+	if natt && m.SAType == pfkey.SATypeESP {
+		proto = "esp-udp"
+	}
 	fmt.Fprintf(w, "\t%s mode=%s spi=%d(0x%08x) reqid=%d(0x%08x)\n", proto, mode, m.SA.SPI, m.SA.SPI, reqid, reqid)
+	if natt && m.NATTOA != nil {
+		fmt.Fprintf(w, "\tNAT OA=%v\n", m.NATTOA.Addr)
+	}
 	if m.SAType == pfkey.SATypeIPComp {
 		fmt.Fprintf(w, "\tC: deflate \n")
 	} else if m.SA.Encrypt != 0 || m.KeyEncrypt != nil {

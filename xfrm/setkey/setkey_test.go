@@ -33,6 +33,7 @@ func TestRealWorldFiles(t *testing.T) {
 		{"host-to-host.conf", 5, 7},
 		{"freebsd-vpn.conf", 2, 2},
 		{"ipsec-tools-manpage.conf", 3, 5},
+		{"nat-t.conf", 4, 2},
 	} {
 		e := xfrm.NewEngine()
 		var out bytes.Buffer
@@ -169,6 +170,18 @@ var malformed = []struct{ src, want string }{
 	{"flush; # comment\nadd 10.0.0.1 \\\n 10.0.0.2 esp 0x1000 -E null;", "3:22: -E null needs -A"},
 	{"spddelete 10.0.0.0/24 10.0.1.0/24 any -P;", "expected a direction"},
 	{"add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-cbc 0x00112233445566778899aabbccddeeff -A hmac-sha1 0x0011;", "hmac-sha1: key is 2 bytes"},
+	// NAT-T (ipsec-tools' esp-udp).
+	{"add 10.0.0.1 192.0.2.1 esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:24: esp-udp needs the UDP port of both addresses"},
+	{"add 10.0.0.1[4500] 192.0.2.1 esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:30: esp-udp needs the UDP port of both addresses"},
+	{"add 10.0.0.1[4500] 192.0.2.1[4500] esp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:5: a port on an SA address is for esp-udp (ESP in UDP) only, not esp"},
+	{"add 10.0.0.1 192.0.2.1[4500] ah 0x1000 -A hmac-sha1 0x0011223344556677889900112233445566778899;", "1:14: a port on an SA address is for esp-udp (ESP in UDP) only, not ah"},
+	{"add 10.0.0.1[0] 192.0.2.1[4500] esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:5: esp-udp port must be 1-65535"},
+	{"add 10.0.0.1[4500] 192.0.2.1[any] esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:20: esp-udp port must be 1-65535"},
+	{"add 10.0.0.1[70000] 192.0.2.1[4500] esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", `1:5: invalid port "70000" in source address`},
+	{"add 10.0.0.1[4500 192.0.2.1[4500] esp-udp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", `1:5: invalid source address "10.0.0.1[4500": unbalanced "["`},
+	{"add 10.0.0.1[4500] 192.0.2.1[4500] esp-udp 2001:db8::9 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", "1:44: NAT original address 2001:db8::9 is not of the SA's address family"},
+	{"add 10.0.0.1[4500] 192.0.2.1[4500] esp-udp 198.51.100.7 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233;", `1:57: invalid SPI "-E"`},
+	{"get 10.0.0.1[4500] 192.0.2.1[4500] esp 0x1000;", "1:5: a port on an SA address is for esp-udp"},
 }
 
 func TestMalformed(t *testing.T) {
@@ -261,7 +274,7 @@ add 192.168.2.1 172.16.5.4 esp 0x1002 -E null -A hmac-sha1 0x0011223344556677889
 }
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"host-to-host.conf", "freebsd-vpn.conf", "ipsec-tools-manpage.conf"} {
+	for _, name := range []string{"host-to-host.conf", "freebsd-vpn.conf", "ipsec-tools-manpage.conf", "nat-t.conf"} {
 		b, _ := os.ReadFile(filepath.Join("testdata", name))
 		f.Add(string(b))
 	}

@@ -205,4 +205,3 @@ func TestNATKeepalive(t *testing.T) {
 		}
 	}
 }
-

@@ -3,6 +3,8 @@ package stack_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,5 +205,68 @@ func TestNATKeepalive(t *testing.T) {
 		if leaks, n := p.Leaks(); len(leaks) > 0 {
 			t.Errorf("ipv%d: leaks (%d frames): %v", fam, n, leaks)
 		}
+	}
+}
+
+// TestPMTUFromICMPEncap: a Packet Too Big (Fragmentation Needed) quoting
+// one of A's ESP-in-UDP packets passes the inbound check of ICMP errors
+// (it is about the SA's outer path, as for plain ESP) and lowers the path
+// MTU; one quoting an SPI A does not send on, or the right SPI from
+// another UDP port, changes nothing.
+func TestPMTUFromICMPEncap(t *testing.T) {
+	for _, fam := range []int{4, 6} {
+		t.Run(fmt.Sprintf("ipv%d", fam), func(t *testing.T) {
+			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: xfrm.ModeTransport, Inner: fam,
+				Encap: xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4501}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			router := netip.MustParseAddr("192.0.2.254")
+			hl := 20
+			if fam == 6 {
+				router, hl = netip.MustParseAddr("2001:db8::fe"), 40
+			}
+			var mu sync.Mutex
+			var pkt []byte
+			p.SetTap(func(from string, f []byte) {
+				ip := f[14:]
+				if from == "A" && len(ip) > hl+16 && binary.BigEndian.Uint16(ip[hl:]) == 4500 &&
+					binary.BigEndian.Uint32(ip[hl+8:]) == testbed.SPIAtoB {
+					mu.Lock()
+					pkt = append([]byte(nil), ip...)
+					mu.Unlock()
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := p.StartServers(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := testbed.UDPEcho(ctx, p.A, p.AddrB, 100); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			q := pkt
+			mu.Unlock()
+			if q == nil {
+				t.Fatal("no ESP-in-UDP packet from A captured")
+			}
+			for _, bad := range []func([]byte){
+				func(b []byte) { binary.BigEndian.PutUint32(b[hl+8:], 0xdead) },
+				func(b []byte) { binary.BigEndian.PutUint16(b[hl:], 4999) },
+			} {
+				forged := append([]byte(nil), q...)
+				bad(forged)
+				deliverTo(p.A, ptbFor(router, forged, 1300))
+				if got := p.A.Endpoint.PathMTU(p.AddrA, p.AddrB); got != 0 {
+					t.Fatalf("a forged quote set the path MTU to %d", got)
+				}
+			}
+			deliverTo(p.A, ptbFor(router, q, 1300))
+			if got := p.A.Endpoint.PathMTU(p.AddrA, p.AddrB); got != 1300 {
+				t.Fatalf("path MTU %d after a Packet Too Big of 1300 quoting ESP in UDP; stats %v", got, p.A.Engine.Stats.Snapshot())
+			}
+		})
 	}
 }

@@ -173,3 +173,9 @@ func buildKeepalive(p []byte, k xfrm.Keepalive, id uint16) {
 		u.SetChecksum(0xffff)
 	}
 }
+
+// encapSPort is the UDP port an encapsulated SA sends from.
+func encapSPort(sa *xfrm.SA) uint16 {
+	sport, _ := sa.EncapPorts()
+	return sport
+}

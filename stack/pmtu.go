@@ -222,7 +222,7 @@ func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 		return
 	}
 	sa := e.engine.SAD.Lookup(dst, proto, spi)
-	if sa == nil || sa.Config.Src != src || sa.Encapsulated() != encap || (encap && sa.Config.Encap.SPort != sport) {
+	if sa == nil || sa.Config.Src != src || sa.Encapsulated() != encap || (encap && encapSPort(sa) != sport) {
 		// Not a packet of an SA we send on: a forged or stray error.
 		return
 	}

@@ -68,8 +68,32 @@ func (sa *SA) initEncap() {
 		return
 	}
 	c := &sa.Config
+	sa.ports.Store(uint32(c.Encap.SPort)<<16 | uint32(c.Encap.DPort))
 	sa.outPeer.Store(&EncapPeer{c.Dst, c.Encap.DPort})
 	sa.inPeer.Store(&EncapPeer{c.Src, c.Encap.SPort})
+}
+
+// EncapPorts returns the UDP ports of an encapsulated SA's source and
+// destination in force: Config's, or what an UPDATE set since
+// (SAD.Update, as Linux's xfrm_state_update copies x->encap).
+func (sa *SA) EncapPorts() (sport, dport uint16) {
+	p := sa.ports.Load()
+	return uint16(p >> 16), uint16(p)
+}
+
+// updateEncap applies the encapsulation of n, an UPDATE of the mature SA
+// sa, in place: the ports, with the peers moved to them (their
+// addresses, which port floating may have moved, stay). The caller holds
+// the SAD's lock and re-indexes sa around it.
+func (sa *SA) updateEncap(n *SA) {
+	sport, dport := n.Config.Encap.SPort, n.Config.Encap.DPort
+	sa.ports.Store(uint32(sport)<<16 | uint32(dport))
+	if p := sa.outPeer.Load(); p != nil {
+		sa.outPeer.Store(&EncapPeer{p.Addr, dport})
+	}
+	if p := sa.inPeer.Load(); p != nil {
+		sa.inPeer.Store(&EncapPeer{p.Addr, sport})
+	}
 }
 
 // OutPeer returns where an encapsulated SA sends: its destination and
@@ -119,7 +143,8 @@ func family(a netip.Addr) string {
 // negotiate it, and ESP-in-UDP does not).
 func encapOut(sa *SA, pkt []byte, off int, peer *EncapPeer) {
 	u := pkt[off:]
-	binary.BigEndian.PutUint16(u[0:], sa.Config.Encap.SPort)
+	sport, _ := sa.EncapPorts()
+	binary.BigEndian.PutUint16(u[0:], sport)
 	binary.BigEndian.PutUint16(u[2:], peer.Port)
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
@@ -336,7 +361,8 @@ func (e *Engine) keepaliveTick(now time.Time) {
 		}
 		sa.lastKA.Store(now.UnixNano())
 		peer := sa.outPeer.Load()
-		(*fp)(Keepalive{Src: sa.Config.Src, SPort: sa.Config.Encap.SPort, Dst: *peer})
+		sport, _ := sa.EncapPorts()
+		(*fp)(Keepalive{Src: sa.Config.Src, SPort: sport, Dst: *peer})
 		return true
 	})
 }

@@ -474,3 +474,47 @@ func TestEncapRouteReserve(t *testing.T) {
 		}
 	}
 }
+
+// TestEncapUpdate: an UPDATE of a mature encapsulated SA moves its ports
+// in place, as Linux's xfrm_state_update copies x->encap: output uses the
+// new ports, input expects the new destination port, the port index
+// follows. Changing the encapsulation type is refused (Linux fails it
+// too).
+func TestEncapUpdate(t *testing.T) {
+	out, in := encPair(t, eA4, eB4, ModeTransport)
+	for _, e := range []*Engine{out, in} {
+		c := encSA(eA4, eB4, ModeTransport)
+		c.Encap.SPort, c.Encap.DPort = 31000, 4600
+		sa, err := NewSA(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.SAD.Update(sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sa := in.SAD.Lookup(eB4, ProtoESP, encSPI)
+	if sp, dp := sa.EncapPorts(); sp != 31000 || dp != 4600 {
+		t.Fatalf("ports %d, %d after the UPDATE", sp, dp)
+	}
+	if in.SAD.IsEncapPort(eB4, encDPort) || !in.SAD.IsEncapPort(eB4, 4600) {
+		t.Error("the port index did not follow the UPDATE")
+	}
+	_, wire := out.Output(udpPkt(eA4, eB4, 10), HeapAllocator{})
+	hdr, udp := splitUDP(t, wire)
+	if sp, dp := binary.BigEndian.Uint16(udp), binary.BigEndian.Uint16(udp[2:]); sp != 31000 || dp != 4600 {
+		t.Errorf("sent from %d to %d", sp, dp)
+	}
+	var events int
+	in.Subscribe(func(Event) { events++ })
+	if in.InputEncap(hdr, udp, HeapAllocator{}) == nil {
+		t.Errorf("refused after the UPDATE: %v", nonZero(&in.Stats))
+	}
+	if events != 0 {
+		t.Errorf("%d events: an UPDATE's ports are no new mapping", events)
+	}
+	plain, _ := NewSA(espSA(encSPI, eA4, eB4, ModeTransport))
+	if _, err := in.SAD.Update(plain); err == nil {
+		t.Error("UPDATE dropping the encapsulation accepted")
+	}
+}

@@ -153,7 +153,7 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 // packet came with: plain ESP for an encapsulated SA and ESP-in-UDP for a
 // plain one are dropped as XfrmInStateMismatch.
 func (e *Engine) encapMatches(sa *SA, enc *encapIn) bool {
-	if sa.encapsulated() != (enc != nil) || (enc != nil && enc.dport != sa.Config.Encap.DPort) {
+	if sa.encapsulated() != (enc != nil) || (enc != nil && enc.dport != uint16(sa.ports.Load())) {
 		e.Stats.InStateMismatch.Add(1)
 		return false
 	}

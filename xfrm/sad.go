@@ -81,7 +81,9 @@ func (d *SAD) Add(sa *SA) error {
 //   - When the SA with sa's (dst, proto, SPI) is larval (GETSPI reserved
 //     it), sa replaces it: the key manager completes it.
 //   - When it is mature or dying, it is updated in place and returned: only
-//     its lifetimes change (SA.SetLifetimes). Its keys, sequence counter,
+//     its lifetimes change (SA.SetLifetimes), and the UDP encapsulation's
+//     ports (SA.EncapPorts; the type may not change), as Linux copies
+//     x->encap. Its keys, sequence counter,
 //     replay window and lifetime counters stay: replacing the SA would
 //     restart the outbound counter (and, with the same keys, the nonces),
 //     accept captured packets again and forget what the SA has used. An
@@ -106,6 +108,15 @@ func (d *SAD) Update(sa *SA) (*SA, error) {
 		return nil, err
 	}
 	old.SetLifetimes(c.Soft, c.Hard)
+	if old.encapsulated() {
+		d.mu.Lock()
+		if d.byID[k] == old { // not deleted meanwhile
+			d.linkEncapLocked(old, -1)
+			old.updateEncap(sa)
+			d.linkEncapLocked(old, 1)
+		}
+		d.mu.Unlock()
+	}
 	DiscardSA(sa)
 	d.notify()
 	return old, nil
@@ -194,7 +205,8 @@ func (d *SAD) linkEncapLocked(sa *SA, n int) {
 	if !sa.encapsulated() {
 		return
 	}
-	k := encapKey{sa.Config.Dst, sa.Config.Encap.DPort}
+	_, dport := sa.EncapPorts()
+	k := encapKey{sa.Config.Dst, dport}
 	if c := d.encapPorts[k] + n; c > 0 {
 		d.encapPorts[k] = c
 	} else {

@@ -67,7 +67,10 @@ type SA struct {
 	// outPeer and inPeer are the remote end of an encapsulated SA (see
 	// OutPeer, InPeer): port floating moves them while packets read them.
 	outPeer atomic.Pointer[EncapPeer]
-	inPeer  atomic.Pointer[EncapPeer]
+	// ports are the encapsulation's source and destination ports in
+	// force (EncapPorts), SPort<<16 | DPort.
+	ports  atomic.Uint32
+	inPeer atomic.Pointer[EncapPeer]
 	// lastKA is when the last NAT keepalive went out (unix nanos).
 	lastKA atomic.Int64
 
@@ -343,6 +346,10 @@ func sameIdentity(sa, n *SA) error {
 		what = "reqid"
 	case a.Src != b.Src:
 		what = "source address"
+	case a.Encap.Type != b.Encap.Type:
+		// Linux's xfrm_state_update fails the same way; ports and
+		// NAT-OA of the same type are updated in place (updateEncap).
+		what = "encapsulation type"
 	case min(a.ReplayWindow, 255) != min(b.ReplayWindow, 255):
 		what = "replay window"
 	case transformName(sa) != transformName(n):

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // Tests of UDP-encapsulated ESP (RFC 3948).
@@ -516,5 +517,48 @@ func TestEncapUpdate(t *testing.T) {
 	plain, _ := NewSA(espSA(encSPI, eA4, eB4, ModeTransport))
 	if _, err := in.SAD.Update(plain); err == nil {
 		t.Error("UPDATE dropping the encapsulation accepted")
+	}
+}
+
+// TestKeepaliveTick: an encapsulated SA with a keepalive interval has one
+// sent at once and then once per interval, from its source and port to
+// its peer; none once it is deleted.
+func TestKeepaliveTick(t *testing.T) {
+	e := NewEngine()
+	e.Close() // no timer: the test ticks with times of its own
+	c := encSA(eA4, eB4, ModeTransport)
+	c.Encap.Keepalive = time.Second
+	if _, err := e.AddSA(c); err != nil {
+		t.Fatal(err)
+	}
+	quiet := encSA(eB4, eA4, ModeTransport) // no interval: no keepalives
+	quiet.SPI++
+	if _, err := e.AddSA(quiet); err != nil {
+		t.Fatal(err)
+	}
+	var got []Keepalive
+	e.SetKeepaliveSender(func(k Keepalive) { got = append(got, k) })
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		at   time.Duration
+		want int
+	}{{0, 1}, {500 * time.Millisecond, 1}, {time.Second, 2}, {1999 * time.Millisecond, 2}, {2 * time.Second, 3}} {
+		e.keepaliveTick(t0.Add(tc.at))
+		if len(got) != tc.want {
+			t.Fatalf("at %v: %d keepalives, want %d", tc.at, len(got), tc.want)
+		}
+	}
+	if want := (Keepalive{Src: eA4, SPort: encSPort, Dst: EncapPeer{eB4, encDPort}}); got[0] != want {
+		t.Errorf("keepalive %+v, want %+v", got[0], want)
+	}
+	if _, err := e.SAD.Delete(eB4, ProtoESP, encSPI); err != nil {
+		t.Fatal(err)
+	}
+	if e.SAD.keepalives.Load() != 0 {
+		t.Errorf("%d SAs with keepalives counted after the delete", e.SAD.keepalives.Load())
+	}
+	e.keepaliveTick(t0.Add(10 * time.Second))
+	if len(got) != 3 {
+		t.Errorf("keepalive sent for a deleted SA")
 	}
 }

@@ -252,8 +252,18 @@ func ClassifyEncap(p []byte) EncapKind {
 	return EncapKindIKE
 }
 
+// checkMapping compares the outer source of an authenticated packet on
+// the encapsulated inbound SA sa with the peer sa knows, and reports a
+// move (newMapping). It costs a load and a compare per packet; nothing is
+// allocated unless the peer moved.
+func (e *Engine) checkMapping(sa *SA, from EncapPeer) {
+	if old := sa.inPeer.Load(); old != nil && *old != from {
+		e.newMapping(sa, old, from)
+	}
+}
+
 // newMapping handles an authenticated packet on the encapsulated inbound
-// SA sa that came from from rather than from the peer sa last knew (RFC
+// SA sa that came from from rather than from old, the peer sa knew (RFC
 // 3948 §4, "port floating"; Linux's km_new_mapping from esp_input_done2).
 // The inbound SA remembers the new peer, so that the event is raised once
 // per move; every encapsulated SA that sent to the old peer from our
@@ -261,14 +271,10 @@ func ClassifyEncap(p []byte) EncapKind {
 // key managers (PF_KEY's SADB_X_NAT_T_NEW_MAPPING). Linux only reports the
 // move and leaves the SAs to the key manager; moving them here keeps a
 // flow alive across a NAT rebinding when the key manager is slow or
-// absent (manual keys), and the key manager can still move them back
-// (SA.SetOutPeer).
-func (e *Engine) newMapping(sa *SA, from EncapPeer) {
-	old := sa.inPeer.Load()
-	if old == nil || *old == from {
-		return
-	}
-	if !sa.inPeer.CompareAndSwap(old, &from) {
+// absent (manual keys), and the key manager can still move them
+// (SA.SetOutPeer, or an UPDATE with other ports).
+func (e *Engine) newMapping(sa *SA, old *EncapPeer, from EncapPeer) {
+	if !sa.inPeer.CompareAndSwap(old, &EncapPeer{from.Addr, from.Port}) {
 		return // a concurrent packet reported this move
 	}
 	local := sa.Config.Dst

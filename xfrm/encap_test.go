@@ -562,3 +562,29 @@ func TestKeepaliveTick(t *testing.T) {
 		t.Errorf("keepalive sent for a deleted SA")
 	}
 }
+
+// TestInputEncapAllocs: the encapsulated input path (the floating check
+// included) allocates nothing beyond the Allocator's buffers.
+func TestInputEncapAllocs(t *testing.T) {
+	for _, mode := range []Mode{ModeTransport, ModeTunnel} {
+		out, in := encPair(t, eA4, eB4, mode)
+		const n = 120
+		pkts := make([][]byte, n)
+		for i := range pkts {
+			_, w := out.Output(udpPkt(eA4, eB4, 200), HeapAllocator{})
+			pkts[i] = w
+		}
+		a := &fixedAlloc{buf: make([]byte, 2048)}
+		i := 0
+		allocs := testing.AllocsPerRun(100, func() {
+			p := pkts[i]
+			i++
+			if in.InputEncap(p[:20], p[20:], a) == nil {
+				t.Fatalf("%s: packet %d refused: %v", mode, i, nonZero(&in.Stats))
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per packet", mode, allocs)
+		}
+	}
+}

@@ -110,7 +110,7 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 			return nil
 		}
 		if sp.n == 1 && enc != nil {
-			e.newMapping(sa, EncapPeer{src, enc.sport})
+			e.checkMapping(sa, EncapPeer{src, enc.sport})
 		}
 		c := &sa.Config
 		switch {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/xfrm"
+	"github.com/ipsecstack/ipsecstack/xfrm/pfkey"
 )
 
 // natLink is a port-rewriting NAT (NAPT) in front of stack A, for IPv4
@@ -118,6 +119,20 @@ func TestNATRebinding(t *testing.T) {
 				}
 			})
 			defer cancelSub()
+			// A key manager registered for ESP on B's PF_KEY server
+			// hears of the move as SADB_X_NAT_T_NEW_MAPPING.
+			km := pfkey.NewServer(p.B.Engine)
+			defer km.Close()
+			var kmMsgs []*pfkey.Msg
+			sock := km.Open(func(b []byte) {
+				if m, err := pfkey.Decode(b); err == nil {
+					mu.Lock()
+					kmMsgs = append(kmMsgs, m)
+					mu.Unlock()
+				}
+			})
+			defer sock.Close()
+			sock.Handle((&pfkey.Msg{Type: pfkey.MsgRegister, SAType: pfkey.SATypeESP, PID: 77}).MustEncode())
 			var toNew atomic.Int64
 			p.SetTap(func(from string, f []byte) {
 				if from == "B" && len(f) >= 14+28 && f[14+9] == 17 && binary.BigEndian.Uint16(f[14+22:]) == 40002 {
@@ -146,6 +161,20 @@ func TestNATRebinding(t *testing.T) {
 			if ev.SA.SPI() != testbed.SPIAtoB || ev.OldPeer != (xfrm.EncapPeer{Addr: testbed.A4, Port: 4500}) ||
 				ev.NewPeer != (xfrm.EncapPeer{Addr: testbed.A4, Port: 40002}) {
 				t.Errorf("event on %v: %v -> %v", ev.SA, ev.OldPeer, ev.NewPeer)
+			}
+			newMaps := 0
+			for _, m := range kmMsgs {
+				if m.Type == pfkey.MsgXNATTNewMap {
+					newMaps++
+					// af_key's pfkey_send_new_mapping: the new address
+					// and port go in ADDRESS_DST and NAT_T_DPORT.
+					if m.NATTDport == nil || m.NATTDport.Port != 40002 {
+						t.Errorf("NEW_MAPPING with new port %+v, want 40002", m.NATTDport)
+					}
+				}
+			}
+			if newMaps != 1 {
+				t.Errorf("the key manager got %d SADB_X_NAT_T_NEW_MAPPING, want 1", newMaps)
 			}
 			back := p.B.Engine.SAD.Lookup(testbed.A4, xfrm.ProtoESP, testbed.SPIBtoA)
 			if peer, _ := back.OutPeer(); peer != (xfrm.EncapPeer{Addr: testbed.A4, Port: 40002}) {

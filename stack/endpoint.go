@@ -54,6 +54,16 @@ type LinkStats struct {
 	InIPsec     atomic.Uint64 // IPsec packets handed to the protocol handlers
 	InFragments atomic.Uint64 // fragments from the link, reassembled before the check
 	Reinjected  atomic.Uint64 // decapsulated packets given back to the stack
+	// InNATKeepalive counts NAT keepalives (RFC 3948 §2.3) received on
+	// a port of an encapsulated SA, and dropped; InNATIKE counts the
+	// datagrams on such a port that go to the stack as plain UDP (IKE,
+	// after the non-ESP marker).
+	InNATKeepalive atomic.Uint64
+	InNATIKE       atomic.Uint64
+	// OutNATKeepalive counts NAT keepalives sent; OutNATKeepaliveErrors
+	// those not sent (no route, next hop unresolved, link error).
+	OutNATKeepalive       atomic.Uint64
+	OutNATKeepaliveErrors atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -440,6 +450,12 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	if err != nil {
 		e.engine.Stats.InHdrError.Add(1)
 		return inDrop
+	}
+	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
+		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
+		if v, handled := e.encapInput(b, l4off); handled {
+			return v
+		}
 	}
 	switch xfrm.Proto(f.Proto) {
 	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
+	"github.com/ipsecstack/ipsecstack/xfrm/esp"
 )
 
 // Path MTU for IPsec (issue 10, finding 7). Routers past the link send
@@ -203,6 +204,16 @@ func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 			proto, ipsec = xfrm.Proto(ipsec[0]), ipsec[8:]
 		}
 	}
+	var sport uint16
+	encap := proto == xfrm.Proto(xfrm.ProtoUDP)
+	if encap {
+		// ESP in UDP (RFC 3948): the quote must reach the SPI (an
+		// 8-byte quote, RFC 792's least, names no SA and is ignored).
+		if len(ipsec) < xfrm.UDPHeaderLen+esp.HeaderLen {
+			return
+		}
+		sport, proto, ipsec = binary.BigEndian.Uint16(ipsec), xfrm.ProtoESP, ipsec[xfrm.UDPHeaderLen:]
+	}
 	if proto != xfrm.ProtoESP && proto != xfrm.ProtoAH {
 		return
 	}
@@ -211,7 +222,7 @@ func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 		return
 	}
 	sa := e.engine.SAD.Lookup(dst, proto, spi)
-	if sa == nil || sa.Config.Src != src {
+	if sa == nil || sa.Config.Src != src || sa.Encapsulated() != encap || (encap && encapSPort(sa) != sport) {
 		// Not a packet of an SA we send on: a forged or stray error.
 		return
 	}

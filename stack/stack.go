@@ -159,6 +159,9 @@ func New(cfg Config) (*Stack, error) {
 	st.UpdateRouteMTU()
 	update := st.UpdateRouteMTU
 	ep.onConfig.Store(&update)
+	// NAT keepalives of encapsulated SAs go out on this stack's link.
+	// An engine shared by several stacks sends them on the last one's.
+	eng.SetKeepaliveSender(st.sendKeepalive)
 	st.stop = make(chan struct{})
 	go st.watchRoutes()
 	return st, nil
@@ -237,6 +240,7 @@ func subnet(p netip.Prefix) (tcpip.Subnet, error) {
 func (s *Stack) Close() {
 	s.closeMu.Do(func() {
 		close(s.stop)
+		s.Engine.SetKeepaliveSender(nil)
 		s.Stack.Close()
 		s.Stack.Wait()
 		if s.ownsEng {

@@ -14,6 +14,11 @@ const (
 	EventAcquire    EventType = iota // a protect policy found no SA
 	EventSoftExpire                  // an SA passed its soft lifetime
 	EventHardExpire                  // an SA passed its hard lifetime and is gone
+	// EventNewMapping: an authenticated packet on an encapsulated
+	// inbound SA came from a new address or port (RFC 3948 §4; Linux's
+	// XFRM_MSG_MAPPING, PF_KEY's SADB_X_NAT_T_NEW_MAPPING). SA is the
+	// inbound SA; OldPeer and NewPeer say where its peer was and is.
+	EventNewMapping
 )
 
 // String implements fmt.Stringer.
@@ -23,6 +28,8 @@ func (t EventType) String() string {
 		return "acquire"
 	case EventSoftExpire:
 		return "expire-soft"
+	case EventNewMapping:
+		return "new-mapping"
 	}
 	return "expire-hard"
 }
@@ -30,8 +37,13 @@ func (t EventType) String() string {
 // Event is sent to subscribers (key managers, loggers).
 type Event struct {
 	Type EventType
-	// SA is set for expire events.
+	// SA is set for expire and new-mapping events.
 	SA *SA
+	// OldPeer and NewPeer are set for EventNewMapping: the inbound SA's
+	// peer (address and UDP source port) before and after the move. The
+	// encapsulated SAs that sent to OldPeer from the inbound SA's
+	// destination now send to NewPeer (SA.OutPeer).
+	OldPeer, NewPeer EncapPeer
 	// Policy, Template and Flow are set for ACQUIRE.
 	Policy   *Policy
 	Template *Template
@@ -60,9 +72,11 @@ type Engine struct {
 	acqSeq uint32
 
 	ipID atomic.Uint32
-	sock sockTable // per-socket policies (sockpolicy.go)
-	stop chan struct{}
-	once sync.Once
+	// kaSend sends NAT keepalives (SetKeepaliveSender).
+	kaSend atomic.Pointer[func(Keepalive)]
+	sock   sockTable // per-socket policies (sockpolicy.go)
+	stop   chan struct{}
+	once   sync.Once
 }
 
 // NewEngine returns an engine with empty databases. Call Close to stop its
@@ -101,6 +115,9 @@ func (e *Engine) tick() {
 			return
 		case now := <-t.C:
 			e.SAD.ExpireTick(now)
+			if e.SAD.keepalives.Load() > 0 {
+				e.keepaliveTick(now)
+			}
 			e.expireAcquires(now)
 		}
 	}

@@ -178,7 +178,8 @@ func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Ve
 //     cover), or anyone on the path could reset or shrink a protected flow.
 //     Quotes of ESP, AH and IPComp packets are exempt: they are about the
 //     SA's outer path (Packet Too Big for ESP, Linux's esp4_err/esp6_err),
-//     not about a protected flow.
+//     not about a protected flow; so are quotes of UDP datagrams from a
+//     local (address, port) that receives ESP in UDP.
 func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
 	rf, ok := quotedReverseFlow(pkt[min(l4off+8, len(pkt)):])
 	if !ok {
@@ -188,6 +189,12 @@ func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
 	if len(sp) == 0 {
 		switch Proto(rf.Proto) {
 		case ProtoESP, ProtoAH, ProtoIPComp:
+			return true
+		}
+		if rf.Proto == ProtoUDP && !rf.Opaque && e.SAD.IsEncapPort(rf.Dst, rf.DstPort) {
+			// A quote of our ESP in UDP (RFC 3948): from the port an
+			// encapsulated SA of ours uses, so about the SA's outer
+			// path, as for ESP.
 			return true
 		}
 		if rf.Opaque {

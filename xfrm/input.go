@@ -42,6 +42,12 @@ func (sp *SecPath) release() {
 // decapsulated IP packet, already checked against the inbound policy, for
 // re-injection, or nil when the packet was dropped (and counted).
 func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []byte {
+	return e.input(hdr, proto, payload, a, nil)
+}
+
+// input is Input and InputEncap: enc is the UDP encapsulation the
+// outermost ESP header came in, nil when none.
+func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn) []byte {
 	var sp SecPath
 	defer sp.release()
 	var comp *[]byte // decompression scratch, if used
@@ -76,6 +82,9 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		}
 		sp.sas[sp.n] = sa
 		sp.n++
+		if sp.n == 1 && !e.encapMatches(sa, enc) {
+			return nil
+		}
 		var inner []byte
 		var nh uint8
 		switch proto {
@@ -99,6 +108,9 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 		}
 		if !ok {
 			return nil
+		}
+		if sp.n == 1 && enc != nil {
+			e.checkMapping(sa, EncapPeer{src, enc.sport})
 		}
 		c := &sa.Config
 		switch {
@@ -127,9 +139,25 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 				e.Stats.InHdrError.Add(1)
 				return nil
 			}
+			if enc != nil {
+				fixTransportChecksum(out)
+			}
 			return e.finishInput(out, &sp, a)
 		}
 	}
+}
+
+// encapMatches checks that the outermost SA of a packet is encapsulated
+// exactly when the packet was (enc != nil), and on the port it arrived
+// on, as Linux's xfrm_input compares x->encap's type with the one the
+// packet came with: plain ESP for an encapsulated SA and ESP-in-UDP for a
+// plain one are dropped as XfrmInStateMismatch.
+func (e *Engine) encapMatches(sa *SA, enc *encapIn) bool {
+	if sa.encapsulated() != (enc != nil) || (enc != nil && enc.dport != uint16(sa.ports.Load())) {
+		e.Stats.InStateMismatch.Add(1)
+		return false
+	}
+	return true
 }
 
 // PacketSPI returns the SPI in the ESP, AH or IPComp header (IPComp's CPI,

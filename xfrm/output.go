@@ -212,12 +212,26 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			}
 			return out, true
 		}
-		out := a.Alloc(hlen + t.SealedLen(len(payload)))
+		peer, u := sa.outPeer.Load(), 0
+		if peer != nil {
+			u = UDPHeaderLen
+		}
+		out := a.Alloc(hlen + u + t.SealedLen(len(payload)))
 		copy(out, pkt[:hlen])
 		out[nhOff] = uint8(ProtoESP)
-		t.Seal(out[hlen:], c.SPI, seq, c.ESN, payload, nh)
+		t.Seal(out[hlen+u:], c.SPI, seq, c.ESN, payload, nh)
+		if peer != nil {
+			// ESP in UDP (RFC 3948 §2.1): the UDP header goes where
+			// ESP would, and the packet goes to the peer where port
+			// floating last saw it.
+			out[nhOff] = ProtoUDP
+			setDst(out, peer.Addr)
+		}
 		if !e.setLength(out, v4) {
 			return nil, false
+		}
+		if peer != nil {
+			encapOut(sa, out, hlen, peer)
 		}
 		return out, true
 	default: // tunnel
@@ -242,6 +256,16 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 				e.Stats.OutStateProtoError.Add(1)
 				return nil, false
 			}
+			return out, true
+		}
+		if peer := sa.outPeer.Load(); peer != nil {
+			out := a.Alloc(hlen + UDPHeaderLen + t.SealedLen(len(pkt)))
+			e.outerHeader(out[:hlen], c.Src, peer.Addr, tos, df, Proto(ProtoUDP))
+			t.Seal(out[hlen+UDPHeaderLen:], c.SPI, seq, c.ESN, pkt, inner)
+			if !e.setLength(out, c.Dst.Is4()) {
+				return nil, false
+			}
+			encapOut(sa, out, hlen, peer)
 			return out, true
 		}
 		out := a.Alloc(hlen + t.SealedLen(len(pkt)))

@@ -386,11 +386,17 @@ func TestOutputAllocs(t *testing.T) {
 		if mode == ModeTunnel {
 			tmpl[0].Src, tmpl[0].Dst = bA, bB
 		}
-		e := outEngine(t, espSA(0x1000, bA, bB, mode), &Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl})
-		pkt := udpPacket6(1400)
-		a := &fixedAlloc{buf: make([]byte, 2048)}
-		if n := testing.AllocsPerRun(100, func() { e.Output(pkt, a) }); n != 0 {
-			t.Errorf("%s: %v allocations per packet", mode, n)
+		for _, encap := range []bool{false, true} {
+			c := espSA(0x1000, bA, bB, mode)
+			if encap {
+				c.Encap = Encap{Type: EncapESPInUDP, SPort: 4500, DPort: 4500}
+			}
+			e := outEngine(t, c, &Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl})
+			pkt := udpPacket6(1400)
+			a := &fixedAlloc{buf: make([]byte, 2048)}
+			if n := testing.AllocsPerRun(100, func() { e.Output(pkt, a) }); n != 0 {
+				t.Errorf("%s (encapsulated %v): %v allocations per packet", mode, encap, n)
+			}
 		}
 	}
 }

@@ -45,6 +45,9 @@ func (e *Engine) MaxOutboundOverhead() int {
 		if c.Mode == ModeTunnel {
 			i.over += outerLen(c.Dst)
 		}
+		if sa.encapsulated() {
+			i.over += UDPHeaderLen // RFC 3948 §2.1
+		}
 		sas = append(sas, i)
 		return true
 	})

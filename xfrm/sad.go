@@ -46,13 +46,19 @@ type SAD struct {
 	// lock (the engine retires the ACQUIRE state it answers).
 	inserted func(sa *SA)
 
+	// encapPorts counts the encapsulated SAs by (destination, DPort):
+	// the (address, UDP port) pairs on which we receive ESP-in-UDP
+	// (IsEncapPort). keepalives counts the SAs with a keepalive interval.
+	encapPorts map[encapKey]int
+	keepalives atomic.Int64
+
 	// larvalTimeout is the life of larval SAs in nanoseconds (larval.go).
 	larvalTimeout atomic.Int64
 }
 
 // NewSAD returns an empty SAD.
 func NewSAD() *SAD {
-	return &SAD{byID: make(map[saKey]*SA), byOut: make(map[outKey][]*SA)}
+	return &SAD{byID: make(map[saKey]*SA), byOut: make(map[outKey][]*SA), encapPorts: make(map[encapKey]int)}
 }
 
 // Add inserts sa; an SA with the same (dst, proto, SPI) is ErrExist.
@@ -75,7 +81,9 @@ func (d *SAD) Add(sa *SA) error {
 //   - When the SA with sa's (dst, proto, SPI) is larval (GETSPI reserved
 //     it), sa replaces it: the key manager completes it.
 //   - When it is mature or dying, it is updated in place and returned: only
-//     its lifetimes change (SA.SetLifetimes). Its keys, sequence counter,
+//     its lifetimes change (SA.SetLifetimes), and the UDP encapsulation's
+//     ports (SA.EncapPorts; the type may not change), as Linux copies
+//     x->encap. Its keys, sequence counter,
 //     replay window and lifetime counters stay: replacing the SA would
 //     restart the outbound counter (and, with the same keys, the nonces),
 //     accept captured packets again and forget what the SA has used. An
@@ -100,6 +108,15 @@ func (d *SAD) Update(sa *SA) (*SA, error) {
 		return nil, err
 	}
 	old.SetLifetimes(c.Soft, c.Hard)
+	if old.encapsulated() {
+		d.mu.Lock()
+		if d.byID[k] == old { // not deleted meanwhile
+			d.linkEncapLocked(old, -1)
+			old.updateEncap(sa)
+			d.linkEncapLocked(old, 1)
+		}
+		d.mu.Unlock()
+	}
 	DiscardSA(sa)
 	d.notify()
 	return old, nil
@@ -116,6 +133,7 @@ func (d *SAD) insertLocked(sa, old *SA) {
 	d.byID[k] = sa
 	ok := outKey{c.Src, c.Dst, c.Proto, c.Mode}
 	d.byOut[ok] = append(d.byOut[ok], sa)
+	d.linkEncapLocked(sa, 1)
 	d.mu.Unlock()
 	if old != nil {
 		old.kill()
@@ -147,9 +165,11 @@ func (d *SAD) notify() {
 func (d *SAD) unlinkLocked(sa *SA) {
 	c := &sa.Config
 	k := saKey{c.Dst, c.Proto, c.SPI}
-	if d.byID[k] == sa {
-		delete(d.byID, k)
+	if d.byID[k] != sa {
+		return // not linked (already unlinked)
 	}
+	delete(d.byID, k)
+	d.linkEncapLocked(sa, -1)
 	ok := outKey{c.Src, c.Dst, c.Proto, c.Mode}
 	list := d.byOut[ok]
 	for i, s := range list {
@@ -171,6 +191,40 @@ func (d *SAD) remove(sa *SA) {
 	d.mu.Unlock()
 	sa.kill()
 	d.notify()
+}
+
+// encapKey is a local address and UDP port that receives ESP-in-UDP.
+type encapKey struct {
+	dst  netip.Addr
+	port uint16
+}
+
+// linkEncapLocked adds (n = 1) or removes (n = -1) sa's entries in the
+// encapsulation indexes.
+func (d *SAD) linkEncapLocked(sa *SA, n int) {
+	if !sa.encapsulated() {
+		return
+	}
+	_, dport := sa.EncapPorts()
+	k := encapKey{sa.Config.Dst, dport}
+	if c := d.encapPorts[k] + n; c > 0 {
+		d.encapPorts[k] = c
+	} else {
+		delete(d.encapPorts, k)
+	}
+	if sa.Config.Encap.Keepalive > 0 {
+		d.keepalives.Add(int64(n))
+	}
+}
+
+// IsEncapPort reports whether some encapsulated SA receives on UDP port
+// port at dst: a datagram to it is ESP, IKE or a keepalive (RFC 3948
+// §2.2). Port 4500 is nothing special until an SA uses it.
+func (d *SAD) IsEncapPort(dst netip.Addr, port uint16) bool {
+	d.mu.RLock()
+	n := d.encapPorts[encapKey{dst, port}]
+	d.mu.RUnlock()
+	return n > 0
 }
 
 // Lookup finds the SA for an inbound packet.

@@ -64,6 +64,16 @@ type SA struct {
 	softHit  atomic.Bool
 	hardHit  atomic.Bool
 
+	// outPeer and inPeer are the remote end of an encapsulated SA (see
+	// OutPeer, InPeer): port floating moves them while packets read them.
+	outPeer atomic.Pointer[EncapPeer]
+	// ports are the encapsulation's source and destination ports in
+	// force (EncapPorts), SPort<<16 | DPort.
+	ports  atomic.Uint32
+	inPeer atomic.Pointer[EncapPeer]
+	// lastKA is when the last NAT keepalive went out (unix nanos).
+	lastKA atomic.Int64
+
 	// acqSeq is the ACQUIRE sequence of a larval acquire SA.
 	acqSeq uint32
 
@@ -91,6 +101,9 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	}
 	if cfg.ReplayWindow > MaxReplayWindow {
 		return nil, fmt.Errorf("%w: SA %s spi 0x%x: replay window %d exceeds %d", ErrBadSA, cfg.Proto, cfg.SPI, cfg.ReplayWindow, MaxReplayWindow)
+	}
+	if err := validateEncap(&cfg); err != nil {
+		return nil, err
 	}
 	cfg.AEAD.Key = clone(cfg.AEAD.Key)
 	cfg.Enc.Key = clone(cfg.Enc.Key)
@@ -140,6 +153,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		return nil, fmt.Errorf("%w: SA spi 0x%x: protocol %s is not supported", ErrBadSA, cfg.SPI, cfg.Proto)
 	}
 	sa.replay.Init(cfg.ReplayWindow, cfg.ESN)
+	sa.initEncap()
 	sa.lft.Store(&lifetimes{soft: cfg.Soft, hard: cfg.Hard})
 	sa.outSeq.Store(cfg.Seq)
 	sa.refs.Store(1)
@@ -176,7 +190,8 @@ func (sa *SA) AH() *ah.Transform { return sa.ah }
 func (sa *SA) IPComp() *ipcomp.Transform { return sa.comp }
 
 // Overhead returns the most bytes the SA adds to a packet of n bytes,
-// outer header included in tunnel mode.
+// outer header included in tunnel mode, UDP header included when the SA is
+// encapsulated.
 func (sa *SA) Overhead(n int) int {
 	o := 0
 	switch {
@@ -188,6 +203,9 @@ func (sa *SA) Overhead(n int) int {
 	// IPComp adds nothing: it sends a packet compressed only if smaller.
 	if sa.Config.Mode == ModeTunnel {
 		o += outerLen(sa.Config.Dst)
+	}
+	if sa.encapsulated() {
+		o += UDPHeaderLen
 	}
 	return o
 }
@@ -328,6 +346,10 @@ func sameIdentity(sa, n *SA) error {
 		what = "reqid"
 	case a.Src != b.Src:
 		what = "source address"
+	case a.Encap.Type != b.Encap.Type:
+		// Linux's xfrm_state_update fails the same way; ports and
+		// NAT-OA of the same type are updated in place (updateEncap).
+		what = "encapsulation type"
 	case min(a.ReplayWindow, 255) != min(b.ReplayWindow, 255):
 		what = "replay window"
 	case transformName(sa) != transformName(n):

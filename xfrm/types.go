@@ -295,15 +295,23 @@ const (
 )
 
 // Encap is an SA's UDP encapsulation, Linux's `encap espinudp SPORT DPORT
-// OA`: the outer UDP ports (4500 both, usually) and the peer's original
-// address before NAT (NAT-OA, RFC 3947), unspecified when unknown.
+// OA`: the outer UDP ports and the peer's original address before NAT
+// (NAT-OA, RFC 3947), unspecified when unknown. As in Linux and PF_KEY,
+// SPort is the port at the SA's source and DPort the one at its
+// destination: an outbound SA sends from SPort to DPort, an inbound SA
+// receives on DPort (the SAD then treats UDP to (Dst, DPort) as RFC 3948
+// traffic, SAD.IsEncapPort) from a peer at SPort. NAT-OA is not needed by
+// the data plane: a transport-mode TCP/UDP checksum is recomputed on
+// input (RFC 3948 §3.1.2).
 type Encap struct {
 	Type         EncapType
 	SPort, DPort uint16
 	OA           netip.Addr
-	// Keepalive, when set, makes this side send a NAT keepalive (a UDP
-	// datagram holding the byte 0xFF, RFC 3948 §2.3) to the SA's peer
-	// every interval (strongSwan's default is 20 s).
+	// Keepalive, when set on an outbound SA, makes this side send a NAT
+	// keepalive (a UDP datagram holding the byte 0xFF, RFC 3948 §2.3)
+	// from Src:SPort to the SA's peer every interval (strongSwan's
+	// default is 20 s; the engine's timer runs every 250 ms, the
+	// finest interval it honours). The stack sends them past the SPD.
 	Keepalive time.Duration
 }
 

@@ -26,7 +26,8 @@ import (
 //	ipsecstack_link_packets_total{event}   the IPsec wrapper's counters
 //	    (out_passed, out_protected, out_dropped, out_fragments,
 //	    out_df_cleared, out_too_big, ptb_injected, pmtu_updates, in_checked,
-//	    in_dropped, in_ipsec, reinjected)
+//	    in_dropped, in_ipsec, in_fragments, reinjected, in_nat_keepalive,
+//	    in_nat_ike, out_nat_keepalive, out_nat_keepalive_errors)
 //	ipsecstack_nic_{rx,tx}_{packets,bytes}_total   the NIC's wire counters
 //	ipsecstack_daemon_stat_total{stat="ForwardTCPRefused"}   the daemon's
 //	    own counters (control socket, relays), named as in `ipsecstack stats`
@@ -100,7 +101,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"out_df_cleared", ls.OutDFCleared.Load()}, {"out_too_big", ls.OutTooBig.Load()},
 		{"ptb_injected", ls.PTBInjected.Load()}, {"pmtu_updates", ls.PMTUUpdates.Load()},
 		{"in_checked", ls.InChecked.Load()}, {"in_dropped", ls.InDropped.Load()},
-		{"in_ipsec", ls.InIPsec.Load()}, {"reinjected", ls.Reinjected.Load()},
+		{"in_ipsec", ls.InIPsec.Load()}, {"in_fragments", ls.InFragments.Load()},
+		{"reinjected", ls.Reinjected.Load()},
+		{"in_nat_keepalive", ls.InNATKeepalive.Load()}, {"in_nat_ike", ls.InNATIKE.Load()},
+		{"out_nat_keepalive", ls.OutNATKeepalive.Load()}, {"out_nat_keepalive_errors", ls.OutNATKeepaliveErrors.Load()},
 	} {
 		ch <- prometheus.MustNewConstMetric(descLink, prometheus.CounterValue, float64(e.v), e.name)
 	}

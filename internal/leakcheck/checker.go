@@ -99,7 +99,10 @@ type Config struct {
 	// wins.
 	Flows []Flow
 	// ESPInUDPPorts are the UDP ports whose datagrams with a non-zero
-	// SPI are ESP in UDP (RFC 3948); nil means {4500}.
+	// SPI are ESP in UDP (RFC 3948); nil means {4500}. Set explicitly,
+	// it also says that ESP in UDP is in use: a UDP fragment without its
+	// ports is then judged with its datagram (a leak once reassembled as
+	// cleartext, or when it never completes), not on its own.
 	ESPInUDPPorts []uint16
 	// MaxTrains bounds the datagrams being reassembled (0 = 1024); the
 	// oldest is judged incomplete when a new one would exceed it.
@@ -117,6 +120,8 @@ type Checker struct {
 	seq      uint64
 	stats    Stats
 	findings []Finding
+	// encapInUse: ESPInUDPPorts was set explicitly (see Config).
+	encapInUse bool
 }
 
 // train is a datagram being reassembled.
@@ -147,6 +152,7 @@ const maxTrainBytes = 1 << 17 // an IP datagram is at most 65535 bytes
 // New returns a checker for cfg (the flows are copied).
 func New(cfg Config) *Checker {
 	cfg.Flows = slices.Clone(cfg.Flows)
+	encap := cfg.ESPInUDPPorts != nil
 	if cfg.ESPInUDPPorts == nil {
 		cfg.ESPInUDPPorts = []uint16{4500}
 	}
@@ -156,7 +162,7 @@ func New(cfg Config) *Checker {
 	if cfg.MaxFindings <= 0 {
 		cfg.MaxFindings = 100
 	}
-	return &Checker{cfg: cfg, p: parser{espPorts: cfg.ESPInUDPPorts}, trains: map[trainKey]*train{}}
+	return &Checker{cfg: cfg, p: parser{espPorts: cfg.ESPInUDPPorts}, trains: map[trainKey]*train{}, encapInUse: encap}
 }
 
 // SetFlows replaces the flows (for a test that changes its policies).
@@ -227,6 +233,12 @@ func (c *Checker) judge(rs []reading) judgement {
 				if or := evaluate(c.cfg.Flows, r.t.reversed()); or.leak > o.leak {
 					o = or
 				}
+			}
+			if o.leak == yes && r.frag && !r.t.l4 && r.t.proto == protoUDP && c.encapInUse {
+				// A UDP fragment without its ports may be part of
+				// ESP in UDP (RFC 3948): its datagram, once
+				// reassembled (or found incomplete), decides.
+				o.leak = maybe
 			}
 			if o.leak == no {
 				continue

@@ -71,6 +71,14 @@ type Config struct {
 	// pair's packets land on a different memlink delivery goroutine than
 	// the main SAs' and the earlier port SAs' where Dispatchers allows.
 	PortSAs []uint16
+	// Encap, when its Type is set, UDP-encapsulates the main ESP SAs
+	// (RFC 3948): A's end uses port Encap.SPort, B's Encap.DPort (0 =
+	// 4500), and A, the side behind a NAT, sends keepalives every
+	// Encap.Keepalive when set.
+	Encap xfrm.Encap
+	// WrapLinkA, when set, wraps A's link endpoint (a NAT, a lossy link)
+	// before stack A is built on it.
+	WrapLinkA func(gstack.LinkEndpoint) gstack.LinkEndpoint
 }
 
 // Priorities: lower wins, as in Linux.
@@ -142,13 +150,26 @@ func New(cfg Config) (*Pair, error) {
 		p.AddrA, p.AddrB = A4, B4
 	}
 	var err error
-	mk := func(l *memlink.Endpoint, a4, a6 netip.Addr) (*stack.Stack, error) {
+	if cfg.Encap.Type != xfrm.EncapNone {
+		if cfg.Encap.SPort == 0 {
+			cfg.Encap.SPort = 4500
+		}
+		if cfg.Encap.DPort == 0 {
+			cfg.Encap.DPort = 4500
+		}
+		p.Config.Encap = cfg.Encap
+	}
+	mk := func(l gstack.LinkEndpoint, a4, a6 netip.Addr) (*stack.Stack, error) {
 		return stack.New(stack.Config{
 			Link:  l,
 			Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
 		})
 	}
-	if p.A, err = mk(la, A4, A6); err != nil {
+	var linkA gstack.LinkEndpoint = la
+	if cfg.WrapLinkA != nil {
+		linkA = cfg.WrapLinkA(la)
+	}
+	if p.A, err = mk(linkA, A4, A6); err != nil {
 		return nil, err
 	}
 	if p.B, err = mk(lb, B4, B6); err != nil {
@@ -162,8 +183,12 @@ func New(cfg Config) (*Pair, error) {
 		}
 	}
 	flows := p.LeakFlows()
-	p.leakA = leakcheck.New(leakcheck.Config{Flows: flows})
-	p.leakB = leakcheck.New(leakcheck.Config{Flows: flows})
+	var ports []uint16
+	if cfg.Encap.Type != xfrm.EncapNone {
+		ports = []uint16{p.Config.Encap.SPort, p.Config.Encap.DPort}
+	}
+	p.leakA = leakcheck.New(leakcheck.Config{Flows: flows, ESPInUDPPorts: ports})
+	p.leakB = leakcheck.New(leakcheck.Config{Flows: flows, ESPInUDPPorts: ports})
 	la.SetTap(func(dir memlink.Direction, frame []byte) {
 		if dir == memlink.Out {
 			p.inspect("A", p.leakA, frame)
@@ -260,7 +285,21 @@ func (p *Pair) configure() error {
 			if proto != xfrm.ProtoIPComp {
 				out.Seq = cfg.Seq
 			}
-			for _, c := range []xfrm.SAConfig{out, sa(proto, sd.spiIn, inSrc, inDst, mode, 1)} {
+			in := sa(proto, sd.spiIn, inSrc, inDst, mode, 1)
+			if proto == xfrm.ProtoESP && cfg.Encap.Type != xfrm.EncapNone {
+				// An SA's ports are those of its source and
+				// destination (Linux's encap sport/dport).
+				// Only A's outbound SA sends keepalives.
+				aToB, bToA := cfg.Encap, cfg.Encap
+				bToA.SPort, bToA.DPort, bToA.Keepalive = aToB.DPort, aToB.SPort, 0
+				if sd.s == p.A {
+					out.Encap, in.Encap = aToB, bToA
+				} else {
+					aToB.Keepalive = 0
+					out.Encap, in.Encap = bToA, aToB
+				}
+			}
+			for _, c := range []xfrm.SAConfig{out, in} {
 				if _, err := e.AddSA(c); err != nil {
 					return err
 				}
@@ -490,6 +529,12 @@ func (p *Pair) LeakFlows() []leakcheck.Flow {
 			f.Src, f.Dst, f.Proto, f.Both = host(p.AddrA), host(p.AddrB), 6, true
 			flows = append(flows, f)
 		}
+	}
+	if e := cfg.Encap; e.Type != xfrm.EncapNone && e.Keepalive > 0 {
+		// NAT keepalives go in clear by design (RFC 3948 §2.3), as a
+		// key manager's socket bypass sends them in Linux.
+		flows = append([]leakcheck.Flow{{Name: "NAT keepalive", Src: host(p.AddrA), Dst: host(p.AddrB), Proto: 17,
+			SrcPort: leakcheck.Exactly(e.SPort), DstPort: leakcheck.Exactly(e.DPort), Clear: true}}, flows...)
 	}
 	// The main policy: everything between the pair's addresses.
 	return append(flows, leakcheck.Flow{Name: fmt.Sprintf("all %v<->%v", p.AddrA, p.AddrB),

@@ -636,6 +636,10 @@ func (s *Server) event(ev xfrm.Event) {
 		s.Broadcast(b, BroadcastRegistered, nil)
 	case xfrm.EventSoftExpire, xfrm.EventHardExpire:
 		s.Broadcast(ExpireMsg(ev.SA, ev.Type == xfrm.EventHardExpire).MustEncode(), BroadcastRegistered, nil)
+	case xfrm.EventNewMapping:
+		// An error here is an SA that is not encapsulated ESP: the
+		// engine raises the event only for those.
+		_ = s.NewMapping(ev.SA, ev.NewPeer.Addr, ev.NewPeer.Port)
 	}
 }
 

@@ -468,7 +468,13 @@ func runLinuxCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, tools tools
 		if err := vm.ESPInUDP(ctx, true); err != nil {
 			t.Fatal(err)
 		}
-		defer vm.ESPInUDP(context.Background(), false)
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := vm.ESPInUDP(cctx, false); err != nil {
+				t.Errorf("closing the guest's ESP-in-UDP sockets: %v", err)
+			}
+		}()
 	}
 	cs := newStack(t, vm.TapName)
 	st := cs.st

@@ -124,5 +124,7 @@ func (r *report) document(table string) string {
 		"replay →k / →s = a captured packet re-sent into the kernel / the stack is rejected " +
 		"(XfrmInStateSeqError +1 on that side); scapy →s = scapy-built packets accepted by ipsecstack; " +
 		"scapy ←s = scapy decrypts what ipsecstack sent; tshark = every ESP packet of the capture has a good ICV; " +
+		"udpencap (natt) = every IPsec packet is ESP in UDP 4500→4500 with a correct UDP length and checksum, " +
+		"and tshark dissects it as udp:udpencap:esp; " +
 		"– = not part of this case or the tool cannot handle the algorithm.\n\n" + table
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -124,6 +125,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		if err != nil {
 			return nil, err
 		}
+		setNATKeepalives(stmts, cfg.Addrs, cfg.NATKeepalive)
 		if err := setkey.ApplyTo(d.engine, stmts, discard{}, cfg.Setkey); err != nil {
 			return nil, err
 		}
@@ -353,4 +355,27 @@ func jsonReq(req json.RawMessage, v any) error {
 		return fmt.Errorf("bad request: %v", err)
 	}
 	return nil
+}
+
+// setNATKeepalives gives the UDP-encapsulated SAs that stmts add from one
+// of the stack's addresses a NAT keepalive interval, unless they have one.
+// Keepalives go from the side behind the NAT (RFC 3948 §2.3); with static
+// keys nothing says which side that is, so every encapsulated SA we send
+// on keeps its mapping open, as an IKE daemon does when it finds a NAT.
+func setNATKeepalives(stmts []setkey.Statement, addrs []netip.Prefix, every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	for i := range stmts {
+		c := &stmts[i].SA
+		if stmts[i].Cmd != "add" || c.Encap.Type != xfrm.EncapESPInUDP || c.Encap.Keepalive != 0 {
+			continue
+		}
+		for _, a := range addrs {
+			if a.Addr() == c.Src {
+				c.Encap.Keepalive = every
+				break
+			}
+		}
+	}
 }

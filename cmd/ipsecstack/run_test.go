@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
+	"github.com/ipsecstack/ipsecstack/xfrm/setkey"
 )
 
 func TestParseRunFlags(t *testing.T) {
@@ -55,6 +56,7 @@ func TestParseRunFlags(t *testing.T) {
 		"--link tap:x --addr 192.0.2.1/24 --pcap a --keylog a", "--link tap:x --addr 192.0.2.1/24 --nope",
 		"--link tap:x --addr 192.0.2.1/24 --forward-max-sessions 0", "--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout 0s",
 		"--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout soon",
+		"--link tap:x --addr 192.0.2.1/24 --nat-keepalive 10ms", "--link tap:x --addr 192.0.2.1/24 --nat-keepalive 2h",
 	} {
 		_, err := parseRunFlags(strings.Fields(args), io.Discard)
 		if !errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") {
@@ -98,6 +100,36 @@ func TestKeylogLine(t *testing.T) {
 		}
 		if strings.ContainsAny(got, "\n") || strings.Count(got, `","`) != 7 {
 			t.Errorf("SPI %#x: not one 8-field line: %s", c.cfg.SPI, got)
+		}
+	}
+}
+
+// TestNATKeepaliveFlag: --nat-keepalive (default 20 s, strongSwan's) gives
+// the setkey file's esp-udp SAs that leave from one of the stack's
+// addresses a keepalive interval; SAs toward us, plain ESP and SAs with an
+// interval of their own are left alone; 0 turns it off.
+func TestNATKeepaliveFlag(t *testing.T) {
+	c, err := parseRunFlags(strings.Fields("--link tap:x --addr 172.16.0.1/24"), io.Discard)
+	if err != nil || c.NATKeepalive != 20*time.Second {
+		t.Fatalf("default --nat-keepalive: %v, %v", c, err)
+	}
+	if c, err := parseRunFlags(strings.Fields("--link tap:x --addr 172.16.0.1/24 --nat-keepalive 0"), io.Discard); err != nil || c.NATKeepalive != 0 {
+		t.Fatalf("--nat-keepalive 0: %v, %v", c, err)
+	}
+	me, peer := netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("192.0.2.1")
+	encap := xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500}
+	own := encap
+	own.Keepalive = time.Minute
+	stmts := []setkey.Statement{
+		{Cmd: "add", SA: xfrm.SAConfig{Src: me, Dst: peer, Encap: encap}},
+		{Cmd: "add", SA: xfrm.SAConfig{Src: peer, Dst: me, Encap: encap}},
+		{Cmd: "add", SA: xfrm.SAConfig{Src: me, Dst: peer}},
+		{Cmd: "add", SA: xfrm.SAConfig{Src: me, Dst: peer, Encap: own}},
+	}
+	setNATKeepalives(stmts, c.Addrs, c.NATKeepalive)
+	for i, want := range []time.Duration{20 * time.Second, 0, 0, time.Minute} {
+		if got := stmts[i].SA.Encap.Keepalive; got != want {
+			t.Errorf("SA %d: keepalive %v, want %v", i, got, want)
 		}
 	}
 }

@@ -28,10 +28,13 @@ type runConfig struct {
 	Forward  []forwardSpec
 	// ForwardLimits bound every --forward listener.
 	ForwardLimits forwardLimits
-	Pcap          string
-	Keylog        string
-	Metrics       string
-	LogLevel      slog.Level
+	// NATKeepalive is the NAT keepalive interval of the setkey file's
+	// UDP-encapsulated SAs sent from the stack's addresses; 0: none.
+	NATKeepalive time.Duration
+	Pcap         string
+	Keylog       string
+	Metrics      string
+	LogLevel     slog.Level
 }
 
 // routeSpec is --route PREFIX=GATEWAY[,src=ADDR]; an empty gateway is an
@@ -72,7 +75,12 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
         [--forward-max-sessions N] [--forward-idle-timeout DURATION]
-        [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
+        [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
+
+// defaultNATKeepalive is strongSwan's keepalive interval (charon's
+// keep_alive, 20 s): with static keys the daemon cannot tell whether a NAT
+// is in the way, and a keepalive costs a 29-byte datagram.
+const defaultNATKeepalive = 20 * time.Second
 
 // parseRunFlags parses and validates the command line. Every problem is an
 // errUsage error with a one-line message; -h is flag.ErrHelp (usage on
@@ -82,7 +90,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	var (
 		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
 		mtu, fwdMax                                             uint
-		fwdIdle                                                 time.Duration
+		fwdIdle, natKA                                          time.Duration
 		addrs, routes, echos, forwards                          multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
@@ -95,6 +103,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.Var(&forwards, "forward", "forward a host listener into the stack: tcp:LISTENADDR:PORT=STACKADDR:PORT or udp:… (repeatable)")
 	fs.UintVar(&fwdMax, "forward-max-sessions", defaultForwardMaxSessions, "at most `N` TCP connections, and N UDP client sessions, at once per --forward (beyond: refused, counted)")
 	fs.DurationVar(&fwdIdle, "forward-idle-timeout", defaultForwardIdle, "close a --forward TCP connection or UDP session idle this long (`DURATION`; a UDP session never answered: at most 30s)")
+	fs.DurationVar(&natKA, "nat-keepalive", defaultNATKeepalive, "send a NAT keepalive (RFC 3948) every `DURATION` on each esp-udp SA of the --setkey file that leaves from an --addr (0: never)")
 	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
@@ -178,6 +187,10 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		return nil, bad("--forward-idle-timeout %v: want 1s to 24h", fwdIdle)
 	}
 	c.ForwardLimits = forwardLimits{MaxSessions: int(fwdMax), Idle: fwdIdle}
+	if natKA != 0 && (natKA < time.Second || natKA > time.Hour) {
+		return nil, bad("--nat-keepalive %v: want 0 (never) or 1s to 1h", natKA)
+	}
+	c.NATKeepalive = natKA
 	if c.Metrics != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics); err != nil || port == "" {
 			return nil, bad("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9101 or :9101)", c.Metrics)

@@ -436,6 +436,13 @@ func (p *parser) payload(c ctx, proto uint8, b []byte) {
 		}
 		t.l4 = true
 		t.sport, t.dport = binary.BigEndian.Uint16(b), binary.BigEndian.Uint16(b[2:])
+		if proto == protoUDP && len(b) >= 9 && binary.BigEndian.Uint16(b[4:]) == 9 && b[8] == 0xff &&
+			(p.isESPPort(t.sport) || p.isESPPort(t.dport)) {
+			// A NAT keepalive (RFC 3948 §2.3): the one byte 0xFF, sent
+			// in clear by design; it carries nothing of any flow.
+			p.protected(c, t, "NAT keepalive")
+			return
+		}
 		if proto == protoUDP && len(b) >= 16 && (p.isESPPort(t.sport) || p.isESPPort(t.dport)) {
 			// ESP in UDP (RFC 3948): a non-zero SPI, never one of the
 			// reserved 1-255; a zero marker is IKE, judged as UDP.

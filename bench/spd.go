@@ -32,8 +32,10 @@ func spdPolicy(i int) *xfrm.Policy {
 		dst := netip.AddrFrom4([4]byte{198, byte(k >> 8), byte(k), 0})
 		sel = xfrm.Selector{Src: netip.PrefixFrom(src, srcBits).Masked(), Dst: netip.PrefixFrom(dst, dstBits).Masked()}
 		if srcBits < 24 {
-			// Keep selectors distinct after masking.
-			src = netip.AddrFrom4([4]byte{byte(101 + j%3), byte(k >> 8), byte(k), 0})
+			// Keep selectors distinct after masking, up to k = 2^20
+			// (a million policies): k's high bits go in the first
+			// octet, since a /24 destination keeps only its low 16.
+			src = netip.AddrFrom4([4]byte{byte(101 + j%3 + 3*(k>>16)), byte(k >> 8), byte(k), 0})
 			sel.Src = netip.PrefixFrom(src, 24).Masked()
 			sel.Proto = xfrm.ProtoUDP
 		}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -440,32 +439,9 @@ func udpFrames(frames [][]byte) []udpFrame {
 // with the first bytes of the (encrypted) packet.
 func checkNATTCapture(t *testing.T, dir, name string) {
 	t.Helper()
-	conf := filepath.Join(dir, "wireshark-"+name)
-	os.MkdirAll(conf, 0o700)
-	keys, err := os.ReadFile(filepath.Join(dir, name+".keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(conf, "esp_sa"), keys, 0o600)
-	pcapPath := filepath.Join(dir, name+".pcap")
-	cmd := exec.Command("tshark", "-n", "-r", pcapPath,
-		"-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE",
-		"-Y", "esp && !icmp", "-T", "fields", "-E", "separator=|",
-		"-e", "frame.number", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "frame.protocols")
-	cmd.Env = append(os.Environ(), "WIRESHARK_CONFIG_DIR="+conf)
-	var se bytes.Buffer
-	cmd.Stderr = &se
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark %s: %v\n%s", pcapPath, err, se.String())
-	}
 	spis := map[string]int{}
 	bad := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "|")
-		if len(f) != 5 {
-			t.Fatalf("tshark line %q", line)
-		}
+	for _, f := range tsharkESP(t, dir, name, "esp && !icmp", "frame.protocols") {
 		spis[f[1]]++
 		if f[2] != "1" || (f[3] != "" && f[3] != "0") || !strings.Contains(f[4], ":udp:udpencap:esp:") {
 			if bad++; bad <= 10 {

@@ -527,31 +527,9 @@ func checkCapture(t *testing.T, dir, name string, tunnel bool) {
 		t.Fatalf("%s capture (flushed on stop?): %v", name, err)
 	}
 	checkLeaks(t, name, frames, tunnel)
-	conf := filepath.Join(dir, "wireshark-"+name)
-	os.MkdirAll(conf, 0o700)
-	keys, err := os.ReadFile(filepath.Join(dir, name+".keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(conf, "esp_sa"), keys, 0o600)
-	cmd := exec.Command("tshark", "-n", "-r", pcapPath,
-		"-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE",
-		"-Y", "esp", "-T", "fields", "-E", "separator=|",
-		"-e", "frame.number", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "esp.protocol")
-	cmd.Env = append(os.Environ(), "WIRESHARK_CONFIG_DIR="+conf)
-	var se bytes.Buffer
-	cmd.Stderr = &se
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark %s: %v\n%s", pcapPath, err, se.String())
-	}
 	spis := map[string]int{}
 	n := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		fl := strings.Split(line, "|")
-		if len(fl) != 5 {
-			t.Fatalf("tshark line %q", line)
-		}
+	for _, fl := range tsharkESP(t, dir, name, "esp", "esp.protocol") {
 		n++
 		if fl[2] != "1" || (fl[3] != "" && fl[3] != "0") || fl[4] == "" {
 			if n < 20 || !t.Failed() {
@@ -570,4 +548,40 @@ func checkCapture(t *testing.T, dir, name string, tunnel bool) {
 		}
 	}
 	t.Logf("%s capture: %d frames, %d ESP packets decrypted with good ICVs (%v)", name, len(frames), n, spis)
+}
+
+// tsharkESP runs tshark over NAME.pcap in dir with NAME.keys as its esp_sa
+// UAT file (what --keylog wrote) and returns, for every packet the display
+// filter keeps, its frame number, ESP SPI, icv_good, icv_bad and the field
+// last.
+func tsharkESP(t *testing.T, dir, name, filter, last string) [][]string {
+	t.Helper()
+	conf := filepath.Join(dir, "wireshark-"+name)
+	os.MkdirAll(conf, 0o700)
+	keys, err := os.ReadFile(filepath.Join(dir, name+".keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(conf, "esp_sa"), keys, 0o600)
+	pcapPath := filepath.Join(dir, name+".pcap")
+	cmd := exec.Command("tshark", "-n", "-r", pcapPath,
+		"-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE",
+		"-Y", filter, "-T", "fields", "-E", "separator=|",
+		"-e", "frame.number", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", last)
+	cmd.Env = append(os.Environ(), "WIRESHARK_CONFIG_DIR="+conf)
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark %s: %v\n%s", pcapPath, err, se.String())
+	}
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 5 {
+			t.Fatalf("tshark line %q", line)
+		}
+		rows = append(rows, f)
+	}
+	return rows
 }

@@ -58,8 +58,7 @@ func TestDaemonDump(t *testing.T) {
 	ns := newNS(t)
 	va, vb := uniq("hdv"), uniq("hdw")
 	ns.sh(t, "ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-	ns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+va+".disable_ipv6=1")
-	ns.sh(t, "ip", "link", "set", va, "up")
+	ns.ownedByStack(t, va)
 	ns.sh(t, "ip", "link", "set", vb, "up")
 	var conf bytes.Buffer
 	for i := 0; i < dumpN; i++ {

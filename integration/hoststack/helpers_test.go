@@ -271,3 +271,21 @@ func cli(ctx context.Context, args ...string) (string, string, int) {
 	}
 	return so.String(), se.String(), code
 }
+
+// vethPair joins a new veth pair: end a in namespace na, end b in nb, each
+// made ready for a stack to own it (ownedByStack).
+func vethPair(t *testing.T, na *netns, a string, nb *netns, b string) {
+	t.Helper()
+	sh(t, "ip", "link", "add", a, "netns", na.name, "type", "veth", "peer", "name", b, "netns", nb.name)
+	na.ownedByStack(t, a)
+	nb.ownedByStack(t, b)
+}
+
+// ownedByStack readies the kernel's side of an interface a stack will own
+// through AF_PACKET: up, with no address and no IPv6 (the stack reuses its
+// MAC and answers for it).
+func (n *netns) ownedByStack(t *testing.T, ifname string) {
+	t.Helper()
+	n.sh(t, "sysctl", "-qw", "net.ipv6.conf."+ifname+".disable_ipv6=1")
+	n.sh(t, "ip", "link", "set", ifname, "up")
+}

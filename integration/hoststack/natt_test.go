@@ -130,13 +130,8 @@ func runNAT(t *testing.T, tunnel bool) {
 	vb, vnb := uniq("hnb"), uniq("hnnb")
 	sh(t, "ip", "link", "add", va, "netns", nsA.name, "type", "veth", "peer", "name", vna, "netns", nsN.name)
 	sh(t, "ip", "link", "add", vb, "netns", nsB.name, "type", "veth", "peer", "name", vnb, "netns", nsN.name)
-	for _, x := range []struct {
-		ns *netns
-		v  string
-	}{{nsA, va}, {nsB, vb}} {
-		x.ns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+x.v+".disable_ipv6=1")
-		x.ns.sh(t, "ip", "link", "set", x.v, "up")
-	}
+	nsA.ownedByStack(t, va)
+	nsB.ownedByStack(t, vb)
 	nsN.sh(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	for _, x := range []struct{ v, addr string }{{vna, natInside + "/24"}, {vnb, natPublic + "/24"}} {
 		nsN.sh(t, "sysctl", "-qw", "net.ipv6.conf."+x.v+".disable_ipv6=1")

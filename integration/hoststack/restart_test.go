@@ -149,14 +149,7 @@ func TestRestartSameStaticKeysNoNonceReuse(t *testing.T) {
 	dir := t.TempDir()
 	nsA, nsB := newNS(t), newNS(t)
 	va, vb := uniq("hra"), uniq("hrb")
-	sh(t, "ip", "link", "add", va, "netns", nsA.name, "type", "veth", "peer", "name", vb, "netns", nsB.name)
-	for _, x := range []struct {
-		ns *netns
-		v  string
-	}{{nsA, va}, {nsB, vb}} {
-		x.ns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+x.v+".disable_ipv6=1")
-		x.ns.sh(t, "ip", "link", "set", x.v, "up")
-	}
+	vethPair(t, nsA, va, nsB, vb)
 	const addrA, addrB = "fd00:1::1", "fd00:1::2"
 	hosts := []struct {
 		name, me, peer, link string

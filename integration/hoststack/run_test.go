@@ -165,16 +165,7 @@ func runPair(t *testing.T, kind linkKind, tunnel bool) {
 	case linkAFPacket:
 		nsA, nsB, nsC = newNS(t), newNS(t), newNS(t)
 		va, vb := uniq("hva"), uniq("hvb")
-		sh(t, "ip", "link", "add", va, "netns", nsA.name, "type", "veth", "peer", "name", vb, "netns", nsB.name)
-		for _, x := range []struct {
-			ns *netns
-			v  string
-		}{{nsA, va}, {nsB, vb}} {
-			// The kernel's side of an interface the stack owns: no
-			// address, no IPv6.
-			x.ns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+x.v+".disable_ipv6=1")
-			x.ns.sh(t, "ip", "link", "set", x.v, "up")
-		}
+		vethPair(t, nsA, va, nsB, vb)
 		linkA, linkB = "afpacket:"+va, "afpacket:"+vb
 		// The third namespace: plain Linux, reaching A's Linux side.
 		vc, vac := uniq("hvc"), uniq("hvac")

@@ -50,6 +50,7 @@ type SAD struct {
 	// the (address, UDP port) pairs on which we receive ESP-in-UDP
 	// (IsEncapPort). keepalives counts the SAs with a keepalive interval.
 	encapPorts map[encapKey]int
+	encapSAs   atomic.Int64 // SAs in encapPorts, read without the lock
 	keepalives atomic.Int64
 
 	// larvalTimeout is the life of larval SAs in nanoseconds (larval.go).
@@ -212,6 +213,7 @@ func (d *SAD) linkEncapLocked(sa *SA, n int) {
 	} else {
 		delete(d.encapPorts, k)
 	}
+	d.encapSAs.Add(int64(n))
 	if sa.Config.Encap.Keepalive > 0 {
 		d.keepalives.Add(int64(n))
 	}
@@ -221,6 +223,11 @@ func (d *SAD) linkEncapLocked(sa *SA, n int) {
 // port at dst: a datagram to it is ESP, IKE or a keepalive (RFC 3948
 // §2.2). Port 4500 is nothing special until an SA uses it.
 func (d *SAD) IsEncapPort(dst netip.Addr, port uint16) bool {
+	// Every inbound UDP datagram asks: without encapsulated SAs, answer
+	// without the lock.
+	if d.encapSAs.Load() == 0 {
+		return false
+	}
 	d.mu.RLock()
 	n := d.encapPorts[encapKey{dst, port}]
 	d.mu.RUnlock()

@@ -140,6 +140,31 @@ func extLen(pkt []byte, off int, nh uint8) (int, error) {
 	return n, nil
 }
 
+// skipExt6 steps over the IPv6 extension header nh at off if it is one
+// gVisor walks before a Fragment header or the upper layer: hop-by-hop,
+// routing and destination options (length in 8-octet units after the
+// first) and the fixed 8-byte experiment header 253. It returns the next
+// header and the offset after it; isExt is false for any other nh. A
+// header that does not fit is ErrTruncated. Every walk of the header chain
+// on input (ParseFlow, ParseFragment, the ICMP error quote) steps with it,
+// so they agree with each other and with gVisor.
+func skipExt6(pkt []byte, off int, nh uint8) (next uint8, end int, isExt bool, err error) {
+	switch nh {
+	case nhHopOpts, nhRouting, nhDstOpts:
+		n, err := extLen(pkt, off, nh)
+		if err != nil {
+			return 0, 0, true, err
+		}
+		return pkt[off], off + n, true, nil
+	case nhExperiment:
+		if len(pkt)-off < 8 {
+			return 0, 0, true, fmt.Errorf("%w: IPv6 experiment header at %d", ErrTruncated, off)
+		}
+		return pkt[off], off + 8, true, nil
+	}
+	return nh, off, false, nil
+}
+
 func parseFlow6(pkt []byte, f *Flow) (int, error) {
 	end, err := ipv6Bounds(pkt)
 	if err != nil {
@@ -155,16 +180,18 @@ func parseFlow6(pkt []byte, f *Flow) (int, error) {
 	// Every header is at least 8 bytes, so the walk ends within len(pkt)/8
 	// steps.
 	for {
+		if nh == nhHopOpts && off != ipv6Header {
+			return 0, fmt.Errorf("%w: IPv6 hop-by-hop header at %d, not first", ErrMalformed, off)
+		}
+		next, end, isExt, err := skipExt6(pkt, off, nh)
+		if err != nil {
+			return 0, err
+		}
+		if isExt {
+			nh, off = next, end
+			continue
+		}
 		switch nh {
-		case nhHopOpts, nhRouting, nhDstOpts:
-			if nh == nhHopOpts && off != ipv6Header {
-				return 0, fmt.Errorf("%w: IPv6 hop-by-hop header at %d, not first", ErrMalformed, off)
-			}
-			n, err := extLen(pkt, off, nh)
-			if err != nil {
-				return 0, err
-			}
-			nh, off = pkt[off], off+n
 		case nhFragment:
 			if len(pkt)-off < 8 {
 				return 0, fmt.Errorf("%w: IPv6 fragment header at %d", ErrTruncated, off)
@@ -179,11 +206,6 @@ func parseFlow6(pkt []byte, f *Flow) (int, error) {
 			// M set: an initial fragment. M clear: an atomic fragment
 			// (RFC 6946), a whole datagram.
 			fragment = fragment || fo&1 != 0
-		case nhExperiment:
-			if len(pkt)-off < 8 {
-				return 0, fmt.Errorf("%w: IPv6 experiment header at %d", ErrTruncated, off)
-			}
-			nh, off = pkt[off], off+8
 		default:
 			f.Proto = nh
 			return off, parsePorts(pkt[off:], f, fragment)

@@ -70,20 +70,16 @@ func quotedReverseFlow(quote []byte) (rf Flow, ok bool) {
 		nh, off := quote[6], ipv6Header
 	walk:
 		for {
+			next, end, isExt, err := skipExt6(quote, off, nh)
+			if err != nil {
+				q.Opaque = true
+				break walk
+			}
+			if isExt {
+				nh, off = next, end
+				continue
+			}
 			switch nh {
-			case nhHopOpts, nhRouting, nhDstOpts:
-				if len(quote)-off < 2 || len(quote)-off < (int(quote[off+1])+1)*8 {
-					q.Opaque = true
-					break walk
-				}
-				nh, off = quote[off], off+(int(quote[off+1])+1)*8
-			case nhExperiment:
-				// gVisor's fixed 8-byte experiment header (see ParseFlow).
-				if len(quote)-off < 8 {
-					q.Opaque = true
-					break walk
-				}
-				nh, off = quote[off], off+8
 			case nhFragment:
 				if len(quote)-off < 8 {
 					q.Opaque = true

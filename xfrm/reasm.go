@@ -164,21 +164,19 @@ func ParseFragment(pkt []byte) (fi FragInfo, isFrag bool, err error) {
 		pkt = pkt[:end]
 		off, nhOff := ipv6Header, 6
 		for {
-			switch nh := pkt[nhOff]; nh {
-			case nhHopOpts, nhRouting, nhDstOpts:
-				if nh == nhHopOpts && off != ipv6Header {
-					return fi, false, ErrMalformed
-				}
-				n, err := extLen(pkt, off, nh)
-				if err != nil {
-					return fi, false, err
-				}
-				nhOff, off = off, off+n
-			case nhExperiment:
-				if len(pkt)-off < 8 {
-					return fi, false, ErrTruncated
-				}
-				nhOff, off = off, off+8
+			nh := pkt[nhOff]
+			if nh == nhHopOpts && off != ipv6Header {
+				return fi, false, ErrMalformed
+			}
+			_, after, isExt, err := skipExt6(pkt, off, nh)
+			if err != nil {
+				return fi, false, err
+			}
+			if isExt {
+				nhOff, off = off, after
+				continue
+			}
+			switch nh {
 			case nhFragment:
 				if len(pkt)-off < 8 {
 					return fi, false, ErrTruncated

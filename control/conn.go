@@ -19,16 +19,19 @@ func (s *Server) accept() {
 		}
 		c := &conn{s: s, c: uc}
 		c.cond = sync.NewCond(&c.mu)
+		// The PF_KEY socket is opened before the conn is published in
+		// s.conns: Close reads c.sock of every conn it finds there.
+		c.sock = s.pf.OpenOutput(c)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
+			c.sock.Close()
 			uc.Close()
 			return
 		}
 		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		c.sock = s.pf.OpenOutput(c)
 		s.wg.Add(2)
+		s.mu.Unlock()
 		go c.writer()
 		go c.reader()
 	}

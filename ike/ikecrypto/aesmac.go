@@ -6,25 +6,25 @@ import (
 	"crypto/subtle"
 )
 
-// The AES-based PRFs take any key length: a 16-byte key is used as is, a
-// shorter one is padded with zeros, a longer one is first compressed with
-// the same MAC under the all-zero key (RFC 4434 §2 for XCBC, RFC 4615 §3
-// for CMAC).
+// The AES-based PRFs take any key length. A 16-byte key is used as is. A
+// longer one is first compressed with the same MAC under the all-zero key.
+// A shorter one differs: AES-XCBC-PRF-128 pads it with zeros (RFC 4434
+// §2), AES-CMAC-PRF-128 compresses it like a longer one (RFC 4615 §3).
 
 func xcbcPRF(key []byte, data ...[]byte) []byte {
-	return aesPRF(xcbcMAC, key, data)
+	return aesPRF(xcbcMAC, true, key, data)
 }
 
 func cmacPRF(key []byte, data ...[]byte) []byte {
-	return aesPRF(cmacMAC, key, data)
+	return aesPRF(cmacMAC, false, key, data)
 }
 
-func aesPRF(mac func(key []byte, data [][]byte) []byte, key []byte, data [][]byte) []byte {
+func aesPRF(mac func(key []byte, data [][]byte) []byte, padShort bool, key []byte, data [][]byte) []byte {
 	var k [16]byte
 	switch {
 	case len(key) == 16:
 		copy(k[:], key)
-	case len(key) < 16:
+	case len(key) < 16 && padShort:
 		copy(k[:], key) // zero padded
 	default:
 		copy(k[:], mac(make([]byte, 16), [][]byte{key}))

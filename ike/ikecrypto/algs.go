@@ -47,9 +47,11 @@ func LookupEncr(id uint16, keyBits int) (*Encr, error) {
 		if aesBits {
 			return &Encr{ID: id, KeyBits: keyBits, IVLen: 16, BlockLen: 16}, nil
 		}
-	case message.ENCR_AES_GCM_8, message.ENCR_AES_GCM_12, message.ENCR_AES_GCM_16:
+	case message.ENCR_AES_GCM_12, message.ENCR_AES_GCM_16:
+		// ENCR_AES_GCM_8 is left out: crypto/cipher's GCM takes tags of 12
+		// to 16 bytes only, and no common peer offers 8-byte ICVs first.
 		if aesBits {
-			icv := map[uint16]int{message.ENCR_AES_GCM_8: 8, message.ENCR_AES_GCM_12: 12, message.ENCR_AES_GCM_16: 16}[id]
+			icv := map[uint16]int{message.ENCR_AES_GCM_12: 12, message.ENCR_AES_GCM_16: 16}[id]
 			return &Encr{ID: id, KeyBits: keyBits, AEAD: true, SaltLen: 4, IVLen: 8, BlockLen: 1, ICVLen: icv}, nil
 		}
 	case message.ENCR_CHACHA20_POLY1305:

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ipsecstack/ipsecstack/ike/message"
@@ -193,6 +195,9 @@ func TestStrongSwanKeys(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s IKE_AUTH plaintext: %v", dir.name, err)
 				}
+				if os.Getenv("IKE_WRITE_CORPUS") != "" {
+					writeCorpus(t, "strongswan-"+v.Name+"-ike-auth-"+dir.name, pt, sk.Next)
+				}
 				id := find[*message.ID](inner)
 				auth := find[*message.Auth](inner)
 				if id == nil || auth == nil || auth.Method != message.AuthSharedKeyMIC {
@@ -262,5 +267,23 @@ func TestStrongSwanNATD(t *testing.T) {
 				t.Errorf("%s: NAT-D hash %d differs from charon's", v.Name, i)
 			}
 		}
+	}
+}
+
+// writeCorpus stores a decrypted IKE_AUTH plaintext as a seed of
+// ike/message's FuzzDecodePayloads.
+func writeCorpus(t *testing.T, name string, pt []byte, first message.PayloadType) {
+	t.Helper()
+	var q strings.Builder
+	for _, c := range pt {
+		fmt.Fprintf(&q, "\\x%02x", c)
+	}
+	body := fmt.Sprintf("go test fuzz v1\n[]byte(\"%s\")\nuint8(%d)\n", q.String(), first)
+	dir := "../message/testdata/fuzz/FuzzDecodePayloads"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -49,3 +49,37 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodePayloads is FuzzDecode for a payload chain on its own, the
+// plaintext of an SK payload. Its corpus (testdata/fuzz/
+// FuzzDecodePayloads) holds the decrypted IKE_AUTH payloads of the
+// strongSwan vectors, written by ike/ikecrypto's TestStrongSwanKeys when
+// IKE_WRITE_CORPUS is set.
+func FuzzDecodePayloads(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte, first uint8) {
+		ps, err := DecodePayloads(PayloadType(first), b, 0)
+		if err != nil {
+			var e *Error
+			var uc *UnsupportedCriticalPayloadError
+			if !errors.As(err, &e) && !errors.As(err, &uc) {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		b2, err := AppendPayloads(nil, ps)
+		if err != nil {
+			t.Fatalf("decoded payloads do not encode: %v", err)
+		}
+		next := NoNextPayload
+		if len(ps) > 0 {
+			next = ps[0].Type()
+		}
+		ps2, err := DecodePayloads(next, b2, 0)
+		if err != nil {
+			t.Fatalf("re-encoded payloads do not decode: %v", err)
+		}
+		if !reflect.DeepEqual(ps, ps2) {
+			t.Fatalf("round trip changed the payloads:\n%+v\n%+v", ps, ps2)
+		}
+	})
+}

@@ -1,0 +1,266 @@
+package exchange
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+const charonPath = "/usr/lib/ipsec/charon"
+
+// TestStrongSwanResponder runs our initiator against a real strongSwan
+// charon (5.9.8, kernel-libipsec) in a network namespace, with charon's
+// default proposals: IKE_SA_INIT on port 500, IKE_AUTH with PSK on port
+// 4500 (charon's libipsec always asks for UDP encapsulation through its
+// NAT-D), and checks that charon reports the IKE SA and the CHILD SA up
+// with the SPIs our Result holds.
+func TestStrongSwanResponder(t *testing.T) {
+	if _, err := os.Stat(charonPath); err != nil {
+		t.Skip("strongSwan charon not installed (apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	for _, tool := range []string{"ip", "swanctl", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found", tool)
+		}
+	}
+	dir := t.TempDir()
+	id := os.Getpid() % 100000
+	nsC, nsG := fmt.Sprintf("ikec%d", id), fmt.Sprintf("ikeg%d", id)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", nsC).Run()
+		exec.Command("ip", "netns", "del", nsG).Run()
+	})
+	sh("ip", "netns", "add", nsC)
+	sh("ip", "netns", "add", nsG)
+	sh("ip", "link", "add", "vc"+fmt.Sprint(id), "netns", nsC, "type", "veth", "peer", "name", "vg"+fmt.Sprint(id), "netns", nsG)
+	for _, c := range [][]string{
+		{"ip", "-n", nsC, "link", "set", "lo", "up"}, {"ip", "-n", nsG, "link", "set", "lo", "up"},
+		{"ip", "-n", nsC, "link", "set", "vc" + fmt.Sprint(id), "up"}, {"ip", "-n", nsG, "link", "set", "vg" + fmt.Sprint(id), "up"},
+		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc" + fmt.Sprint(id)},
+		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg" + fmt.Sprint(id)},
+		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
+	} {
+		sh(c...)
+	}
+
+	const psk = "interop-psk-0123456789abcdef"
+	vici := filepath.Join(dir, "charon.vici")
+	os.Mkdir(filepath.Join(dir, "run"), 0o755)
+	conf := fmt.Sprintf(`charon {
+  port = 500
+  port_nat_t = 4500
+  load_modular = no
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pubkey x509 kernel-libipsec kernel-netlink socket-default vici
+  syslog { daemon { default = -1 } }
+  filelog { main { path = %s/charon.log
+                   default = 1
+                   ike = 2 } }
+  plugins { vici { socket = unix://%s } }
+}
+`, dir, vici)
+	swan := fmt.Sprintf(`connections {
+  gw {
+    version = 2
+    local_addrs = 10.55.0.1
+    remote_addrs = 10.55.0.2
+    proposals = default
+    local { auth = psk
+            id = charon@ike.test }
+    remote { auth = psk
+             id = goike@ike.test }
+    children { net { local_ts = 10.56.1.0/24
+                     remote_ts = 10.56.2.0/24
+                     esp_proposals = default } }
+  }
+}
+secrets { ike-gw { id-a = charon@ike.test
+                   id-b = goike@ike.test
+                   secret = "%s" } }
+`, psk)
+	os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(conf), 0o644)
+	os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swan), 0o644)
+	charon := exec.Command("ip", "netns", "exec", nsC, "unshare", "-m", "--propagation", "private", "sh", "-c",
+		fmt.Sprintf("mount --bind %s/run /run && exec env STRONGSWAN_CONF=%s/strongswan.conf %s", dir, dir, charonPath))
+	if err := charon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		charon.Process.Signal(unix.SIGTERM)
+		done := make(chan struct{})
+		go func() { charon.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			charon.Process.Kill()
+		}
+	})
+	swanctl := func(args ...string) (string, error) {
+		out, err := exec.Command("swanctl", append(args, "--uri", "unix://"+vici)...).CombinedOutput()
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.Contains(l, "plugin '") { // swanctl's plugin-loading noise
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n"), err
+	}
+	var err error
+	for n := 0; n < 50; n++ {
+		if _, err = swanctl("--stats"); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("charon did not come up: %v", err)
+	}
+	if out, err := swanctl("--load-all", "--file", filepath.Join(dir, "swanctl.conf")); err != nil {
+		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
+	}
+
+	local := netip.MustParseAddrPort("10.55.0.2:500")
+	remote := netip.MustParseAddrPort("10.55.0.1:500")
+	c500, c4500 := udpInNetns(t, nsG, local), udpInNetns(t, nsG, netip.AddrPortFrom(local.Addr(), NATTPort))
+	cfg := Config{
+		Local: local, Remote: remote,
+		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(psk),
+		// strongSwan's default first proposals.
+		IKE:      IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
+		ESP:      ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE},
+		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
+		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
+		Mode:     xfrm.ModeTunnel,
+	}
+	i, err := NewInitiator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := i.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, marker := c500, false
+	for step := 0; ; step++ {
+		if step > 4 {
+			t.Fatal("exchange did not finish")
+		}
+		out := req
+		if marker {
+			out = append([]byte{0, 0, 0, 0}, req...) // non-ESP marker (RFC 3948 §2.2)
+		}
+		dst := remote
+		if marker {
+			dst = netip.AddrPortFrom(remote.Addr(), NATTPort)
+		}
+		resp := exchangeUDP(t, conn, dst, out)
+		if marker {
+			if len(resp) < 4 || !bytes.Equal(resp[:4], []byte{0, 0, 0, 0}) {
+				t.Fatalf("response on port 4500 without non-ESP marker")
+			}
+			resp = resp[4:]
+		}
+		next, done, err := i.Handle(resp)
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "charon.log"))
+			t.Fatalf("step %d: %v\ncharon log:\n%s", step, err, log)
+		}
+		if done {
+			break
+		}
+		if i.UseNATT() {
+			conn, marker = c4500, true
+		}
+		req = next
+	}
+	r := i.Result()
+	sas, _ := swanctl("--list-sas")
+	wantIKE := fmt.Sprintf("%016x_i %016x_r*", r.SPIi, r.SPIr)
+	if !strings.Contains(sas, "ESTABLISHED") || !strings.Contains(sas, wantIKE) ||
+		!strings.Contains(sas, fmt.Sprintf("in  %08x", r.Out.SPI)) || !strings.Contains(sas, fmt.Sprintf("out %08x", r.In.SPI)) {
+		t.Errorf("charon's view does not match ours (IKE %s, our in %08x out %08x):\n%s", wantIKE, r.In.SPI, r.Out.SPI, sas)
+	}
+	if !r.NATT || r.Out.Encap.Type != xfrm.EncapESPInUDP {
+		t.Errorf("expected NAT-T with charon's kernel-libipsec: NATT %v encap %+v", r.NATT, r.Out.Encap)
+	}
+	t.Logf("IKE SA %016x/%016x, CHILD SA in %08x out %08x, NAT-T %v; charon:\n%s", r.SPIi, r.SPIr, r.In.SPI, r.Out.SPI, r.NATT, sas)
+}
+
+// udpInNetns opens a UDP socket bound to addr inside network namespace
+// ns. The socket keeps the namespace it was created in; the thread that
+// entered the namespace is locked and dies with its goroutine, so no
+// other goroutine ever runs in it.
+func udpInNetns(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	type res struct {
+		c   *net.UDPConn
+		err error
+	}
+	ch := make(chan res)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			ch <- res{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("UDP socket in %s: %v", ns, r.err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	return r.c
+}
+
+// exchangeUDP sends b to dst and waits for one datagram from it,
+// retransmitting once a second as a careful initiator would.
+func exchangeUDP(t *testing.T, c *net.UDPConn, dst netip.AddrPort, b []byte) []byte {
+	t.Helper()
+	buf := make([]byte, 65536)
+	for try := 0; try < 5; try++ {
+		if _, err := c.WriteToUDPAddrPort(b, dst); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break // timeout: retransmit
+			}
+			if from.Addr().Unmap() == dst.Addr() && n > 0 && !(n == 1 && buf[0] == 0xff) { // skip NAT keepalives
+				return append([]byte(nil), buf[:n]...)
+			}
+		}
+	}
+	t.Fatalf("no answer from %v", dst)
+	return nil
+}

@@ -286,3 +286,34 @@ func TestInvalidKEPayload(t *testing.T) {
 		t.Error("initiator ignored INVALID_KE_PAYLOAD")
 	}
 }
+
+// TestCookie: a responder under load answers IKE_SA_INIT with only a
+// COOKIE; the initiator repeats its request with the cookie as the first
+// payload (RFC 7296 §2.6) and the same SPI, nonce and KE.
+func TestCookie(t *testing.T) {
+	ci, _ := configs(suites[0].ike, suites[0].esp)
+	i, _ := NewInitiator(ci)
+	req1, _ := i.Start()
+	m1, _ := message.Decode(req1)
+	cookie := []byte("a stateless cookie")
+	resp := &message.Message{
+		Header:   message.Header{SPIi: m1.SPIi, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse},
+		Payloads: []message.Payload{&message.Notify{NotifyType: message.COOKIE, Data: cookie}},
+	}
+	rb, _ := resp.Encode()
+	req2, done, err := i.Handle(rb)
+	if err != nil || done {
+		t.Fatalf("cookie response: %v", err)
+	}
+	m2, err := message.Decode(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := m2.Payloads[0].(*message.Notify)
+	if !ok || n.NotifyType != message.COOKIE || !bytes.Equal(n.Data, cookie) {
+		t.Fatalf("first payload %v", m2.Payloads[0])
+	}
+	if m2.SPIi != m1.SPIi || !reflect.DeepEqual(m2.Payloads[1:], m1.Payloads) {
+		t.Error("retry changed more than the cookie")
+	}
+}

@@ -127,15 +127,10 @@ func (i *Initiator) Handle(raw []byte) (next []byte, done bool, err error) {
 	}
 	switch {
 	case i.state == initSentSAInit && m.Exchange == message.IKE_SA_INIT && m.MessageID == 0:
-		next, err = i.handleSAInit(raw, m)
-		if next != nil && err == nil && i.state == initSentSAInit {
-			return next, false, nil // cookie retry
-		}
+		next, err = i.handleSAInit(raw, m) // the IKE_AUTH request, or IKE_SA_INIT again with a cookie
 	case i.state == initSentAuth && m.Exchange == message.IKE_AUTH && m.MessageID == 1 && m.SPIr == i.spir:
 		err = i.handleAuth(raw, m)
-		if err == nil {
-			return nil, true, nil
-		}
+		done = err == nil
 	default:
 		return nil, false, fmt.Errorf("exchange: %w: %v response %d in state %d", ErrUnexpected, m.Exchange, m.MessageID, i.state)
 	}
@@ -145,7 +140,7 @@ func (i *Initiator) Handle(raw []byte) (next []byte, done bool, err error) {
 		}
 		return nil, false, err
 	}
-	return next, false, nil
+	return next, done, nil
 }
 
 func (i *Initiator) fail() {

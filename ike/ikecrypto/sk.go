@@ -15,7 +15,7 @@ import (
 )
 
 // ErrAuthentication is returned by Open when the ICV does not verify; the
-// message is dropped without a reply (RFC 7296 §2.21.1 (sic: §3.14)).
+// message is dropped without a reply (RFC 7296 §2.21.2, §3.14).
 var ErrAuthentication = errors.New("ikecrypto: Encrypted payload integrity check failed")
 
 // Protector protects the Encrypted (SK) payloads of one direction of an

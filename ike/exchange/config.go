@@ -73,6 +73,15 @@ func (c *Config) check() error {
 	if len(c.LocalTS) == 0 || len(c.RemoteTS) == 0 {
 		return errors.New("exchange: traffic selectors must be set")
 	}
+	for _, id := range []Identity{c.LocalID, c.RemoteID} {
+		// The ID payload's own checks (an ID_IPV4_ADDR is 4 bytes, ...): AUTH
+		// signs the encoded body, so an unencodable identity must not get
+		// that far.
+		m := &message.Message{Payloads: []message.Payload{&message.ID{IDType: id.Type, Data: id.Data}}}
+		if _, err := m.Encode(); err != nil || len(id.Data) == 0 {
+			return fmt.Errorf("exchange: identity of type %d with %d bytes is not valid", id.Type, len(id.Data))
+		}
+	}
 	if !ikecrypto.Supported(c.IKE.KE) {
 		return fmt.Errorf("exchange: key exchange method %d not supported", c.IKE.KE)
 	}
@@ -188,4 +197,14 @@ func keyBits(t *message.Transform) int {
 // out of the offer, §2.7; we offer one).
 func sameTransforms(p *message.Proposal, want []message.Transform) bool {
 	return len(p.Transforms) == len(want) && contains(p, want)
+}
+
+// checkNonce enforces RFC 7296 §2.10: a nonce is at least 128 bits and at
+// least half the PRF's key size (the codec already bounds it to 16..256
+// bytes).
+func checkNonce(prf *ikecrypto.PRF, n []byte) error {
+	if len(n) < prf.KeyLen/2 {
+		return fmt.Errorf("exchange: nonce of %d bytes is shorter than half the %s key (%d)", len(n), prf.Name, prf.KeyLen/2)
+	}
+	return nil
 }

@@ -317,3 +317,37 @@ func TestCookie(t *testing.T) {
 		t.Error("retry changed more than the cookie")
 	}
 }
+
+// TestShortNonce: with PRF_HMAC_SHA2_512 a nonce must have at least 32
+// bytes (RFC 7296 §2.10); a 16-byte one, legal for the codec, is refused.
+func TestShortNonce(t *testing.T) {
+	ci, cr := configs(suites[2].ike, suites[2].esp) // PRF_HMAC_SHA2_512
+	i, _ := NewInitiator(ci)
+	r, _ := NewResponder(cr)
+	raw, _ := i.Start()
+	m, _ := message.Decode(raw)
+	for _, p := range m.Payloads {
+		if n, ok := p.(*message.Nonce); ok {
+			n.Data = n.Data[:16]
+		}
+	}
+	req, _ := m.Encode()
+	if _, _, err := r.Handle(req); err == nil {
+		t.Error("16-byte nonce accepted with a 64-byte PRF key")
+	}
+}
+
+// TestConfigChecks: identities that cannot be encoded are refused before
+// any exchange.
+func TestConfigChecks(t *testing.T) {
+	ci, _ := configs(suites[0].ike, suites[0].esp)
+	ci.LocalID = Identity{Type: message.ID_IPV4_ADDR, Data: []byte{1, 2, 3}}
+	if _, err := NewInitiator(ci); err == nil {
+		t.Error("3-byte ID_IPV4_ADDR accepted")
+	}
+	ci, _ = configs(suites[0].ike, suites[0].esp)
+	ci.IKE.Integ = message.AUTH_NONE // AES-CBC without integrity
+	if _, err := NewInitiator(ci); err == nil {
+		t.Error("AES-CBC without integrity accepted")
+	}
+}

@@ -195,6 +195,9 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		return nil, err
 	}
 	i.prf = prf
+	if err := checkNonce(prf, i.nr); err != nil {
+		return nil, err
+	}
 	skeyseed, err := ikecrypto.SKEYSEED(prf, i.ni, i.nr, gir)
 	if err != nil {
 		return nil, err

@@ -131,6 +131,9 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		g := binary.BigEndian.AppendUint16(nil, r.cfg.IKE.KE)
 		return r.notifyOnly(m, message.INVALID_KE_PAYLOAD, g), fmt.Errorf("exchange: %w: initiator used KE group %d, asked for %d", ErrUnexpected, ke.Group, r.cfg.IKE.KE)
 	}
+	if prf, _, _, _ := r.cfg.ikeAlgs(); checkNonce(prf, nonce.Data) != nil {
+		return r.notifyOnly(m, message.INVALID_SYNTAX, nil), checkNonce(prf, nonce.Data)
+	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err

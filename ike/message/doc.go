@@ -15,4 +15,8 @@
 // with UNSUPPORTED_CRITICAL_PAYLOAD, RFC 7296 §2.5).
 //
 // Decoded values own their bytes: nothing aliases the input buffer.
+//
+// Protocol constants keep their RFC and IANA spelling (ENCR_AES_CBC,
+// NAT_DETECTION_SOURCE_IP, ID_FQDN, ...) so that they can be searched for
+// in the registries and in other implementations' logs.
 package message

@@ -43,6 +43,10 @@ type swanVector struct {
 	ChildEncrR  string   `json:"child_encr_r"`
 	ChildIntegI string   `json:"child_integ_i"`
 	ChildIntegR string   `json:"child_integ_r"`
+	PFSSecret   string   `json:"pfs_dh_secret"`
+	PFSSeed     string   `json:"pfs_seed"`
+	PFSEncrI    string   `json:"pfs_encr_i"`
+	PFSEncrR    string   `json:"pfs_encr_r"`
 	NATDChunk   []string `json:"natd_chunk"`
 	NATDHash    []string `json:"natd_hash"`
 }
@@ -285,5 +289,38 @@ func writeCorpus(t *testing.T, name string, pt []byte, first message.PayloadType
 	}
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStrongSwanPFSKeymat: charon rekeyed its CHILD SA with
+// CREATE_CHILD_SA and ECP-256 PFS (pfs.json). KEYMAT = prf+(SK_d, g^ir
+// (new) | Ni | Nr) (RFC 7296 §2.17) must give the keys it installed; the
+// nonces are the rekey exchange's, taken from charon's printed seed.
+func TestStrongSwanPFSKeymat(t *testing.T) {
+	n := 0
+	for _, v := range loadSwan(t) {
+		if v.PFSSeed == "" {
+			continue
+		}
+		n++
+		resp := decode(t, h(t, v.InitResp))
+		prf, _, _ := suiteOf(t, find[*message.SA](resp.Payloads))
+		seed, gir := h(t, v.PFSSeed), h(t, v.PFSSecret)
+		if !bytes.HasPrefix(seed, gir) || (len(seed)-len(gir))%2 != 0 {
+			t.Fatalf("%s: charon's seed is not g^ir | Ni | Nr", v.Name)
+		}
+		nonces := seed[len(gir):]
+		ni, nr := nonces[:len(nonces)/2], nonces[len(nonces)/2:]
+		encI := h(t, v.PFSEncrI)
+		k, err := DeriveChildKeys(prf, h(t, v.SKd), gir, ni, nr, len(encI), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(k.EncI, encI) || !bytes.Equal(k.EncR, h(t, v.PFSEncrR)) {
+			t.Errorf("%s: PFS CHILD SA keys differ from charon's", v.Name)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no PFS vector")
 	}
 }

@@ -3,6 +3,10 @@
 
 Usage: extract.py NAME KEYS.LOG CAPTURE.PCAP IKE_PROPOSAL ESP_PROPOSAL > NAME.json
 
+The runs: run-pair.sh (a copy with dumpcap for tcpdump) with OUTER=4 and
+IKE_PROPOSAL/ESP_PROPOSAL as each file names them; pfs.json with KEEP=1,
+then `swanctl --rekey --child sw` against charon A, then --down.
+
 KEYS.LOG is charon A's (the initiator's) log at ike=4 chd=4 (level 4,
 "private", prints the DH shared secret, SKEYSEED, SK_*, the PSK AUTH
 inputs and the CHILD_SA KEYMAT); CAPTURE.PCAP is the veth capture of the
@@ -80,5 +84,13 @@ v = {
     'natd_chunk': vals['natd_chunk'][:2],
     'natd_hash': vals['natd_hash'][:2],
 }
+# A CHILD SA rekeyed with PFS (swanctl --rekey with a KE group in the ESP
+# proposal): charon prints the new DH secret and KEYMAT's seed
+# g^ir (new) | Ni | Nr, then the keys.
+if 'DH secret' in vals and len(vals.get('seed', [])) > 1:
+    v['pfs_dh_secret'] = vals['DH secret'][0]
+    v['pfs_seed'] = vals['seed'][1]
+    v['pfs_encr_i'] = vals['encryption initiator key'][1]
+    v['pfs_encr_r'] = vals['encryption responder key'][1]
 json.dump(v, sys.stdout, indent=1)
 print()

@@ -29,6 +29,23 @@ const charonPath = "/usr/lib/ipsec/charon"
 // NAT-D), and checks that charon reports the IKE SA and the CHILD SA up
 // with the SPIs our Result holds.
 func TestStrongSwanResponder(t *testing.T) {
+	for _, s := range []struct {
+		name string
+		ike  IKESuite
+		esp  ESPSuite
+	}{
+		{"charon's first proposals: AES-CBC-128/SHA2-256/X25519, ESP AES-GCM-16-128",
+			IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
+			ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE}},
+		{"AES-GCM-16-128/SHA2-256/MODP-2048, ESP AES-CBC-128/SHA2-256-128",
+			IKESuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, message.PRF_HMAC_SHA2_256, message.KE_MODP2048},
+			ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128}},
+	} {
+		t.Run(s.name, func(t *testing.T) { testStrongSwanResponder(t, s.ike, s.esp) })
+	}
+}
+
+func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 	pc := startCharon(t)
 	swanctl, nsG, dir := pc.swanctl, pc.ns, pc.dir
 	psk := charonPSK
@@ -38,9 +55,8 @@ func TestStrongSwanResponder(t *testing.T) {
 	cfg := Config{
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(psk),
-		// strongSwan's default first proposals.
-		IKE:      IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
-		ESP:      ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE},
+		IKE:      ike,
+		ESP:      esp,
 		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,
@@ -220,6 +236,7 @@ func startCharon(t *testing.T) peerCharon {
   syslog { daemon { default = -1 } }
   filelog { main { path = %s/charon.log
                    default = 1
+                   flush_line = yes
                    ike = 2 } }
   plugins { vici { socket = unix://%s } }
 }

@@ -7,7 +7,8 @@
 // The caller moves the bytes (UDP port 500, then 4500 with the non-ESP
 // marker once NAT traversal is on, see UseNATT), retransmits, and
 // installs the resulting xfrm.SAConfig pair in the SAD; nothing here
-// touches the data plane.
+// touches the data plane. Initiate and Serve drive them over a Transport
+// (send/receive of messages), with the initiator's retransmissions.
 //
 // One proposal is configured per side (Config.IKE, Config.ESP); a
 // responder accepts any offered proposal that contains it. Not yet here:

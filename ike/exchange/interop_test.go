@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -61,48 +62,13 @@ func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,
 	}
-	i, err := NewInitiator(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := Initiate(ctx, cfg, &udpTransport{c500: c500, c4500: c4500, peer: remote.Addr()}, Retransmit{Timeout: time.Second})
 	if err != nil {
-		t.Fatal(err)
+		log, _ := os.ReadFile(filepath.Join(dir, "charon.log"))
+		t.Fatalf("%v\ncharon log:\n%s", err, log)
 	}
-	req, err := i.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, marker := c500, false
-	for step := 0; ; step++ {
-		if step > 4 {
-			t.Fatal("exchange did not finish")
-		}
-		out := req
-		if marker {
-			out = append([]byte{0, 0, 0, 0}, req...) // non-ESP marker (RFC 3948 §2.2)
-		}
-		dst := remote
-		if marker {
-			dst = netip.AddrPortFrom(remote.Addr(), NATTPort)
-		}
-		resp := exchangeUDP(t, conn, dst, out)
-		if marker {
-			if len(resp) < 4 || !bytes.Equal(resp[:4], []byte{0, 0, 0, 0}) {
-				t.Fatalf("response on port 4500 without non-ESP marker")
-			}
-			resp = resp[4:]
-		}
-		next, done, err := i.Handle(resp)
-		if err != nil {
-			log, _ := os.ReadFile(filepath.Join(dir, "charon.log"))
-			t.Fatalf("step %d: %v\ncharon log:\n%s", step, err, log)
-		}
-		if done {
-			break
-		}
-		if i.UseNATT() {
-			conn, marker = c4500, true
-		}
-		req = next
-	}
-	r := i.Result()
 	sas, _ := swanctl("--list-sas")
 	wantIKE := fmt.Sprintf("%016x_i %016x_r*", r.SPIi, r.SPIr)
 	if !strings.Contains(sas, "ESTABLISHED") || !strings.Contains(sas, wantIKE) ||
@@ -149,28 +115,54 @@ func udpInNetns(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 	return r.c
 }
 
-// exchangeUDP sends b to dst and waits for one datagram from it,
-// retransmitting once a second as a careful initiator would.
-func exchangeUDP(t *testing.T, c *net.UDPConn, dst netip.AddrPort, b []byte) []byte {
-	t.Helper()
-	buf := make([]byte, 65536)
-	for try := 0; try < 5; try++ {
-		if _, err := c.WriteToUDPAddrPort(b, dst); err != nil {
-			t.Fatal(err)
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				break // timeout: retransmit
-			}
-			if from.Addr().Unmap() == dst.Addr() && n > 0 && !(n == 1 && buf[0] == 0xff) { // skip NAT keepalives
-				return append([]byte(nil), buf[:n]...)
-			}
-		}
+// udpTransport is a Transport over two UDP sockets, ports 500 and 4500;
+// on 4500 it adds and strips the non-ESP marker (RFC 3948 §2.2) and skips
+// NAT keepalives and ESP.
+type udpTransport struct {
+	c500, c4500 *net.UDPConn
+	peer        netip.Addr
+	natt        bool // the port of the last send, where the answer comes
+}
+
+func (u *udpTransport) Send(b []byte, natt bool) error {
+	u.natt = natt
+	c, port := u.c500, uint16(500)
+	if natt {
+		c, port, b = u.c4500, NATTPort, append([]byte{0, 0, 0, 0}, b...)
 	}
-	t.Fatalf("no answer from %v", dst)
-	return nil
+	_, err := c.WriteToUDPAddrPort(b, netip.AddrPortFrom(u.peer, port))
+	return err
+}
+
+func (u *udpTransport) Recv(ctx context.Context) ([]byte, bool, error) {
+	c := u.c500
+	if u.natt {
+		c = u.c4500
+	}
+	if d, ok := ctx.Deadline(); ok {
+		c.SetReadDeadline(d)
+	}
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			return nil, false, err
+		}
+		b := buf[:n]
+		if from.Addr().Unmap() != u.peer {
+			continue
+		}
+		if u.natt {
+			if n <= 4 || !bytes.Equal(b[:4], []byte{0, 0, 0, 0}) {
+				continue // a NAT keepalive or ESP
+			}
+			b = b[4:]
+		}
+		return append([]byte(nil), b...), u.natt, nil
+	}
 }
 
 // charonPSK is the key charon and our side share in the interop tests.

@@ -42,13 +42,12 @@ type Initiator struct {
 	cookie     []byte
 	espSPI     uint32
 
-	prf     *ikecrypto.PRF
-	keys    *ikecrypto.IKEKeys
-	outP    *ikecrypto.Protector
-	inP     *ikecrypto.Protector
-	natt    bool
-	authReq []byte // kept for retransmission
-	result  *Result
+	prf    *ikecrypto.PRF
+	keys   *ikecrypto.IKEKeys
+	outP   *ikecrypto.Protector
+	inP    *ikecrypto.Protector
+	natt   bool
+	result *Result
 }
 
 // NewInitiator checks cfg and returns an Initiator.
@@ -245,7 +244,6 @@ func (i *Initiator) authRequest() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	i.authReq = req
 	i.state = initSentAuth
 	return req, nil
 }

@@ -12,7 +12,8 @@
 //
 // One proposal is configured per side (Config.IKE, Config.ESP); a
 // responder accepts any offered proposal that contains it. Not yet here:
-// cookies (§2.6) and INVALID_KE_PAYLOAD retries as initiator, CREATE_CHILD_SA,
-// rekeying, INFORMATIONAL (DPD, delete), certificates and EAP,
-// fragmentation (RFC 7383), MOBIKE.
+// INVALID_KE_PAYLOAD retries as initiator, the server that keeps one
+// Responder per half-open SA (and decides when to demand cookies),
+// CREATE_CHILD_SA, rekeying, INFORMATIONAL (DPD, delete), certificates
+// and EAP, fragmentation (RFC 7383), MOBIKE.
 package exchange

@@ -1,0 +1,129 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Transport carries IKE messages between the two peers: UDP port 500,
+// or port 4500 with the non-ESP marker (RFC 3948 §2.2) once NAT traversal
+// is on. Implementations add and strip the marker.
+type Transport interface {
+	// Send sends one IKE message to the peer; natt selects port 4500.
+	Send(msg []byte, natt bool) error
+	// Recv returns the next IKE message from the peer and whether it came
+	// on port 4500, or ctx's error.
+	Recv(ctx context.Context) (msg []byte, natt bool, err error)
+}
+
+// Retransmit is the initiator's retransmission schedule (RFC 7296 §2.1:
+// the initiator alone retransmits). The zero value takes strongSwan's
+// defaults: 4 s, growing by 1.8 each time, 5 retransmissions.
+type Retransmit struct {
+	Timeout time.Duration
+	Base    float64
+	Tries   int
+}
+
+func (r Retransmit) norm() Retransmit {
+	if r.Timeout <= 0 {
+		r.Timeout = 4 * time.Second
+	}
+	if r.Base < 1 {
+		r.Base = 1.8
+	}
+	if r.Tries <= 0 {
+		r.Tries = 5
+	}
+	return r
+}
+
+// ErrTimeout is returned when the peer did not answer a request after
+// all retransmissions.
+var ErrTimeout = errors.New("exchange: peer did not answer")
+
+// Initiate runs IKE_SA_INIT and IKE_AUTH as initiator over t, moving to
+// port 4500 when a NAT is detected, and retransmitting each request on
+// rt's schedule until its response arrives.
+func Initiate(ctx context.Context, cfg Config, t Transport, rt Retransmit) (*Result, error) {
+	rt = rt.norm()
+	i, err := NewInitiator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	req, err := i.Start()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		resp, err := roundTrip(ctx, t, req, i.UseNATT(), rt)
+		if err != nil {
+			return nil, err
+		}
+		next, done, err := i.Handle(resp)
+		switch {
+		case errors.Is(err, ErrUnexpected):
+			continue // dropped; keep waiting (the same request is resent on timeout)
+		case err != nil:
+			return nil, err
+		case done:
+			return i.Result(), nil
+		}
+		req = next
+	}
+}
+
+// roundTrip sends req and waits for any message, resending req on the
+// schedule.
+func roundTrip(ctx context.Context, t Transport, req []byte, natt bool, rt Retransmit) ([]byte, error) {
+	timeout := rt.Timeout
+	for try := 0; try <= rt.Tries; try++ {
+		if err := t.Send(req, natt); err != nil {
+			return nil, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		msg, _, err := t.Recv(rctx)
+		cancel()
+		if err == nil {
+			return msg, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		timeout = time.Duration(float64(timeout) * rt.Base)
+	}
+	return nil, fmt.Errorf("%w after %d retransmissions", ErrTimeout, rt.Tries)
+}
+
+// Serve answers one initiator over t until its IKE SA and CHILD SA are
+// up: each request gets its response on the port it came on. The last
+// response may be lost, so the caller keeps passing what arrives next to
+// r.Handle, which answers a repeated request with the same response
+// (RFC 7296 §2.1), for as long as the IKE SA lives.
+func Serve(ctx context.Context, r *Responder, t Transport) (*Result, error) {
+	for {
+		req, natt, err := t.Recv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, done, err := r.Handle(req)
+		if resp != nil {
+			if serr := t.Send(resp, natt); serr != nil {
+				return nil, serr
+			}
+		}
+		switch {
+		case errors.Is(err, ErrUnexpected):
+			continue
+		case err != nil:
+			return nil, err
+		case done:
+			return r.Result(), nil
+		}
+	}
+}

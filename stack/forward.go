@@ -218,7 +218,11 @@ func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *stack.Pac
 	case ip[0]>>4 == 6 && inner < header.IPv6MinimumMTU && len(ip) <= header.IPv6MinimumMTU:
 		// A tunnel whose MTU is below IPv6's minimum must still carry
 		// 1280-byte packets: in fragments of the outer packet (RFC
-		// 2473 §7.2).
+		// 2473 §7.2), whatever DF an IPv4 outer header got.
+		if wire[0]>>4 == 4 && wire[6]&0x40 != 0 {
+			wire[6] &^= 0x40 // each fragment gets its checksum
+			e.Stats.OutDFCleared.Add(1)
+		}
 		e.fragmentAndQueue(pkt, wire, pv, mtu, out)
 	case mayFragmentFwd(ip) && inner >= header.IPv4MinimumSize+8:
 		pv.Release()

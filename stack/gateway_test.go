@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -485,4 +487,145 @@ func (n *gwNet) dump(t *testing.T) {
 		t.Logf("%s: reasm reqds %d oks %d fails %d timeout %d; udp %+v", g.name, rs.ReasmReqds.Load(), rs.ReasmOKs.Load(),
 			rs.ReasmFails.Load(), rs.ReasmTimeout.Load(), g.s.Stats().UDP)
 	}
+}
+
+// tunnelMTU is the largest inner packet an ESP tunnel with AES-GCM-128
+// carries on a wire of mtu bytes, by the RFCs rather than the code: outer
+// header 20 (RFC 791) or 40 (RFC 8200), ESP header 8 and trailer 2 (RFC
+// 4303 §2), padding to 4 bytes, IV 8 and ICV 16 (RFC 4106 §3-§4). It is
+// Linux's xfrm_state_mtu for that SA.
+func tunnelMTU(wire, outer int) int {
+	oh := 20
+	if outer == 6 {
+		oh = 40
+	}
+	return ((wire - oh - 8 - 8 - 16) &^ 3) - 2
+}
+
+// TestGatewayPathMTU (RFC 4301 §8): with a WAN MTU of 1400, a forwarded
+// packet that does not fit the tunnel is answered by the gateway with
+// Fragmentation Needed (IPv4 with DF: a 1472-byte ping) or Packet Too Big
+// (IPv6: a 1452-byte ping) giving the tunnel MTU, sent to the inner source
+// on the LAN; an IPv4 datagram without DF is fragmented before the tunnel
+// and arrives whole; and a Fragmentation Needed or Packet Too Big from a
+// router on the WAN that quotes the tunnel's ESP lowers the tunnel MTU
+// the next inner packet is told. Before the gateway handled forwarded
+// packets' MTU, gVisor (to which the wrapper reports a 64 KiB MTU) never
+// answered and the ESP packets went out fragmented.
+func TestGatewayPathMTU(t *testing.T) {
+	for _, fam := range gwFamilies {
+		t.Run(fmt.Sprintf("%d-in-%d", fam.inner, fam.outer), func(t *testing.T) {
+			n := newGwNet(t, gwConfig{inner: fam.inner, outer: fam.outer, wanMTU: 1400})
+			n.resolve(t)
+			src, dst := n.addr(true, false), n.addr(false, true)
+			v4 := fam.inner == 4
+			want := tunnelMTU(1400, fam.outer)
+			// 1500 bytes on the LAN: a 1472-byte ping with DF, or a
+			// 1452-byte IPv6 ping.
+			size, typ, proto := 1452, uint8(2), uint8(58)
+			if v4 {
+				size, typ, proto = 1472, 3, 1
+			}
+			inject(n.G1, 2, buildIP(src, dst, proto, 64, true, echoRequest(v4, size)))
+			m := n.waitICMP(t, "lan1G", typ)
+			if v4 && m.code != 4 {
+				t.Fatalf("ICMP type 3 code %d, want 4 (fragmentation needed)", m.code)
+			}
+			if m.dst != src || (m.src != g1lan4 && m.src != g1lan6) || int(m.mtu) != want {
+				t.Fatalf("error %v -> %v MTU %d; want from G1's LAN address to %v with MTU %d", m.src, m.dst, m.mtu, src, want)
+			}
+			if qs, qd, ok := quotedAddrs(m.quote); !ok || qs != src || qd != dst {
+				t.Fatalf("the error quotes %v -> %v, not the dropped packet", qs, qd)
+			}
+			// A router on the WAN reports a path MTU of 1300 for the
+			// tunnel's ESP packets: G1 records it for the tunnel.
+			o1, o2 := n.tunnelEnds()
+			esp := buildIP(o1, o2, 50, 63, o1.Is4(), append(binary.BigEndian.AppendUint32(nil, spiG1toG2), make([]byte, 1350)...))
+			router := netip.MustParseAddr("192.0.2.254")
+			var ptb []byte
+			if o1.Is4() {
+				msg := []byte{3, 4, 0, 0, 0, 0, 1300 >> 8, 1300 & 0xff}
+				ptb = buildIP(router, o1, 1, 64, false, append(msg, esp[:28]...))
+			} else {
+				router = netip.MustParseAddr("2001:db8::fe")
+				msg := []byte{2, 0, 0, 0, 0, 0, 1300 >> 8, 1300 & 0xff}
+				ptb = buildIP(router, o1, 58, 64, false, append(msg, esp[:48]...))
+			}
+			inject(n.G1, 1, ptb)
+			if got := n.G1.Endpoint.PathMTU(o1, o2); got != 1300 {
+				t.Fatalf("G1's path MTU to %v is %d after the router's error, want 1300", o2, got)
+			}
+			n.mu.Lock()
+			n.frames["lan1G"] = nil
+			n.mu.Unlock()
+			inject(n.G1, 2, buildIP(src, dst, proto, 64, true, echoRequest(v4, 1300)))
+			m = n.waitICMP(t, "lan1G", typ)
+			want = tunnelMTU(1300, fam.outer)
+			if !v4 {
+				// Below IPv6's minimum MTU the tunnel still takes
+				// 1280-byte packets, in outer fragments, and says
+				// 1280 (RFC 2473 §7.2).
+				want = max(want, 1280)
+			}
+			if int(m.mtu) != want {
+				t.Fatalf("after the outer path MTU fell to 1300: MTU %d, want %d", m.mtu, want)
+			}
+			if !v4 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := testbed.Ping(ctx, n.L1, dst, 1, 1280-48); err != nil {
+					t.Fatalf("1280-byte ping through the 1300-byte path: %v", err)
+				}
+				if n.G1.Endpoint.Stats.OutFragments.Load() == 0 {
+					t.Fatalf("the 1280-byte packet was not carried in outer fragments")
+				}
+				n.checkNoLeaks(t)
+				return
+			}
+			// IPv4 without DF: fragmented before the tunnel, each
+			// fragment sealed, reassembled by L2.
+			laddr := n.L2.FullAddress(dst, 5555)
+			c, err := gonet.DialUDP(n.L2.Stack, &laddr, nil, stack.Proto(dst))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			payload := make([]byte, 1472)
+			for i := range payload {
+				payload[i] = byte(i * 7)
+			}
+			udp := make([]byte, 8+len(payload))
+			binary.BigEndian.PutUint16(udp[0:], 4444)
+			binary.BigEndian.PutUint16(udp[2:], 5555)
+			binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+			copy(udp[8:], payload)
+			before := n.G1.Endpoint.Stats.FwdInnerFragments.Load()
+			inject(n.G1, 2, buildIP(src, dst, 17, 64, false, udp))
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 2000)
+			k, err := c.Read(got)
+			if err != nil {
+				n.dump(t)
+				t.Fatalf("the 1500-byte datagram without DF did not arrive: %v", err)
+			}
+			if !bytes.Equal(got[:k], payload) {
+				t.Fatalf("datagram arrived changed (%d bytes)", k)
+			}
+			if d := n.G1.Endpoint.Stats.FwdInnerFragments.Load() - before; d != 2 {
+				t.Fatalf("G1 made %d inner fragments, want 2", d)
+			}
+			n.checkNoLeaks(t)
+		})
+	}
+}
+
+// quotedAddrs returns the addresses of the IP header an ICMP error quotes.
+func quotedAddrs(q []byte) (src, dst netip.Addr, ok bool) {
+	switch {
+	case len(q) >= 20 && q[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(q[12:16])), netip.AddrFrom4([4]byte(q[16:20])), true
+	case len(q) >= 40 && q[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(q[8:24])), netip.AddrFrom16([16]byte(q[24:40])), true
+	}
+	return netip.Addr{}, netip.Addr{}, false
 }

@@ -629,3 +629,304 @@ func quotedAddrs(q []byte) (src, dst netip.Addr, ok bool) {
 	}
 	return netip.Addr{}, netip.Addr{}, false
 }
+
+// TestGatewayTimeExceeded: a packet whose TTL (hop limit) is 1 when it
+// reaches a gateway is not forwarded; the gateway answers with Time
+// Exceeded (RFC 1812 §5.3.1, RFC 8200 §3). From L1 in clear, the answer
+// goes to L1 on the LAN; from L2 through the tunnel (TTL 2 at G2, 1 at
+// G1), G1's answer quotes a protected flow and goes back through the
+// tunnel (RFC 4301 §6.2), reaching L2 and never the WAN in clear. gVisor's
+// IPv4 forwarding sent Time Exceeded only for a TTL of 0 and forwarded a
+// TTL of 1 as 0: the IPv4 cases fail without the gateway's own check.
+func TestGatewayTimeExceeded(t *testing.T) {
+	for _, fam := range gwFamilies {
+		t.Run(fmt.Sprintf("%d-in-%d", fam.inner, fam.outer), func(t *testing.T) {
+			n := newGwNet(t, gwConfig{inner: fam.inner, outer: fam.outer})
+			n.resolve(t)
+			l1, l2 := n.addr(true, false), n.addr(false, true)
+			v4 := fam.inner == 4
+			proto, typ := uint8(58), uint8(3)
+			if v4 {
+				proto, typ = 1, 11
+			}
+			inject(n.G1, 2, buildIP(l1, l2, proto, 1, false, echoRequest(v4, 56)))
+			m := n.waitICMP(t, "lan1G", typ)
+			if m.dst != l1 || m.code != 0 {
+				t.Fatalf("Time Exceeded %v -> %v code %d, want to %v code 0", m.src, m.dst, m.code, l1)
+			}
+			if qs, qd, ok := quotedAddrs(m.quote); !ok || qs != l1 || qd != l2 {
+				t.Fatalf("Time Exceeded quotes %v -> %v", qs, qd)
+			}
+			for _, p := range n.sentBy("lan2G") {
+				if s, _, ok := quotedAddrs(p); ok && s == l1 {
+					t.Fatalf("the expired packet was forwarded to L2")
+				}
+			}
+			// Through the tunnel: G2 forwards with TTL 1, G1 answers.
+			inject(n.G2, 2, buildIP(l2, l1, proto, 2, false, echoRequest(v4, 56)))
+			m = n.waitICMP(t, "lan2G", typ)
+			if m.dst != l2 {
+				t.Fatalf("Time Exceeded through the tunnel went to %v, want %v", m.dst, l2)
+			}
+			if m.src != g1wan4 && m.src != g1wan6 && m.src != g1lan4 && m.src != g1lan6 {
+				t.Fatalf("Time Exceeded from %v, want one of G1's addresses", m.src)
+			}
+			for _, p := range n.sentBy("lan1G") {
+				if s, d, ok := quotedAddrs(p); ok && s == l2 && d == l1 {
+					t.Fatalf("the expired packet was forwarded to L1")
+				}
+			}
+			n.checkNoLeaks(t)
+		})
+	}
+}
+
+// TestGatewayFwdPolicy: the fwd policies decide what a gateway forwards
+// (RFC 4301 §5.2; Linux's XFRM_POLICY_FWD). A fwd discard policy for one
+// host blocks it, in clear from the LAN and out of the tunnel, counting
+// XfrmInPolBlock; a tunnel packet whose inner addresses no fwd policy
+// covers is XfrmInNoPols, and one whose fwd policy names another tunnel is
+// XfrmInTmplMismatch. An ICMP error arriving in clear on the WAN for a
+// host behind the gateway that quotes a flow the fwd policy protects is
+// dropped (RFC 4301 §6.2). Before forwarded packets were checked against
+// the fwd policies, the in policies decided them: the discards let the
+// packets through and the cleartext error reached L1.
+func TestGatewayFwdPolicy(t *testing.T) {
+	for _, fam := range gwFamilies {
+		t.Run(fmt.Sprintf("%d-in-%d", fam.inner, fam.outer), func(t *testing.T) {
+			n := newGwNet(t, gwConfig{inner: fam.inner, outer: fam.outer})
+			n.resolve(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			l1, l2 := n.addr(true, false), n.addr(false, true)
+			v4 := fam.inner == 4
+			lan1, lan2 := n.subnets()
+			if _, err := testbed.Ping(ctx, n.L1, l2, 1, 56); err != nil {
+				t.Fatalf("ping before the discard: %v", err)
+			}
+			host := func(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+			o1, o2 := n.tunnelEnds()
+
+			// G2 discards what the tunnel brings for L2.
+			discard := &xfrm.Policy{Dir: xfrm.DirFwd, Priority: 10, Action: xfrm.ActionDiscard,
+				Sel: xfrm.Selector{Src: lan1, Dst: host(l2)}}
+			id, err := n.G2.Engine.AddPolicy(discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, cancelPing := context.WithTimeout(ctx, 500*time.Millisecond)
+			if _, err := n.L1.Ping(pc, l2, 99, 56); err == nil {
+				t.Fatalf("ping L1->L2 passed G2's fwd discard policy")
+			}
+			cancelPing()
+			if got := n.G2.Engine.Stats.InPolBlock.Load(); got == 0 {
+				t.Fatalf("G2 XfrmInPolBlock = 0 after the fwd discard")
+			}
+			if _, err := n.G2.Engine.SPD.DeleteByID(id); err != nil {
+				t.Fatal(err)
+			}
+
+			// G1 discards what L1 sends in clear.
+			discard = &xfrm.Policy{Dir: xfrm.DirFwd, Priority: 10, Action: xfrm.ActionDiscard,
+				Sel: xfrm.Selector{Src: host(l1), Dst: lan2}}
+			if id, err = n.G1.Engine.AddPolicy(discard); err != nil {
+				t.Fatal(err)
+			}
+			pc, cancelPing = context.WithTimeout(ctx, 500*time.Millisecond)
+			if _, err := n.L1.Ping(pc, l2, 98, 56); err == nil {
+				t.Fatalf("ping L1->L2 passed G1's fwd discard policy")
+			}
+			cancelPing()
+			if got := n.G1.Engine.Stats.InPolBlock.Load(); got == 0 {
+				t.Fatalf("G1 XfrmInPolBlock = 0 after the fwd discard")
+			}
+			if _, err := n.G1.Engine.SPD.DeleteByID(id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := testbed.Ping(ctx, n.L1, l2, 1, 56); err != nil {
+				t.Fatalf("ping after the discards were removed: %v", err)
+			}
+
+			// Inner addresses outside every fwd policy: G1 tunnels
+			// traffic from another subnet (its out policy allows it),
+			// G2 has no fwd policy for it.
+			other := netip.MustParsePrefix("10.9.0.0/24")
+			otherHost := netip.MustParseAddr("10.9.0.5")
+			if !v4 {
+				other = netip.MustParsePrefix("fd09::/64")
+				otherHost = netip.MustParseAddr("fd09::5")
+			}
+			tmpl := xfrm.Template{Proto: xfrm.ProtoESP, Mode: xfrm.ModeTunnel, Src: o1, Dst: o2, ReqID: 1}
+			if _, err := n.G1.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirOut, Priority: 10, Action: xfrm.ActionProtect,
+				Sel: xfrm.Selector{Src: other, Dst: lan2}, Templates: []xfrm.Template{tmpl}}); err != nil {
+				t.Fatal(err)
+			}
+			proto := uint8(58)
+			if v4 {
+				proto = 1
+			}
+			waitCount := func(what string, c func() uint64) {
+				t.Helper()
+				for deadline := time.Now().Add(3 * time.Second); c() == 0; time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						n.dump(t)
+						t.Fatalf("%s stayed 0", what)
+					}
+				}
+			}
+			inject(n.G1, 2, buildIP(otherHost, l2, proto, 64, false, echoRequest(v4, 56)))
+			waitCount("G2 XfrmInNoPols", n.G2.Engine.Stats.InNoPols.Load)
+			// A fwd policy for it that asks for another tunnel.
+			wrong := tmpl
+			wrong.Src, wrong.Dst = netip.MustParseAddr("192.0.2.99"), o2
+			if !o1.Is4() {
+				wrong.Src = netip.MustParseAddr("2001:db8::99")
+			}
+			if _, err := n.G2.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirFwd, Priority: 10, Action: xfrm.ActionProtect,
+				Sel: xfrm.Selector{Src: other, Dst: lan2}, Templates: []xfrm.Template{wrong}}); err != nil {
+				t.Fatal(err)
+			}
+			inject(n.G1, 2, buildIP(otherHost, l2, proto, 64, false, echoRequest(v4, 56)))
+			waitCount("G2 XfrmInTmplMismatch", n.G2.Engine.Stats.InTmplMismatch.Load)
+			for _, p := range n.sentBy("lan2G") {
+				if s, _, ok := quotedAddrs(p); ok && s == otherHost {
+					t.Fatalf("G2 forwarded a packet from %v that no fwd policy allows", otherHost)
+				}
+			}
+
+			// An ICMP error in clear from the WAN, to L1, about L1's
+			// traffic to L2: the fwd policy wants that flow
+			// protected. G1 keeps only out and fwd policies (no in
+			// policy for the subnets), as a gateway needs.
+			var inID uint32
+			n.G1.Engine.SPD.Walk(func(p *xfrm.Policy) bool {
+				if p.Dir == xfrm.DirIn && p.Sel.Dst == lan1 {
+					inID = p.ID
+				}
+				return true
+			})
+			if _, err := n.G1.Engine.SPD.DeleteByID(inID); err != nil {
+				t.Fatal(err)
+			}
+			before := n.G1.Engine.Stats.InTmplMismatch.Load()
+			udp := []byte{0x11, 0x5c, 0x00, 0x35, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}
+			quoted := buildIP(l1, l2, 17, 63, false, udp)
+			router := netip.MustParseAddr("192.0.2.254")
+			var icmpErr []byte
+			if v4 {
+				icmpErr = buildIP(router, l1, 1, 64, false, append([]byte{3, 1, 0, 0, 0, 0, 0, 0}, quoted...))
+			} else {
+				router = netip.MustParseAddr("2001:db8::fe")
+				icmpErr = buildIP(router, l1, 58, 64, false, append([]byte{1, 3, 0, 0, 0, 0, 0, 0}, quoted...))
+			}
+			inject(n.G1, 1, icmpErr)
+			waitCount("G1 XfrmInTmplMismatch for the cleartext ICMP error", func() uint64 {
+				return n.G1.Engine.Stats.InTmplMismatch.Load() - before
+			})
+			time.Sleep(50 * time.Millisecond)
+			for _, p := range n.sentBy("lan1G") {
+				if s, _, ok := quotedAddrs(p); ok && s == router {
+					t.Fatalf("G1 forwarded the cleartext ICMP error about a protected flow to L1")
+				}
+			}
+			n.checkNoLeaks(t)
+		})
+	}
+}
+
+// TestGatewayClampMSS: with ClampMSS, a forwarded TCP SYN's MSS option is
+// lowered to what fits the tunnel (the tunnel MTU less 40 or 60 bytes of
+// headers) with the TCP checksum still right; without it, L1's MSS
+// (its route MTU less the headers) reaches L2 unchanged.
+func TestGatewayClampMSS(t *testing.T) {
+	for _, fam := range gwFamilies {
+		for _, clamp := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d-in-%d/clamp=%v", fam.inner, fam.outer, clamp), func(t *testing.T) {
+				n := newGwNet(t, gwConfig{inner: fam.inner, outer: fam.outer, wanMTU: 1400, clampMSS: clamp})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				l1, l2 := n.addr(true, false), n.addr(false, true)
+				if err := testbed.ServeSink(ctx, n.L2, testbed.TCPSinkPort); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := testbed.TCPTransfer(ctx, n.L1, l2, 256<<10); err != nil {
+					t.Fatalf("tcp: %v", err)
+				}
+				hdrs := 40
+				if fam.inner == 6 {
+					hdrs = 60
+				}
+				// L1's own MSS: its route MTU (wire 1500 less the
+				// stack's 120-byte IPsec reserve) less the headers.
+				want := 1500 - stack.DefaultOverheadReserve - hdrs
+				if clamp {
+					want = tunnelMTU(1400, fam.outer) - hdrs
+				}
+				found := false
+				for _, p := range n.sentBy("lan2G") {
+					mss, ok := synMSS(t, p, l1, l2)
+					if !ok {
+						continue
+					}
+					found = true
+					if mss != want {
+						t.Fatalf("SYN reached L2 with MSS %d, want %d", mss, want)
+					}
+				}
+				if !found {
+					t.Fatalf("no SYN from %v seen on L2's LAN", l1)
+				}
+				if got := n.G1.EndpointOf(1).Stats.FwdMSSClamped.Load(); clamp != (got > 0) {
+					t.Fatalf("G1 clamped %d SYNs (ClampMSS %v)", got, clamp)
+				}
+			})
+		}
+	}
+}
+
+// synMSS returns the MSS option of the TCP SYN from src to dst in the IP
+// packet p, after checking the TCP checksum (RFC 9293 §3.1), all parsed
+// here.
+func synMSS(t *testing.T, p []byte, src, dst netip.Addr) (int, bool) {
+	t.Helper()
+	s, d, ok := quotedAddrs(p)
+	if !ok || s != src || d != dst {
+		return 0, false
+	}
+	var tcp []byte
+	if p[0]>>4 == 4 {
+		if p[9] != 6 {
+			return 0, false
+		}
+		tcp = p[int(p[0]&0xf)*4 : binary.BigEndian.Uint16(p[2:4])]
+	} else {
+		if p[6] != 6 {
+			return 0, false
+		}
+		tcp = p[40 : 40+int(binary.BigEndian.Uint16(p[4:6]))]
+	}
+	if len(tcp) < 20 || tcp[13]&0x02 == 0 {
+		return 0, false
+	}
+	if sum16(tcp, pseudo(src, dst, 6, len(tcp))) != 0 {
+		t.Fatalf("SYN with a bad TCP checksum")
+	}
+	opts := tcp[20 : int(tcp[12]>>4)*4]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0, false
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 {
+			return 0, false
+		}
+		if opts[i] == 2 && opts[i+1] == 4 {
+			return int(binary.BigEndian.Uint16(opts[i+2:])), true
+		}
+		i += int(opts[i+1])
+	}
+	return 0, false
+}

@@ -651,8 +651,8 @@ func TestGatewayTimeExceeded(t *testing.T) {
 			}
 			inject(n.G1, 2, buildIP(l1, l2, proto, 1, false, echoRequest(v4, 56)))
 			m := n.waitICMP(t, "lan1G", typ)
-			if m.dst != l1 || m.code != 0 {
-				t.Fatalf("Time Exceeded %v -> %v code %d, want to %v code 0", m.src, m.dst, m.code, l1)
+			if m.dst != l1 || m.code != 0 || (m.src != g1lan4 && m.src != g1lan6) {
+				t.Fatalf("Time Exceeded %v -> %v code %d, want from G1's LAN address to %v, code 0", m.src, m.dst, m.code, l1)
 			}
 			if qs, qd, ok := quotedAddrs(m.quote); !ok || qs != l1 || qd != l2 {
 				t.Fatalf("Time Exceeded quotes %v -> %v", qs, qd)

@@ -37,7 +37,10 @@ type forwarder struct {
 	bcast    atomic.Pointer[[]netip.Addr]
 	inFlight atomic.Int32  // ICMP errors being sent
 	sent     atomic.Uint64 // ICMP errors sent (ICMPErrorsSent)
-	wg       sync.WaitGroup
+
+	mu     sync.Mutex // orders wg.Add with close's Wait
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newForwarder(st *Stack, clampMSS bool) *forwarder {
@@ -52,9 +55,12 @@ func (f *forwarder) start() {
 	f.st.Engine.SetLocal(f.isLocal)
 }
 
-// close waits for the ICMP errors being sent.
+// close waits for the ICMP errors being sent; no new one starts.
 func (f *forwarder) close() {
 	f.st.Engine.SetLocal(nil)
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.wg.Wait()
 }
 
@@ -404,7 +410,14 @@ func (f *forwarder) sendError(orig []byte, kind icmpKind, mtu int) {
 		limit = header.IPv6MinimumMTU - header.IPv6MinimumSize - header.ICMPv6MinimumSize
 	}
 	quote := append([]byte(nil), orig[:min(len(orig), limit)]...)
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		f.inFlight.Add(-1)
+		return
+	}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		defer f.inFlight.Add(-1)

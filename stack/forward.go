@@ -25,6 +25,23 @@ import (
 // every forwarded packet to the egress NIC's Endpoint, marked
 // IsForwardedPacket, and the out policies protect it like a local one;
 // only its MTU handling differs (forwardOut).
+//
+// Where gVisor (v0.0.0-20260905035102) does not do what a router must, the
+// Endpoint does it:
+//   - Its forwarding checks the MTU against the NIC's, which for our
+//     Endpoint is WrapperMTU, so it never sends Fragmentation Needed or
+//     Packet Too Big: forwardOut does, with the tunnel MTU.
+//   - Its IPv4 forwarding answers Time Exceeded only for a TTL of 0 on
+//     arrival and forwards a TTL of 1 as 0 (RFC 1812 §5.3.1 wants the
+//     packet dropped): expired answers it. IPv6 is right (hop limit <= 1).
+//   - It recomputes the TCP or UDP checksum of every forwarded packet when
+//     the NIC has no TX checksum offload (ours masks it), parsing an IPv4
+//     fragment as if it held the transport header: the first fragment's
+//     checksum, or two bytes of a later fragment's data, are overwritten.
+//     IPv4 fragments to forward are therefore reassembled first (and
+//     checked whole, RFC 4301 §7.4) and fragmented again on the way out;
+//     an IPv6 fragment's next header is 44, which that code leaves alone,
+//     and IPv6 fragments are forwarded as they are (xfrm.ForwardsReassembled).
 
 // forwarder is a gateway stack's forwarding state, shared by its NICs'
 // Endpoints.

@@ -448,12 +448,15 @@ func TestGatewaySiteToSite(t *testing.T) {
 					t.Fatalf("udp L2->L1: %v", err)
 				}
 			}
-			if _, err := testbed.TCPTransfer(ctx, n.L1, a2, 4<<20); err != nil {
+			r1, err := testbed.TCPTransfer(ctx, n.L1, a2, 4<<20)
+			if err != nil {
 				t.Fatalf("tcp L1->L2: %v", err)
 			}
-			if _, err := testbed.TCPTransfer(ctx, n.L2, a1, 1<<20); err != nil {
+			r2, err := testbed.TCPTransfer(ctx, n.L2, a1, 1<<20)
+			if err != nil {
 				t.Fatalf("tcp L2->L1: %v", err)
 			}
+			t.Logf("TCP through both gateways: L1->L2 4 MiB at %.0f Mbit/s, L2->L1 1 MiB at %.0f Mbit/s", r1*8/1e6, r2*8/1e6)
 			n.checkNoLeaks(t)
 			for _, g := range []struct {
 				name string

@@ -1007,3 +1007,41 @@ func TestGatewayL3LAN(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayClampMSSClearEgress: a SYN that leaves the clamping gateway
+// in clear (G2 onto a LAN whose MTU is 1300) carries the clamped MSS too,
+// 1300 less the headers. The clamped copy used to be dropped in favour of
+// the packet as gVisor forwarded it whenever no IPsec applied.
+func TestGatewayClampMSSClearEgress(t *testing.T) {
+	for _, inner := range []int{4, 6} {
+		t.Run(fmt.Sprintf("v%d", inner), func(t *testing.T) {
+			n := newGwNet(t, gwConfig{inner: inner, outer: inner, clampMSS: true})
+			n.G2.EndpointOf(2).SetMTU(1300)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			l1, l2 := n.addr(true, false), n.addr(false, true)
+			if err := testbed.ServeSink(ctx, n.L2, testbed.TCPSinkPort); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := testbed.TCPTransfer(ctx, n.L1, l2, 64<<10); err != nil {
+				t.Fatalf("tcp: %v", err)
+			}
+			hdrs := 40
+			if inner == 6 {
+				hdrs = 60
+			}
+			found := false
+			for _, p := range n.sentBy("lan2G") {
+				if mss, ok := synMSS(t, p, l1, l2); ok {
+					found = true
+					if mss != 1300-hdrs {
+						t.Fatalf("SYN left G2 in clear with MSS %d, want %d", mss, 1300-hdrs)
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("no SYN from %v seen on L2's LAN", l1)
+			}
+		})
+	}
+}

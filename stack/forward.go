@@ -366,9 +366,12 @@ func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, ou
 		case xfrm.VerdictDrop:
 			a.release()
 			e.Stats.OutDropped.Add(1)
+			fv.Release()
 		case xfrm.VerdictPass:
+			// The fragment itself goes, in the view it owns (with a
+			// nil view sendWire would send pkt, the whole packet).
 			a.release()
-			e.sendWire(pkt, fr, fr, nil, out)
+			e.sendWire(pkt, fr, fr, fv, out)
 		default:
 			for _, v := range a.emitted {
 				e.sendWire(pkt, fr, v.AsSlice(), v, out)
@@ -377,9 +380,9 @@ func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, ou
 			a.emitted = a.emitted[:0]
 			pv := a.take()
 			e.sendWire(pkt, fr, pv.AsSlice(), pv, out)
+			fv.Release()
 		}
 		allocPool.Put(a)
-		fv.Release()
 	}
 }
 

@@ -441,7 +441,20 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
-	if isFrag {
+	// A packet the stack forwards is checked against the fwd policies,
+	// one for the stack against the in policies. An IPv6 fragment to
+	// forward is checked and forwarded as it is (RFC 4301 §7.1: a tunnel
+	// whose selectors have ANY ports carries non-initial fragments): a
+	// router may not fragment IPv6 again (RFC 8200 §4.5), so it must not
+	// reassemble it either. IPv4 fragments are reassembled and checked
+	// whole (RFC 4301 §7.4's stateful fragment checking, as Linux does
+	// with conntrack's defragmentation); the gateway fragments the
+	// datagram again on its way out when it must (stack.Endpoint.forwardOut).
+	dir := DirIn
+	if _, dst, ok := addrs(pkt); ok {
+		dir = e.inputDir(dst)
+	}
+	if isFrag && !(dir == DirFwd && !ForwardsReassembled(pkt)) {
 		if pkt = e.Reasm.Add(pkt, &fi, sp.SAs(), a); pkt == nil {
 			return nil
 		}
@@ -461,7 +474,7 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		// Judged by the flow it quotes (see CheckInboundICMPError): an
 		// error about a protected flow comes through that flow's SAs,
 		// whose selectors and policies name the flow, not ICMP.
-		if !e.CheckInboundICMPError(pkt, l4off, sp.SAs()) {
+		if !e.checkICMPError(dir, pkt, l4off, sp.SAs()) {
 			return nil
 		}
 		return pkt
@@ -472,7 +485,7 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateMismatch.Add(1)
 		return nil
 	}
-	if !e.CheckInbound(&f, sp.SAs()) {
+	if !e.checkPolicy(dir, &f, sp.SAs()) {
 		return nil
 	}
 	return pkt
@@ -486,9 +499,35 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 // discard rejects, bypass accepts unless a tunnel-mode SA was used, protect
 // requires the templates to be matched by the SAs in order.
 func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
-	p := e.socketPolicyIn(f)
+	return e.checkPolicy(DirIn, f, sp)
+}
+
+// CheckForward is CheckInbound for a packet the stack forwards rather
+// than takes itself: the fwd policies decide it, as Linux's ip_forward and
+// ip6_forward check XFRM_POLICY_FWD, with the same rules and counters
+// (a tunnel's inner packet without a fwd policy is XfrmInNoPols; discard
+// XfrmInPolBlock; SAs that do not satisfy the templates
+// XfrmInTmplMismatch). Socket policies play no part.
+func (e *Engine) CheckForward(f *Flow, sp []*SA) bool {
+	return e.checkPolicy(DirFwd, f, sp)
+}
+
+// checkPolicy is CheckInbound and CheckForward; dir is DirIn or DirFwd.
+func (e *Engine) checkPolicy(dir Dir, f *Flow, sp []*SA) bool {
+	var p *Policy
+	if dir == DirIn {
+		p = e.socketPolicyIn(f)
+	}
 	if p == nil {
-		p = e.SPD.Lookup(DirIn, f)
+		p = e.SPD.Lookup(dir, f)
+	}
+	if dir == DirFwd && f.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(dir, f, p) {
+		// A fragment without ports (RFC 4301 §7) that a port-specific
+		// protect policy may cover: only its ports, which it does not
+		// carry, could tell whether it had to come protected. Fail
+		// closed, as for an ICMP error quoting such a flow.
+		e.Stats.InTmplMismatch.Add(1)
+		return false
 	}
 	if p == nil {
 		// A tunnel's inner packet is only as trustworthy as the policy

@@ -237,6 +237,17 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		log.Info("metrics", "addr", ln.Addr().String(), "path", "/metrics")
 	}
 
+	if cfg.Pprof != "" {
+		ln, err := net.Listen("tcp", cfg.Pprof)
+		if err != nil {
+			return nil, fmt.Errorf("--pprof: %w", err)
+		}
+		srv := &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		d.onClose(func() { srv.Close() })
+		log.Info("pprof", "addr", ln.Addr().String(), "path", "/debug/pprof/")
+	}
+
 	// Key-manager events, logged off the packet path (never with keys).
 	evs := make(chan xfrm.Event, 256)
 	unsub := d.engine.Subscribe(func(ev xfrm.Event) {

@@ -91,9 +91,9 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var (
 		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level string
-		mtu, fwdMax                                             uint
-		fwdIdle, natKA                                          time.Duration
-		addrs, routes, echos, forwards                          multi
+		mtu, fwdMax                                                        uint
+		fwdIdle, natKA                                                     time.Duration
+		addrs, routes, echos, forwards                                     multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")

@@ -122,9 +122,61 @@ func TestIgnoresOutgoing(t *testing.T) {
 	}
 }
 
+// TestKernelDropsCounted checks that frames the kernel drops for a full
+// socket receive buffer are counted (PACKET_STATISTICS), never silent, and
+// that the default buffer holds a burst the kernel's default (208 KiB)
+// does not. The endpoint is left unattached, so no reader drains it and
+// the burst must fit in the buffer.
+func TestKernelDropsCounted(t *testing.T) {
+	netnstest.Require(t)
+	const burst = 1000 // 1000 frames of 60 bytes take some 700 KB of truesize: > 208 KiB
+	for _, tc := range []struct {
+		name      string
+		rcvbuf    int
+		wantDrops bool
+	}{
+		{"tiny buffer", 1, true}, // the kernel's minimum, a few frames
+		{"default buffer", 0, false},
+	} {
+		gvNS, peerNS, gvIf, peerIf := vethPair(t)
+		ep := open(t, gvNS, gvIf, afpacket.Options{RcvBuf: tc.rcvbuf}).(*afpacket.Endpoint)
+		if err := peerNS.Do(func() error { return sendFrames(peerIf, burst) }); err != nil {
+			t.Fatal(err)
+		}
+		var st afpacket.Stats
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st = ep.Stats()
+			if st.Received >= burst || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st.Received < burst {
+			t.Errorf("%s: kernel counted %d frames received, want %d", tc.name, st.Received, burst)
+		}
+		if tc.wantDrops && (st.Dropped == 0 || st.Dropped > st.Received) {
+			t.Errorf("%s: %+v, want drops counted", tc.name, st)
+		}
+		if !tc.wantDrops && st.Dropped != 0 {
+			t.Errorf("%s: %+v, want no drops", tc.name, st)
+		}
+		if got := ep.KernelDrops(); got != st.Dropped {
+			t.Errorf("%s: KernelDrops %d, Stats.Dropped %d", tc.name, got, st.Dropped)
+		}
+		ep.Close()
+		if got := ep.Stats(); got != st {
+			t.Errorf("%s: after Close: %+v, want the last counters %+v", tc.name, got, st)
+		}
+	}
+}
+
 // sendFrame transmits one broadcast frame of EtherType 0x88b5 on ifname
 // from a packet socket of its own.
-func sendFrame(ifname string) error {
+func sendFrame(ifname string) error { return sendFrames(ifname, 1) }
+
+// sendFrames transmits n broadcast frames of EtherType 0x88b5 on ifname.
+func sendFrames(ifname string, n int) error {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return err
@@ -137,5 +189,10 @@ func sendFrame(ifname string) error {
 	frame := make([]byte, 60)
 	copy(frame, "\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01\x88\xb5")
 	sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	return unix.Sendto(fd, frame, 0, sa)
+	for i := 0; i < n; i++ {
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+			return err
+		}
+	}
+	return nil
 }

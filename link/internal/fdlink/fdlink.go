@@ -94,6 +94,19 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return e.LinkEndpoint.WritePackets(pkts)
 }
 
+// Control runs fn on the endpoint's descriptors, unless the endpoint is
+// closed (a closed descriptor's number may already belong to another
+// file), and reports whether it ran. Close waits for fn to return.
+func (e *Endpoint) Control(fn func(fds []int)) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return false
+	}
+	fn(e.fds)
+	return true
+}
+
 // SetLinkAddress implements stack.LinkEndpoint.
 func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
 	if e.SetAddr != nil {

@@ -172,6 +172,9 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	if err != nil {
 		return nil, err
 	}
+	if ld, ok := lower.(linkDropper); ok {
+		d.stats.link = ld
+	}
 	if pw != nil {
 		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
 	}
@@ -199,6 +202,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	d.onClose(func() { d.ctl.Close() })
 	d.stats.ctl = d.ctl
 	d.stats.eng = d.st.Engine
+	d.stats.wrap = d.st.Endpoint
 	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.

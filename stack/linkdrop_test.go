@@ -13,6 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/link/memlink"
 )
 
 // refusingLink is an Ethernet link whose writes fail while refuse is set,
@@ -72,5 +74,53 @@ func TestLinkRefusalCounted(t *testing.T) {
 	}
 	if got := ch.NumQueued(); got != 2 {
 		t.Errorf("%d frames on the link, want 2", got)
+	}
+}
+
+// TestTxQueue sends through a transmit queue (Config.TxQueue): datagrams
+// get through, and those that find the queue full are counted by the
+// NIC (TxPacketsDroppedNoBufferSpace), which `ipsecstack stats` shows.
+func TestTxQueue(t *testing.T) {
+	la, lb := memlink.NewPair("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 1500)
+	a, err := New(Config{Link: la, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}, TxQueue: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := New(Config{Link: lb, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	peer := tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{192, 0, 2, 2}), Port: 9}
+	if err := a.AddStaticNeighbor(a.NIC, ipv4.ProtocolNumber, peer.Addr, "\x02\x00\x00\x00\x00\x02"); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := gonet.DialUDP(b.Stack, &tcpip.FullAddress{Port: 9}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	c, err := gonet.DialUDP(a.Stack, nil, &peer, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	if n, err := rc.Read(buf); err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("through the queue: %q, %v", buf[:n], err)
+	}
+	// A burst far larger than the queue: some must find it full.
+	const burst = 5000
+	for i := 0; i < burst; i++ {
+		c.Write(buf[:64])
+	}
+	drops := a.NICInfo()[a.NIC].Stats.TxPacketsDroppedNoBufferSpace.Value()
+	if drops == 0 || drops > burst {
+		t.Errorf("%d of %d datagrams counted as dropped at a 4-packet queue", drops, burst)
 	}
 }

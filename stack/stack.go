@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -52,7 +53,35 @@ type Config struct {
 	// DAD turns IPv6 duplicate address detection on (off by default:
 	// test links have no duplicates and DAD delays start-up by a second).
 	DAD bool
+	// TxQueue, if positive, puts a FIFO queue of that many packets (a
+	// gVisor fifo qdisc) in front of the IPsec wrapper: the sender's
+	// goroutine only queues, and one goroutine of the queue seals and
+	// writes what has piled up, up to fifo.BatchSize packets at a time,
+	// in one call to the link (one sendmmsg for fdbased links, instead
+	// of one system call per TCP segment). A packet that finds the queue
+	// full is dropped and counted (the NIC's
+	// TxPacketsDroppedNoBufferSpace; TCP resends it). 0: no queue, the
+	// sender's goroutine writes (what in-memory links want).
+	TxQueue int
 }
+
+// DefaultTxQueue is a TxQueue for links to the kernel: room for a 4 MiB
+// TCP send buffer (MaxTCPBuffer) of full-size segments, since gVisor's
+// TCP has no small-queue limit of its own (Linux's tcp_limit_output_bytes)
+// and may hand the link a whole window at once.
+const DefaultTxQueue = 4096
+
+// TCP buffer sizes (tcpip.TCPSendBufferSizeRangeOption and
+// TCPReceiveBufferSizeRangeOption). gVisor's defaults, 1 MiB growing to
+// 4 MiB, cap a connection at 4 MiB per round trip; a userspace stack's
+// round trip includes scheduling delays (milliseconds on a busy host),
+// so the buffers may grow to MaxTCPBuffer, with receive buffer
+// moderation (tcpip.TCPModerateReceiveBufferOption, as Linux's
+// tcp_moderate_rcvbuf) growing them only for connections that need it.
+const (
+	DefaultTCPBuffer = 1 << 20
+	MaxTCPBuffer     = 8 << 20
+)
 
 // Stack is a gVisor netstack with IPsec on its one NIC.
 type Stack struct {
@@ -112,12 +141,22 @@ func New(cfg Config) (*Stack, error) {
 		}
 		return nil
 	})
-	if err := s.CreateNIC(nicID, ep); err != nil {
+	var nicOpts stack.NICOptions
+	if cfg.TxQueue > 0 {
+		nicOpts.QDisc = fifo.New(ep, 1, cfg.TxQueue)
+	}
+	if err := s.CreateNICWithOptions(nicID, ep, nicOpts); err != nil {
 		return nil, fmt.Errorf("stack: create NIC: %s", err)
 	}
-	// TCP: SACK on, moderate buffers; gVisor's defaults are fine otherwise.
+	// TCP: SACK on, buffers that may grow (see MaxTCPBuffer).
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
+	sndRange := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: DefaultTCPBuffer, Max: MaxTCPBuffer}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sndRange)
+	rcvRange := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: DefaultTCPBuffer, Max: MaxTCPBuffer}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcvRange)
 
 	st.reserve = cfg.OverheadReserve
 	if st.reserve == 0 {

@@ -18,9 +18,9 @@ type daemonStats struct {
 	// link reads the kernel's drop counters of the link; nil until the
 	// link is open.
 	link linkDropper
-	// wrap is the IPsec wrapper (its link-level drops); nil until the
-	// stack is up.
-	wrap *stack.Endpoint
+	// st is the stack (the wrapper's and the NIC's drops); nil until it
+	// is up.
+	st *stack.Stack
 }
 
 // linkDropper is a link endpoint that can tell what the kernel dropped
@@ -55,6 +55,8 @@ type linkDropper interface {
 //	                     of PACKET_STATISTICS), or a full TAP queue
 //	LinkTxDropped        frames the link refused after IPsec (a full
 //	                     socket send buffer, a link down)
+//	LinkTxQueueDrops     packets dropped for a full transmit queue
+//	                     (stack.Config.TxQueue; TCP resends them)
 func (d *daemonStats) Snapshot() []xfrm.Stat {
 	var dropped, oversize, panics uint64
 	if d.ctl != nil {
@@ -69,12 +71,15 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 	} else {
 		rs = new(xfrm.ReasmStats)
 	}
-	var kdrops, txdrops uint64
+	var kdrops, txdrops, qdrops uint64
 	if d.link != nil {
 		kdrops = d.link.KernelDrops()
 	}
-	if d.wrap != nil {
-		txdrops = d.wrap.Stats.OutLinkDropped.Load()
+	if d.st != nil {
+		txdrops = d.st.Endpoint.Stats.OutLinkDropped.Load()
+		if info, ok := d.st.NICInfo()[d.st.NIC]; ok {
+			qdrops = info.Stats.TxPacketsDroppedNoBufferSpace.Value()
+		}
 	}
 	f := &d.fwd
 	return []xfrm.Stat{
@@ -94,5 +99,6 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "ReasmEvicted", Value: rs.ReasmEvicted.Load()},
 		{Name: "LinkRxKernelDrops", Value: kdrops},
 		{Name: "LinkTxDropped", Value: txdrops},
+		{Name: "LinkTxQueueDrops", Value: qdrops},
 	}
 }

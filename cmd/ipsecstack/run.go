@@ -178,7 +178,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	if pw != nil {
 		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
 	}
-	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine}
+	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine, TxQueue: stack.DefaultTxQueue}
 	for _, r := range cfg.Routes {
 		sc.Routes = append(sc.Routes, stack.Route{Dst: r.Dst, Gateway: r.Gateway})
 	}
@@ -202,7 +202,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	d.onClose(func() { d.ctl.Close() })
 	d.stats.ctl = d.ctl
 	d.stats.eng = d.st.Engine
-	d.stats.wrap = d.st.Endpoint
+	d.stats.st = d.st
 	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.

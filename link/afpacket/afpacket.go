@@ -170,7 +170,7 @@ func Open(ifname string, opts Options) (stack.LinkEndpoint, error) {
 	for i := range isPacket {
 		isPacket[i] = true
 	}
-	ep, err := fdbased.New(&fdbased.Options{
+	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:               fds,
 		MTU:               mtu,
 		EthernetHeader:    true,

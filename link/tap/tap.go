@@ -83,7 +83,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		return fail("configure", err)
 	}
 
-	ep, err := fdbased.New(&fdbased.Options{
+	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:               []int{fd},
 		MTU:               mtu,
 		EthernetHeader:    true,

@@ -52,7 +52,8 @@ type linkDropper interface {
 //	                     check, with Linux's /proc/net/snmp Ip: names
 //	LinkRxKernelDrops    frames the kernel dropped before the stack read
 //	                     them: a full AF_PACKET receive buffer (tp_drops
-//	                     of PACKET_STATISTICS), or a full TAP queue
+//	                     of PACKET_STATISTICS), or for TAP its tx_dropped
+//	                     (a full queue, and frames for other MACs)
 //	LinkTxDropped        frames the link refused after IPsec (a full
 //	                     socket send buffer, a link down)
 //	LinkTxQueueDrops     packets dropped for a full transmit queue

@@ -9,11 +9,15 @@ import (
 
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
 	"github.com/ipsecstack/ipsecstack/link/memlink"
+	"github.com/ipsecstack/ipsecstack/link/tap"
 	"github.com/ipsecstack/ipsecstack/stack"
 )
 
-// The afpacket link is the one whose kernel drops the daemon reads.
-var _ linkDropper = (*afpacket.Endpoint)(nil)
+// The links whose kernel drops the daemon reads.
+var (
+	_ linkDropper = (*afpacket.Endpoint)(nil)
+	_ linkDropper = (*tap.Endpoint)(nil)
+)
 
 type fakeDropper uint64
 

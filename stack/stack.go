@@ -65,10 +65,10 @@ type Config struct {
 	TxQueue int
 }
 
-// DefaultTxQueue is a TxQueue for links to the kernel: room for a 4 MiB
-// TCP send buffer (MaxTCPBuffer) of full-size segments, since gVisor's
+// DefaultTxQueue is a TxQueue for links to the kernel: 4096 full-size
+// segments, some 5.5 MB, most of a window of MaxTCPBuffer, since gVisor's
 // TCP has no small-queue limit of its own (Linux's tcp_limit_output_bytes)
-// and may hand the link a whole window at once.
+// and may hand the link much of its window at once.
 const DefaultTxQueue = 4096
 
 // TCP buffer sizes (tcpip.TCPSendBufferSizeRangeOption and
@@ -146,6 +146,9 @@ func New(cfg Config) (*Stack, error) {
 		nicOpts.QDisc = fifo.New(ep, 1, cfg.TxQueue)
 	}
 	if err := s.CreateNICWithOptions(nicID, ep, nicOpts); err != nil {
+		if nicOpts.QDisc != nil {
+			nicOpts.QDisc.Close() // its goroutine
+		}
 		return nil, fmt.Errorf("stack: create NIC: %s", err)
 	}
 	// TCP: SACK on, buffers that may grow (see MaxTCPBuffer).

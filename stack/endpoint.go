@@ -76,6 +76,12 @@ type LinkStats struct {
 	OutForwarded      atomic.Uint64
 	FwdInnerFragments atomic.Uint64
 	FwdMSSClamped     atomic.Uint64
+	// OutLinkDropped counts frames the link below refused after IPsec
+	// (a full socket send buffer: fdbased never blocks and drops what
+	// does not fit; a link going down). gVisor's NIC counts only a full
+	// qdisc (TxPacketsDroppedNoBufferSpace), and not what the wrapper
+	// passes on, so without this they would be silent.
+	OutLinkDropped atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -248,7 +254,16 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	if out.Len() == 0 {
 		return n, nil
 	}
-	if _, err := e.lower.WritePackets(out); err != nil {
+	if sent, err := e.lower.WritePackets(out); err != nil {
+		e.Stats.OutLinkDropped.Add(uint64(out.Len() - sent))
+		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
+			// fdbased's non-blocking write found the socket's send
+			// buffer full. Nothing wakes a writer that waits on the
+			// stack's endpoint for that (gonet's UDP Write would
+			// block for ever): report a full device queue, as Linux
+			// does (ENOBUFS).
+			err = &tcpip.ErrNoBufferSpace{}
+		}
 		return n, err
 	}
 	return n, nil

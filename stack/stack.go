@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -83,7 +84,35 @@ type Config struct {
 	// the egress path after IPsec (the tunnel MTU less the IP and TCP
 	// headers), for peers that block ICMP.
 	ClampMSS bool
+	// TxQueue, if positive, puts a FIFO queue of that many packets (a
+	// gVisor fifo qdisc) in front of the IPsec wrapper: the sender's
+	// goroutine only queues, and one goroutine of the queue seals and
+	// writes what has piled up, up to fifo.BatchSize packets at a time,
+	// in one call to the link (one sendmmsg for fdbased links, instead
+	// of one system call per TCP segment). A packet that finds the queue
+	// full is dropped and counted (the NIC's
+	// TxPacketsDroppedNoBufferSpace; TCP resends it). 0: no queue, the
+	// sender's goroutine writes (what in-memory links want).
+	TxQueue int
 }
+
+// DefaultTxQueue is a TxQueue for links to the kernel: 4096 full-size
+// segments, some 5.5 MB, most of a window of MaxTCPBuffer, since gVisor's
+// TCP has no small-queue limit of its own (Linux's tcp_limit_output_bytes)
+// and may hand the link much of its window at once.
+const DefaultTxQueue = 4096
+
+// TCP buffer sizes (tcpip.TCPSendBufferSizeRangeOption and
+// TCPReceiveBufferSizeRangeOption). gVisor's defaults, 1 MiB growing to
+// 4 MiB, cap a connection at 4 MiB per round trip; a userspace stack's
+// round trip includes scheduling delays (milliseconds on a busy host),
+// so the buffers may grow to MaxTCPBuffer, with receive buffer
+// moderation (tcpip.TCPModerateReceiveBufferOption, as Linux's
+// tcp_moderate_rcvbuf) growing them only for connections that need it.
+const (
+	DefaultTCPBuffer = 1 << 20
+	MaxTCPBuffer     = 8 << 20
+)
 
 // Stack is a gVisor netstack with IPsec on each of its NICs.
 type Stack struct {
@@ -161,13 +190,32 @@ func New(cfg Config) (*Stack, error) {
 	st.Endpoint = st.eps[0]
 	install(s, st.EndpointOf)
 	for i, ep := range st.eps {
-		if err := s.CreateNIC(tcpip.NICID(i+1), ep); err != nil {
+		var nicOpts stack.NICOptions
+		if cfg.TxQueue > 0 {
+			nicOpts.QDisc = fifo.New(ep, 1, cfg.TxQueue)
+		}
+		if err := s.CreateNICWithOptions(tcpip.NICID(i+1), ep, nicOpts); err != nil {
+			if nicOpts.QDisc != nil {
+				nicOpts.QDisc.Close() // its goroutine
+			}
 			return nil, fmt.Errorf("stack: create NIC %d: %s", i+1, err)
 		}
 	}
-	// TCP: SACK on, moderate buffers; gVisor's defaults are fine otherwise.
+	// TCP: SACK on, buffers that may grow (see MaxTCPBuffer).
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	// No RACK (RFC 8985): gVisor's RACK walks every segment in flight on
+	// every ACK (rackControl.detectLoss), so its cost per ACK grows with
+	// the window; with windows of thousands of segments it took 8% of
+	// the daemon's CPU. SACK loss recovery (RFC 6675) remains.
+	recovery := tcpip.TCPRecovery(0)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &recovery)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
+	sndRange := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: DefaultTCPBuffer, Max: MaxTCPBuffer}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sndRange)
+	rcvRange := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: DefaultTCPBuffer, Max: MaxTCPBuffer}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcvRange)
 
 	st.reserve = cfg.OverheadReserve
 	if st.reserve == 0 {

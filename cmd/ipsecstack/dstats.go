@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
@@ -14,6 +15,20 @@ type daemonStats struct {
 	ctl *control.Server // nil until the control socket is up
 	eng *xfrm.Engine    // nil until the stack is up
 	fwd forwardStats
+	// link reads the kernel's drop counters of the link; nil until the
+	// link is open.
+	link linkDropper
+	// st is the stack (the wrapper's and the NIC's drops); nil until it
+	// is up.
+	st *stack.Stack
+}
+
+// linkDropper is a link endpoint that can tell what the kernel dropped
+// on its way to us: afpacket and tap.
+type linkDropper interface {
+	// KernelDrops returns the frames dropped before the stack could read
+	// them, since the link was opened.
+	KernelDrops() uint64
 }
 
 // Snapshot returns the counters by name, in a fixed order:
@@ -35,6 +50,14 @@ type daemonStats struct {
 //	ReasmReqds, ReasmOKs, ReasmFails, ReasmTimeout, ReasmEvicted
 //	                     fragments reassembled before the inbound policy
 //	                     check, with Linux's /proc/net/snmp Ip: names
+//	LinkRxKernelDrops    frames the kernel dropped before the stack read
+//	                     them: a full AF_PACKET receive buffer (tp_drops
+//	                     of PACKET_STATISTICS), or for TAP its tx_dropped
+//	                     (a full queue, and frames for other MACs)
+//	LinkTxDropped        frames the link refused after IPsec (a full
+//	                     socket send buffer, a link down)
+//	LinkTxQueueDrops     packets dropped for a full transmit queue
+//	                     (stack.Config.TxQueue; TCP resends them)
 func (d *daemonStats) Snapshot() []xfrm.Stat {
 	var dropped, oversize, panics uint64
 	if d.ctl != nil {
@@ -48,6 +71,16 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		rs = &d.eng.Reasm.Stats
 	} else {
 		rs = new(xfrm.ReasmStats)
+	}
+	var kdrops, txdrops, qdrops uint64
+	if d.link != nil {
+		kdrops = d.link.KernelDrops()
+	}
+	if d.st != nil {
+		txdrops = d.st.Endpoint.Stats.OutLinkDropped.Load()
+		if info, ok := d.st.NICInfo()[d.st.NIC]; ok {
+			qdrops = info.Stats.TxPacketsDroppedNoBufferSpace.Value()
+		}
 	}
 	f := &d.fwd
 	return []xfrm.Stat{
@@ -65,5 +98,8 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "ReasmFails", Value: rs.ReasmFails.Load()},
 		{Name: "ReasmTimeout", Value: rs.ReasmTimeout.Load()},
 		{Name: "ReasmEvicted", Value: rs.ReasmEvicted.Load()},
+		{Name: "LinkRxKernelDrops", Value: kdrops},
+		{Name: "LinkTxDropped", Value: txdrops},
+		{Name: "LinkTxQueueDrops", Value: qdrops},
 	}
 }

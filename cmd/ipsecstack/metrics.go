@@ -27,7 +27,8 @@ import (
 //	    (out_passed, out_protected, out_dropped, out_fragments,
 //	    out_df_cleared, out_too_big, ptb_injected, pmtu_updates, in_checked,
 //	    in_dropped, in_ipsec, in_fragments, reinjected, in_nat_keepalive,
-//	    in_nat_ike, out_nat_keepalive, out_nat_keepalive_errors)
+//	    in_nat_ike, out_nat_keepalive, out_nat_keepalive_errors,
+//	    out_link_dropped)
 //	ipsecstack_nic_{rx,tx}_{packets,bytes}_total   the NIC's wire counters
 //	ipsecstack_daemon_stat_total{stat="ForwardTCPRefused"}   the daemon's
 //	    own counters (control socket, relays), named as in `ipsecstack stats`
@@ -105,6 +106,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		{"reinjected", ls.Reinjected.Load()},
 		{"in_nat_keepalive", ls.InNATKeepalive.Load()}, {"in_nat_ike", ls.InNATIKE.Load()},
 		{"out_nat_keepalive", ls.OutNATKeepalive.Load()}, {"out_nat_keepalive_errors", ls.OutNATKeepaliveErrors.Load()},
+		{"out_link_dropped", ls.OutLinkDropped.Load()},
 	} {
 		ch <- prometheus.MustNewConstMetric(descLink, prometheus.CounterValue, float64(e.v), e.name)
 	}

@@ -172,10 +172,13 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	if err != nil {
 		return nil, err
 	}
+	if ld, ok := lower.(linkDropper); ok {
+		d.stats.link = ld
+	}
 	if pw != nil {
 		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
 	}
-	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine}
+	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine, TxQueue: stack.DefaultTxQueue}
 	for _, r := range cfg.Routes {
 		sc.Routes = append(sc.Routes, stack.Route{Dst: r.Dst, Gateway: r.Gateway})
 	}
@@ -199,6 +202,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	d.onClose(func() { d.ctl.Close() })
 	d.stats.ctl = d.ctl
 	d.stats.eng = d.st.Engine
+	d.stats.st = d.st
 	registerOps(d.ctl, d.st, &d.stats, log)
 
 	// 5. Services inside the stack and forwards into it.
@@ -235,6 +239,17 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 			srv.Shutdown(sctx)
 		})
 		log.Info("metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	}
+
+	if cfg.Pprof != "" {
+		ln, err := net.Listen("tcp", cfg.Pprof)
+		if err != nil {
+			return nil, fmt.Errorf("--pprof: %w", err)
+		}
+		srv := &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		d.onClose(func() { srv.Close() })
+		log.Info("pprof", "addr", ln.Addr().String(), "path", "/debug/pprof/")
 	}
 
 	// Key-manager events, logged off the packet path (never with keys).

@@ -43,6 +43,10 @@ func TestParseRunFlags(t *testing.T) {
 		t.Errorf("forward limits: %v %+v", err, c)
 	}
 
+	if c, err := parseRunFlags(strings.Fields("--link tap:x --addr 192.0.2.1/24 --pprof 127.0.0.1:6060"), io.Discard); err != nil || c.Pprof != "127.0.0.1:6060" {
+		t.Errorf("--pprof: %v %+v", err, c)
+	}
+
 	for _, args := range []string{
 		"", "--link afpacket:eth1", "--link eth1 --addr 192.0.2.1/24", "--link tap: --addr 192.0.2.1/24",
 		"--link tap:x --addr 192.0.2.1", "--link tap:x --addr 192.0.2.1/24 --route 10.0.0.0/8",
@@ -51,7 +55,7 @@ func TestParseRunFlags(t *testing.T) {
 		"--link tap:x --addr 192.0.2.1/24 --forward tcp:80=1.2.3.4:80",
 		"--link tap:x --addr 192.0.2.1/24 --forward tcp:example.com:80=1.2.3.4:80",
 		"--link tap:x --addr 192.0.2.1/24 --forward tcp::80=0.0.0.0:80",
-		"--link tap:x --addr 192.0.2.1/24 --metrics 9101", "--link tap:x --addr 192.0.2.1/24 --log-level chatty",
+		"--link tap:x --addr 192.0.2.1/24 --metrics 9101", "--link tap:x --addr 192.0.2.1/24 --pprof 6060", "--link tap:x --addr 192.0.2.1/24 --log-level chatty",
 		"--link tap:x --addr 192.0.2.1/24 --mtu 70000", "--link tap:x --addr 192.0.2.1/24 stray",
 		"--link tap:x --addr 192.0.2.1/24 --pcap a --keylog a", "--link tap:x --addr 192.0.2.1/24 --nope",
 		"--link tap:x --addr 192.0.2.1/24 --forward-max-sessions 0", "--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout 0s",

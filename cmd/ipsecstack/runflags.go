@@ -34,7 +34,9 @@ type runConfig struct {
 	Pcap         string
 	Keylog       string
 	Metrics      string
-	LogLevel     slog.Level
+	// Pprof is the address of net/http/pprof (--pprof); empty: off.
+	Pprof    string
+	LogLevel slog.Level
 }
 
 // routeSpec is --route PREFIX=GATEWAY[,src=ADDR]; an empty gateway is an
@@ -75,7 +77,7 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
         [--forward-max-sessions N] [--forward-idle-timeout DURATION]
-        [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
+        [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--pprof ADDR] [--log-level LEVEL]`
 
 // defaultNATKeepalive is strongSwan's keepalive interval (charon's
 // keep_alive, 20 s): with static keys the daemon cannot tell whether a NAT
@@ -88,10 +90,10 @@ const defaultNATKeepalive = 20 * time.Second
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var (
-		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
-		mtu, fwdMax                                             uint
-		fwdIdle, natKA                                          time.Duration
-		addrs, routes, echos, forwards                          multi
+		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level string
+		mtu, fwdMax                                                        uint
+		fwdIdle, natKA                                                     time.Duration
+		addrs, routes, echos, forwards                                     multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
@@ -107,6 +109,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
+	fs.StringVar(&pprofAddr, "pprof", "", "serve Go's net/http/pprof profiles on `ADDR` (host:port; off by default: profiles show the stack's internals)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	if err := parseFlags(fs, args, runUsage, stdout); err != nil {
 		return nil, err
@@ -117,7 +120,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 	}
-	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics}
+	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics, Pprof: pprofAddr}
 
 	if link == "" {
 		return nil, bad("--link is required (afpacket:IFACE or tap:NAME)")
@@ -194,6 +197,11 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	if c.Metrics != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics); err != nil || port == "" {
 			return nil, bad("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9101 or :9101)", c.Metrics)
+		}
+	}
+	if c.Pprof != "" {
+		if _, port, err := net.SplitHostPort(c.Pprof); err != nil || port == "" {
+			return nil, bad("--pprof %q: want HOST:PORT (e.g. 127.0.0.1:6060)", c.Pprof)
 		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {

@@ -122,9 +122,99 @@ func TestIgnoresOutgoing(t *testing.T) {
 	}
 }
 
+// TestKernelDropsCounted checks that frames the kernel drops for a full
+// socket receive buffer are counted (PACKET_STATISTICS), never silent, and
+// that the default buffer holds a burst the kernel's default (208 KiB)
+// does not. The endpoint is left unattached, so no reader drains it and
+// the burst must fit in the buffer.
+func TestKernelDropsCounted(t *testing.T) {
+	netnstest.Require(t)
+	const burst = 1000 // 1000 frames of 60 bytes take some 700 KB of truesize: > 208 KiB
+	for _, tc := range []struct {
+		name      string
+		rcvbuf    int
+		wantDrops bool
+	}{
+		{"tiny buffer", 1, true}, // the kernel's minimum, a few frames
+		{"default buffer", 0, false},
+	} {
+		gvNS, peerNS, gvIf, peerIf := vethPair(t)
+		ep := open(t, gvNS, gvIf, afpacket.Options{RcvBuf: tc.rcvbuf}).(*afpacket.Endpoint)
+		if err := peerNS.Do(func() error { return sendFrames(peerIf, burst) }); err != nil {
+			t.Fatal(err)
+		}
+		var st afpacket.Stats
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st = ep.Stats()
+			if st.Received >= burst || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st.Received < burst {
+			t.Errorf("%s: kernel counted %d frames received, want %d", tc.name, st.Received, burst)
+		}
+		if tc.wantDrops && (st.Dropped == 0 || st.Dropped > st.Received) {
+			t.Errorf("%s: %+v, want drops counted", tc.name, st)
+		}
+		if !tc.wantDrops && st.Dropped != 0 {
+			t.Errorf("%s: %+v, want no drops", tc.name, st)
+		}
+		if got := ep.KernelDrops(); got != st.Dropped {
+			t.Errorf("%s: KernelDrops %d, Stats.Dropped %d", tc.name, got, st.Dropped)
+		}
+		ep.Close()
+		if got := ep.Stats(); got != st {
+			t.Errorf("%s: after Close: %+v, want the last counters %+v", tc.name, got, st)
+		}
+	}
+}
+
+// viewCounter records how many buffer views the test frames arrive in.
+type viewCounter struct{ views chan int }
+
+func (c *viewCounter) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if string(pkt.LinkHeader().Slice()[12:14]) == "\x88\xb5" {
+		c.views <- len(pkt.AsSlices())
+	}
+}
+func (*viewCounter) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// TestFullFrameOneView checks that a full-size frame is received into one
+// buffer view, so that the IPsec wrapper's PullUp of the datagram costs
+// no copy. With fdbased's default buffer shape (128, 256, 256, 512, ...)
+// a 1514-byte frame came in five views.
+func TestFullFrameOneView(t *testing.T) {
+	netnstest.Require(t)
+	gvNS, peerNS, gvIf, peerIf := vethPair(t)
+	ep := open(t, gvNS, gvIf, afpacket.Options{})
+	c := &viewCounter{views: make(chan int, 1)}
+	ep.Attach(c)
+	defer ep.Close()
+	if err := peerNS.Do(func() error { return sendFramesOfSize(peerIf, 1, 1514) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-c.views:
+		if n != 1 {
+			t.Errorf("a 1514-byte frame arrived in %d views, want 1", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("frame not received")
+	}
+}
+
 // sendFrame transmits one broadcast frame of EtherType 0x88b5 on ifname
 // from a packet socket of its own.
-func sendFrame(ifname string) error {
+func sendFrame(ifname string) error { return sendFrames(ifname, 1) }
+
+// sendFrames transmits n broadcast frames of EtherType 0x88b5 on ifname.
+func sendFrames(ifname string, n int) error { return sendFramesOfSize(ifname, n, 60) }
+
+// sendFramesOfSize transmits n broadcast frames of size bytes, EtherType
+// 0x88b5, on ifname.
+func sendFramesOfSize(ifname string, n, size int) error {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return err
@@ -134,8 +224,13 @@ func sendFrame(ifname string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	frame := make([]byte, 60)
+	frame := make([]byte, size)
 	copy(frame, "\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01\x88\xb5")
 	sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
-	return unix.Sendto(fd, frame, 0, sa)
+	for i := 0; i < n; i++ {
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -106,3 +106,38 @@ func sendUnicast(ifname string, dst string) error {
 	copy(sa.Addr[:], dst)
 	return unix.Sendto(fd, frame, 0, sa)
 }
+
+// TestKernelDropsCounted checks that frames the kernel drops on their way
+// to the stack (the TAP's queue full: here nobody reads it) are counted,
+// never silent.
+func TestKernelDropsCounted(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t)
+	name := netnstest.UniqueName("tp")
+	mac := tcpip.LinkAddress("\x02\x11\x22\x33\x44\x55")
+	ep := openIn(t, ns, name, tap.Options{Address: mac}).(*tap.Endpoint)
+	defer ep.Close()
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", name)
+	ns.Run(t, "ip", "neigh", "replace", "192.0.2.2", "lladdr", "02:11:22:33:44:55", "dev", name, "nud", "permanent")
+	if n := ep.KernelDrops(); n != 0 {
+		t.Fatalf("%d drops before any traffic", n)
+	}
+	const burst = 2000 // the TAP queues 500 (txqueuelen) or 1000 frames
+	if err := ns.Do(func() error {
+		c, err := net.Dial("udp", "192.0.2.2:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < burst; i++ {
+			c.Write([]byte("x"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ep.KernelDrops(); n < burst/2 || n > burst {
+		t.Errorf("KernelDrops %d after %d frames into an unread TAP, want most of them", n, burst)
+		t.Log(ns.Run(t, "ip", "-s", "link", "show", name))
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -94,6 +95,19 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return e.LinkEndpoint.WritePackets(pkts)
 }
 
+// Control runs fn on the endpoint's descriptors, unless the endpoint is
+// closed (a closed descriptor's number may already belong to another
+// file), and reports whether it ran. Close waits for fn to return.
+func (e *Endpoint) Control(fn func(fds []int)) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return false
+	}
+	fn(e.fds)
+	return true
+}
+
 // SetLinkAddress implements stack.LinkEndpoint.
 func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
 	if e.SetAddr != nil {
@@ -137,4 +151,31 @@ func (e *Endpoint) Close() {
 	if fn != nil {
 		fn()
 	}
+}
+
+// bufMu serializes the endpoints' use of fdbased.BufConfig, a package
+// variable that fdbased reads when it creates its readers.
+var bufMu sync.Mutex
+
+// NewFDBased is fdbased.New with receive buffers shaped for frames of the
+// link's MTU (RecvBufSizes), so that a received frame is one view.
+func NewFDBased(opts *fdbased.Options) (stack.LinkEndpoint, error) {
+	bufMu.Lock()
+	defer bufMu.Unlock()
+	saved := fdbased.BufConfig
+	fdbased.BufConfig = RecvBufSizes(opts.MTU)
+	defer func() { fdbased.BufConfig = saved }()
+	return fdbased.New(opts)
+}
+
+// RecvBufSizes is the shape of fdbased's receive buffer for a link of
+// this IP MTU: first one view that holds a whole Ethernet frame (with a
+// VLAN tag), then fdbased's own doubling sizes, which cover the 64 KiB a
+// GRO-merged frame may reach. fdbased's default starts with 128, 256,
+// 256 and 512 bytes, which spread a 1514-byte frame over five views:
+// the stack's first PullUp of the packet (the IPsec wrapper's, of the
+// whole datagram) then allocated and copied every frame once more.
+func RecvBufSizes(mtu uint32) []int {
+	const tail = 18 // Ethernet header and a VLAN tag
+	return []int{int(mtu) + tail, 128, 256, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768}
 }

@@ -226,8 +226,13 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		}
 		log.Info("discard", "proto", e.Proto, "port", e.Port)
 	}
-	if len(cfg.Publish) > 0 {
-		return nil, errors.New("--publish: not implemented yet")
+	for _, p := range cfg.Publish {
+		closer, err := startPublish(ctx, d.st, p, cfg.ForwardLimits, &d.stats.pub, log)
+		if err != nil {
+			return nil, fmt.Errorf("--publish %s: %w", p, err)
+		}
+		d.onClose(closer)
+		log.Info("publish", "proto", p.Proto, "stack_port", p.Port, "to", p.To)
 	}
 	for _, f := range cfg.Forward {
 		closer, err := startForward(ctx, d.st, f, cfg.ForwardLimits, &d.stats.fwd, log)

@@ -52,6 +52,7 @@ type wireRow struct {
 	ProcPerGB  float64           `json:"proc_cpu_s_per_gb_median"`
 	SoftPerGB  float64           `json:"softirq_s_per_gb_median"`
 	Retrans    uint64            `json:"retransmits_median"`
+	RetransNA  bool              `json:"retransmits_not_available,omitempty"`
 	RetransSrc string            `json:"retransmits_source"`
 	Drops      uint64            `json:"drops_total"`
 	DaemonDrop map[string]uint64 `json:"daemon_drop_counters,omitempty"`
@@ -61,6 +62,7 @@ type wireRow struct {
 	Rounds     []wireRound       `json:"rounds"`
 	RR         []wireRR          `json:"rr_rounds"`
 	Failed     string            `json:"failed,omitempty"`
+	Errors     []string          `json:"errors,omitempty"`
 }
 
 type wireRatio struct {
@@ -93,6 +95,15 @@ func wireContenders(ipsecstack, wg string) []*wireContender {
 			cs = append(cs, &wireContender{id: link + "-" + s.id, name: fmt.Sprintf("ipsecstack %s, %s", link, label), group: "ipsecstack",
 				link: link, suite: s.suite, setup: setupIpsecstack(ipsecstack)})
 		}
+	}
+	// The receive side as a host program sees it: daemon B publishes
+	// the host sink in B's namespace (--publish) instead of sinking
+	// inside the stack (--discard).
+	for _, s := range []struct{ id, suite, label string }{
+		{"none", "none", "no SA"}, {"gcm", "aes-gcm-128 transport", "ESP aes-gcm-128 transport"},
+	} {
+		cs = append(cs, &wireContender{id: "publish-" + s.id, name: "ipsecstack afpacket, " + s.label + ", --publish to a host sink",
+			group: "ipsecstack", link: "afpacket", suite: s.suite, publish: true, setup: setupIpsecstack(ipsecstack)})
 	}
 	cs = append(cs,
 		&wireContender{id: "wireguard-go", name: "wireguard-go (TUN), kernel TCP", group: "wireguard-go", setup: setupWireguard(wg)},
@@ -182,7 +193,7 @@ func runWire(o wireOpts) (*wireReport, error) {
 			t := time.Now()
 			if err := c.setup(e, c, i+1); err != nil {
 				c.skip = "setup failed: " + oneLineErr(err)
-			} else if err := wireWarmup(c); err != nil {
+			} else if err := wireWarmup(c, o.Log); err != nil {
 				c.skip = "warm-up failed: " + oneLineErr(err)
 			} else {
 				fmt.Fprintf(o.Log, "wire: %s: up in %v\n", c.name, time.Since(t).Round(time.Millisecond))
@@ -206,13 +217,13 @@ func runWire(o wireOpts) (*wireReport, error) {
 			}
 			res, err := wireTCP(c, o.Bytes)
 			if err != nil {
-				c.failed = fmt.Sprintf("round %d TCP: %s", r+1, oneLineErr(err))
-				fmt.Fprintf(o.Log, "wire: %s: %s\n", c.name, c.failed)
+				c.fail(o.Log, fmt.Sprintf("round %d TCP: %s", r+1, oneLineErr(err)))
 				continue
 			}
+			res.Round = r + 1
 			c.rounds = append(c.rounds, res)
-			fmt.Fprintf(o.Log, "  round %d %-62s %7.1f MB/s  cpu %.2f s/GB (procs %.2f + softirq %.2f)  retrans %d  drops %d\n",
-				r+1, c.name, res.MBps, res.TotalGB, res.ProcsGB, res.TotalGB-res.ProcsGB, res.Retrans, res.Drops)
+			fmt.Fprintf(o.Log, "  round %d %-62s %7.1f MB/s  cpu %.2f s/GB (procs %.2f + softirq %.2f)  retrans %s  drops %d\n",
+				r+1, c.name, res.MBps, res.TotalGB, res.ProcsGB, res.TotalGB-res.ProcsGB, res.retransString(), res.Drops)
 		}
 		for _, c := range cs {
 			if c.failed != "" {
@@ -220,10 +231,10 @@ func runWire(o wireOpts) (*wireReport, error) {
 			}
 			rr, err := wireUDPRR(c, o.RR)
 			if err != nil {
-				c.failed = fmt.Sprintf("round %d UDP: %s", r+1, oneLineErr(err))
-				fmt.Fprintf(o.Log, "wire: %s: %s\n", c.name, c.failed)
+				c.fail(o.Log, fmt.Sprintf("round %d UDP: %s", r+1, oneLineErr(err)))
 				continue
 			}
+			rr.Round = r + 1
 			c.rr = append(c.rr, rr)
 			fmt.Fprintf(o.Log, "  round %d %-62s %7.0f UDP RR/s  %6.1f µs  lost %d\n", r+1, c.name, rr.TPS, rr.Us, rr.Lost)
 		}
@@ -236,6 +247,17 @@ func runWire(o wireOpts) (*wireReport, error) {
 
 func oneLineErr(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// fail records a failed measurement. The contender stays in the next
+// rounds unless its client is gone (a stalled transfer past its deadline
+// fails one round, not the run).
+func (c *wireContender) fail(log io.Writer, what string) {
+	c.errors = append(c.errors, what)
+	if c.client.exited() {
+		c.failed = what
+	}
+	fmt.Fprintf(log, "wire: %s: %s\n", c.name, what)
 }
 
 // wireWanted says whether contender id was asked for: an exact id, or a
@@ -263,12 +285,14 @@ func wireIDs() []string {
 
 // wireWarmup resolves neighbours, completes handshakes and fills caches
 // before anything is timed: a 1 MiB transfer and a few UDP round trips.
-func wireWarmup(c *wireContender) error {
+func wireWarmup(c *wireContender, log io.Writer) error {
 	var err error
 	for try := 0; try < 3; try++ {
+		t := time.Now()
 		if _, err = c.client.call(60*time.Second, "tcp %s %d %s", c.tcpTo, 1<<20, c.src); err == nil {
 			break
 		}
+		fmt.Fprintf(log, "wire: %s: warm-up try %d failed after %v: %v\n", c.name, try+1, time.Since(t).Round(time.Millisecond), err)
 		time.Sleep(time.Second)
 	}
 	if err != nil {
@@ -351,9 +375,10 @@ func wireTCP(c *wireContender, n int64) (wireRound, error) {
 				}
 			}
 		}
+		r.LoopRetrans = retrans
 		if !found {
-			r.Retrans = retrans
-			c.retransSource = "the daemon reports no TCP retransmit counter: kernel TCP over loopback to daemon A only (/proc/net/snmp)"
+			r.RetransNA = true
+			c.retransSource = "n/a: the daemon reports no TCP retransmit counter (loopback_retrans: the kernel TCP hop to daemon A's --forward)"
 		} else {
 			c.retransSource = "gVisor TCP in daemon A (ipsecstack stats)"
 		}
@@ -410,7 +435,10 @@ func (r *wireReport) build() {
 	for _, c := range r.list {
 		byName[c.name] = c
 		row := wireRow{Name: c.name, Group: c.group, RetransSrc: c.retransSource, DaemonDrop: c.droppedSeen,
-			Rounds: c.rounds, RR: c.rr, Failed: c.failed}
+			Rounds: c.rounds, RR: c.rr, Failed: c.failed, Errors: c.errors}
+		for _, x := range c.rounds {
+			row.RetransNA = row.RetransNA || x.RetransNA
+		}
 		var mb, cpu, proc, soft, tps, us []float64
 		var re []uint64
 		for _, x := range c.rounds {
@@ -443,11 +471,19 @@ func (r *wireReport) build() {
 			return
 		}
 		var tr, rr []float64
-		for i := 0; i < len(ours.rounds) && i < len(base.rounds); i++ {
-			tr = append(tr, ours.rounds[i].MBps/base.rounds[i].MBps)
+		for _, a := range ours.rounds {
+			for _, b := range base.rounds {
+				if a.Round == b.Round {
+					tr = append(tr, a.MBps/b.MBps)
+				}
+			}
 		}
-		for i := 0; i < len(ours.rr) && i < len(base.rr); i++ {
-			rr = append(rr, ours.rr[i].TPS/base.rr[i].TPS)
+		for _, a := range ours.rr {
+			for _, b := range base.rr {
+				if a.Round == b.Round {
+					rr = append(rr, a.TPS/b.TPS)
+				}
+			}
 		}
 		if len(tr) > 0 {
 			r.Ratios = append(r.Ratios, wireRatio{What: what, Metric: "TCP MB/s", Ours: rowOf(r, ours.name).MBps,
@@ -473,7 +509,11 @@ func (r *wireReport) build() {
 		if c.group != "ipsecstack" || c.suite == "none" {
 			continue
 		}
-		ratio(c.name+" vs no SA", c, byName[fmt.Sprintf("ipsecstack %s, no SA (plain gVisor)", c.link)])
+		base := byName[fmt.Sprintf("ipsecstack %s, no SA (plain gVisor)", c.link)]
+		if c.publish {
+			base = byName["ipsecstack afpacket, no SA, --publish to a host sink"]
+		}
+		ratio(c.name+" vs no SA", c, base)
 	}
 	for _, c := range r.list {
 		if c.group == "ipsecstack" && c.suite != "none" {
@@ -515,10 +555,16 @@ func (r *wireReport) Markdown(w io.Writer) {
 		name := x.Name
 		if x.Failed != "" {
 			name += " (stopped: " + x.Failed + ")"
+		} else if len(x.Errors) > 0 {
+			name += fmt.Sprintf(" (%d failed: %s)", len(x.Errors), strings.Join(x.Errors, "; "))
 		}
-		fmt.Fprintf(w, "| %s | %s (%s-%s) | %.2f (%.2f + %.2f) | %d | %d | %s | %s |\n", name,
+		retrans := strconv.FormatUint(x.Retrans, 10)
+		if x.RetransNA {
+			retrans = "n/a"
+		}
+		fmt.Fprintf(w, "| %s | %s (%s-%s) | %.2f (%.2f + %.2f) | %s | %d | %s | %s |\n", name,
 			fmtNum(x.MBps), fmtNum(x.MBpsMin), fmtNum(x.MBpsMax), x.CPUperGB, x.ProcPerGB, x.SoftPerGB,
-			x.Retrans, x.Drops, fmtNum(x.RRtps), fmtNum(x.RRus))
+			retrans, x.Drops, fmtNum(x.RRtps), fmtNum(x.RRus))
 	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "| %s | skipped: %s | | | | | |\n", s.Name, s.Reason)
@@ -530,7 +576,7 @@ func (r *wireReport) Markdown(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %.2fx |\n", x.What, x.Metric, fmtNum(x.Ours), fmtNum(x.Base), x.Ratio)
 		}
 	}
-	fmt.Fprintf(w, "\nCPU: %s Retransmits: median per transfer; the sending TCP is the kernel's for the kernel, wireguard-go and strongSwan rows (RetransSegs of /proc/net/snmp in the sender's namespace) and gVisor's inside daemon A for ipsecstack (when `ipsecstack stats` reports it; else the loopback hop's). Drops: sum over all rounds of rx+tx dropped of every interface on the path (ip -s link) and of the daemons' link drop counters when they have them.\n", r.CPUHow)
+	fmt.Fprintf(w, "\nCPU: %s Retransmits: median per transfer; the sending TCP is the kernel's for the kernel, wireguard-go and strongSwan rows (RetransSegs of /proc/net/snmp in the sender's namespace) and gVisor's inside daemon A for ipsecstack (n/a while `ipsecstack stats` does not report it). Drops: sum over all rounds of rx+tx dropped of every interface on the path (ip -s link) and of the daemons' link drop counters when they have them.\n", r.CPUHow)
 }
 
 func fmtBytes(n int64) string {
@@ -602,4 +648,11 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q: want bytes or N[K|M|G][iB]", s)
 	}
 	return n * mul, nil
+}
+
+func (r wireRound) retransString() string {
+	if r.RetransNA {
+		return fmt.Sprintf("n/a (loopback %d)", r.LoopRetrans)
+	}
+	return strconv.FormatUint(r.Retrans, 10)
 }

@@ -28,7 +28,10 @@ type wireContender struct {
 	group string // kernel, ipsecstack, wireguard-go, strongswan
 	link  string // ipsecstack: afpacket or tap
 	suite string // ipsecstack: none, or the ESP suite and mode
-	setup func(e *wireEnv, c *wireContender, idx int) error
+	// publish: daemon B hands the traffic to host programs in its
+	// namespace (--publish) rather than sinking it inside the stack.
+	publish bool
+	setup   func(e *wireEnv, c *wireContender, idx int) error
 
 	client        *wireProc
 	tcpTo, udpTo  string // where the client sends
@@ -39,6 +42,7 @@ type wireContender struct {
 	stackSends    bool        // the sending TCP is gVisor's (inside daemon A), not the kernel's
 	skip          string      // why it was not run
 	failed        string      // why it stopped
+	errors        []string    // failed measurements
 	rounds        []wireRound // one per TCP round
 	rr            []wireRR
 	droppedSeen   map[string]uint64 // daemon drop counters that moved, over all rounds
@@ -47,23 +51,29 @@ type wireContender struct {
 
 // wireRound is one measured TCP transfer.
 type wireRound struct {
-	MBps     float64 `json:"mbps"`
-	ProcCPU  float64 `json:"proc_cpu_s"`
-	Softirq  float64 `json:"softirq_s"`
-	Retrans  uint64  `json:"retrans"`
-	Drops    uint64  `json:"drops"`
-	Seconds  float64 `json:"seconds"`
-	ProcsGB  float64 `json:"proc_cpu_s_per_gb"`
-	TotalGB  float64 `json:"cpu_s_per_gb"`
-	Bytes    int64   `json:"bytes"`
-	LostNote string  `json:"note,omitempty"`
+	Round   int     `json:"round"`
+	MBps    float64 `json:"mbps"`
+	ProcCPU float64 `json:"proc_cpu_s"`
+	Softirq float64 `json:"softirq_s"`
+	Retrans uint64  `json:"retrans"`
+	// RetransNA: the sending TCP's retransmits are not known (gVisor's,
+	// when the daemon does not report them); LoopRetrans is then the
+	// kernel's count on the loopback hop to daemon A.
+	RetransNA   bool    `json:"retrans_not_available,omitempty"`
+	LoopRetrans uint64  `json:"loopback_retrans,omitempty"`
+	Drops       uint64  `json:"drops"`
+	Seconds     float64 `json:"seconds"`
+	ProcsGB     float64 `json:"proc_cpu_s_per_gb"`
+	TotalGB     float64 `json:"cpu_s_per_gb"`
+	Bytes       int64   `json:"bytes"`
 }
 
 // wireRR is one UDP request/response run.
 type wireRR struct {
-	TPS  float64 `json:"transactions_per_s"`
-	Us   float64 `json:"us_per_rt"`
-	Lost uint64  `json:"lost"`
+	Round int     `json:"round"`
+	TPS   float64 `json:"transactions_per_s"`
+	Us    float64 `json:"us_per_rt"`
+	Lost  uint64  `json:"lost"`
 }
 
 func randHex(n int) string {
@@ -258,6 +268,9 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			if setkey != "" {
 				args = append(args, "--setkey", setkey)
 			}
+			if e.debug {
+				args = append(args, "--pcap", strings.TrimSuffix(ctl, ".sock")+".pcap", "--log-level", "debug")
+			}
 			return args
 		}
 		ctlA, ctlB := filepath.Join(dir, "A.sock"), filepath.Join(dir, "B.sock")
@@ -265,6 +278,10 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			"--forward", fmt.Sprintf("tcp:127.0.0.1:%d=%s:9", wireTCPPort, innerB),
 			"--forward", fmt.Sprintf("udp:127.0.0.1:%d=%s:7", wireUDPPort, innerB))
 		argsB := append(common(linkB, b, setkeyB, ctlB), "--discard", "tcp:9", "--echo", "udp:7")
+		if c.publish {
+			argsB = append(common(linkB, b, setkeyB, ctlB),
+				"--publish", fmt.Sprintf("tcp:9=127.0.0.1:%d", wireTCPPort), "--publish", fmt.Sprintf("udp:7=127.0.0.1:%d", wireUDPPort))
+		}
 		if tunnel {
 			argsA = append(argsA, "--addr", innerA+"/32", "--route", fmt.Sprintf("%s/32=%s,src=%s", innerB, b, innerA))
 			argsB = append(argsB, "--addr", innerB+"/32", "--route", fmt.Sprintf("%s/32=%s,src=%s", innerA, a, innerB))
@@ -292,6 +309,9 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 		}
 		c.tcpTo, c.udpTo, c.src = fmt.Sprintf("127.0.0.1:%d", wireTCPPort), fmt.Sprintf("127.0.0.1:%d", wireUDPPort), "-"
 		c.stackSends = true
+		if c.publish {
+			return e.startPrograms(c, nsA, nsB, "127.0.0.1")
+		}
 		return e.startPrograms(c, nsA, "", "")
 	}
 }

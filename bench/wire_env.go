@@ -28,6 +28,9 @@ type wireEnv struct {
 	dir  string // temporary directory (binaries, configs, sockets)
 	self string // this binary, for the helpers
 	log  io.Writer
+	// debug (WIRE_DEBUG=1): daemons capture (--pcap) and log at debug
+	// level, and the directory is kept for a look afterwards.
+	debug bool
 
 	mu     sync.Mutex
 	ns     []string
@@ -53,7 +56,8 @@ func newWireEnv(log io.Writer) (*wireEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &wireEnv{id: strconv.Itoa(os.Getpid()), dir: dir, self: self, log: log, gone: make(chan struct{})}
+	e := &wireEnv{id: strconv.Itoa(os.Getpid()), dir: dir, self: self, log: log, gone: make(chan struct{}),
+		debug: os.Getenv("WIRE_DEBUG") == "1"}
 	e.removeStale()
 	return e, nil
 }
@@ -106,6 +110,10 @@ func (e *wireEnv) close() {
 		if out, err := exec.Command("ip", "netns", "del", n).CombinedOutput(); err != nil {
 			fmt.Fprintf(e.log, "wire: ip netns del %s: %v %s\n", n, err, out)
 		}
+	}
+	if e.debug {
+		fmt.Fprintf(e.log, "wire: WIRE_DEBUG=1: kept %s\n", e.dir)
+		return
 	}
 	os.RemoveAll(e.dir)
 }

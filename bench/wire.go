@@ -284,12 +284,14 @@ func wireIDs() []string {
 }
 
 // wireWarmup resolves neighbours, completes handshakes and fills caches
-// before anything is timed: a 1 MiB transfer and a few UDP round trips.
+// before anything is timed: a 64 KiB transfer (less than any socket
+// buffer on the way holds, so a slow first read loses nothing) and a few
+// UDP round trips.
 func wireWarmup(c *wireContender, log io.Writer) error {
 	var err error
 	for try := 0; try < 3; try++ {
 		t := time.Now()
-		if _, err = c.client.call(60*time.Second, "tcp %s %d %s", c.tcpTo, 1<<20, c.src); err == nil {
+		if _, err = c.client.call(60*time.Second, "tcp %s %d %s", c.tcpTo, 64<<10, c.src); err == nil {
 			break
 		}
 		fmt.Fprintf(log, "wire: %s: warm-up try %d failed after %v: %v\n", c.name, try+1, time.Since(t).Round(time.Millisecond), err)

@@ -358,7 +358,7 @@ func setupWireguard(bin string) func(e *wireEnv, c *wireContender, idx int) erro
 						break
 					}
 					if p.exited() || time.Now().After(deadline) {
-						err = fmt.Errorf("wireguard-go %s did not come up: %v: %s", ifn, p.err, p.out)
+						err = fmt.Errorf("wireguard-go %s did not come up: %v: %s", ifn, p.err, p.out.last())
 						fmt.Fprintf(e.log, "wire: %v\n", oneLineErr(err))
 						if try == 1 {
 							return err
@@ -485,7 +485,7 @@ secrets {
 		deadline := time.Now().Add(10 * time.Second)
 		for e.sh("swanctl", "--stats", "--uri", "unix://"+vici[i]) != nil {
 			if p.exited() || time.Now().After(deadline) {
-				return fmt.Errorf("charon %s did not come up: %v: %s", me, p.err, p.out)
+				return fmt.Errorf("charon %s did not come up: %v: %s", me, p.err, p.out.last())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

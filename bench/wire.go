@@ -253,6 +253,12 @@ func oneLineErr(err error) string {
 // rounds unless its client is gone (a stalled transfer past its deadline
 // fails one round, not the run).
 func (c *wireContender) fail(log io.Writer, what string) {
+	// A process of the contender that died says why.
+	for _, p := range c.procs {
+		if p.exited() && !strings.Contains(what, p.name+" exited") {
+			what += fmt.Sprintf(" [%s exited: %v: %s]", p.name, p.err, p.out.last())
+		}
+	}
 	c.errors = append(c.errors, what)
 	if c.client.exited() {
 		c.failed = what

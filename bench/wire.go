@@ -557,7 +557,11 @@ func (r *wireReport) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, x := range r.Contenders {
 		if len(x.Rounds) == 0 {
-			fmt.Fprintf(w, "| %s | failed: %s | | | | | |\n", x.Name, x.Failed)
+			why := x.Failed
+			if why == "" && len(x.Errors) > 0 {
+				why = x.Errors[0]
+			}
+			fmt.Fprintf(w, "| %s | failed: %s | | | | | |\n", x.Name, why)
 			continue
 		}
 		name := x.Name

@@ -13,9 +13,8 @@ import (
 // The relays between a listener and the other end of each connection or
 // UDP client session. They take both ends as net.Conn and a dial
 // function, so the same code serves --publish (listener in the stack,
-// host dialled) and can serve --forward (listener on the host, stack
-// dialled; forward.go still has its own copy, with the same behaviour,
-// until it is moved onto these). Byte copying is copyIdle's, shared.
+// host dialled) and --forward (listener on the host, stack dialled).
+// Byte copying is copyIdle's (forward.go).
 
 // serveTCPRelay accepts connections on ln, at most lim.MaxSessions at once
 // (beyond: closed at once, counted in stats.TCPRefused), dials the other

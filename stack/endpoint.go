@@ -91,6 +91,10 @@ type Endpoint struct {
 	configGen  atomic.Uint64
 	refreshing atomic.Bool
 	onConfig   atomic.Pointer[func()]
+
+	// fwd is the gateway state of a forwarding stack, nil otherwise
+	// (set before the NIC is created).
+	fwd *forwarder
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)

@@ -28,10 +28,28 @@ import (
 // overhead: see Stack.UpdateRouteMTU.
 const DefaultOverheadReserve = 120
 
-// Route is a static route: packets for Dst go via Gateway (unset: on-link).
+// Route is a static route: packets for Dst go via Gateway (unset: on-link)
+// out of NIC. NIC 0 picks the NIC whose on-link prefix (Config.Addrs,
+// NIC.Addrs) contains Gateway, else the first NIC.
 type Route struct {
 	Dst     netip.Prefix
 	Gateway netip.Addr
+	NIC     tcpip.NICID
+}
+
+// NIC describes a network interface beyond the first (Config.LANs).
+type NIC struct {
+	// Link is the link endpoint: Ethernet (memlink, afpacket, tap) or,
+	// with L3, one without a link header (TUN). It is wrapped with the
+	// xfrm Endpoint like the first NIC's.
+	Link stack.LinkEndpoint
+	// Addrs are the NIC's addresses with their on-link prefixes.
+	Addrs []netip.Prefix
+	// L3 says that Link carries bare IP packets (TUN): it has no
+	// Ethernet header, and no ARP or NDP address resolution runs on it.
+	// The link endpoint must say so too (no
+	// CapabilityResolutionRequired), as gVisor's fdbased does for a TUN.
+	L3 bool
 }
 
 // Config describes a stack.
@@ -52,20 +70,38 @@ type Config struct {
 	// DAD turns IPv6 duplicate address detection on (off by default:
 	// test links have no duplicates and DAD delays start-up by a second).
 	DAD bool
+	// LANs are further NICs, with IDs 2, 3, ... in order; each is
+	// wrapped with the xfrm Endpoint like the first (Link, Addrs, ID 1).
+	LANs []NIC
+	// Forwarding turns IPv4 and IPv6 forwarding on between all NICs,
+	// with RFC 4301 processing: packets not addressed to the stack are
+	// checked against the fwd policies on the way in (cleartext, and
+	// inner packets of tunnels) and protected by the out policies on the
+	// way out (see forward.go).
+	Forwarding bool
+	// ClampMSS lowers the MSS option of forwarded TCP SYNs to what fits
+	// the egress path after IPsec (the tunnel MTU less the IP and TCP
+	// headers), for peers that block ICMP.
+	ClampMSS bool
 }
 
-// Stack is a gVisor netstack with IPsec on its one NIC.
+// Stack is a gVisor netstack with IPsec on each of its NICs.
 type Stack struct {
 	*stack.Stack
-	Engine   *xfrm.Engine
+	Engine *xfrm.Engine
+	// Endpoint and NIC are the first NIC's (Config.Link).
 	Endpoint *Endpoint
 	NIC      tcpip.NICID
 	ownsEng  bool
 	closeMu  sync.Once
 
+	// eps are the NICs' endpoints; eps[i] is NIC i+1's.
+	eps []*Endpoint
+	fwd *forwarder // nil unless Config.Forwarding
+
 	routeMu  sync.Mutex
-	reserve  int    // the configured least reserve
-	routeMTU uint32 // the MTU last put on the routes
+	reserve  int                    // the configured least reserve
+	routeMTU map[tcpip.NICID]uint32 // per NIC, the MTU last put on its routes
 	stop     chan struct{}
 }
 
@@ -76,11 +112,20 @@ const routeWatchInterval = 250 * time.Millisecond
 
 const nicID tcpip.NICID = 1
 
-// New builds the stack, its NIC on cfg.Link wrapped with IPsec, addresses
-// and routes.
+// New builds the stack, its NICs on cfg.Link and cfg.LANs wrapped with
+// IPsec, addresses and routes.
 func New(cfg Config) (*Stack, error) {
 	if cfg.Link == nil {
 		return nil, fmt.Errorf("stack: no link endpoint")
+	}
+	nics := append([]NIC{{Link: cfg.Link, Addrs: cfg.Addrs}}, cfg.LANs...)
+	for i, n := range nics {
+		if n.Link == nil {
+			return nil, fmt.Errorf("stack: NIC %d: no link endpoint", i+1)
+		}
+		if n.L3 && n.Link.Capabilities()&stack.CapabilityResolutionRequired != 0 {
+			return nil, fmt.Errorf("stack: NIC %d: L3 link asks for link address resolution", i+1)
+		}
 	}
 	eng := cfg.Engine
 	owns := false
@@ -104,16 +149,21 @@ func New(cfg Config) (*Stack, error) {
 		TransportProtocols: trans,
 		HandleLocal:        true,
 	})
-	ep := NewEndpoint(cfg.Link, eng)
-	st := &Stack{Stack: s, Engine: eng, Endpoint: ep, NIC: nicID, ownsEng: owns}
-	install(s, func(id tcpip.NICID) *Endpoint {
-		if id == nicID {
-			return ep
+	st := &Stack{Stack: s, Engine: eng, NIC: nicID, ownsEng: owns, routeMTU: make(map[tcpip.NICID]uint32)}
+	if cfg.Forwarding {
+		st.fwd = newForwarder(st, cfg.ClampMSS)
+	}
+	for _, n := range nics {
+		ep := NewEndpoint(n.Link, eng)
+		ep.fwd = st.fwd
+		st.eps = append(st.eps, ep)
+	}
+	st.Endpoint = st.eps[0]
+	install(s, st.EndpointOf)
+	for i, ep := range st.eps {
+		if err := s.CreateNIC(tcpip.NICID(i+1), ep); err != nil {
+			return nil, fmt.Errorf("stack: create NIC %d: %s", i+1, err)
 		}
-		return nil
-	})
-	if err := s.CreateNIC(nicID, ep); err != nil {
-		return nil, fmt.Errorf("stack: create NIC: %s", err)
 	}
 	// TCP: SACK on, moderate buffers; gVisor's defaults are fine otherwise.
 	sack := tcpip.TCPSACKEnabled(true)
@@ -123,48 +173,101 @@ func New(cfg Config) (*Stack, error) {
 	if st.reserve == 0 {
 		st.reserve = DefaultOverheadReserve
 	}
-	routeMTU := routeMTUFor(ep.WireMTU(), st.reserve)
-	st.routeMTU = routeMTU
 	var routes []tcpip.Route
-	for _, p := range cfg.Addrs {
-		proto := ipv6.ProtocolNumber
-		if p.Addr().Is4() {
-			proto = ipv4.ProtocolNumber
+	for i, n := range nics {
+		id := tcpip.NICID(i + 1)
+		mtu := routeMTUFor(st.eps[i].WireMTU(), st.reserve)
+		st.routeMTU[id] = mtu
+		for _, p := range n.Addrs {
+			pa := tcpip.ProtocolAddress{
+				Protocol:          Proto(p.Addr()),
+				AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
+			}
+			pa.AddressWithPrefix.PrefixLen = p.Bits()
+			if err := s.AddProtocolAddress(id, pa, stack.AddressProperties{}); err != nil {
+				return nil, fmt.Errorf("stack: NIC %d: add address %v: %s", id, p, err)
+			}
+			routes = append(routes, tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: id, MTU: mtu})
 		}
-		pa := tcpip.ProtocolAddress{
-			Protocol:          proto,
-			AddressWithPrefix: tcpip.AddrFromSlice(p.Addr().AsSlice()).WithPrefix(),
-		}
-		pa.AddressWithPrefix.PrefixLen = p.Bits()
-		if err := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
-			return nil, fmt.Errorf("stack: add address %v: %s", p, err)
-		}
-		routes = append(routes, tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nicID, MTU: routeMTU})
 	}
 	for _, r := range cfg.Routes {
 		sub, err := subnet(r.Dst)
 		if err != nil {
 			return nil, err
 		}
-		tr := tcpip.Route{Destination: sub, NIC: nicID, MTU: routeMTU}
+		id := r.NIC
+		if id == 0 {
+			id = routeNIC(nics, r.Gateway)
+		}
+		if int(id) > len(nics) {
+			return nil, fmt.Errorf("stack: route %v: no NIC %d", r.Dst, id)
+		}
+		tr := tcpip.Route{Destination: sub, NIC: id, MTU: st.routeMTU[id]}
 		if r.Gateway.IsValid() {
 			tr.Gateway = tcpip.AddrFromSlice(r.Gateway.AsSlice())
 		}
 		routes = append(routes, tr)
 	}
-	// Link-local and multicast on the NIC too (NDP, MLD).
+	// Link-local and multicast on every NIC too (NDP, MLD); a packet to
+	// a link-local address without a NIC goes out of the first.
 	ll, _ := subnet(netip.MustParsePrefix("fe80::/10"))
-	routes = append(routes, tcpip.Route{Destination: ll, NIC: nicID, MTU: routeMTU})
+	for i := range nics {
+		id := tcpip.NICID(i + 1)
+		routes = append(routes, tcpip.Route{Destination: ll, NIC: id, MTU: st.routeMTU[id]})
+	}
 	s.SetRouteTable(routes)
+	if cfg.Forwarding {
+		for _, p := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+			if err := s.SetForwardingDefaultAndAllNICs(p, true); err != nil {
+				return nil, fmt.Errorf("stack: forwarding on for protocol %d: %s", p, err)
+			}
+		}
+		st.fwd.start()
+	}
 	st.UpdateRouteMTU()
 	update := st.UpdateRouteMTU
-	ep.onConfig.Store(&update)
+	for _, ep := range st.eps {
+		ep.onConfig.Store(&update)
+	}
 	// NAT keepalives of encapsulated SAs go out on this stack's link.
 	// An engine shared by several stacks sends them on the last one's.
 	eng.SetKeepaliveSender(st.sendKeepalive)
 	st.stop = make(chan struct{})
 	go st.watchRoutes()
 	return st, nil
+}
+
+// routeNIC picks the NIC of a route without one: the first whose on-link
+// prefix contains gw, else the first NIC.
+func routeNIC(nics []NIC, gw netip.Addr) tcpip.NICID {
+	if gw.IsValid() {
+		for i, n := range nics {
+			for _, p := range n.Addrs {
+				if p.Masked().Contains(gw) {
+					return tcpip.NICID(i + 1)
+				}
+			}
+		}
+	}
+	return nicID
+}
+
+// NICs returns the IDs of the stack's NICs, the first NIC's first.
+func (s *Stack) NICs() []tcpip.NICID {
+	ids := make([]tcpip.NICID, len(s.eps))
+	for i := range s.eps {
+		ids[i] = tcpip.NICID(i + 1)
+	}
+	return ids
+}
+
+// EndpointOf returns the xfrm Endpoint of NIC id, or nil when the stack
+// has no such NIC.
+func (s *Stack) EndpointOf(id tcpip.NICID) *Endpoint {
+	if id < 1 || int(id) > len(s.eps) {
+		return nil
+	}
+	return s.eps[id-1]
 }
 
 // watchRoutes keeps the route MTUs current while no packet is sent, so a
@@ -181,6 +284,9 @@ func (s *Stack) watchRoutes() {
 			if s.Endpoint.configGen.Load() != s.Engine.SPD.Generation() {
 				s.UpdateRouteMTU()
 			}
+			if s.fwd != nil {
+				s.fwd.refresh()
+			}
 		}
 	}
 }
@@ -194,16 +300,17 @@ func routeMTUFor(wire uint32, reserve int) uint32 {
 	return 0
 }
 
-// UpdateRouteMTU sets the MTU of the stack's routes to the wire MTU less
-// the larger of the configured reserve and the most any installed outbound
-// bundle adds (xfrm.Engine.MaxOutboundOverhead), so that TCP, which takes
-// its segment size from the route MTU, sends segments that fit the link
-// after IPsec. Routes on the NIC whose MTU is unset or the value this last
-// set are updated; others keep theirs. The endpoint calls it when the wire
-// MTU is set and, from its packet path, when policies or SAs changed; call
-// it directly after configuring IPsec to have new connections use the new
-// MTU at once. Existing TCP connections keep their segment size until a
-// segment does not fit (the endpoint then injects a Packet Too Big).
+// UpdateRouteMTU sets the MTU of the stack's routes to their NIC's wire
+// MTU less the larger of the configured reserve and the most any
+// installed outbound bundle adds (xfrm.Engine.MaxOutboundOverhead), so
+// that TCP, which takes its segment size from the route MTU, sends
+// segments that fit the link after IPsec. Routes whose MTU is unset or the
+// value this last set for their NIC are updated; others keep theirs. The
+// endpoints call it when a wire MTU is set and, from their packet path,
+// when policies or SAs changed; call it directly after configuring IPsec
+// to have new connections use the new MTU at once. Existing TCP
+// connections keep their segment size until a segment does not fit (the
+// endpoint then injects a Packet Too Big).
 func (s *Stack) UpdateRouteMTU() {
 	s.routeMu.Lock()
 	defer s.routeMu.Unlock()
@@ -211,18 +318,27 @@ func (s *Stack) UpdateRouteMTU() {
 	// the endpoint call again.
 	gen := s.Engine.SPD.Generation()
 	reserve := max(s.reserve, s.Engine.MaxOutboundOverhead())
-	mtu := routeMTUFor(s.Endpoint.WireMTU(), reserve)
-	if mtu != s.routeMTU {
+	changed := false
+	mtus := make(map[tcpip.NICID]uint32, len(s.eps))
+	for i, ep := range s.eps {
+		id := tcpip.NICID(i + 1)
+		mtus[id] = routeMTUFor(ep.WireMTU(), reserve)
+		changed = changed || mtus[id] != s.routeMTU[id]
+	}
+	if changed {
 		table := s.GetRouteTable()
 		for i := range table {
-			if r := &table[i]; r.NIC == s.NIC && (r.MTU == 0 || r.MTU == s.routeMTU) {
+			r := &table[i]
+			if mtu, ok := mtus[r.NIC]; ok && (r.MTU == 0 || r.MTU == s.routeMTU[r.NIC]) {
 				r.MTU = mtu
 			}
 		}
 		s.SetRouteTable(table)
-		s.routeMTU = mtu
+		s.routeMTU = mtus
 	}
-	s.Endpoint.configGen.Store(gen)
+	for _, ep := range s.eps {
+		ep.configGen.Store(gen)
+	}
 }
 
 func subnet(p netip.Prefix) (tcpip.Subnet, error) {
@@ -240,6 +356,9 @@ func subnet(p netip.Prefix) (tcpip.Subnet, error) {
 func (s *Stack) Close() {
 	s.closeMu.Do(func() {
 		close(s.stop)
+		if s.fwd != nil {
+			s.fwd.close()
+		}
 		s.Engine.SetKeepaliveSender(nil)
 		s.Stack.Close()
 		s.Stack.Wait()

@@ -1,6 +1,7 @@
 package xfrm
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,8 +76,11 @@ type Engine struct {
 	// kaSend sends NAT keepalives (SetKeepaliveSender).
 	kaSend atomic.Pointer[func(Keepalive)]
 	sock   sockTable // per-socket policies (sockpolicy.go)
-	stop   chan struct{}
-	once   sync.Once
+	// local tells a gateway's own addresses from those it forwards to
+	// (SetLocal); nil: every packet is for this host.
+	local atomic.Pointer[func(netip.Addr) bool]
+	stop  chan struct{}
+	once  sync.Once
 }
 
 // NewEngine returns an engine with empty databases. Call Close to stop its

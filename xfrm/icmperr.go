@@ -177,6 +177,20 @@ func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Ve
 //     not about a protected flow; so are quotes of UDP datagrams from a
 //     local (address, port) that receives ESP in UDP.
 func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
+	return e.checkICMPError(DirIn, pkt, l4off, sp)
+}
+
+// CheckForwardICMPError is CheckInboundICMPError for an ICMP error the
+// stack forwards: the quoted flow, reversed, is judged by the fwd
+// policies (RFC 4301 §6.2), so that an error about a flow a fwd policy
+// protects is not let through in clear, and one that came through a
+// tunnel must quote that tunnel's traffic.
+func (e *Engine) CheckForwardICMPError(pkt []byte, l4off int, sp []*SA) bool {
+	return e.checkICMPError(DirFwd, pkt, l4off, sp)
+}
+
+// checkICMPError is CheckInboundICMPError and CheckForwardICMPError.
+func (e *Engine) checkICMPError(dir Dir, pkt []byte, l4off int, sp []*SA) bool {
 	rf, ok := quotedReverseFlow(pkt[min(l4off+8, len(pkt)):])
 	if !ok {
 		e.Stats.InHdrError.Add(1)
@@ -194,11 +208,14 @@ func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
 			return true
 		}
 		if rf.Opaque {
-			p := e.socketPolicyIn(&rf)
-			if p == nil {
-				p = e.SPD.Lookup(DirIn, &rf)
+			var p *Policy
+			if dir == DirIn {
+				p = e.socketPolicyIn(&rf)
 			}
-			if (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirIn, &rf, p) {
+			if p == nil {
+				p = e.SPD.Lookup(dir, &rf)
+			}
+			if (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(dir, &rf, p) {
 				e.Stats.InTmplMismatch.Add(1)
 				return false
 			}
@@ -207,5 +224,5 @@ func (e *Engine) CheckInboundICMPError(pkt []byte, l4off int, sp []*SA) bool {
 		e.Stats.InStateMismatch.Add(1)
 		return false
 	}
-	return e.CheckInbound(&rf, sp)
+	return e.checkPolicy(dir, &rf, sp)
 }

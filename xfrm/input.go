@@ -457,11 +457,14 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
+	// A packet the stack forwards is checked against the fwd policies,
+	// one for the stack against the in policies.
+	dir := e.inputDir(f.Dst)
 	if IsICMPError(&f) {
 		// Judged by the flow it quotes (see CheckInboundICMPError): an
 		// error about a protected flow comes through that flow's SAs,
 		// whose selectors and policies name the flow, not ICMP.
-		if !e.CheckInboundICMPError(pkt, l4off, sp.SAs()) {
+		if !e.checkICMPError(dir, pkt, l4off, sp.SAs()) {
 			return nil
 		}
 		return pkt
@@ -472,7 +475,7 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateMismatch.Add(1)
 		return nil
 	}
-	if !e.CheckInbound(&f, sp.SAs()) {
+	if !e.checkPolicy(dir, &f, sp.SAs()) {
 		return nil
 	}
 	return pkt
@@ -486,9 +489,27 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 // discard rejects, bypass accepts unless a tunnel-mode SA was used, protect
 // requires the templates to be matched by the SAs in order.
 func (e *Engine) CheckInbound(f *Flow, sp []*SA) bool {
-	p := e.socketPolicyIn(f)
+	return e.checkPolicy(DirIn, f, sp)
+}
+
+// CheckForward is CheckInbound for a packet the stack forwards rather
+// than takes itself: the fwd policies decide it, as Linux's ip_forward and
+// ip6_forward check XFRM_POLICY_FWD, with the same rules and counters
+// (a tunnel's inner packet without a fwd policy is XfrmInNoPols; discard
+// XfrmInPolBlock; SAs that do not satisfy the templates
+// XfrmInTmplMismatch). Socket policies play no part.
+func (e *Engine) CheckForward(f *Flow, sp []*SA) bool {
+	return e.checkPolicy(DirFwd, f, sp)
+}
+
+// checkPolicy is CheckInbound and CheckForward; dir is DirIn or DirFwd.
+func (e *Engine) checkPolicy(dir Dir, f *Flow, sp []*SA) bool {
+	var p *Policy
+	if dir == DirIn {
+		p = e.socketPolicyIn(f)
+	}
 	if p == nil {
-		p = e.SPD.Lookup(DirIn, f)
+		p = e.SPD.Lookup(dir, f)
 	}
 	if p == nil {
 		// A tunnel's inner packet is only as trustworthy as the policy

@@ -64,6 +64,18 @@ type LinkStats struct {
 	// those not sent (no route, next hop unresolved, link error).
 	OutNATKeepalive       atomic.Uint64
 	OutNATKeepaliveErrors atomic.Uint64
+	// Gateway counters (Config.Forwarding, forward.go): InForwarded
+	// counts packets from the link, cleartext or decapsulated, that
+	// passed the fwd policy check on their way to be forwarded;
+	// InTTLExpired those answered with Time Exceeded instead;
+	// OutForwarded the forwarded packets sent out of this NIC (protected
+	// or not); FwdInnerFragments the fragments made of forwarded IPv4
+	// packets before IPsec; FwdMSSClamped the SYNs whose MSS was lowered.
+	InForwarded       atomic.Uint64
+	InTTLExpired      atomic.Uint64
+	OutForwarded      atomic.Uint64
+	FwdInnerFragments atomic.Uint64
+	FwdMSSClamped     atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -248,6 +260,10 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	v := pkt.ToView()
 	defer v.Release()
 	ip := v.AsSlice()[linkLen:]
+	if pkt.NetworkPacketInfo.IsForwardedPacket && e.fwd != nil {
+		e.forwardOut(pkt, ip, out)
+		return
+	}
 	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
 		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
 		// A local packet with DF that will be fragmented whatever IPsec
@@ -441,6 +457,13 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 		return inDrop
 	}
 	if isFrag {
+		if e.fwd != nil && !xfrm.ForwardsReassembled(b) {
+			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
+				// An IPv6 fragment to forward: checked and
+				// forwarded as it is (classifyForward).
+				return e.classify(b)
+			}
+		}
 		e.reassemble(b, &fi)
 		return inConsumed
 	}
@@ -454,6 +477,9 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	if err != nil {
 		e.engine.Stats.InHdrError.Add(1)
 		return inDrop
+	}
+	if e.fwd != nil && !e.fwd.isLocal(f.Dst) {
+		return e.classifyForward(b, l4off, &f)
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
@@ -551,6 +577,10 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
 func (e *Endpoint) reinject(ip *buffer.View) {
+	if !e.forwardIn(ip.AsSlice()) {
+		ip.Release()
+		return
+	}
 	e.Stats.Reinjected.Add(1)
 	e.deliver(ip)
 }

@@ -1,12 +1,18 @@
 package stack
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
 // Security gateway (RFC 4301 §5.2, §6, §8): with Config.Forwarding the
@@ -29,7 +35,8 @@ type forwarder struct {
 	// bcast holds the IPv4 directed broadcast addresses of the stack's
 	// subnets (refreshed from gVisor's address table): they are local.
 	bcast    atomic.Pointer[[]netip.Addr]
-	inFlight atomic.Int32 // ICMP errors being sent
+	inFlight atomic.Int32  // ICMP errors being sent
+	sent     atomic.Uint64 // ICMP errors sent (ICMPErrorsSent)
 	wg       sync.WaitGroup
 }
 
@@ -93,4 +100,392 @@ func (f *forwarder) isLocal(a netip.Addr) bool {
 // itself: always when it does not forward.
 func (e *Endpoint) local(dst netip.Addr) bool {
 	return e.fwd == nil || e.fwd.isLocal(dst)
+}
+
+// classifyForward is the inbound check of a cleartext packet the stack
+// forwards (not to one of its addresses): the fwd policies decide it, an
+// ICMP error also by the flow it quotes (RFC 4301 §6.2), and an IPv4
+// packet whose TTL runs out here is answered with Time Exceeded (see
+// expired). ESP, AH and IPComp to another host are forwarded like any
+// packet, as Linux does: they are some other gateway's.
+func (e *Endpoint) classifyForward(b []byte, l4off int, f *xfrm.Flow) inboundVerdict {
+	if !e.engine.CheckForward(f, nil) {
+		return inDrop
+	}
+	if xfrm.IsICMPError(f) && !e.engine.CheckForwardICMPError(b, l4off, nil) {
+		return inDrop
+	}
+	if e.expired(b) {
+		return inConsumed
+	}
+	e.Stats.InChecked.Add(1)
+	e.Stats.InForwarded.Add(1)
+	return inPass
+}
+
+// expired answers an IPv4 packet to forward whose TTL would reach 0 here
+// with ICMP Time Exceeded and reports true: it must not be forwarded (RFC
+// 1812 §5.3.1). gVisor's IPv4 forwarding sends Time Exceeded only for a
+// TTL already 0 on arrival and forwards a TTL of 1 as 0; its IPv6
+// forwarding checks the hop limit as RFC 8200 says, so IPv6 is left to it.
+func (e *Endpoint) expired(ip []byte) bool {
+	if len(ip) < header.IPv4MinimumSize || ip[0]>>4 != 4 || ip[8] > 1 {
+		return false
+	}
+	e.Stats.InTTLExpired.Add(1)
+	e.fwd.sendError(ip, icmpTimeExceeded, 0)
+	return true
+}
+
+// forwardIn reports whether a decapsulated packet goes on to the stack:
+// false when it is one to forward whose TTL runs out here (expired).
+func (e *Endpoint) forwardIn(ip []byte) bool {
+	if e.fwd == nil {
+		return true
+	}
+	_, dst, ok := ipAddrs(ip)
+	if !ok || e.fwd.isLocal(dst) {
+		return true
+	}
+	if e.expired(ip) {
+		return false
+	}
+	e.Stats.InForwarded.Add(1)
+	return true
+}
+
+// forwardOut is the output path of a packet gVisor forwards out of this
+// NIC (RFC 4301 §5.2 step 3, §8): the out policies apply as to any
+// packet, but the MTU is handled as a router must. A packet that does not
+// fit the path after IPsec (the wire or learned path MTU less the bundle's
+// overhead: the tunnel MTU) is, when it may not be fragmented (IPv4 with
+// DF, and any IPv6 packet: RFC 8200 §5), dropped and answered with
+// Fragmentation Needed or Packet Too Big giving the tunnel MTU, from the
+// gateway to its source (RFC 4301 §8.2.1, §8.3). An IPv4 packet without
+// DF is fragmented before it is tunnelled, each fragment protected on its
+// own (RFC 4301 §8.1 lets a gateway choose; the peer gateway then
+// forwards the fragments and need not reassemble outer ones). With
+// ClampMSS a TCP SYN first has its MSS option lowered to fit.
+func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *stack.PacketBufferList) {
+	var f xfrm.Flow
+	if _, err := xfrm.ParseFlow(ip, &f); err != nil {
+		// Linux's __xfrm_route_forward: a forwarded packet whose
+		// selectors cannot be read.
+		e.engine.Stats.FwdHdrError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	if e.fwd.clampMSS && f.Proto == xfrm.ProtoTCP && !f.Opaque {
+		e.clampMSS(ip)
+	}
+	a := allocPool.Get().(*viewAlloc)
+	defer allocPool.Put(a)
+	verdict, _ := e.engine.Output(ip, a)
+	switch verdict {
+	case xfrm.VerdictDrop:
+		a.release()
+		e.Stats.OutDropped.Add(1)
+		return
+	case xfrm.VerdictPass:
+		a.release()
+		e.Stats.OutPassed.Add(1)
+		e.Stats.OutForwarded.Add(1)
+		if mtu := e.pathMTU(ip); len(ip) > mtu && !mayFragmentFwd(ip) {
+			e.tooBig(ip, mtu)
+			return
+		}
+		e.sendWire(pkt, ip, ip, nil, out)
+		return
+	}
+	e.Stats.OutProtected.Add(1)
+	e.Stats.OutForwarded.Add(1)
+	for _, v := range a.emitted {
+		e.sendWire(pkt, ip, v.AsSlice(), v, out)
+	}
+	clear(a.emitted)
+	a.emitted = a.emitted[:0]
+	pv := a.take()
+	wire := pv.AsSlice()
+	mtu := e.pathMTU(wire)
+	if len(wire) <= mtu || !isTunnel(ip, wire) {
+		// Fits, or transport mode (not a gateway's; sendWire
+		// fragments it after IPsec or drops it by DF as before).
+		e.sendWire(pkt, ip, wire, pv, out)
+		return
+	}
+	inner := e.engine.OutMTU(ip, e.pathMTUOf)
+	switch {
+	case ip[0]>>4 == 6 && inner < header.IPv6MinimumMTU && len(ip) <= header.IPv6MinimumMTU:
+		// A tunnel whose MTU is below IPv6's minimum must still carry
+		// 1280-byte packets: in fragments of the outer packet (RFC
+		// 2473 §7.2), whatever DF an IPv4 outer header got.
+		if wire[0]>>4 == 4 && wire[6]&0x40 != 0 {
+			wire[6] &^= 0x40 // each fragment gets its checksum
+			e.Stats.OutDFCleared.Add(1)
+		}
+		e.fragmentAndQueue(pkt, wire, pv, mtu, out)
+	case mayFragmentFwd(ip) && inner >= header.IPv4MinimumSize+8:
+		pv.Release()
+		e.fragmentInner(pkt, ip, inner, out)
+	default:
+		pv.Release()
+		if ip[0]>>4 == 6 {
+			inner = max(inner, header.IPv6MinimumMTU)
+		}
+		e.tooBig(ip, inner)
+	}
+}
+
+// isTunnel reports whether wire, the protected form of ip, went through a
+// tunnel: its addresses are not ip's.
+func isTunnel(ip, wire []byte) bool {
+	s1, d1, _ := ipAddrs(ip)
+	s2, d2, _ := ipAddrs(wire)
+	return s1 != s2 || d1 != d2
+}
+
+// mayFragmentFwd reports whether a router may fragment the forwarded
+// packet ip: IPv4 without DF.
+func mayFragmentFwd(ip []byte) bool {
+	return ip[0]>>4 == 4 && ip[6]&0x40 == 0
+}
+
+// tooBig drops a forwarded packet that does not fit mtu and tells its
+// source.
+func (e *Endpoint) tooBig(ip []byte, mtu int) {
+	e.Stats.OutTooBig.Add(1)
+	e.Stats.OutDropped.Add(1)
+	e.fwd.sendError(ip, icmpTooBig, mtu)
+}
+
+// fragmentInner fragments the forwarded IPv4 packet ip to mtu before
+// IPsec and sends each fragment through the out policies.
+func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, out *stack.PacketBufferList) {
+	frags, err := fragment(ip, mtu, e.fragID.Add(1))
+	if err != nil {
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	for _, fv := range frags {
+		e.Stats.FwdInnerFragments.Add(1)
+		fr := fv.AsSlice()
+		a := allocPool.Get().(*viewAlloc)
+		switch v, _ := e.engine.Output(fr, a); v {
+		case xfrm.VerdictDrop:
+			a.release()
+			e.Stats.OutDropped.Add(1)
+		case xfrm.VerdictPass:
+			a.release()
+			e.sendWire(pkt, fr, fr, nil, out)
+		default:
+			for _, v := range a.emitted {
+				e.sendWire(pkt, fr, v.AsSlice(), v, out)
+			}
+			clear(a.emitted)
+			a.emitted = a.emitted[:0]
+			pv := a.take()
+			e.sendWire(pkt, fr, pv.AsSlice(), pv, out)
+		}
+		allocPool.Put(a)
+		fv.Release()
+	}
+}
+
+// pathMTUOf is the MTU for IP packets from src to dst out of this NIC:
+// the learned path MTU, else the wire MTU.
+func (e *Endpoint) pathMTUOf(src, dst netip.Addr) int {
+	mtu := int(e.WireMTU())
+	if p := int(e.pmtu.get(pmtuKey{src, dst})); p != 0 && p < mtu {
+		return p
+	}
+	return mtu
+}
+
+// clampMSS lowers the MSS option of a forwarded TCP SYN in ip to what
+// fits the path out of this NIC after IPsec (OutMTU less the IP and TCP
+// headers), fixing the TCP checksum incrementally (RFC 1624), as Linux's
+// TCPMSS --clamp-mss-to-pmtu does.
+func (e *Endpoint) clampMSS(ip []byte) {
+	var l4 int
+	if ip[0]>>4 == 4 {
+		l4 = int(ip[0]&0xf) * 4
+		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
+			return
+		}
+	} else {
+		l4 = header.IPv6MinimumSize
+		if ip[6] != uint8(header.TCPProtocolNumber) {
+			return // extension headers: left alone, as Linux's TCPMSS does not look past them either
+		}
+	}
+	if len(ip) < l4+header.TCPMinimumSize {
+		return
+	}
+	tcp := ip[l4:]
+	if tcp[13]&uint8(header.TCPFlagSyn) == 0 {
+		return
+	}
+	doff := int(tcp[12]>>4) * 4
+	if doff < header.TCPMinimumSize || doff > len(tcp) {
+		return
+	}
+	opts := tcp[header.TCPMinimumSize:doff]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case header.TCPOptionEOL:
+			return
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return
+		}
+		if opts[i] == header.TCPOptionMSS && opts[i+1] == header.TCPOptionMSSLength {
+			mtu := e.engine.OutMTU(ip, e.pathMTUOf)
+			mss := mtu - l4 - header.TCPMinimumSize
+			old := binary.BigEndian.Uint16(opts[i+2:])
+			if mtu == 0 || mss <= 0 || int(old) <= mss {
+				return
+			}
+			binary.BigEndian.PutUint16(opts[i+2:], uint16(mss))
+			// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+			sum := uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^old) + uint32(uint16(mss))
+			for sum > 0xffff {
+				sum = sum&0xffff + sum>>16
+			}
+			binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+			e.Stats.FwdMSSClamped.Add(1)
+			return
+		}
+		i += int(opts[i+1])
+	}
+}
+
+// ICMP errors the gateway sends itself.
+type icmpKind uint8
+
+const (
+	icmpTimeExceeded icmpKind = iota // TTL or hop limit exceeded in transit
+	icmpTooBig                       // Fragmentation Needed (IPv4), Packet Too Big (IPv6)
+)
+
+// maxErrorsInFlight bounds the ICMP errors built but not yet sent.
+const maxErrorsInFlight = 16
+
+// sendError sends an ICMP error about the packet orig (a forwarded one)
+// to its source, from the stack's address towards it, as a router does
+// (RFC 1812 §4.3.2, RFC 4443 §2.2), quoting as much of orig as fits 576
+// bytes (IPv4) or 1280 (IPv6). It goes out through the stack like any
+// packet it sends, so the out policies (and icmpErrorOut's check of the
+// quoted flow) apply to it. No error is sent about an ICMP error, a
+// non-initial fragment, or a packet from an unspecified, multicast or
+// broadcast source; the stack's ICMP rate limit applies. It builds and
+// sends on its own goroutine: the caller may hold the locks of a NIC.
+func (f *forwarder) sendError(orig []byte, kind icmpKind, mtu int) {
+	src, _, ok := ipAddrs(orig)
+	if !ok || src.IsUnspecified() || src.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return
+	}
+	var fl xfrm.Flow
+	if _, err := xfrm.ParseFlow(orig, &fl); err != nil || xfrm.IsICMPError(&fl) {
+		return
+	}
+	if src.Is4() && binary.BigEndian.Uint16(orig[6:8])&0x1fff != 0 {
+		return
+	}
+	if f.inFlight.Add(1) > maxErrorsInFlight {
+		f.inFlight.Add(-1)
+		return
+	}
+	limit := 576 - header.IPv4MinimumSize - header.ICMPv4MinimumSize
+	if src.Is6() {
+		limit = header.IPv6MinimumMTU - header.IPv6MinimumSize - header.ICMPv6MinimumSize
+	}
+	quote := append([]byte(nil), orig[:min(len(orig), limit)]...)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer f.inFlight.Add(-1)
+		f.writeError(src, quote, kind, mtu)
+	}()
+}
+
+// writeError builds the error to dst quoting quote and writes it.
+func (f *forwarder) writeError(dst netip.Addr, quote []byte, kind icmpKind, mtu int) {
+	if !f.st.AllowICMPMessage() {
+		return
+	}
+	proto := Proto(dst)
+	r, err := f.st.FindRoute(0, tcpip.Address{}, tcpAddr(dst), proto, false)
+	if err != nil {
+		return
+	}
+	defer r.Release()
+	from := r.LocalAddress()
+	var pkt []byte
+	if dst.Is4() {
+		pkt = make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(quote))
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(pkt)),
+			TTL:         r.DefaultTTL(),
+			Protocol:    uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr:     from,
+			DstAddr:     tcpAddr(dst),
+		})
+		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+		if kind == icmpTooBig {
+			ic.SetType(header.ICMPv4DstUnreachable)
+			ic.SetCode(header.ICMPv4FragmentationNeeded)
+			ic.SetMTU(uint16(mtu))
+		} else {
+			ic.SetType(header.ICMPv4TimeExceeded)
+			ic.SetCode(header.ICMPv4TTLExceeded)
+		}
+		copy(ic[header.ICMPv4MinimumSize:], quote)
+		ic.SetChecksum(^checksum.Checksum(ic, 0))
+	} else {
+		pkt = make([]byte, header.IPv6MinimumSize+header.ICMPv6MinimumSize+len(quote))
+		ip := header.IPv6(pkt)
+		ip.Encode(&header.IPv6Fields{
+			PayloadLength:     uint16(len(pkt) - header.IPv6MinimumSize),
+			TransportProtocol: header.ICMPv6ProtocolNumber,
+			HopLimit:          r.DefaultTTL(),
+			SrcAddr:           from,
+			DstAddr:           tcpAddr(dst),
+		})
+		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+		if kind == icmpTooBig {
+			ic.SetType(header.ICMPv6PacketTooBig)
+			ic.SetMTU(uint32(mtu))
+		} else {
+			ic.SetType(header.ICMPv6TimeExceeded)
+			ic.SetCode(header.ICMPv6HopLimitExceeded)
+		}
+		copy(ic[header.ICMPv6MinimumSize:], quote)
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+			Header: ic, Src: from, Dst: tcpAddr(dst),
+		}))
+	}
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithData(pkt),
+	})
+	defer p.DecRef()
+	if r.WriteHeaderIncludedPacket(p) == nil {
+		f.sent.Add(1)
+	}
+}
+
+// ICMPErrorsSent returns how many ICMP errors (Time Exceeded, Fragmentation
+// Needed, Packet Too Big) the gateway built itself for forwarded packets
+// and sent; gVisor's own (Network Unreachable, IPv6 Time Exceeded) are in
+// its ICMP statistics.
+func (s *Stack) ICMPErrorsSent() uint64 {
+	if s.fwd == nil {
+		return 0
+	}
+	return s.fwd.sent.Load()
 }

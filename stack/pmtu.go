@@ -161,7 +161,8 @@ func (e *Endpoint) pathMTU(wire []byte) int {
 // notePMTU reads a cleartext packet that passed the inbound check: if it
 // is an ICMP Fragmentation Needed or ICMPv6 Packet Too Big quoting an
 // ESP or AH packet of one of our outbound SAs, it records the path MTU for
-// that SA's outer addresses. The packet itself goes on to the stack
+// that SA's outer addresses; quoting a packet we sent in clear, for its
+// addresses. The packet itself goes on to the stack
 // (which ignores it: it quotes a protocol it has no endpoint for).
 func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 	var mtu uint32
@@ -205,7 +206,10 @@ func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 		}
 	}
 	var sport uint16
-	encap := proto == xfrm.Proto(xfrm.ProtoUDP)
+	// UDP from a port an encapsulated SA of ours sends from is ESP in
+	// UDP; other UDP is a datagram we sent in clear.
+	encap := proto == xfrm.Proto(xfrm.ProtoUDP) && len(ipsec) >= 2 &&
+		e.engine.SAD.IsEncapPort(src, binary.BigEndian.Uint16(ipsec))
 	if encap {
 		// ESP in UDP (RFC 3948): the quote must reach the SPI (an
 		// 8-byte quote, RFC 792's least, names no SA and is ignored).
@@ -214,18 +218,25 @@ func (e *Endpoint) notePMTU(b []byte, f *xfrm.Flow) {
 		}
 		sport, proto, ipsec = binary.BigEndian.Uint16(ipsec), xfrm.ProtoESP, ipsec[xfrm.UDPHeaderLen:]
 	}
-	if proto != xfrm.ProtoESP && proto != xfrm.ProtoAH {
+	if encap || proto == xfrm.ProtoESP || proto == xfrm.ProtoAH {
+		spi, ok := xfrm.PacketSPI(proto, ipsec)
+		if !ok {
+			return
+		}
+		sa := e.engine.SAD.Lookup(dst, proto, spi)
+		if sa == nil || sa.Config.Src != src || sa.Encapsulated() != encap || (encap && encapSPort(sa) != sport) {
+			// Not a packet of an SA we send on: a forged or stray error.
+			return
+		}
+	} else if _, to, ok := ipAddrs(b); !ok || to != src {
+		// A packet in clear (bypass or no policy) that we did not
+		// send: the error is addressed to its source, not to us.
 		return
 	}
-	spi, ok := xfrm.PacketSPI(proto, ipsec)
-	if !ok {
-		return
-	}
-	sa := e.engine.SAD.Lookup(dst, proto, spi)
-	if sa == nil || sa.Config.Src != src || sa.Encapsulated() != encap || (encap && encapSPort(sa) != sport) {
-		// Not a packet of an SA we send on: a forged or stray error.
-		return
-	}
+	// A packet we sent in clear: as a host does (RFC 1191, RFC 8201),
+	// datagrams to dst are then fragmented to the path MTU, here after
+	// IPsec as all local traffic (sendWire); gVisor's own fragmenting
+	// ignores path MTUs. TCP lowers its segment size from the same error.
 	if v4 {
 		if mtu < header.IPv4MinimumMTU {
 			// RFC 1191 §5: an old router reports 0; Linux then

@@ -441,7 +441,20 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
-	if isFrag {
+	// A packet the stack forwards is checked against the fwd policies,
+	// one for the stack against the in policies. An IPv6 fragment to
+	// forward is checked and forwarded as it is (RFC 4301 §7.1: a tunnel
+	// whose selectors have ANY ports carries non-initial fragments): a
+	// router may not fragment IPv6 again (RFC 8200 §4.5), so it must not
+	// reassemble it either. IPv4 fragments are reassembled and checked
+	// whole (RFC 4301 §7.4's stateful fragment checking, as Linux does
+	// with conntrack's defragmentation); the gateway fragments the
+	// datagram again on its way out when it must (stack.Endpoint.forwardOut).
+	dir := DirIn
+	if _, dst, ok := addrs(pkt); ok {
+		dir = e.inputDir(dst)
+	}
+	if isFrag && !(dir == DirFwd && !ForwardsReassembled(pkt)) {
 		if pkt = e.Reasm.Add(pkt, &fi, sp.SAs(), a); pkt == nil {
 			return nil
 		}
@@ -457,9 +470,6 @@ func (e *Engine) finishInput(pkt []byte, sp *SecPath, a Allocator) []byte {
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
-	// A packet the stack forwards is checked against the fwd policies,
-	// one for the stack against the in policies.
-	dir := e.inputDir(f.Dst)
 	if IsICMPError(&f) {
 		// Judged by the flow it quotes (see CheckInboundICMPError): an
 		// error about a protected flow comes through that flow's SAs,
@@ -510,6 +520,14 @@ func (e *Engine) checkPolicy(dir Dir, f *Flow, sp []*SA) bool {
 	}
 	if p == nil {
 		p = e.SPD.Lookup(dir, f)
+	}
+	if dir == DirFwd && f.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(dir, f, p) {
+		// A fragment without ports (RFC 4301 §7) that a port-specific
+		// protect policy may cover: only its ports, which it does not
+		// carry, could tell whether it had to come protected. Fail
+		// closed, as for an ICMP error quoting such a flow.
+		e.Stats.InTmplMismatch.Add(1)
+		return false
 	}
 	if p == nil {
 		// A tunnel's inner packet is only as trustworthy as the policy

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -29,11 +30,22 @@ var suites = []suite{
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == wireHelperArg {
+		os.Exit(wireHelper(os.Args[2:]))
+	}
+	wire := flag.Bool("wire", false, "run the real-link benchmark instead of the suites (root: namespaces, veth, AF_PACKET, TAP; kernel, ipsecstack daemons, wireguard-go, strongSwan)")
+	wireBytes := flag.String("wire-bytes", "256MiB", "--wire: bytes per TCP transfer (N, NK, NM, NG)")
+	wireRounds := flag.Int("wire-rounds", 3, "--wire: interleaved rounds (the median is reported)")
+	wireRR := flag.Duration("wire-rr", 3*time.Second, "--wire: UDP request/response time per contender and round")
+	wireOnly := flag.String("wire-only", "", "--wire: comma-separated contenders, by id or id prefix (default all: "+strings.Join(wireIDs(), ",")+")")
 	quick := flag.Bool("quick", false, "short runs (under 2 minutes on 2 cores)")
 	jsonFile := flag.String("json", "", "write every result to this JSON file")
 	svgDir := flag.String("svg", "", "draw the plots into this directory")
 	only := flag.String("suites", "", "comma-separated suites to run (default all: transforms,replay,spd,udp,tcp,cores)")
 	flag.Parse()
+	if *wire {
+		os.Exit(mainWire(*wireBytes, *wireRounds, *wireRR, *wireOnly, *jsonFile, *svgDir))
+	}
 
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
@@ -112,4 +124,54 @@ func cpuModel() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+func mainWire(size string, rounds int, rr time.Duration, only, jsonFile, svgDir string) int {
+	n, err := parseSize(size)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --wire-bytes:", err)
+		return 2
+	}
+	if rounds < 1 || rr <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: --wire-rounds and --wire-rr must be positive")
+		return 2
+	}
+	o := wireOpts{Bytes: n, Rounds: rounds, RR: rr, Log: os.Stderr}
+	for _, s := range strings.Split(only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		known := false
+		for _, id := range wireIDs() {
+			known = known || wireWanted([]string{s}, id)
+		}
+		if !known {
+			fmt.Fprintf(os.Stderr, "bench: --wire-only %q: no such contender (have %s)\n", s, strings.Join(wireIDs(), ","))
+			return 2
+		}
+		o.Only = append(o.Only, s)
+	}
+	load0 := loadavg()
+	rep, err := runWire(o)
+	if rep != nil && len(rep.Contenders)+len(rep.Skipped) > 0 {
+		fmt.Printf("Load average %s at start, %s at end; %s.\n", load0, loadavg(), runtime.Version())
+		rep.Markdown(os.Stdout)
+		if jsonFile != "" {
+			if err := rep.WriteJSON(jsonFile); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				return 1
+			}
+		}
+		if svgDir != "" {
+			if err := os.WriteFile(filepath.Join(svgDir, "wire.svg"), []byte(rep.SVG()), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				return 1
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --wire:", err)
+		return 1
+	}
+	return 0
 }

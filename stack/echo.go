@@ -71,3 +71,86 @@ func (s *Stack) ServeUDPEcho(ctx context.Context, port uint16) error {
 	}()
 	return nil
 }
+
+// discardBuf is the read size of the discard services: one read takes
+// whatever the socket holds (a TCP receive window's worth, or the largest
+// datagram), so a bulk sink costs few reads and no allocation per read.
+const discardBuf = 256 << 10
+
+// ServeTCPDiscard serves TCP discard (RFC 863) on port of every address of
+// the stack, IPv4 and IPv6, until ctx ends: every connection is read to its
+// end and the data thrown away. It is the sink of one-way bulk benchmarks.
+func (s *Stack) ServeTCPDiscard(ctx context.Context, port uint16) error {
+	l, err := gonet.ListenTCP(s.Stack, tcpip.FullAddress{NIC: s.NIC, Port: port}, ipv6.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("tcp discard on port %d: %w", port, err)
+	}
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	go func() {
+		var mu sync.Mutex
+		conns := map[net.Conn]struct{}{}
+		go func() {
+			// Ending ctx ends every connection, not only the listener.
+			<-ctx.Done()
+			mu.Lock()
+			for c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if ctx.Err() != nil {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
+			go func(c net.Conn) {
+				defer func() { mu.Lock(); delete(conns, c); mu.Unlock() }()
+				defer c.Close()
+				buf := make([]byte, discardBuf) // one per connection, reused by every read
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	return nil
+}
+
+// ServeUDPDiscard serves UDP discard (RFC 863) on port of every address
+// until ctx ends: datagrams are read and dropped, nothing is sent back.
+func (s *Stack) ServeUDPDiscard(ctx context.Context, port uint16) error {
+	c, err := gonet.DialUDP(s.Stack, &tcpip.FullAddress{NIC: s.NIC, Port: port}, nil, ipv6.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("udp discard on port %d: %w", port, err)
+	}
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+					continue
+				}
+				return
+			}
+		}
+	}()
+	return nil
+}

@@ -14,6 +14,7 @@ type daemonStats struct {
 	ctl *control.Server // nil until the control socket is up
 	eng *xfrm.Engine    // nil until the stack is up
 	fwd forwardStats
+	pub forwardStats // --publish relays
 }
 
 // Snapshot returns the counters by name, in a fixed order:
@@ -29,6 +30,9 @@ type daemonStats struct {
 //	ForwardUDPEvicted    unanswered --forward udp sessions ended early to
 //	                     make room for a new source
 //	ForwardUDPIdleClosed --forward udp sessions ended idle
+//	PublishTCPRefused, PublishTCPIdleClosed, PublishUDPRefused,
+//	PublishUDPEvicted, PublishUDPIdleClosed
+//	                     the same for --publish
 //	PfkeyHandlerPanics   PF_KEY messages whose handler failed unexpectedly
 //	                     (answered EINVAL; the daemon went on)
 //	AcquireEvicted       pending ACQUIREs evicted to bound the table
@@ -58,6 +62,11 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "ForwardUDPRefused", Value: f.UDPRefused.Load()},
 		{Name: "ForwardUDPEvicted", Value: f.UDPEvicted.Load()},
 		{Name: "ForwardUDPIdleClosed", Value: f.UDPIdleClosed.Load()},
+		{Name: "PublishTCPRefused", Value: d.pub.TCPRefused.Load()},
+		{Name: "PublishTCPIdleClosed", Value: d.pub.TCPIdleClosed.Load()},
+		{Name: "PublishUDPRefused", Value: d.pub.UDPRefused.Load()},
+		{Name: "PublishUDPEvicted", Value: d.pub.UDPEvicted.Load()},
+		{Name: "PublishUDPIdleClosed", Value: d.pub.UDPIdleClosed.Load()},
 		{Name: "PfkeyHandlerPanics", Value: panics},
 		{Name: "AcquireEvicted", Value: evicted},
 		{Name: "ReasmReqds", Value: rs.ReasmReqds.Load()},

@@ -214,6 +214,26 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		}
 		log.Info("echo", "proto", e.Proto, "port", e.Port)
 	}
+	for _, e := range cfg.Discard {
+		var err error
+		if e.Proto == "tcp" {
+			err = d.st.ServeTCPDiscard(ctx, e.Port)
+		} else {
+			err = d.st.ServeUDPDiscard(ctx, e.Port)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--discard %s:%d: %w", e.Proto, e.Port, err)
+		}
+		log.Info("discard", "proto", e.Proto, "port", e.Port)
+	}
+	for _, p := range cfg.Publish {
+		closer, err := startPublish(ctx, d.st, p, cfg.ForwardLimits, &d.stats.pub, log)
+		if err != nil {
+			return nil, fmt.Errorf("--publish %s: %w", p, err)
+		}
+		d.onClose(closer)
+		log.Info("publish", "proto", p.Proto, "stack_port", p.Port, "to", p.To)
+	}
 	for _, f := range cfg.Forward {
 		closer, err := startForward(ctx, d.st, f, cfg.ForwardLimits, &d.stats.fwd, log)
 		if err != nil {

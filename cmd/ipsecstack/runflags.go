@@ -25,7 +25,9 @@ type runConfig struct {
 	Setkey   string
 	Control  string
 	Echo     []echoSpec
+	Discard  []echoSpec // --discard: RFC 863 sinks inside the stack
 	Forward  []forwardSpec
+	Publish  []publishSpec
 	// ForwardLimits bound every --forward listener.
 	ForwardLimits forwardLimits
 	// NATKeepalive is the NAT keepalive interval of the setkey file's
@@ -75,6 +77,19 @@ func (f forwardSpec) String() string {
 	return fmt.Sprintf("%s:%s=%s", f.Proto, f.Listen, f.To)
 }
 
+// publishSpec is --publish tcp:STACKPORT=HOSTADDR:PORT (or udp:…): a
+// listener inside the stack, on every stack address, whose connections
+// (datagrams) go to To on the host: the reverse of a forwardSpec.
+type publishSpec struct {
+	Proto string
+	Port  uint16 // the stack port
+	To    string // host:port for net.Dial
+}
+
+func (p publishSpec) String() string {
+	return fmt.Sprintf("%s:%d=%s", p.Proto, p.Port, p.To)
+}
+
 // multi is a repeatable string flag.
 type multi []string
 
@@ -86,7 +101,9 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--tun NAME --tun-addr CIDR [--tun-addr CIDR]... [--tun-mtu N]] [--clamp-mss]
         [--route PREFIX=GATEWAY[,src=ADDR][,dev=NAME]]... [--mtu N] [--setkey FILE]
         [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
+        [--discard tcp:PORT] [--discard udp:PORT]
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
+        [--publish tcp|udp:STACKPORT=HOSTADDR:PORT]...
         [--forward-max-sessions N] [--forward-idle-timeout DURATION]
         [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--log-level LEVEL]`
 
@@ -104,7 +121,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		link, setkeyFile, ctl, pcapFile, keylog, metrics, level string
 		mtu, fwdMax                                             uint
 		fwdIdle, natKA                                          time.Duration
-		addrs, routes, echos, forwards                          multi
+		addrs, routes, echos, discards, forwards, publishes     multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
@@ -114,6 +131,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.StringVar(&setkeyFile, "setkey", "", "apply this setkey `FILE` (KAME syntax) before the link comes up, all or nothing")
 	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
 	fs.Var(&echos, "echo", "serve echo inside the stack: tcp:PORT or udp:PORT (repeatable)")
+	fs.Var(&discards, "discard", "serve discard (RFC 863) inside the stack: tcp:PORT or udp:PORT (repeatable)")
+	fs.Var(&publishes, "publish", "publish a host service inside the stack: tcp:STACKPORT=HOSTADDR:PORT or udp:… (repeatable; the stack listens on every address)")
 	fs.Var(&forwards, "forward", "forward a host listener into the stack: tcp:LISTENADDR:PORT=STACKADDR:PORT or udp:… (repeatable)")
 	fs.UintVar(&fwdMax, "forward-max-sessions", defaultForwardMaxSessions, "at most `N` TCP connections, and N UDP client sessions, at once per --forward (beyond: refused, counted)")
 	fs.DurationVar(&fwdIdle, "forward-idle-timeout", defaultForwardIdle, "close a --forward TCP connection or UDP session idle this long (`DURATION`; a UDP session never answered: at most 30s)")
@@ -172,19 +191,48 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	if c.Control == "" {
 		return nil, bad("--control: empty path")
 	}
-	seenEcho := map[echoSpec]bool{}
+	// A stack port serves one of --echo, --discard or --publish.
+	stackPorts := map[echoSpec]string{}
+	claim := func(flag, arg string, es echoSpec) error {
+		this := fmt.Sprintf("%s %q", flag, arg)
+		if prev, ok := stackPorts[es]; ok {
+			if prev == this {
+				return bad("%s given twice", this)
+			}
+			return bad("%s: stack port %s:%d is already taken by %s", this, es.Proto, es.Port, prev)
+		}
+		stackPorts[es] = this
+		return nil
+	}
 	for _, e := range echos {
-		proto, port, ok := strings.Cut(e, ":")
-		n, err := strconv.ParseUint(port, 10, 16)
-		if !ok || (proto != "tcp" && proto != "udp") || err != nil || n == 0 {
+		es, ok := parseStackPort(e)
+		if !ok {
 			return nil, bad("--echo %q: want tcp:PORT or udp:PORT (port 1-65535)", e)
 		}
-		es := echoSpec{proto, uint16(n)}
-		if seenEcho[es] {
-			return nil, bad("--echo %q given twice", e)
+		if err := claim("--echo", e, es); err != nil {
+			return nil, err
 		}
-		seenEcho[es] = true
 		c.Echo = append(c.Echo, es)
+	}
+	for _, e := range discards {
+		es, ok := parseStackPort(e)
+		if !ok {
+			return nil, bad("--discard %q: want tcp:PORT or udp:PORT (port 1-65535)", e)
+		}
+		if err := claim("--discard", e, es); err != nil {
+			return nil, err
+		}
+		c.Discard = append(c.Discard, es)
+	}
+	for _, p := range publishes {
+		ps, err := parsePublish(p)
+		if err != nil {
+			return nil, bad("--publish %q: %v", p, err)
+		}
+		if err := claim("--publish", p, echoSpec{ps.Proto, ps.Port}); err != nil {
+			return nil, err
+		}
+		c.Publish = append(c.Publish, ps)
 	}
 	for _, f := range forwards {
 		fw, err := parseForward(f)
@@ -313,4 +361,39 @@ func parseForward(s string) (forwardSpec, error) {
 	}
 	f.Proto, f.Listen, f.To = proto, listen, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	return f, nil
+}
+
+// parseStackPort parses tcp:PORT or udp:PORT (port 1-65535).
+func parseStackPort(s string) (echoSpec, bool) {
+	proto, port, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseUint(port, 10, 16)
+	if !ok || (proto != "tcp" && proto != "udp") || err != nil || n == 0 {
+		return echoSpec{}, false
+	}
+	return echoSpec{proto, uint16(n)}, true
+}
+
+func parsePublish(s string) (publishSpec, error) {
+	var p publishSpec
+	proto, rest, ok := strings.Cut(s, ":")
+	if !ok || (proto != "tcp" && proto != "udp") {
+		return p, errors.New("want tcp:STACKPORT=HOSTADDR:PORT (or udp:…)")
+	}
+	port, to, ok := strings.Cut(rest, "=")
+	if !ok {
+		return p, errors.New("missing =HOSTADDR:PORT")
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return p, fmt.Errorf("stack port %q: want 1-65535", port)
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return p, fmt.Errorf("host address %q: want ADDR:PORT ([v6addr]:PORT for IPv6)", to)
+	}
+	if ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
+		return p, fmt.Errorf("host address %q is not a unicast address", to)
+	}
+	p.Proto, p.Port, p.To = proto, uint16(n), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	return p, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/integration/linuxvm"
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
@@ -67,21 +68,22 @@ func TestLinuxGateway(t *testing.T) {
 		t.Fatalf("guest set-up: %v", err)
 	}
 
-	// The LAN: a veth whose one end the stack owns, the other in a
-	// namespace with a plain Linux host.
-	ns := newLgwNS(t)
+	// The LAN: a veth from a namespace of the gateway's own (whose
+	// kernel neither forwards nor has routes, so it leaves the frames to
+	// the stack, which reuses the interface's MAC) to a namespace with a
+	// plain Linux host.
+	gns, ns := newLgwNS(t, "g"), newLgwNS(t, "l")
 	lanG, lanL := fmt.Sprintf("lgw%dg", os.Getpid()%100000), fmt.Sprintf("lgw%dl", os.Getpid()%100000)
-	lgwSh(t, "ip", "link", "add", lanG, "type", "veth", "peer", "name", lanL, "netns", ns.name)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", lanG).Run() })
-	lgwSh(t, "sysctl", "-qw", "net.ipv6.conf."+lanG+".disable_ipv6=1")
-	lgwSh(t, "ip", "link", "set", lanG, "up")
+	lgwSh(t, "ip", "link", "add", lanG, "netns", gns.name, "type", "veth", "peer", "name", lanL, "netns", ns.name)
+	gns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+lanG+".disable_ipv6=1")
+	gns.sh(t, "ip", "link", "set", lanG, "up")
 	ns.sh(t, "ip", "link", "set", lanL, "up")
 	for _, tn := range lgwTunnels {
 		ns.sh(t, "ip", "addr", "add", tn.host+tn.plen(), "dev", lanL, "nodad")
 		ns.sh(t, "ip", "route", "add", tn.far, "via", tn.gw, "src", tn.host)
 	}
 
-	st, capPath := newLgwStack(t, vm.TapName, lanG)
+	st, capPath := newLgwStack(t, vm.TapName, gns, lanG)
 	before, _ := vm.XfrmStats()
 	defer func() {
 		if t.Failed() {
@@ -272,7 +274,7 @@ func lgwSetkey() string {
 
 // newLgwStack builds the gateway: WAN NIC on the TAP (captured to a pcap
 // file), LAN NIC on lan, forwarding, and the setkey configuration.
-func newLgwStack(t *testing.T, tapName, lan string) (*stack.Stack, string) {
+func newLgwStack(t *testing.T, tapName string, lanNS *lgwNS, lan string) (*stack.Stack, string) {
 	t.Helper()
 	eng := xfrm.NewEngine()
 	stmts, err := setkey.Parse("gateway.conf", lgwSetkey())
@@ -286,8 +288,12 @@ func newLgwStack(t *testing.T, tapName, lan string) (*stack.Stack, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lanEP, err := afpacket.Open(lan, afpacket.Options{RXChecksumOffload: true})
-	if err != nil {
+	// The socket stays in the namespace it was opened in.
+	var lanEP gstack.LinkEndpoint
+	if err := lanNS.do(func() (err error) {
+		lanEP, err = afpacket.Open(lan, afpacket.Options{RXChecksumOffload: true})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	capf, err := os.CreateTemp("", "ipsecstack-linuxgw-*.pcap")
@@ -353,9 +359,9 @@ func lgwAddrs(f []byte) (src, dst netip.Addr, proto uint8, ok bool) {
 // lgwNS is a network namespace for the LAN host.
 type lgwNS struct{ name string }
 
-func newLgwNS(t *testing.T) *lgwNS {
+func newLgwNS(t *testing.T, tag string) *lgwNS {
 	t.Helper()
-	ns := &lgwNS{fmt.Sprintf("lgwns%d", os.Getpid())}
+	ns := &lgwNS{fmt.Sprintf("lgw%s%d", tag, os.Getpid())}
 	lgwSh(t, "ip", "netns", "add", ns.name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns.name).Run() })
 	ns.sh(t, "ip", "link", "set", "lo", "up")

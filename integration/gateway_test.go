@@ -78,6 +78,9 @@ func TestLinuxGateway(t *testing.T) {
 	gns.sh(t, "sysctl", "-qw", "net.ipv6.conf."+lanG+".disable_ipv6=1")
 	gns.sh(t, "ip", "link", "set", lanG, "up")
 	ns.sh(t, "ip", "link", "set", lanL, "up")
+	// One segment per skb: the host's TSO would otherwise hand the
+	// stack's AF_PACKET socket super-packets larger than the MTU.
+	ns.sh(t, "ip", "link", "set", lanL, "gso_max_size", "1500")
 	for _, tn := range lgwTunnels {
 		ns.sh(t, "ip", "addr", "add", tn.host+tn.plen(), "dev", lanL, "nodad")
 		ns.sh(t, "ip", "route", "add", tn.far, "via", tn.gw, "src", tn.host)

@@ -25,6 +25,23 @@ import (
 // every forwarded packet to the egress NIC's Endpoint, marked
 // IsForwardedPacket, and the out policies protect it like a local one;
 // only its MTU handling differs (forwardOut).
+//
+// Where gVisor (v0.0.0-20260905035102) does not do what a router must, the
+// Endpoint does it:
+//   - Its forwarding checks the MTU against the NIC's, which for our
+//     Endpoint is WrapperMTU, so it never sends Fragmentation Needed or
+//     Packet Too Big: forwardOut does, with the tunnel MTU.
+//   - Its IPv4 forwarding answers Time Exceeded only for a TTL of 0 on
+//     arrival and forwards a TTL of 1 as 0 (RFC 1812 §5.3.1 wants the
+//     packet dropped): expired answers it. IPv6 is right (hop limit <= 1).
+//   - It recomputes the TCP or UDP checksum of every forwarded packet when
+//     the NIC has no TX checksum offload (ours masks it), parsing an IPv4
+//     fragment as if it held the transport header: the first fragment's
+//     checksum, or two bytes of a later fragment's data, are overwritten.
+//     IPv4 fragments to forward are therefore reassembled first (and
+//     checked whole, RFC 4301 §7.4) and fragmented again on the way out;
+//     an IPv6 fragment's next header is 44, which that code leaves alone,
+//     and IPv6 fragments are forwarded as they are (xfrm.ForwardsReassembled).
 
 // forwarder is a gateway stack's forwarding state, shared by its NICs'
 // Endpoints.
@@ -37,7 +54,10 @@ type forwarder struct {
 	bcast    atomic.Pointer[[]netip.Addr]
 	inFlight atomic.Int32  // ICMP errors being sent
 	sent     atomic.Uint64 // ICMP errors sent (ICMPErrorsSent)
-	wg       sync.WaitGroup
+
+	mu     sync.Mutex // orders wg.Add with close's Wait
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newForwarder(st *Stack, clampMSS bool) *forwarder {
@@ -52,9 +72,12 @@ func (f *forwarder) start() {
 	f.st.Engine.SetLocal(f.isLocal)
 }
 
-// close waits for the ICMP errors being sent.
+// close waits for the ICMP errors being sent; no new one starts.
 func (f *forwarder) close() {
 	f.st.Engine.SetLocal(nil)
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.wg.Wait()
 }
 
@@ -175,9 +198,7 @@ func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *stack.Pac
 		e.Stats.OutDropped.Add(1)
 		return
 	}
-	if e.fwd.clampMSS && f.Proto == xfrm.ProtoTCP && !f.Opaque {
-		e.clampMSS(ip)
-	}
+	clamped := e.fwd.clampMSS && f.Proto == xfrm.ProtoTCP && !f.Opaque && e.clampMSS(ip)
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
 	verdict, _ := e.engine.Output(ip, a)
@@ -192,6 +213,13 @@ func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *stack.Pac
 		e.Stats.OutForwarded.Add(1)
 		if mtu := e.pathMTU(ip); len(ip) > mtu && !mayFragmentFwd(ip) {
 			e.tooBig(ip, mtu)
+			return
+		}
+		if clamped {
+			// ip, our copy, differs from what gVisor handed us.
+			v := buffer.NewViewSize(len(ip))
+			copy(v.AsSlice(), ip)
+			e.sendWire(pkt, ip, v.AsSlice(), v, out)
 			return
 		}
 		e.sendWire(pkt, ip, ip, nil, out)
@@ -305,49 +333,49 @@ func (e *Endpoint) pathMTUOf(src, dst netip.Addr) int {
 // clampMSS lowers the MSS option of a forwarded TCP SYN in ip to what
 // fits the path out of this NIC after IPsec (OutMTU less the IP and TCP
 // headers), fixing the TCP checksum incrementally (RFC 1624), as Linux's
-// TCPMSS --clamp-mss-to-pmtu does.
-func (e *Endpoint) clampMSS(ip []byte) {
+// TCPMSS --clamp-mss-to-pmtu does. It reports whether it changed ip.
+func (e *Endpoint) clampMSS(ip []byte) bool {
 	var l4 int
 	if ip[0]>>4 == 4 {
 		l4 = int(ip[0]&0xf) * 4
 		if binary.BigEndian.Uint16(ip[6:8])&0x3fff != 0 {
-			return
+			return false
 		}
 	} else {
 		l4 = header.IPv6MinimumSize
 		if ip[6] != uint8(header.TCPProtocolNumber) {
-			return // extension headers: left alone, as Linux's TCPMSS does not look past them either
+			return false // extension headers: left alone, as Linux's TCPMSS does not look past them either
 		}
 	}
 	if len(ip) < l4+header.TCPMinimumSize {
-		return
+		return false
 	}
 	tcp := ip[l4:]
 	if tcp[13]&uint8(header.TCPFlagSyn) == 0 {
-		return
+		return false
 	}
 	doff := int(tcp[12]>>4) * 4
 	if doff < header.TCPMinimumSize || doff > len(tcp) {
-		return
+		return false
 	}
 	opts := tcp[header.TCPMinimumSize:doff]
 	for i := 0; i < len(opts); {
 		switch opts[i] {
 		case header.TCPOptionEOL:
-			return
+			return false
 		case header.TCPOptionNOP:
 			i++
 			continue
 		}
 		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			return
+			return false
 		}
 		if opts[i] == header.TCPOptionMSS && opts[i+1] == header.TCPOptionMSSLength {
 			mtu := e.engine.OutMTU(ip, e.pathMTUOf)
 			mss := mtu - l4 - header.TCPMinimumSize
 			old := binary.BigEndian.Uint16(opts[i+2:])
 			if mtu == 0 || mss <= 0 || int(old) <= mss {
-				return
+				return false
 			}
 			binary.BigEndian.PutUint16(opts[i+2:], uint16(mss))
 			// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
@@ -357,10 +385,11 @@ func (e *Endpoint) clampMSS(ip []byte) {
 			}
 			binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
 			e.Stats.FwdMSSClamped.Add(1)
-			return
+			return true
 		}
 		i += int(opts[i+1])
 	}
+	return false
 }
 
 // ICMP errors the gateway sends itself.
@@ -404,7 +433,14 @@ func (f *forwarder) sendError(orig []byte, kind icmpKind, mtu int) {
 		limit = header.IPv6MinimumMTU - header.IPv6MinimumSize - header.ICMPv6MinimumSize
 	}
 	quote := append([]byte(nil), orig[:min(len(orig), limit)]...)
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		f.inFlight.Add(-1)
+		return
+	}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go func() {
 		defer f.wg.Done()
 		defer f.inFlight.Add(-1)

@@ -606,15 +606,22 @@ func (r *wireReport) SVG() string {
 	var tcp, rr []bar
 	for _, x := range r.Contenders {
 		if len(x.Rounds) > 0 {
-			tcp = append(tcp, bar{x.Name, x.MBps})
+			tcp = append(tcp, bar{svgLabel(x.Name), x.MBps})
 		}
 		if len(x.RR) > 0 {
-			rr = append(rr, bar{x.Name, x.RRtps / 1000})
+			rr = append(rr, bar{svgLabel(x.Name), x.RRtps / 1000})
 		}
 	}
 	a := hbars(fmt.Sprintf("TCP one-way over a veth between two namespaces, %s, median of %d rounds", fmtBytes(r.Bytes), r.Rounds), "MB/s", tcp, 0, "")
 	b := hbars("64-byte UDP request/response, one in flight", "k/s", rr, 0, "")
 	return stackSVG(a, b)
+}
+
+// svgLabel shortens a contender's name to fit the plot's label column.
+func svgLabel(name string) string {
+	return strings.NewReplacer("ipsecstack ", "", " (plain gVisor)", "", ", --publish to a host sink", ", --publish",
+		"strongSwan kernel-libipsec, ESP aes-gcm-128 UDP-encap tunnel", "strongSwan libipsec, aes-gcm-128 UDP tunnel",
+		"Linux kernel, plain veth", "Linux kernel (plain veth)").Replace(name)
 }
 
 // stackSVG puts two hbars drawings one above the other.

@@ -336,22 +336,38 @@ func setupWireguard(bin string) func(e *wireEnv, c *wireContender, idx int) erro
 		inner := []string{fmt.Sprintf("10.90.%d.1", idx), fmt.Sprintf("10.90.%d.2", idx)}
 		for i := 0; i < 2; i++ {
 			ifn := e.ifName("wg")
-			p, err := e.start(fmt.Sprintf("%s wireguard-go %c", c.name, 'A'+i), nss[i], false,
-				[]string{"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "LOG_LEVEL=error"}, bin, "-f", ifn)
-			if err != nil {
-				return err
-			}
-			c.procs = append(c.procs, p)
-			// wireguard-go creates the interface, then its UAPI socket.
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				if e.sh("ip", "netns", "exec", nss[i], "wg", "show", ifn) == nil {
-					break
+			// wireguard-go creates the interface, then its UAPI socket in
+			// /run/wireguard; once a run saw it fail to bind there (the
+			// directory gone under it, likely another program's clean-up):
+			// one more try.
+			var up bool
+			for try := 0; try < 2 && !up; try++ {
+				if try > 0 {
+					e.sh("ip", "-n", nss[i], "link", "del", ifn)
 				}
-				if p.exited() || time.Now().After(deadline) {
-					return fmt.Errorf("wireguard-go %s did not come up: %v: %s", ifn, p.err, p.out)
+				p, err := e.start(fmt.Sprintf("%s wireguard-go %c", c.name, 'A'+i), nss[i], false,
+					[]string{"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "LOG_LEVEL=error"}, bin, "-f", ifn)
+				if err != nil {
+					return err
 				}
-				time.Sleep(50 * time.Millisecond)
+				deadline := time.Now().Add(10 * time.Second)
+				for !up {
+					if e.sh("ip", "netns", "exec", nss[i], "wg", "show", ifn) == nil {
+						up = true
+						c.procs = append(c.procs, p)
+						break
+					}
+					if p.exited() || time.Now().After(deadline) {
+						err = fmt.Errorf("wireguard-go %s did not come up: %v: %s", ifn, p.err, p.out.last())
+						fmt.Fprintf(e.log, "wire: %v\n", oneLineErr(err))
+						if try == 1 {
+							return err
+						}
+						p.stop()
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 			}
 			key, err := e.writeFile(fmt.Sprintf("c%d/wg%d.key", idx, i), base64.StdEncoding.EncodeToString(priv[i][:])+"\n", 0o600)
 			if err != nil {
@@ -469,7 +485,7 @@ secrets {
 		deadline := time.Now().Add(10 * time.Second)
 		for e.sh("swanctl", "--stats", "--uri", "unix://"+vici[i]) != nil {
 			if p.exited() || time.Now().After(deadline) {
-				return fmt.Errorf("charon %s did not come up: %v: %s", me, p.err, p.out)
+				return fmt.Errorf("charon %s did not come up: %v: %s", me, p.err, p.out.last())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

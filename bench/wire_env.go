@@ -191,6 +191,19 @@ func (t *tailBuf) String() string {
 	return string(bytes.TrimSpace(t.b))
 }
 
+// last is the output's last three non-blank lines, for an error message
+// (a program's banner before its error says nothing).
+func (t *tailBuf) last() string {
+	var keep []string
+	lines := strings.Split(t.String(), "\n")
+	for i := len(lines) - 1; i >= 0 && len(keep) < 3; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			keep = append([]string{l}, keep...)
+		}
+	}
+	return strings.Join(keep, " | ")
+}
+
 // start runs args in namespace ns (no namespace if ns is ""). With pipe,
 // stdin and stdout are kept for a line protocol; else stdout goes with
 // stderr into the process's tail buffer.
@@ -263,7 +276,7 @@ func (p *wireProc) stop() {
 // call sends one command line and reads the answer line ("ok …").
 func (p *wireProc) call(timeout time.Duration, format string, a ...any) ([]string, error) {
 	if _, err := fmt.Fprintf(p.stdin, format+"\n", a...); err != nil {
-		return nil, fmt.Errorf("%s: %w (%s)", p.name, err, p.out)
+		return nil, fmt.Errorf("%s: %w (%s)", p.name, err, p.out.last())
 	}
 	type res struct {
 		s   string
@@ -277,7 +290,7 @@ func (p *wireProc) call(timeout time.Duration, format string, a ...any) ([]strin
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("%s: %w (%s)", p.name, r.err, p.out)
+			return nil, fmt.Errorf("%s: %w (%s)", p.name, r.err, p.out.last())
 		}
 		f := strings.Fields(r.s)
 		if len(f) == 0 || f[0] != "ok" {
@@ -297,14 +310,14 @@ func (p *wireProc) waitReady(timeout time.Duration, want string) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p.exited() {
-			return fmt.Errorf("%s exited: %v: %s", p.name, p.err, p.out)
+			return fmt.Errorf("%s exited: %v: %s", p.name, p.err, p.out.last())
 		}
 		if strings.Contains(p.out.String(), want) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: not ready after %v: %s", p.name, timeout, p.out)
+	return fmt.Errorf("%s: not ready after %v: %s", p.name, timeout, p.out.last())
 }
 
 // waitControl waits until an ipsecstack control socket answers.
@@ -312,7 +325,7 @@ func waitControl(p *wireProc, path string) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		if p.exited() {
-			return fmt.Errorf("%s exited: %v: %s", p.name, p.err, p.out)
+			return fmt.Errorf("%s exited: %v: %s", p.name, p.err, p.out.last())
 		}
 		if c, err := control.Dial(path); err == nil {
 			c.Timeout = 2 * time.Second
@@ -324,7 +337,7 @@ func waitControl(p *wireProc, path string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: control socket %s not answering after 15 s: %s", p.name, path, p.out)
+	return fmt.Errorf("%s: control socket %s not answering after 15 s: %s", p.name, path, p.out.last())
 }
 
 // daemonStats reads an ipsecstack daemon's counters (the JSON op behind

@@ -184,10 +184,6 @@ func startDaemon(t *testing.T, name string, ns *netns, dir string, args ...strin
 	d := &daemon{name: name, ns: ns, stderr: &syncBuf{}, control: filepath.Join(dir, name+".sock"), done: make(chan struct{})}
 	full := append([]string{"netns", "exec", ns.name, bin, "run", "--control", d.control}, args...)
 	d.cmd = exec.Command("ip", full...)
-	// A test binary killed by go test's timeout runs no cleanup: the
-	// daemon must not outlive it (holding namespaces, and any descriptor
-	// it inherited, such as a lock file's).
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr
 	if err := d.cmd.Start(); err != nil {

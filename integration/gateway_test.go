@@ -245,12 +245,16 @@ func lgwGuestXfrm() string {
 	b.WriteString("set -e\nip xfrm state flush\nip xfrm policy flush\n")
 	for _, tn := range lgwTunnels {
 		s, g := tn.wan()
+		// An SA's selector defaults to its own (outer) family, which
+		// drops the inner packets of a 4-in-6 or 6-in-4 tunnel
+		// (XfrmInStateMismatch): give it the tunnel's inner prefixes.
 		for _, sa := range []struct {
 			src, dst string
 			spi      uint32
-		}{{s, g, tn.spi}, {g, s, tn.spi + 1}} {
-			fmt.Fprintf(&b, "ip xfrm state add src %s dst %s proto esp spi 0x%x mode tunnel reqid %d replay-window 64 aead 'rfc4106(gcm(aes))' %s 128\n",
-				sa.src, sa.dst, sa.spi, tn.reqid, lgwKey(sa.spi))
+			sel      string
+		}{{s, g, tn.spi, "sel src " + tn.near + " dst " + tn.far}, {g, s, tn.spi + 1, "sel src " + tn.far + " dst " + tn.near}} {
+			fmt.Fprintf(&b, "ip xfrm state add src %s dst %s proto esp spi 0x%x mode tunnel reqid %d replay-window 64 aead 'rfc4106(gcm(aes))' %s 128 %s\n",
+				sa.src, sa.dst, sa.spi, tn.reqid, lgwKey(sa.spi), sa.sel)
 		}
 		fmt.Fprintf(&b, "ip xfrm policy add src %s dst %s dir out tmpl src %s dst %s proto esp mode tunnel reqid %d\n", tn.far, tn.near, g, s, tn.reqid)
 		for _, dir := range []string{"in", "fwd"} {

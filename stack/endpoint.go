@@ -577,8 +577,7 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
 func (e *Endpoint) reinject(ip *buffer.View) {
-	if !e.forwardIn(ip.AsSlice()) {
-		ip.Release()
+	if !e.forwardIn(ip) {
 		return
 	}
 	e.Stats.Reinjected.Add(1)

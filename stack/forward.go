@@ -42,6 +42,14 @@ import (
 //     checked whole, RFC 4301 §7.4) and fragmented again on the way out;
 //     an IPv6 fragment's next header is 44, which that code leaves alone,
 //     and IPv6 fragments are forwarded as they are (xfrm.ForwardsReassembled).
+//   - Its IPv4 forwardPacketWithRoute reads the TTL through a slice of the
+//     received packet's header taken before DeepCopyForForwarding, whose
+//     copy-on-write PullUp frees the chunk that slice points into: a use
+//     after free (the race detector sees another goroutine reuse the
+//     chunk) that can forward a packet with a wrong TTL. IPv4 packets to
+//     forward are therefore not handed to gVisor's forwarding: forward4
+//     routes them and writes them out itself (IPv6 reads its hop limit
+//     before the copy and is left to gVisor).
 
 // forwarder is a gateway stack's forwarding state, shared by its NICs'
 // Endpoints.
@@ -143,6 +151,12 @@ func (e *Endpoint) classifyForward(b []byte, l4off int, f *xfrm.Flow) inboundVer
 	}
 	e.Stats.InChecked.Add(1)
 	e.Stats.InForwarded.Add(1)
+	if b[0]>>4 == 4 {
+		v := buffer.NewViewSize(len(b))
+		copy(v.AsSlice(), b)
+		e.forward4(v)
+		return inConsumed
+	}
 	return inPass
 }
 
@@ -160,21 +174,70 @@ func (e *Endpoint) expired(ip []byte) bool {
 	return true
 }
 
-// forwardIn reports whether a decapsulated packet goes on to the stack:
-// false when it is one to forward whose TTL runs out here (expired).
-func (e *Endpoint) forwardIn(ip []byte) bool {
+// forwardIn reports whether the decapsulated packet in v goes on to the
+// stack: false when it is one to forward whose TTL runs out here
+// (expired), or an IPv4 one forward4 took (with v).
+func (e *Endpoint) forwardIn(v *buffer.View) bool {
 	if e.fwd == nil {
 		return true
 	}
+	ip := v.AsSlice()
 	_, dst, ok := ipAddrs(ip)
 	if !ok || e.fwd.isLocal(dst) {
 		return true
 	}
 	if e.expired(ip) {
+		v.Release()
 		return false
 	}
 	e.Stats.InForwarded.Add(1)
+	if ip[0]>>4 == 4 {
+		e.forward4(v)
+		return false
+	}
 	return true
+}
+
+// forward4 forwards the IPv4 packet in v (which it takes), one the fwd
+// policies let through and whose TTL is above 1, in place of gVisor's IPv4
+// forwarding (see the top of this file): it finds the route, decrements
+// the TTL (RFC 1812 §5.3.1, the checksum updated as RFC 1624 says) and
+// writes the packet out through gVisor's route, which resolves the next
+// hop and hands it to the egress NIC's Endpoint marked as forwarded. What
+// gVisor would refuse to forward (RFC 1812 §5.3.7: a source in 0.0.0.0/8,
+// link-local addresses, RFC 3927 §7) and what has no route (answered with
+// Destination Unreachable) are left to gVisor, which does not reach the
+// faulty code for them (e.deliver hands them to it as received on this
+// NIC). IP options are forwarded as they came (gVisor would fill in
+// Record Route and Timestamp).
+func (e *Endpoint) forward4(v *buffer.View) {
+	ip := v.AsSlice()
+	src := netip.AddrFrom4([4]byte(ip[12:16]))
+	dst := netip.AddrFrom4([4]byte(ip[16:20]))
+	if src.IsUnspecified() || ip[12] == 0 || src.IsLinkLocalUnicast() || dst.IsLinkLocalUnicast() {
+		e.deliver(v)
+		return
+	}
+	r, err := e.fwd.st.FindRoute(0, tcpip.Address{}, tcpAddr(dst), header.IPv4ProtocolNumber, false)
+	if err != nil {
+		e.deliver(v)
+		return
+	}
+	defer r.Release()
+	old := binary.BigEndian.Uint16(ip[8:10])
+	ip[8]--
+	sum := uint32(^binary.BigEndian.Uint16(ip[10:])) + uint32(^old) + uint32(binary.BigEndian.Uint16(ip[8:10]))
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithView(v),
+		IsForwardedPacket:  true,
+	})
+	defer p.DecRef()
+	_ = r.WriteHeaderIncludedPacket(p)
 }
 
 // forwardOut is the output path of a packet gVisor forwards out of this
@@ -303,9 +366,12 @@ func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, ou
 		case xfrm.VerdictDrop:
 			a.release()
 			e.Stats.OutDropped.Add(1)
+			fv.Release()
 		case xfrm.VerdictPass:
+			// The fragment itself goes, in the view it owns (with a
+			// nil view sendWire would send pkt, the whole packet).
 			a.release()
-			e.sendWire(pkt, fr, fr, nil, out)
+			e.sendWire(pkt, fr, fr, fv, out)
 		default:
 			for _, v := range a.emitted {
 				e.sendWire(pkt, fr, v.AsSlice(), v, out)
@@ -314,9 +380,9 @@ func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, ou
 			a.emitted = a.emitted[:0]
 			pv := a.take()
 			e.sendWire(pkt, fr, pv.AsSlice(), pv, out)
+			fv.Release()
 		}
 		allocPool.Put(a)
-		fv.Release()
 	}
 }
 

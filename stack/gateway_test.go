@@ -930,7 +930,7 @@ func synMSS(t *testing.T, p []byte, src, dst netip.Addr) (int, bool) {
 		return 0, false
 	}
 	if sum16(tcp, pseudo(src, dst, 6, len(tcp))) != 0 {
-		t.Fatalf("SYN with a bad TCP checksum")
+		t.Fatalf("SYN with a bad TCP checksum: %x", p)
 	}
 	opts := tcp[20 : int(tcp[12]>>4)*4]
 	for i := 0; i < len(opts); {

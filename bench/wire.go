@@ -254,6 +254,12 @@ func oneLineErr(err error) string {
 // rounds unless its client is gone (a stalled transfer past its deadline
 // fails one round, not the run).
 func (c *wireContender) fail(log io.Writer, what string) {
+	// A process of the contender that died says why.
+	for _, p := range c.procs {
+		if p.exited() && !strings.Contains(what, p.name+" exited") {
+			what += fmt.Sprintf(" [%s exited: %v: %s]", p.name, p.err, p.out.last())
+		}
+	}
 	c.errors = append(c.errors, what)
 	if c.client.exited() {
 		c.failed = what
@@ -393,6 +399,11 @@ func wireTCP(c *wireContender, n int64) (wireRound, error) {
 			break
 		}
 		for k, v := range after.daemon[i] {
+			if c.link == "tap" && k == "LinkRxKernelDrops" {
+				// A TAP's kernel drops are its tx_dropped, which the
+				// interface counters (ip -s link) already hold.
+				continue
+			}
 			if isDropCounter(k) && v > before.daemon[i][k] {
 				if c.droppedSeen == nil {
 					c.droppedSeen = map[string]uint64{}
@@ -552,7 +563,11 @@ func (r *wireReport) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, x := range r.Contenders {
 		if len(x.Rounds) == 0 {
-			fmt.Fprintf(w, "| %s | failed: %s | | | | | |\n", x.Name, x.Failed)
+			why := x.Failed
+			if why == "" && len(x.Errors) > 0 {
+				why = x.Errors[0]
+			}
+			fmt.Fprintf(w, "| %s | failed: %s | | | | | |\n", x.Name, why)
 			continue
 		}
 		name := x.Name

@@ -216,7 +216,11 @@ func (e *wireEnv) start(name, ns string, pipe bool, env []string, args ...string
 	p.cmd.Stderr = p.out
 	// Own process group: a ^C on the terminal reaches only the
 	// benchmark, which then stops its processes in order.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a benchmark killed outright (SIGKILL, a test timeout)
+	// takes its processes along instead of leaving daemons behind, with
+	// whatever descriptors they inherited (a flock on /tmp/heavy.lock
+	// among them).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if pipe {
 		w, err := p.cmd.StdinPipe()
 		if err != nil {

@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/ipsecstack/ipsecstack/stack"
 )
@@ -310,5 +313,98 @@ func TestDiscard(t *testing.T) {
 	// discard socket, not refused with a port unreachable.
 	if n := p.B.Stack.Stats().UDP.UnknownPortErrors.Value(); n != 0 {
 		t.Errorf("UnknownPortErrors %d: the datagram found no socket", n)
+	}
+}
+
+// TestPublishTCPReset: a stack client that aborts its published
+// connection (RST) ends the relay's session, and the relay survives it.
+// Before, the relay read the stack connection's remote address for its log
+// line after the connection had failed: gVisor then has none (a nil
+// net.Addr) and the daemon died of a nil pointer dereference (seen in
+// bench --wire as daemon B exiting with status 2 mid-run). A published
+// service still answers afterwards.
+func TestPublishTCPReset(t *testing.T) {
+	p := forwardPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	host, accepted := hostTCPEcho(t)
+	stop, err := startPublish(ctx, p.B, publishSpec{"tcp", 80, host}, forwardLimits{MaxSessions: 4, Idle: time.Minute}, &forwardStats{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	// A client endpoint with SO_LINGER 0: Close sends RST.
+	var wq waiter.Queue
+	ep, terr := p.A.Stack.NewEndpoint(tcp.ProtocolNumber, stack.Proto(p.AddrB), &wq)
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
+	we, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&we)
+	if terr := ep.Connect(p.A.FullAddress(p.AddrB, 80)); terr != nil {
+		if _, ok := terr.(*tcpip.ErrConnectStarted); !ok {
+			t.Fatal(terr)
+		}
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("connect: no answer")
+		}
+	}
+	wq.EventUnregister(&we)
+	c := gonet.NewTCPConn(&wq, ep)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("echo before the reset: %v", err)
+	}
+	<-accepted
+	c.Close()                          // RST
+	time.Sleep(200 * time.Millisecond) // the relay sees the reset, ends the session
+
+	c2, err := gonet.DialContextTCP(ctx, p.A.Stack, p.A.FullAddress(p.AddrB, 80), stack.Proto(p.AddrB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c2, make([]byte, 1)); err != nil {
+		t.Fatalf("echo after the reset: %v", err)
+	}
+}
+
+// TestPublishTCPIdle: a published connection idle past
+// --forward-idle-timeout is closed (the stack client reads EOF) and
+// counted.
+func TestPublishTCPIdle(t *testing.T) {
+	p := forwardPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	host, accepted := hostTCPEcho(t)
+	var stats forwardStats
+	stop, err := startPublish(ctx, p.B, publishSpec{"tcp", 80, host}, forwardLimits{MaxSessions: 4, Idle: 300 * time.Millisecond}, &stats, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	c, err := gonet.DialContextTCP(ctx, p.A.Stack, p.A.FullAddress(p.AddrB, 80), stack.Proto(p.AddrB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-accepted
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection: read %d, %v; want EOF", n, err)
+	}
+	if !waitFor(2*time.Second, func() bool { return stats.TCPIdleClosed.Load() == 1 }) {
+		t.Errorf("idle-closed %d, want 1", stats.TCPIdleClosed.Load())
 	}
 }

@@ -57,6 +57,9 @@ func serveTCPRelay(ctx context.Context, ln net.Listener, dial func(context.Conte
 				}
 				return
 			}
+			// Read once, now: a gVisor connection that has failed or
+			// closed has no remote address (RemoteAddr is nil).
+			from := addrString(c.RemoteAddr())
 			mu.Lock()
 			full := active >= lim.MaxSessions
 			if !full {
@@ -65,7 +68,7 @@ func serveTCPRelay(ctx context.Context, ln net.Listener, dial func(context.Conte
 			mu.Unlock()
 			if full {
 				stats.TCPRefused.Add(1)
-				log.Debug("relay refused", "relay", what, "from", c.RemoteAddr().String(), "max", lim.MaxSessions)
+				log.Debug("relay refused", "relay", what, "from", from, "max", lim.MaxSessions)
 				c.Close()
 				continue
 			}
@@ -83,7 +86,7 @@ func serveTCPRelay(ctx context.Context, ln net.Listener, dial func(context.Conte
 				o, err := dial(dctx)
 				dcancel()
 				if err != nil {
-					log.Warn("relay dial", "relay", what, "from", c.RemoteAddr().String(), "err", err)
+					log.Warn("relay dial", "relay", what, "from", from, "err", err)
 					return
 				}
 				if !track(o, true) {
@@ -96,7 +99,7 @@ func serveTCPRelay(ctx context.Context, ln net.Listener, dial func(context.Conte
 				if timedOut {
 					stats.TCPIdleClosed.Add(1)
 				}
-				log.Debug("relay closed", "relay", what, "from", c.RemoteAddr().String(), "bytes_in", up, "bytes_out", down, "idle_timeout", timedOut)
+				log.Debug("relay closed", "relay", what, "from", from, "bytes_in", up, "bytes_out", down, "idle_timeout", timedOut)
 			}()
 		}
 	}()
@@ -133,6 +136,14 @@ func pipeTCP(a, b net.Conn, idle time.Duration) (ab, ba int64, timedOut bool) {
 	}
 	<-done
 	return ab, ba, to.Load()
+}
+
+// addrString is a's String, or "?" for a nil address.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "?"
+	}
+	return a.String()
 }
 
 // closeWrite half-closes a TCP connection (the host's *net.TCPConn or the

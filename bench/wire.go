@@ -106,6 +106,7 @@ func wireContenders(ipsecstack, wg string) []*wireContender {
 			group: "ipsecstack", link: "afpacket", suite: s.suite, publish: true, setup: setupIpsecstack(ipsecstack)})
 	}
 	cs = append(cs,
+		tunContender(ipsecstack),
 		&wireContender{id: "wireguard-go", name: "wireguard-go (TUN), kernel TCP", group: "wireguard-go", setup: setupWireguard(wg)},
 		&wireContender{id: "strongswan", name: "strongSwan kernel-libipsec, ESP aes-gcm-128 UDP-encap tunnel", group: "strongswan", setup: setupStrongswan})
 	return cs

@@ -207,8 +207,8 @@ func applySourceHints(st *stack.Stack, routes []routeSpec) error {
 			continue
 		}
 		addr := tcpip.AddrFromSlice(r.Src.AsSlice())
-		if st.CheckLocalAddress(st.NIC, stack.Proto(r.Src), addr) == 0 {
-			return fmt.Errorf("--route %v: src %v is not an address of the stack (give it with --addr)", r.Dst, r.Src)
+		if st.CheckLocalAddress(0, stack.Proto(r.Src), addr) == 0 {
+			return fmt.Errorf("--route %v: src %v is not an address of the stack (give it with --addr, --lan-addr or --tun-addr)", r.Dst, r.Src)
 		}
 		for i := range table {
 			t := &table[i]

@@ -17,12 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/control"
-	"github.com/ipsecstack/ipsecstack/link/afpacket"
 	"github.com/ipsecstack/ipsecstack/link/pcap"
-	"github.com/ipsecstack/ipsecstack/link/tap"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/setkey"
@@ -161,14 +160,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 
 	// 3. The link and the stack.
 	var lower gstack.LinkEndpoint
-	switch cfg.LinkKind {
-	case "afpacket":
-		// RX checksum offload: veth (and other virtual links) hand us
-		// frames with partial checksums; real NICs have verified them.
-		lower, err = afpacket.Open(cfg.LinkName, afpacket.Options{MTU: cfg.MTU, RXChecksumOffload: true})
-	case "tap":
-		lower, err = tap.Open(cfg.LinkName, tap.Options{MTU: cfg.MTU})
-	}
+	lower, err = openEthernet(cfg.LinkKind, cfg.LinkName, cfg.MTU)
 	if err != nil {
 		return nil, err
 	}
@@ -178,13 +170,22 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	if pw != nil {
 		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
 	}
-	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine, TxQueue: stack.DefaultTxQueue}
+	sides, err := openSides(cfg, lower.MTU(), log)
+	if err != nil {
+		lower.Close()
+		return nil, err
+	}
+	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine, TxQueue: stack.DefaultTxQueue,
+		LANs: sides, Forwarding: cfg.Forwarding, ClampMSS: cfg.ClampMSS}
 	for _, r := range cfg.Routes {
-		sc.Routes = append(sc.Routes, stack.Route{Dst: r.Dst, Gateway: r.Gateway})
+		sc.Routes = append(sc.Routes, stack.Route{Dst: r.Dst, Gateway: r.Gateway, NIC: tcpip.NICID(r.NIC)})
 	}
 	d.st, err = stack.New(sc)
 	if err != nil {
 		lower.Close()
+		for _, n := range sides {
+			n.Link.Close()
+		}
 		return nil, err
 	}
 	d.onClose(d.st.Close)

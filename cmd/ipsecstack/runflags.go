@@ -39,14 +39,25 @@ type runConfig struct {
 	// Pprof is the address of net/http/pprof (--pprof); empty: off.
 	Pprof    string
 	LogLevel slog.Level
+	// The gateway sides (gateway.go): --lan NICs, a --tun device, and
+	// forwarding between them and --link, on when either is given.
+	LANs       []lanSpec
+	Tun        *tunSpec
+	Forwarding bool
+	ClampMSS   bool
 }
 
-// routeSpec is --route PREFIX=GATEWAY[,src=ADDR]; an empty gateway is an
-// on-link route, src the preferred source address (gVisor's SourceHint).
+// routeSpec is --route PREFIX=GATEWAY[,src=ADDR][,dev=NAME]; an empty
+// gateway is an on-link route, src the preferred source address (gVisor's
+// SourceHint), dev the interface of the side it leaves by (NIC its ID;
+// without dev, the side whose on-link prefix holds the gateway, else
+// --link).
 type routeSpec struct {
 	Dst     netip.Prefix
 	Gateway netip.Addr
 	Src     netip.Addr
+	Dev     string
+	NIC     int
 }
 
 // echoSpec is --echo tcp:PORT or udp:PORT.
@@ -88,7 +99,9 @@ func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CIDR [--addr CIDR]...
-        [--route PREFIX=GATEWAY[,src=ADDR]]... [--mtu N] [--setkey FILE]
+        [--lan afpacket:IFACE|tap:NAME --lan-addr CIDR [--lan-addr CIDR]...]...
+        [--tun NAME --tun-addr CIDR [--tun-addr CIDR]... [--tun-mtu N]] [--clamp-mss]
+        [--route PREFIX=GATEWAY[,src=ADDR][,dev=NAME]]... [--mtu N] [--setkey FILE]
         [--control PATH] [--echo tcp:PORT] [--echo udp:PORT]
         [--discard tcp:PORT] [--discard udp:PORT]
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
@@ -114,7 +127,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
-	fs.Var(&routes, "route", "a static route `PREFIX=GATEWAY[,src=ADDR]` (repeatable; empty GATEWAY: on-link; src: preferred source address)")
+	fs.Var(&routes, "route", "a static route `PREFIX=GATEWAY[,src=ADDR][,dev=NAME]` (repeatable; empty GATEWAY: on-link; src: preferred source address; dev: the --link, --lan or --tun interface it leaves by, default the one whose prefix holds GATEWAY, else --link)")
+	gw := registerGatewayFlags(fs)
 	fs.UintVar(&mtu, "mtu", 0, "link MTU `N` (default: the interface's)")
 	fs.StringVar(&setkeyFile, "setkey", "", "apply this setkey `FILE` (KAME syntax) before the link comes up, all or nothing")
 	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
@@ -157,14 +171,10 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		return nil, bad("at least one --addr CIDR is required")
 	}
 	for _, a := range addrs {
-		p, err := netip.ParsePrefix(a)
+		p, err := parseStackAddr("--addr", a)
 		if err != nil {
-			return nil, bad("--addr %q: want an address with its prefix length, like 192.0.2.1/24 or 2001:db8::1/64", a)
+			return nil, bad("%v", err)
 		}
-		if p.Addr().Zone() != "" || p.Addr().IsUnspecified() || p.Addr().IsMulticast() {
-			return nil, bad("--addr %q: not a unicast address", a)
-		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 		c.Addrs = append(c.Addrs, p)
 	}
 	for _, r := range routes {
@@ -173,6 +183,9 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 			return nil, bad("--route %q: %v", r, err)
 		}
 		c.Routes = append(c.Routes, rs)
+	}
+	if err := gw.apply(c); err != nil {
+		return nil, bad("%v", err)
 	}
 	if mtu != 0 && (mtu < 576 || mtu > 65535) {
 		return nil, bad("--mtu %d: want 576 to 65535 (1280 or more for IPv6)", mtu)
@@ -278,10 +291,10 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 
 func parseRoute(s string) (routeSpec, error) {
 	var r routeSpec
-	rest, src, hasSrc := strings.Cut(s, ",")
+	rest, opts, _ := strings.Cut(s, ",")
 	dst, gw, ok := strings.Cut(rest, "=")
 	if !ok {
-		return r, errors.New("want PREFIX=GATEWAY[,src=ADDR] (GATEWAY may be empty for an on-link route)")
+		return r, errors.New("want PREFIX=GATEWAY[,src=ADDR][,dev=NAME] (GATEWAY may be empty for an on-link route)")
 	}
 	p, err := netip.ParsePrefix(dst)
 	if err != nil {
@@ -298,11 +311,24 @@ func parseRoute(s string) (routeSpec, error) {
 			return r, errors.New("prefix and gateway are of different families")
 		}
 	}
-	if hasSrc {
-		v, ok := strings.CutPrefix(src, "src=")
+	for _, opt := range strings.Split(opts, ",") {
+		if opt == "" && opts == "" {
+			break
+		}
+		if dev, ok := strings.CutPrefix(opt, "dev="); ok && r.Dev == "" {
+			if err := checkIfName(dev); err != nil {
+				return r, fmt.Errorf("dev: %v", err)
+			}
+			r.Dev = dev
+			continue
+		}
+		v, ok := strings.CutPrefix(opt, "src=")
+		if !ok || r.Src.IsValid() {
+			return r, fmt.Errorf("bad %q: want src=ADDR or dev=NAME, each at most once", opt)
+		}
 		a, err := netip.ParseAddr(v)
-		if !ok || err != nil {
-			return r, fmt.Errorf("bad %q: want src=ADDR", src)
+		if err != nil {
+			return r, fmt.Errorf("bad %q: want src=ADDR", opt)
 		}
 		r.Src = a.Unmap()
 		if r.Src.Is4() != r.Dst.Addr().Is4() {

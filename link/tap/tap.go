@@ -81,7 +81,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	if err := setTXFilter(fd, mac); err != nil {
 		return fail("TUNSETTXFILTER", err)
 	}
-	mtu, err := configure(name, opts.MTU)
+	mtu, err := fdlink.Up(name, opts.MTU)
 	if err != nil {
 		return fail("configure", err)
 	}
@@ -250,37 +250,4 @@ func setTXFilter(fd int, mac tcpip.LinkAddress) error {
 		return errno
 	}
 	return nil
-}
-
-// configure sets the interface MTU (when asked), brings it up and returns
-// its MTU.
-func configure(name string, mtu uint32) (uint32, error) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return 0, err
-	}
-	if mtu != 0 {
-		ifr.SetUint32(mtu)
-		if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
-			return 0, fmt.Errorf("SIOCSIFMTU %d: %w", mtu, err)
-		}
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return 0, fmt.Errorf("SIOCGIFFLAGS: %w", err)
-	}
-	if flags := ifr.Uint16(); flags&unix.IFF_UP == 0 {
-		ifr.SetUint16(flags | unix.IFF_UP)
-		if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
-			return 0, fmt.Errorf("SIOCSIFFLAGS up: %w", err)
-		}
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
-		return 0, fmt.Errorf("SIOCGIFMTU: %w", err)
-	}
-	return ifr.Uint32(), nil
 }

@@ -1,0 +1,44 @@
+//go:build linux
+
+package fdlink
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Up sets the MTU of the host interface name (when mtu is not 0), brings
+// it up and returns its MTU. TAP and TUN devices are created down with an
+// MTU of 1500; the stack's side must match the kernel's, so both take it
+// from here.
+func Up(name string, mtu uint32) (uint32, error) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if mtu != 0 {
+		ifr.SetUint32(mtu)
+		if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
+			return 0, fmt.Errorf("SIOCSIFMTU %d: %w", mtu, err)
+		}
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return 0, fmt.Errorf("SIOCGIFFLAGS: %w", err)
+	}
+	if flags := ifr.Uint16(); flags&unix.IFF_UP == 0 {
+		ifr.SetUint16(flags | unix.IFF_UP)
+		if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
+			return 0, fmt.Errorf("SIOCSIFFLAGS up: %w", err)
+		}
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("SIOCGIFMTU: %w", err)
+	}
+	return ifr.Uint32(), nil
+}

@@ -1,0 +1,81 @@
+//go:build linux
+
+// Package tun runs a gVisor stack on a Linux TUN device: an L3 link with no
+// Ethernet header, no link address and no neighbour resolution. The host
+// kernel is the other end: whatever the host routes into the device (`ip
+// route add 10.2.0.0/24 dev NAME`) reaches the stack as IP packets, and
+// what the stack sends out of the NIC enters the host's IP layer as if
+// received on NAME. This is how kernel-libipsec's ipsec0 and wireguard-go
+// give every host program a path through a userspace data plane.
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	gtun "gvisor.dev/gvisor/pkg/tcpip/link/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/link/internal/fdlink"
+)
+
+// Options configures Open.
+type Options struct {
+	// MTU is the IP MTU of the stack's NIC and of the host's interface;
+	// 0 keeps the interface's (1500 for a new TUN).
+	MTU uint32
+	// ClosedFunc, if set, is called when the reader stops, with the error
+	// that stopped it (nil when stopped by Close or NIC removal).
+	ClosedFunc func(tcpip.Error)
+}
+
+// Open creates the TUN device name (or attaches to an existing persistent
+// one), brings it up and returns an L3 endpoint on it: packets carry no
+// link header, and fdbased tells IPv4 from IPv6 by the version nibble. A
+// device that Open created disappears when the endpoint is closed.
+//
+// The kernel hands a TUN without IFF_VNET_HDR complete checksums (it
+// offers no checksum offload to such a device), so received checksums are
+// verified as on any link.
+func Open(name string, opts Options) (stack.LinkEndpoint, error) {
+	if len(name) == 0 || len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "%/ \t") {
+		return nil, fmt.Errorf("tun: invalid device name %q (1 to %d bytes, no %%, / or space)", name, unix.IFNAMSIZ-1)
+	}
+	fd, err := gtun.Open(name)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			return nil, fmt.Errorf("tun: device %q: %w (needs root or CAP_NET_ADMIN)", name, err)
+		case errors.Is(err, unix.ENOENT):
+			return nil, fmt.Errorf("tun: device %q: /dev/net/tun: %w (no TUN/TAP support)", name, err)
+		case errors.Is(err, unix.EINVAL):
+			return nil, fmt.Errorf("tun: device %q: %w (exists and is not a TUN device?)", name, err)
+		case errors.Is(err, unix.EBUSY):
+			return nil, fmt.Errorf("tun: device %q: %w (already open by another program)", name, err)
+		}
+		return nil, fmt.Errorf("tun: device %q: %w", name, err)
+	}
+	mtu, err := fdlink.Up(name, opts.MTU)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun: device %q: configure: %w", name, err)
+	}
+	ep, err := fdbased.New(&fdbased.Options{
+		FDs:            []int{fd},
+		MTU:            mtu,
+		EthernetHeader: false,
+		GSOMaxSize:     0,
+		ClosedFunc:     opts.ClosedFunc,
+		// A TUN fd is no socket: fdbased uses readv whatever we ask.
+		PacketDispatchMode: fdbased.Readv,
+	})
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun: device %q: fdbased endpoint: %w", name, err)
+	}
+	return fdlink.New(ep, []int{fd}), nil
+}

@@ -231,6 +231,16 @@ func (e *Endpoint) forward4(v *buffer.View) {
 		sum = sum&0xffff + sum>>16
 	}
 	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	if r.RequiresTXTransportChecksum() {
+		// What gVisor's forwarding does (forwardPacketWithRoute:
+		// CalculateTransportChecksum): the host kernel hands a packet
+		// socket on a veth its TCP and UDP segments with the checksum
+		// left to offload (CHECKSUM_PARTIAL: only the pseudo-header sum
+		// in the field), and the link below us does not complete it, so
+		// a forwarded segment must get its checksum here or the far
+		// host drops it.
+		fillTransportChecksum4(ip)
+	}
 	p := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: int(r.MaxHeaderLength()),
 		Payload:            buffer.MakeWithView(v),
@@ -590,4 +600,39 @@ func (s *Stack) ICMPErrorsSent() uint64 {
 		return 0
 	}
 	return s.fwd.sent.Load()
+}
+
+// fillTransportChecksum4 computes the TCP or UDP checksum of the whole
+// (unfragmented) IPv4 datagram ip in place. A UDP checksum of zero (none
+// sent, RFC 768) stays zero; fragments are left alone, their checksum
+// covers the datagram they belong to.
+func fillTransportChecksum4(ip []byte) {
+	h := header.IPv4(ip)
+	ihl := int(h.HeaderLength())
+	if h.FragmentOffset() != 0 || h.Flags()&header.IPv4FlagMoreFragments != 0 || int(h.TotalLength()) != len(ip) || ihl < header.IPv4MinimumSize || ihl > len(ip) {
+		return
+	}
+	l4 := ip[ihl:]
+	var off int
+	switch tcpip.TransportProtocolNumber(h.Protocol()) {
+	case header.TCPProtocolNumber:
+		if len(l4) < header.TCPMinimumSize {
+			return
+		}
+		off = 16
+	case header.UDPProtocolNumber:
+		if len(l4) < header.UDPMinimumSize || binary.BigEndian.Uint16(l4[6:]) == 0 {
+			return
+		}
+		off = 6
+	default:
+		return
+	}
+	binary.BigEndian.PutUint16(l4[off:], 0)
+	sum := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(h.Protocol()), h.SourceAddress(), h.DestinationAddress(), uint16(len(l4)))
+	v := ^checksum.Checksum(l4, sum)
+	if v == 0 && off == 6 {
+		v = 0xffff // RFC 768: a computed zero is sent as all ones
+	}
+	binary.BigEndian.PutUint16(l4[off:], v)
 }

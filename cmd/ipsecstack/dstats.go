@@ -16,9 +16,10 @@ type daemonStats struct {
 	eng *xfrm.Engine    // nil until the stack is up
 	fwd forwardStats
 	pub forwardStats // --publish relays
-	// link reads the kernel's drop counters of the link; nil until the
-	// link is open.
-	link linkDropper
+	// links read the kernel's drop counters of the links (--link, then
+	// the --lan and --tun sides that have one); empty until they are
+	// open.
+	links []linkDropper
 	// st is the stack (the wrapper's and the NIC's drops); nil until it
 	// is up.
 	st *stack.Stack
@@ -55,9 +56,11 @@ type linkDropper interface {
 //	                     fragments reassembled before the inbound policy
 //	                     check, with Linux's /proc/net/snmp Ip: names
 //	LinkRxKernelDrops    frames the kernel dropped before the stack read
-//	                     them: a full AF_PACKET receive buffer (tp_drops
-//	                     of PACKET_STATISTICS), or for TAP its tx_dropped
-//	                     (a full queue, and frames for other MACs)
+//	                     them, summed over --link and the --lan and --tun
+//	                     sides: a full AF_PACKET receive buffer (tp_drops
+//	                     of PACKET_STATISTICS), or for TAP and TUN their
+//	                     tx_dropped (a full queue; for TAP also frames
+//	                     for other MACs)
 //	LinkTxDropped        frames the link refused after IPsec (a full
 //	                     socket send buffer, a link down)
 //	LinkTxQueueDrops     packets dropped for a full transmit queue
@@ -77,13 +80,16 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		rs = new(xfrm.ReasmStats)
 	}
 	var kdrops, txdrops, qdrops uint64
-	if d.link != nil {
-		kdrops = d.link.KernelDrops()
+	for _, l := range d.links {
+		kdrops += l.KernelDrops()
 	}
 	if d.st != nil {
-		txdrops = d.st.Endpoint.Stats.OutLinkDropped.Load()
-		if info, ok := d.st.NICInfo()[d.st.NIC]; ok {
-			qdrops = info.Stats.TxPacketsDroppedNoBufferSpace.Value()
+		infos := d.st.NICInfo()
+		for _, id := range d.st.NICs() {
+			txdrops += d.st.EndpointOf(id).Stats.OutLinkDropped.Load()
+			if info, ok := infos[id]; ok {
+				qdrops += info.Stats.TxPacketsDroppedNoBufferSpace.Value()
+			}
 		}
 	}
 	f := &d.fwd

@@ -34,7 +34,7 @@ func TestLinkDropsShown(t *testing.T) {
 	}
 	defer st.Close()
 	st.Endpoint.Stats.OutLinkDropped.Add(3)
-	ds := &daemonStats{eng: st.Engine, link: fakeDropper(7), st: st}
+	ds := &daemonStats{eng: st.Engine, links: []linkDropper{fakeDropper(4), fakeDropper(3)}, st: st}
 	got := map[string]uint64{}
 	for _, s := range ds.Snapshot() {
 		got[s.Name] = s.Value

@@ -165,7 +165,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		return nil, err
 	}
 	if ld, ok := lower.(linkDropper); ok {
-		d.stats.link = ld
+		d.stats.links = append(d.stats.links, ld)
 	}
 	if pw != nil {
 		lower = pcap.NewEndpoint(lower, pw) // under the IPsec wrapper: the wire side
@@ -174,6 +174,11 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	if err != nil {
 		lower.Close()
 		return nil, err
+	}
+	for _, n := range sides {
+		if ld, ok := n.Link.(linkDropper); ok {
+			d.stats.links = append(d.stats.links, ld)
+		}
 	}
 	sc := stack.Config{Link: lower, Addrs: cfg.Addrs, Engine: d.engine, TxQueue: stack.DefaultTxQueue,
 		LANs: sides, Forwarding: cfg.Forwarding, ClampMSS: cfg.ClampMSS}

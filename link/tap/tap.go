@@ -8,12 +8,9 @@ package tap
 
 import (
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -100,29 +97,19 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	if err != nil {
 		return fail("fdbased endpoint", err)
 	}
-	idx, err := ifindex(name)
+	drops, err := fdlink.OpenTxDropped(name)
 	if err != nil {
-		return fail("interface index", err)
+		return fail("drop counter", err)
 	}
-	// The counters are asked of the namespace the device is in: a
-	// netlink socket keeps the namespace it was made in.
-	nl, err := openNetlink()
-	if err != nil {
-		return fail("rtnetlink socket", err)
-	}
-	le := fdlink.New(ep, []int{fd, nl})
+	le := fdlink.New(ep, []int{fd, drops.FD()})
 	le.SetAddr = func(a tcpip.LinkAddress) { _ = setTXFilter(fd, a) }
-	return &Endpoint{Endpoint: le, ifindex: idx, nl: nl}, nil
+	return &Endpoint{Endpoint: le, drops: drops}, nil
 }
 
 // Endpoint is the link endpoint Open returns.
 type Endpoint struct {
 	*fdlink.Endpoint
-	ifindex int
-	nl      int // NETLINK_ROUTE socket, closed with the endpoint
-
-	nlMu  sync.Mutex
-	nlSeq uint32
+	drops *fdlink.TxDropped // its socket is closed with the endpoint
 }
 
 // KernelDrops returns the TAP device's tx_dropped counter (rtnetlink's
@@ -133,103 +120,10 @@ type Endpoint struct {
 // the first. 0 when closed or the device is gone.
 func (e *Endpoint) KernelDrops() uint64 {
 	var v uint64
-	e.Control(func([]int) {
-		e.nlMu.Lock()
-		defer e.nlMu.Unlock()
-		e.nlSeq++
-		v, _ = linkTxDropped(e.nl, e.ifindex, e.nlSeq)
-	})
+	e.Control(func([]int) { v = e.drops.Read() })
 	return v
 }
 
-// ifindex returns the index of the interface named name.
-func ifindex(name string) (int, error) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return 0, err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFINDEX, ifr); err != nil {
-		return 0, fmt.Errorf("SIOCGIFINDEX: %w", err)
-	}
-	return int(ifr.Uint32()), nil
-}
-
-// openNetlink opens a NETLINK_ROUTE socket whose reads give up after a
-// second, so a stats read never hangs.
-func openNetlink() (int, error) {
-	nl, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return -1, err
-	}
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(nl, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(nl)
-		return -1, err
-	}
-	if err := unix.Bind(nl, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(nl)
-		return -1, err
-	}
-	return nl, nil
-}
-
-// linkTxDropped asks rtnetlink (socket nl) for interface index and
-// returns its tx_dropped: the eighth u64 of struct rtnl_link_stats64
-// (after rx/tx packets, bytes, errors and rx_dropped) in IFLA_STATS64.
-func linkTxDropped(nl, index int, seq uint32) (uint64, error) {
-	const txDroppedOff = 7 * 8
-	req := make([]byte, unix.SizeofNlMsghdr+unix.SizeofIfInfomsg)
-	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
-	binary.NativeEndian.PutUint16(req[4:], unix.RTM_GETLINK)
-	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
-	binary.NativeEndian.PutUint32(req[8:], seq)
-	// struct ifinfomsg: family, pad, type (u16), index (s32), flags, change
-	binary.NativeEndian.PutUint32(req[unix.SizeofNlMsghdr+4:], uint32(index))
-	if err := unix.Sendto(nl, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, err
-	}
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, err := unix.Recvfrom(nl, buf, 0)
-		if err != nil {
-			return 0, err
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return 0, err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != seq {
-				continue // a late answer to an earlier request
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
-						return 0, syscall.Errno(-e)
-					}
-				}
-				return 0, errors.New("rtnetlink error")
-			case unix.RTM_NEWLINK:
-				attrs, err := syscall.ParseNetlinkRouteAttr(&m)
-				if err != nil {
-					return 0, err
-				}
-				for _, a := range attrs {
-					if a.Attr.Type == unix.IFLA_STATS64 && len(a.Value) >= txDroppedOff+8 {
-						return binary.NativeEndian.Uint64(a.Value[txDroppedOff:]), nil
-					}
-				}
-				return 0, errors.New("no IFLA_STATS64")
-			}
-		}
-	}
-}
 
 // setTXFilter makes the kernel drop, before they reach us, frames whose
 // destination is neither mac nor a group address, like a NIC's MAC filter.

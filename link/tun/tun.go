@@ -77,5 +77,26 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: device %q: fdbased endpoint: %w", name, err)
 	}
-	return fdlink.New(ep, []int{fd}), nil
+	drops, err := fdlink.OpenTxDropped(name)
+	if err != nil {
+		ep.Close()
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun: device %q: drop counter: %w", name, err)
+	}
+	return &Endpoint{Endpoint: fdlink.New(ep, []int{fd, drops.FD()}), drops: drops}, nil
+}
+
+// Endpoint is the link endpoint Open returns.
+type Endpoint struct {
+	*fdlink.Endpoint
+	drops *fdlink.TxDropped // its socket is closed with the endpoint
+}
+
+// KernelDrops returns the TUN device's tx_dropped counter, read now: the
+// packets the kernel dropped because the stack did not read the device
+// fast enough (its queue of txqueuelen packets was full). 0 when closed.
+func (e *Endpoint) KernelDrops() uint64 {
+	var v uint64
+	e.Control(func([]int) { v = e.drops.Read() })
+	return v
 }

@@ -3,6 +3,7 @@
 package tun_test
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -73,5 +74,39 @@ func TestCleanup(t *testing.T) {
 	ep.Wait()
 	if out, err := ns.Try("ip", "link", "show", name); err == nil {
 		t.Errorf("device still there after Close: %s", out)
+	}
+}
+
+// TestKernelDropsCounted: packets the kernel could not queue to a TUN
+// nobody reads (its txqueuelen is full) show in KernelDrops, which the
+// daemon reports as LinkRxKernelDrops: a drop on the --tun side is never
+// silent (issue 11).
+func TestKernelDropsCounted(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t)
+	name := netnstest.UniqueName("tn")
+	ep := openIn(t, ns, name, tun.Options{}).(*tun.Endpoint)
+	defer ep.Close()
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", name)
+	if n := ep.KernelDrops(); n != 0 {
+		t.Fatalf("%d drops before any traffic", n)
+	}
+	const burst = 2000 // the TUN queues 500 (txqueuelen) packets
+	if err := ns.Do(func() error {
+		c, err := net.Dial("udp", "192.0.2.2:9")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < burst; i++ {
+			c.Write([]byte("x"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ep.KernelDrops(); n < burst/2 || n > burst {
+		t.Errorf("KernelDrops %d after %d packets into an unread TUN, want most of them", n, burst)
+		t.Log(ns.Run(t, "ip", "-s", "link", "show", name))
 	}
 }

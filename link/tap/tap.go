@@ -124,7 +124,6 @@ func (e *Endpoint) KernelDrops() uint64 {
 	return v
 }
 
-
 // setTXFilter makes the kernel drop, before they reach us, frames whose
 // destination is neither mac nor a group address, like a NIC's MAC filter.
 // This is not just an optimisation: fdbased's readv dispatcher treats a

@@ -139,4 +139,3 @@ func linkTxDropped(nl, index int, seq uint32) (uint64, error) {
 		}
 	}
 }
-

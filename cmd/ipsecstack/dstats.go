@@ -65,6 +65,8 @@ type linkDropper interface {
 //	                     socket send buffer, a link down)
 //	LinkTxQueueDrops     packets dropped for a full transmit queue
 //	                     (stack.Config.TxQueue; TCP resends them)
+//	TcpRetransSegs       TCP segments the stack sent again (gVisor's
+//	                     TCP.Retransmits; Linux's Tcp: RetransSegs)
 func (d *daemonStats) Snapshot() []xfrm.Stat {
 	var dropped, oversize, panics uint64
 	if d.ctl != nil {
@@ -79,11 +81,12 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 	} else {
 		rs = new(xfrm.ReasmStats)
 	}
-	var kdrops, txdrops, qdrops uint64
+	var kdrops, txdrops, qdrops, retrans uint64
 	for _, l := range d.links {
 		kdrops += l.KernelDrops()
 	}
 	if d.st != nil {
+		retrans = d.st.Stats().TCP.Retransmits.Value()
 		infos := d.st.NICInfo()
 		for _, id := range d.st.NICs() {
 			txdrops += d.st.EndpointOf(id).Stats.OutLinkDropped.Load()
@@ -116,5 +119,6 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "LinkRxKernelDrops", Value: kdrops},
 		{Name: "LinkTxDropped", Value: txdrops},
 		{Name: "LinkTxQueueDrops", Value: qdrops},
+		{Name: "TcpRetransSegs", Value: retrans},
 	}
 }

@@ -39,6 +39,9 @@ func TestLinkDropsShown(t *testing.T) {
 	for _, s := range ds.Snapshot() {
 		got[s.Name] = s.Value
 	}
+	if _, ok := got["TcpRetransSegs"]; !ok {
+		t.Error("stats: no TcpRetransSegs")
+	}
 	if got["LinkRxKernelDrops"] != 7 || got["LinkTxDropped"] != 3 {
 		t.Errorf("stats: LinkRxKernelDrops %d, LinkTxDropped %d; want 7, 3", got["LinkRxKernelDrops"], got["LinkTxDropped"])
 	}

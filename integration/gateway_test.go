@@ -136,20 +136,7 @@ func TestLinuxGateway(t *testing.T) {
 	if len(pk) != 2*len(lgwTunnels) {
 		t.Errorf("guest has %d SAs with counters, want %d:\n%s", len(pk), 2*len(lgwTunnels), out)
 	}
-	after, err := vm.XfrmStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range after {
-		if v != before[k] {
-			t.Errorf("guest %s went from %d to %d", k, before[k], v)
-		}
-	}
-	for _, s := range st.Engine.Stats.Snapshot() {
-		if s.Value != 0 {
-			t.Errorf("stack %s = %d", s.Name, s.Value)
-		}
-	}
+	checkNoXfrmErrors(t, vm, before, st)
 	frames, err := readCapture(capPath)
 	if err != nil {
 		t.Fatal(err)

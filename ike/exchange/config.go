@@ -208,3 +208,27 @@ func checkNonce(prf *ikecrypto.PRF, n []byte) error {
 	}
 	return nil
 }
+
+// deriveIKESA derives an IKE SA's keys from the DH shared secret gir
+// (RFC 7296 §2.14: SKEYSEED, then SK_d, SK_a*, SK_e*, SK_p*) and makes the
+// SK payload protectors of its two directions: ir protects what the
+// initiator sends (SK_ei, SK_ai), ri what the responder sends.
+func deriveIKESA(prf *ikecrypto.PRF, encr *ikecrypto.Encr, integ *ikecrypto.Integ, ni, nr []byte, spii, spir uint64, gir []byte) (keys *ikecrypto.IKEKeys, ir, ri *ikecrypto.Protector, err error) {
+	skeyseed, err := ikecrypto.SKEYSEED(prf, ni, nr, gir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	encLen, integLen := keyLens(encr, integ)
+	keys, err = ikecrypto.DeriveIKEKeys(prf, skeyseed, ni, nr, spii, spir, encLen, integLen)
+	clear(skeyseed)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if ir, err = ikecrypto.NewProtector(encr, integ, keys.Ei, keys.Ai); err != nil {
+		return nil, nil, nil, err
+	}
+	if ri, err = ikecrypto.NewProtector(encr, integ, keys.Er, keys.Ar); err != nil {
+		return nil, nil, nil, err
+	}
+	return keys, ir, ri, nil
+}

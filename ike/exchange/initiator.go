@@ -197,20 +197,7 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	if err := checkNonce(prf, i.nr); err != nil {
 		return nil, err
 	}
-	skeyseed, err := ikecrypto.SKEYSEED(prf, i.ni, i.nr, gir)
-	if err != nil {
-		return nil, err
-	}
-	encLen, integLen := keyLens(encr, integ)
-	i.keys, err = ikecrypto.DeriveIKEKeys(prf, skeyseed, i.ni, i.nr, i.spii, i.spir, encLen, integLen)
-	clear(skeyseed)
-	if err != nil {
-		return nil, err
-	}
-	if i.outP, err = ikecrypto.NewProtector(encr, integ, i.keys.Ei, i.keys.Ai); err != nil {
-		return nil, err
-	}
-	if i.inP, err = ikecrypto.NewProtector(encr, integ, i.keys.Er, i.keys.Ar); err != nil {
+	if i.keys, i.outP, i.inP, err = deriveIKESA(prf, encr, integ, i.ni, i.nr, i.spii, i.spir, gir); err != nil {
 		return nil, err
 	}
 	return i.authRequest()

@@ -157,20 +157,7 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		return nil, err
 	}
 	r.prf = prf
-	skeyseed, err := ikecrypto.SKEYSEED(prf, r.ni, r.nr, gir)
-	if err != nil {
-		return nil, err
-	}
-	encLen, integLen := keyLens(encr, integ)
-	r.keys, err = ikecrypto.DeriveIKEKeys(prf, skeyseed, r.ni, r.nr, r.spii, r.spir, encLen, integLen)
-	clear(skeyseed)
-	if err != nil {
-		return nil, err
-	}
-	if r.inP, err = ikecrypto.NewProtector(encr, integ, r.keys.Ei, r.keys.Ai); err != nil {
-		return nil, err
-	}
-	if r.outP, err = ikecrypto.NewProtector(encr, integ, r.keys.Er, r.keys.Ar); err != nil {
+	if r.keys, r.inP, r.outP, err = deriveIKESA(prf, encr, integ, r.ni, r.nr, r.spii, r.spir, gir); err != nil {
 		return nil, err
 	}
 	ps := []message.Payload{

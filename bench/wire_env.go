@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/internal/pdeath"
 )
 
 // wireEnv owns what the --wire benchmark creates: network namespaces
@@ -220,7 +221,9 @@ func (e *wireEnv) start(name, ns string, pipe bool, env []string, args ...string
 	// takes its processes along instead of leaving daemons behind, with
 	// whatever descriptors they inherited (a flock on /tmp/heavy.lock
 	// among them).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// pdeath.Start sets it and forks on a thread that outlives the child
+	// (the signal follows the forking thread, not the process).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if pipe {
 		w, err := p.cmd.StdinPipe()
 		if err != nil {
@@ -239,13 +242,14 @@ func (e *wireEnv) start(name, ns string, pipe bool, env []string, args ...string
 		e.mu.Unlock()
 		return nil, errors.New("interrupted")
 	}
-	if err := p.cmd.Start(); err != nil {
+	waitc, err := pdeath.Start(p.cmd)
+	if err != nil {
 		e.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	e.procs = append(e.procs, p)
 	e.mu.Unlock()
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	go func() { p.err = <-waitc; close(p.done) }()
 	return p, nil
 }
 

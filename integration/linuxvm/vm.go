@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/integration/linuxvm/proto"
+	"github.com/ipsecstack/ipsecstack/internal/pdeath"
 )
 
 // Ports of the agent's services in the guest.
@@ -157,14 +158,18 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	vm.cmd = exec.Command("qemu-system-x86_64", args...)
 	vm.cmd.Stdout, vm.cmd.Stderr = log, log
 	vm.cmd.Stdin = nil
-	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// qemu dies with the test process (Pdeathsig), and only then:
+	// pdeath forks it on a thread that lives as long as qemu, since the
+	// signal follows the forking thread and our namespace helpers end
+	// theirs.
 	start := time.Now()
-	if err := vm.cmd.Start(); err != nil {
+	waitc, err := pdeath.Start(vm.cmd)
+	if err != nil {
 		vm.Close()
 		return nil, fmt.Errorf("linuxvm: qemu: %w", err)
 	}
 	go func() {
-		vm.exitErr = vm.cmd.Wait()
+		vm.exitErr = <-waitc
 		close(vm.exited)
 	}()
 	bootCtx, cancel := context.WithTimeout(ctx, o.BootTimeout)

@@ -1,0 +1,75 @@
+package pdeath
+
+import (
+	"os/exec"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// endLockedThreads makes the runtime terminate n OS threads, as the
+// namespace helpers do: a goroutine locks its thread and ends locked.
+func endLockedThreads(n int) {
+	for range n {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(done)
+		}()
+		<-done
+	}
+	time.Sleep(50 * time.Millisecond)
+}
+
+// TestChildOutlivesEndedThreads: a child started with Start survives
+// the end of other locked threads, and dies with SIGKILL only when
+// killed.
+func TestChildOutlivesEndedThreads(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	done, err := Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endLockedThreads(20)
+	select {
+	case err := <-done:
+		t.Fatalf("child ended while other threads ended: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	cmd.Process.Kill()
+	if err := <-done; err == nil {
+		t.Fatal("killed child reported success")
+	}
+}
+
+// TestPdeathsigFiresOnThreadExit shows the hazard Start avoids: a child
+// forked on a locked thread that then ends is killed at once. (The
+// runtime never ends the main thread, so a fork that lands there is
+// tried again.)
+func TestPdeathsigFiresOnThreadExit(t *testing.T) {
+	for range 5 {
+		cmd := exec.Command("sleep", "30")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		started := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // ends locked: the runtime ends the thread
+			started <- cmd.Start()
+		}()
+		if err := <-started; err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- cmd.Wait() }()
+		select {
+		case <-errc:
+			if ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() == syscall.SIGKILL {
+				return
+			}
+		case <-time.After(time.Second):
+			cmd.Process.Kill()
+			<-errc
+		}
+	}
+	t.Fatal("a child forked on an ended thread was never killed: Pdeathsig did not fire")
+}

@@ -37,10 +37,10 @@ func TestStrongSwanResponder(t *testing.T) {
 	}{
 		{"charon's first proposals: AES-CBC-128/SHA2-256/X25519, ESP AES-GCM-16-128",
 			IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
-			ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE}},
+			ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, false}},
 		{"AES-GCM-16-128/SHA2-256/MODP-2048, ESP AES-CBC-128/SHA2-256-128",
 			IKESuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, message.PRF_HMAC_SHA2_256, message.KE_MODP2048},
-			ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128}},
+			ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, false}},
 	} {
 		t.Run(s.name, func(t *testing.T) { testStrongSwanResponder(t, s.ike, s.esp) })
 	}
@@ -308,7 +308,7 @@ func TestStrongSwanInitiator(t *testing.T) {
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
 		IKE:      IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_ECP384},
-		ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128},
+		ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128, false},
 		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,
@@ -363,12 +363,12 @@ func TestStrongSwanInitiator(t *testing.T) {
 				log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
 				t.Fatalf("responder: %v\ncharon log:\n%s", err, log)
 			}
-			if resp != nil {
+			for _, out := range resp {
 				c := c500
 				if d.natt {
-					c, resp = c4500, append([]byte{0, 0, 0, 0}, resp...)
+					c, out = c4500, append([]byte{0, 0, 0, 0}, out...)
 				}
-				if _, err := c.WriteToUDPAddrPort(resp, d.from); err != nil {
+				if _, err := c.WriteToUDPAddrPort(out, d.from); err != nil {
 					t.Fatal(err)
 				}
 			}

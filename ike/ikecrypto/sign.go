@@ -479,4 +479,3 @@ func parseAlgorithmIdentifier(der []byte, pub crypto.PublicKey) (Scheme, error) 
 	}
 	return s, fmt.Errorf("ikecrypto: RFC 7427 algorithm %v does not fit a %T key", ai.Algorithm, pub)
 }
-

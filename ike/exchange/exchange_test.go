@@ -53,11 +53,12 @@ func run(t *testing.T, ci, cr Config) (*Initiator, *Responder, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := i.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := [][]byte{first}
+	return drive(t, i, r)
+}
+
+// driveFrom passes req to the responder and each answer back, to the end.
+func driveFrom(t *testing.T, i *Initiator, r *Responder, req [][]byte) (*Initiator, *Responder, error) {
+	t.Helper()
 	for n := 0; n < 8; n++ {
 		var resp [][]byte
 		var rdone bool

@@ -483,4 +483,3 @@ func containsU16(s []uint16, v uint16) bool {
 }
 
 func spiBytes(spi uint32) []byte { return binary.BigEndian.AppendUint32(nil, spi) }
-

@@ -247,7 +247,7 @@ func TestResponseNotOffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []IKESuite{
-		{message.ENCR_AES_CBC, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_512, message.KE_MODP2048},          // no integrity
+		{message.ENCR_AES_CBC, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_512, message.KE_MODP2048},            // no integrity
 		{message.ENCR_AES_GCM_16, 256, message.AUTH_HMAC_SHA1_96, message.PRF_HMAC_SHA2_512, message.KE_MODP2048}, // GCM is in proposal 2
 		{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA1_96, message.PRF_AES128_CMAC, message.KE_MODP2048},      // PRF not offered
 	} {

@@ -180,6 +180,15 @@ type peerCharon struct {
 // missing.
 func startCharon(t *testing.T) peerCharon {
 	t.Helper()
+	return startCharonWith(t, "", nil)
+}
+
+// startCharonWith is startCharon with more swanctl.conf connections
+// (sections inside connections { }) and files in swanctl's directory
+// (private/NAME for keys: swanctl.conf's secrets only hold their
+// passphrases).
+func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCharon {
+	t.Helper()
 	if _, err := os.Stat(charonPath); err != nil {
 		t.Skip("strongSwan charon not installed (apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)")
 	}
@@ -224,7 +233,7 @@ func startCharon(t *testing.T) peerCharon {
   port = 500
   port_nat_t = 4500
   load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pubkey x509 kernel-libipsec kernel-netlink socket-default vici
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf mgf1 pem pkcs1 pkcs8 pubkey x509 constraints kernel-libipsec kernel-netlink socket-default vici
   syslog { daemon { default = -1 } }
   filelog { main { path = %s/charon.log
                    default = 1
@@ -247,11 +256,22 @@ func startCharon(t *testing.T) peerCharon {
                      remote_ts = 10.56.2.0/24
                      esp_proposals = default } }
   }
+%s
 }
 secrets { ike-gw { id-a = charon@ike.test
                    id-b = goike@ike.test
-                   secret = "%s" } }
-`, psk)
+                   secret = "%s" }
+}
+`, conns, psk)
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swan), 0o644)
 	charon := exec.Command("ip", "netns", "exec", nsC, "unshare", "-m", "--propagation", "private", "sh", "-c",

@@ -46,6 +46,53 @@ func TestStrongSwanResponder(t *testing.T) {
 	}
 }
 
+// TestStrongSwanMultiProposal offers charon two proposals, the first
+// AES-GCM with MODP-2048 (our KE payload's group), the second AES-CBC
+// with ECP-256 and X25519. charon picks in its own order (its first
+// default proposal is the AES-CBC one, X25519 its first group), so it
+// answers INVALID_KE_PAYLOAD asking for X25519, and we retry with it.
+func TestStrongSwanMultiProposal(t *testing.T) {
+	pc := startCharon(t)
+	local := netip.MustParseAddrPort("10.55.0.2:500")
+	remote := netip.MustParseAddrPort("10.55.0.1:500")
+	c500, c4500 := udpInNetns(t, pc.ns, local), udpInNetns(t, pc.ns, netip.AddrPortFrom(local.Addr(), NATTPort))
+	ikeProps := []message.Proposal{
+		IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_MODP2048}.Proposal(),
+		{Protocol: message.ProtoIKE, Transforms: []message.Transform{
+			encrTransform(message.ENCR_AES_CBC, 256),
+			{Type: message.TransformINTEG, ID: message.AUTH_HMAC_SHA2_512_256},
+			{Type: message.TransformPRF, ID: message.PRF_HMAC_SHA2_512},
+			{Type: message.TransformKE, ID: message.KE_ECP256}, {Type: message.TransformKE, ID: message.KE_CURVE25519},
+		}},
+	}
+	cfg := Config{
+		Local: local, Remote: remote,
+		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
+		IKEProposals: ikeProps,
+		ESPProposals: []message.Proposal{ESPSuite{message.ENCR_CHACHA20_POLY1305, 0, message.AUTH_NONE, false}.Proposal(),
+			ESPSuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, false}.Proposal()},
+		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
+		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
+		Mode:     xfrm.ModeTunnel,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := Initiate(ctx, cfg, &udpTransport{c500: c500, c4500: c4500, peer: remote.Addr()}, Retransmit{Timeout: time.Second})
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
+		t.Fatalf("%v\ncharon log:\n%s", err, log)
+	}
+	log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
+	wantESP := ESPSuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, false} // charon has no ChaCha20 in its default ESP
+	wantIKE := IKESuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_512_256, message.PRF_HMAC_SHA2_512, message.KE_CURVE25519}
+	if r.ESP != wantESP || r.IKE != wantIKE {
+		t.Errorf("negotiated %+v %+v, want %+v %+v", r.IKE, r.ESP, wantIKE, wantESP)
+	}
+	if !strings.Contains(string(log), "N(INVAL_KE)") {
+		t.Errorf("charon did not ask for another group:\n%s", log)
+	}
+}
+
 func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 	pc := startCharon(t)
 	swanctl, nsG, dir := pc.swanctl, pc.ns, pc.dir

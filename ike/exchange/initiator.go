@@ -298,7 +298,7 @@ func (i *Initiator) authRequest() ([][]byte, error) {
 		return nil, err
 	}
 	i.espSPI = binary.BigEndian.Uint32(b[:]) | 0x100 // SPIs 1..255 are reserved (RFC 4303 §2.1)
-	i.espOffer = withSPI(i.cfg.ESPProposals, spiBytes(i.espSPI))
+	i.espOffer = withSPI(stripKE(i.cfg.ESPProposals), spiBytes(i.espSPI))
 	idi := &message.ID{IDType: i.cfg.LocalID.Type, Data: i.cfg.LocalID.Data}
 	octets := ikecrypto.SignedOctets(i.prf, i.msg1, i.nr, i.keys.Pi, idi.Body())
 	auth, err := makeAuth(i.prf, &i.cfg.LocalAuth, octets, i.peerHashes)

@@ -453,6 +453,25 @@ func withSPI(ps []message.Proposal, spi []byte) []message.Proposal {
 	return out
 }
 
+// stripKE returns ps without key exchange transforms: what IKE_AUTH
+// offers, since its CHILD SA is keyed from the IKE SA's exchange (PFS
+// groups of the configuration apply to CREATE_CHILD_SA; strongSwan strips
+// them the same way).
+func stripKE(ps []message.Proposal) []message.Proposal {
+	out := make([]message.Proposal, len(ps))
+	for k, p := range ps {
+		q := p
+		q.Transforms = nil
+		for _, t := range p.Transforms {
+			if t.Type != message.TransformKE {
+				q.Transforms = append(q.Transforms, t)
+			}
+		}
+		out[k] = q
+	}
+	return out
+}
+
 // chosenProposal is what a responder sends back: the peer's proposal
 // number, our SPI, one transform of each type.
 func chosenProposal(num uint8, proto message.ProtocolID, spi []byte, ts []message.Transform) message.Proposal {

@@ -257,3 +257,38 @@ func TestResponseNotOffered(t *testing.T) {
 		}
 	}
 }
+
+// TestPFSProposalsInIKEAuth: ESP proposals with a PFS group (for
+// CREATE_CHILD_SA) go out of IKE_AUTH without it, and a responder with
+// or without PFS in its own proposals still agrees.
+func TestPFSProposalsInIKEAuth(t *testing.T) {
+	pfs := ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, false}.Proposal()
+	pfs.Transforms = append(pfs.Transforms, message.Transform{Type: message.TransformKE, ID: message.KE_ECP256})
+	for _, tt := range []struct {
+		name   string
+		ci, cr []message.Proposal
+	}{
+		{"initiator with PFS", []message.Proposal{pfs}, nil},
+		{"responder with PFS", nil, []message.Proposal{pfs}},
+		{"both with PFS", []message.Proposal{pfs}, []message.Proposal{pfs}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ci, cr := configs(suites[0].ike, suites[0].esp)
+			ci.ESPProposals, cr.ESPProposals = tt.ci, tt.cr
+			i, r, err := run(t, ci, cr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i.Result().ESP != suites[0].esp || r.Result().ESP != suites[0].esp {
+				t.Errorf("ESP %+v / %+v", i.Result().ESP, r.Result().ESP)
+			}
+			for _, p := range i.espOffer {
+				for _, tr := range p.Transforms {
+					if tr.Type == message.TransformKE {
+						t.Error("KE transform offered in IKE_AUTH")
+					}
+				}
+			}
+		})
+	}
+}

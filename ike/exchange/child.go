@@ -17,6 +17,15 @@ const NATTPort = 4500
 type Result struct {
 	// SPIi and SPIr name the IKE SA.
 	SPIi, SPIr uint64
+	// IKE and ESP are the transforms negotiated for the IKE SA and the
+	// CHILD SA.
+	IKE IKESuite
+	ESP ESPSuite
+	// Peer is what the peer proved: its identity, certificate chain and
+	// whether it sent INITIAL_CONTACT.
+	Peer PeerInfo
+	// Fragmentation is set when both sides announced RFC 7383 support.
+	Fragmentation bool
 	// Keys are the IKE SA's secrets, for the exchanges that follow.
 	Keys *ikecrypto.IKEKeys
 	// PRF is the IKE SA's PRF (CREATE_CHILD_SA derives KEYMAT with it).
@@ -37,7 +46,7 @@ type Result struct {
 // initiated the exchange that created them (KEYMAT's first keys are the
 // initiator's outbound ones, §2.17).
 func childSAs(cfg *Config, r *Result, initiator bool, ourSPI, peerSPI uint32, k *ikecrypto.ChildKeys) (in, out xfrm.SAConfig, err error) {
-	encr, integ, err := espAlgs(cfg.ESP)
+	encr, integ, err := espAlgs(r.ESP)
 	if err != nil {
 		return in, out, err
 	}
@@ -51,7 +60,7 @@ func childSAs(cfg *Config, r *Result, initiator bool, ourSPI, peerSPI uint32, k 
 	}
 	local, remote := cfg.Local, cfg.Remote
 	base := func(spi uint32, src, dst netip.AddrPort, enc, auth []byte) (xfrm.SAConfig, error) {
-		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src.Addr().Unmap(), Dst: dst.Addr().Unmap(), Mode: cfg.Mode, ReplayWindow: rw}
+		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src.Addr().Unmap(), Dst: dst.Addr().Unmap(), Mode: cfg.Mode, ReplayWindow: rw, ESN: r.ESP.ESN}
 		if err := setAlgorithms(&c, encr, integ, enc, auth); err != nil {
 			return c, err
 		}

@@ -1,16 +1,21 @@
 package exchange
 
 import (
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/ikecrypto"
 	"github.com/ipsecstack/ipsecstack/ike/message"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
-// IKESuite is the IKE SA proposal: one transform of each type.
+// IKESuite is one IKE SA transform of each type: a single-choice
+// proposal as configured (Config.IKE), or what a negotiation chose
+// (Result.IKE).
 type IKESuite struct {
 	Encr    uint16 // message.ENCR_*
 	KeyBits int    // Key Length attribute; 0 for ChaCha20-Poly1305
@@ -19,13 +24,86 @@ type IKESuite struct {
 	KE      uint16 // message.KE_*
 }
 
-// ESPSuite is the CHILD SA proposal. Extended sequence numbers are not
-// offered (ESN_NO), like strongSwan's default.
+// ESPSuite is one CHILD SA transform of each type.
 type ESPSuite struct {
 	Encr    uint16
 	KeyBits int
 	Integ   uint16
+	// ESN selects 64-bit extended sequence numbers (ESN transform 1);
+	// strongSwan's default proposals offer only ESN_NO.
+	ESN bool
 }
+
+// AuthMethod is how one side authenticates.
+type AuthMethod uint8
+
+// Authentication methods.
+const (
+	// AuthPSK is a pre-shared key (AUTH method 2, RFC 7296 §2.15).
+	AuthPSK AuthMethod = iota + 1
+	// AuthPubkey is a signature with the private key of an X.509
+	// certificate: RSA (method 1), ECDSA (9-11) or RFC 7427 (14) with
+	// PKCS#1 v1.5, RSASSA-PSS, ECDSA or Ed25519.
+	AuthPubkey
+)
+
+// Auth is how one side proves its identity (Config.LocalAuth) or must
+// prove it (Config.RemoteAuth), as swanctl's local and remote sections.
+type Auth struct {
+	Method AuthMethod
+	// PSK is the shared key of AuthPSK.
+	PSK []byte
+	// Certs are, for the local side, the end entity certificate (Certs[0],
+	// whose key is Key) and the intermediates sent with it; for the remote
+	// side, optional pinned end entity certificates, one of which the
+	// peer's must be (and which stand in for a CERT payload it omits).
+	Certs []*x509.Certificate
+	// Key is the local private key of Certs[0].
+	Key crypto.Signer
+	// CACerts are, for the remote side, the trust anchors the peer's chain
+	// must end in; their key hashes go out in CERTREQ payloads.
+	CACerts []*x509.Certificate
+	// Hashes are the RFC 7427 hash algorithms (ikecrypto.Hash*) in
+	// preference order: for the local side the ones we sign with, for the
+	// remote side the ones we accept and announce in
+	// SIGNATURE_HASH_ALGORITHMS. Empty takes ikecrypto.DefaultHashes.
+	Hashes []uint16
+	// PSS signs with RSASSA-PSS instead of PKCS#1 v1.5 (local RSA keys
+	// under RFC 7427; strongSwan's rsa_pss option).
+	PSS bool
+}
+
+// SendCert is when our certificate goes out (swanctl send_cert).
+type SendCert uint8
+
+// Certificate sending policies.
+const (
+	SendCertIfAsked SendCert = iota // when the peer sent a CERTREQ (default)
+	SendCertAlways
+	SendCertNever
+)
+
+// Fragmentation is the RFC 7383 policy (swanctl fragmentation).
+type Fragmentation uint8
+
+// Fragmentation policies.
+const (
+	// FragmentYes announces support and fragments messages larger than
+	// FragmentSize when the peer announced it too (default).
+	FragmentYes Fragmentation = iota
+	// FragmentAccept announces support and reassembles, but never
+	// fragments what we send.
+	FragmentAccept
+	// FragmentForce is FragmentYes: IKEv2 cannot fragment IKE_SA_INIT,
+	// and everything after it is fragmented when it is too large anyway.
+	FragmentForce
+	// FragmentNo neither announces nor accepts fragments.
+	FragmentNo
+)
+
+// DefaultFragmentSize is strongSwan's charon.fragment_size: the largest
+// IP datagram carrying one IKE fragment.
+const DefaultFragmentSize = 1280
 
 // Config is one side's configuration of an IKE SA and its CHILD SA.
 type Config struct {
@@ -34,13 +112,36 @@ type Config struct {
 	// the CHILD SAs' outer addresses.
 	Local, Remote netip.AddrPort
 	// LocalID and RemoteID are the identities sent in IDi/IDr and expected
-	// from the peer.
+	// from the peer. A zero LocalID is the certificate's subject DN with
+	// AuthPubkey and the Local address otherwise (swanctl's default); a
+	// zero RemoteID accepts any identity (%any) that the peer proves.
 	LocalID, RemoteID Identity
-	// PSK is the shared key of both identities (auth method 2).
+	// LocalAuth and RemoteAuth say how each side authenticates. When
+	// their Method is zero and PSK is set, both are AuthPSK with PSK.
+	LocalAuth, RemoteAuth Auth
+	// PSK is a shorthand for a shared key of both identities.
 	PSK []byte
-	// IKE and ESP are the proposals.
+	// SendCert is when our certificate is sent; NoCertReq stops the
+	// CERTREQ payloads naming RemoteAuth.CACerts.
+	SendCert  SendCert
+	NoCertReq bool
+	// NoInitialContact leaves out INITIAL_CONTACT from our IKE_AUTH
+	// request. strongSwan sends it when it holds no IKE SA with the same
+	// peer (unless unique = never); the caller knows.
+	NoInitialContact bool
+	// IKEProposals and ESPProposals are the proposals in preference order
+	// (Protocol PROTO_IKE and PROTO_ESP, transforms of one type being
+	// alternatives, a responder's order deciding as in strongSwan). When
+	// empty, IKE and ESP are the only proposal.
+	IKEProposals, ESPProposals []message.Proposal
+	// IKE and ESP are single-suite proposals, used when IKEProposals or
+	// ESPProposals is empty.
 	IKE IKESuite
 	ESP ESPSuite
+	// Fragmentation is the RFC 7383 policy; FragmentSize is the largest
+	// IP datagram of a fragment (0: DefaultFragmentSize).
+	Fragmentation Fragmentation
+	FragmentSize  int
 	// LocalTS and RemoteTS are the traffic selectors for this side's and
 	// the peer's traffic (TSi/TSr from the initiator's view).
 	LocalTS, RemoteTS []message.TrafficSelector
@@ -49,6 +150,8 @@ type Config struct {
 	Mode xfrm.Mode
 	// ReplayWindow is given to the CHILD SAs; 0 takes 32.
 	ReplayWindow uint32
+	// Now is the clock for certificate validity; nil is time.Now.
+	Now func() time.Time
 }
 
 // Identity is an IKE identity (RFC 7296 §3.5).
@@ -63,17 +166,74 @@ func FQDN(name string) Identity { return Identity{Type: message.ID_FQDN, Data: [
 // Email returns an ID_RFC822_ADDR identity.
 func Email(addr string) Identity { return Identity{Type: message.ID_RFC822_ADDR, Data: []byte(addr)} }
 
+// Addr returns an ID_IPV4_ADDR or ID_IPV6_ADDR identity.
+func Addr(a netip.Addr) Identity {
+	a = a.Unmap()
+	if a.Is4() {
+		return Identity{Type: message.ID_IPV4_ADDR, Data: a.AsSlice()}
+	}
+	return Identity{Type: message.ID_IPV6_ADDR, Data: a.AsSlice()}
+}
+
+// DN returns an ID_DER_ASN1_DN identity: a certificate's subject
+// (x509.Certificate.RawSubject) or another DER Name.
+func DN(der []byte) Identity { return Identity{Type: message.ID_DER_ASN1_DN, Data: der} }
+
+// IsZero reports whether id is unset (any identity, for RemoteID).
+func (id Identity) IsZero() bool { return id.Type == 0 && len(id.Data) == 0 }
+
+// check validates c and fills in the defaults (LocalAuth and RemoteAuth
+// from PSK, LocalID from the certificate or address).
 func (c *Config) check() error {
 	if !c.Local.IsValid() || !c.Remote.IsValid() {
 		return errors.New("exchange: Local and Remote endpoints must be set")
 	}
-	if len(c.PSK) == 0 {
+	for _, a := range []*Auth{&c.LocalAuth, &c.RemoteAuth} {
+		if a.Method == 0 && len(c.PSK) > 0 {
+			a.Method, a.PSK = AuthPSK, c.PSK
+		}
+	}
+	switch c.LocalAuth.Method {
+	case AuthPSK:
+		if len(c.LocalAuth.PSK) == 0 {
+			return errors.New("exchange: no PSK")
+		}
+	case AuthPubkey:
+		if len(c.LocalAuth.Certs) == 0 || c.LocalAuth.Key == nil {
+			return errors.New("exchange: public key authentication without certificate or private key")
+		}
+		if !publicKeysEqual(c.LocalAuth.Key.Public(), c.LocalAuth.Certs[0].PublicKey) {
+			return errors.New("exchange: the private key does not belong to the first local certificate")
+		}
+	default:
 		return errors.New("exchange: no PSK")
+	}
+	switch c.RemoteAuth.Method {
+	case AuthPSK:
+		if len(c.RemoteAuth.PSK) == 0 {
+			return errors.New("exchange: no PSK for the peer")
+		}
+	case AuthPubkey:
+		if len(c.RemoteAuth.CACerts) == 0 && len(c.RemoteAuth.Certs) == 0 {
+			return errors.New("exchange: public key authentication of the peer without CA or pinned certificates")
+		}
+	default:
+		return errors.New("exchange: no authentication method for the peer")
 	}
 	if len(c.LocalTS) == 0 || len(c.RemoteTS) == 0 {
 		return errors.New("exchange: traffic selectors must be set")
 	}
+	if c.LocalID.IsZero() {
+		if c.LocalAuth.Method == AuthPubkey {
+			c.LocalID = DN(c.LocalAuth.Certs[0].RawSubject)
+		} else {
+			c.LocalID = Addr(c.Local.Addr())
+		}
+	}
 	for _, id := range []Identity{c.LocalID, c.RemoteID} {
+		if id.IsZero() {
+			continue // RemoteID: any
+		}
 		// The ID payload's own checks (an ID_IPV4_ADDR is 4 bytes, ...): AUTH
 		// signs the encoded body, so an unencodable identity must not get
 		// that far.
@@ -82,28 +242,52 @@ func (c *Config) check() error {
 			return fmt.Errorf("exchange: identity of type %d with %d bytes is not valid", id.Type, len(id.Data))
 		}
 	}
-	if !ikecrypto.Supported(c.IKE.KE) {
-		return fmt.Errorf("exchange: key exchange method %d not supported", c.IKE.KE)
+	if c.LocalAuth.Method == AuthPubkey && !certHasID(c.LocalAuth.Certs[0], c.LocalID) {
+		return errors.New("exchange: the local identity is not in the local certificate")
 	}
-	if _, _, _, err := c.ikeAlgs(); err != nil {
+	if c.FragmentSize == 0 {
+		c.FragmentSize = DefaultFragmentSize
+	}
+	if c.FragmentSize < minFragmentSize {
+		return fmt.Errorf("exchange: fragment size %d is below %d", c.FragmentSize, minFragmentSize)
+	}
+	if len(c.IKEProposals) == 0 {
+		if !ikecrypto.Supported(c.IKE.KE) {
+			return fmt.Errorf("exchange: key exchange method %d not supported", c.IKE.KE)
+		}
+		if _, _, _, err := ikeAlgs(c.IKE); err != nil {
+			return err
+		}
+		c.IKEProposals = []message.Proposal{c.IKE.Proposal()}
+	}
+	if len(c.ESPProposals) == 0 {
+		if _, _, err := espAlgs(c.ESP); err != nil {
+			return err
+		}
+		c.ESPProposals = []message.Proposal{c.ESP.Proposal()}
+	}
+	if err := checkProposals(c.IKEProposals, message.ProtoIKE); err != nil {
 		return err
 	}
-	if _, _, err := espAlgs(c.ESP); err != nil {
+	if err := checkProposals(c.ESPProposals, message.ProtoESP); err != nil {
 		return err
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }
 
-func (c *Config) ikeAlgs() (*ikecrypto.PRF, *ikecrypto.Encr, *ikecrypto.Integ, error) {
-	prf, err := ikecrypto.LookupPRF(c.IKE.PRF)
+func ikeAlgs(s IKESuite) (*ikecrypto.PRF, *ikecrypto.Encr, *ikecrypto.Integ, error) {
+	prf, err := ikecrypto.LookupPRF(s.PRF)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	encr, err := ikecrypto.LookupEncr(c.IKE.Encr, c.IKE.KeyBits)
+	encr, err := ikecrypto.LookupEncr(s.Encr, s.KeyBits)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	integ, err := integOf(encr, c.IKE.Integ)
+	integ, err := integOf(encr, s.Integ)
 	return prf, encr, integ, err
 }
 
@@ -131,72 +315,6 @@ func keyLens(encr *ikecrypto.Encr, integ *ikecrypto.Integ) (int, int) {
 		return encr.KeyLen(), 0
 	}
 	return encr.KeyLen(), integ.KeyLen
-}
-
-// transforms lists the transforms of a suite, in RFC 7296 §3.3.2 order.
-func encrTransform(id uint16, bits int) message.Transform {
-	t := message.Transform{Type: message.TransformENCR, ID: id}
-	if bits != 0 && id != message.ENCR_CHACHA20_POLY1305 {
-		t.Attributes = []message.Attribute{message.KeyLengthAttr(bits)}
-	}
-	return t
-}
-
-func (s IKESuite) transforms() []message.Transform {
-	ts := []message.Transform{encrTransform(s.Encr, s.KeyBits)}
-	if s.Integ != message.AUTH_NONE {
-		ts = append(ts, message.Transform{Type: message.TransformINTEG, ID: s.Integ})
-	}
-	return append(ts,
-		message.Transform{Type: message.TransformPRF, ID: s.PRF},
-		message.Transform{Type: message.TransformKE, ID: s.KE})
-}
-
-func (s ESPSuite) transforms() []message.Transform {
-	ts := []message.Transform{encrTransform(s.Encr, s.KeyBits)}
-	if s.Integ != message.AUTH_NONE {
-		ts = append(ts, message.Transform{Type: message.TransformINTEG, ID: s.Integ})
-	}
-	return append(ts, message.Transform{Type: message.TransformESN, ID: message.ESN_NO})
-}
-
-// contains reports whether proposal p offers every transform of want.
-// Within one transform type the offer is a choice (§3.3.6), so each of
-// ours must appear among the peer's of that type; and the peer must not
-// require a type we do not use (other than INTEG NONE).
-func contains(p *message.Proposal, want []message.Transform) bool {
-	types := map[message.TransformType]bool{}
-	for _, w := range want {
-		types[w.Type] = true
-		found := false
-		for _, t := range p.Transforms {
-			if t.Type == w.Type && t.ID == w.ID && keyBits(&t) == keyBits(&w) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	for _, t := range p.Transforms {
-		if !types[t.Type] && !(t.Type == message.TransformINTEG && t.ID == message.AUTH_NONE) {
-			return false
-		}
-	}
-	return true
-}
-
-func keyBits(t *message.Transform) int {
-	n, _ := t.KeyLength()
-	return n
-}
-
-// sameTransforms reports whether a response's single proposal is exactly
-// the suite we offered (a responder must choose one transform per type
-// out of the offer, §2.7; we offer one).
-func sameTransforms(p *message.Proposal, want []message.Transform) bool {
-	return len(p.Transforms) == len(want) && contains(p, want)
 }
 
 // checkNonce enforces RFC 7296 §2.10: a nonce is at least 128 bits and at

@@ -19,10 +19,11 @@ func TestCookieExchange(t *testing.T) {
 	if ok || resp == nil {
 		t.Fatal("request without cookie let through")
 	}
-	req, done, err := i.Handle(resp)
-	if err != nil || done {
+	reqs, done, err := i.Handle(resp)
+	if err != nil || done || len(reqs) != 1 {
 		t.Fatal(err)
 	}
+	req = reqs[0]
 	// A cookie is bound to the initiator's address.
 	if _, ok := CheckCookie(jar, req, netip.MustParseAddr("203.0.113.9")); ok {
 		t.Error("cookie accepted from another address")
@@ -33,10 +34,10 @@ func TestCookieExchange(t *testing.T) {
 	}
 	for n := 0; ; n++ {
 		resp, rdone, err := r.Handle(req)
-		if err != nil {
+		if err != nil || len(resp) != 1 {
 			t.Fatal(err)
 		}
-		next, idone, err := i.Handle(resp)
+		next, idone, err := i.Handle(resp[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +47,7 @@ func TestCookieExchange(t *testing.T) {
 		if n > 2 {
 			t.Fatal("no end")
 		}
-		req = next
+		req = next[0]
 	}
 	jar.Rotate()
 	jar.Rotate()

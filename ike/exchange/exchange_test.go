@@ -41,7 +41,8 @@ func configs(ike IKESuite, esp ESPSuite) (ci, cr Config) {
 	return ci, cr
 }
 
-// run drives both state machines to the end, as an in-memory transport.
+// run drives both state machines to the end, as an in-memory transport
+// that delivers every datagram (fragments included) in order.
 func run(t *testing.T, ci, cr Config) (*Initiator, *Responder, error) {
 	t.Helper()
 	i, err := NewInitiator(ci)
@@ -52,21 +53,37 @@ func run(t *testing.T, ci, cr Config) (*Initiator, *Responder, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := i.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := 0; n < 4; n++ {
-		resp, rdone, err := r.Handle(req)
-		if err != nil && resp == nil {
-			return i, r, err
+	return drive(t, i, r)
+}
+
+// driveFrom passes req to the responder and each answer back, to the end.
+func driveFrom(t *testing.T, i *Initiator, r *Responder, req [][]byte) (*Initiator, *Responder, error) {
+	t.Helper()
+	for n := 0; n < 8; n++ {
+		var resp [][]byte
+		var rdone bool
+		var rerr error
+		for _, d := range req {
+			out, dn, err := r.Handle(d)
+			resp, rdone = append(resp, out...), dn
+			if err != nil {
+				rerr = err
+			}
 		}
-		next, done, ierr := i.Handle(resp)
-		if ierr != nil {
-			return i, r, ierr
+		if rerr != nil && resp == nil {
+			return i, r, rerr
 		}
-		if err != nil {
-			return i, r, err
+		var next [][]byte
+		done := false
+		for _, d := range resp {
+			nx, dn, ierr := i.Handle(d)
+			if ierr != nil {
+				return i, r, ierr
+			}
+			next, done = append(next, nx...), done || dn
+		}
+		if rerr != nil && !errors.Is(rerr, ErrUnexpected) {
+			return i, r, rerr
 		}
 		if done {
 			if !rdone {
@@ -87,16 +104,16 @@ var suites = []struct {
 }{
 	{"strongSwan default: AES-CBC-128/SHA2-256/X25519, ESP AES-GCM-128",
 		IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
-		ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE}},
+		ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, false}},
 	{"AES-GCM-256/SHA2-384/ECP-384, ESP AES-CBC-256/SHA2-512",
 		IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_ECP384},
-		ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_512_256}},
+		ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_512_256, false}},
 	{"ChaCha20-Poly1305/SHA2-512/MODP-2048, ESP ChaCha20-Poly1305",
 		IKESuite{message.ENCR_CHACHA20_POLY1305, 0, message.AUTH_NONE, message.PRF_HMAC_SHA2_512, message.KE_MODP2048},
-		ESPSuite{message.ENCR_CHACHA20_POLY1305, 0, message.AUTH_NONE}},
+		ESPSuite{message.ENCR_CHACHA20_POLY1305, 0, message.AUTH_NONE, false}},
 	{"AES-CBC-128/SHA1/CMAC/ECP-256, ESP AES-CBC-128/SHA1",
 		IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA1_96, message.PRF_AES128_CMAC, message.KE_ECP256},
-		ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA1_96}},
+		ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA1_96, false}},
 }
 
 // TestInMemory runs initiator against responder for several suites and
@@ -220,22 +237,25 @@ func TestTamperedAndRepeated(t *testing.T) {
 	i, _ := NewInitiator(ci)
 	r, _ := NewResponder(cr)
 	req1, _ := i.Start()
-	resp1, _, err := r.Handle(req1)
+	resp1s, _, err := r.Handle(req1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	resp1 := resp1s[0]
 	again, _, err := r.Handle(req1)
-	if err != nil || !bytes.Equal(again, resp1) {
+	if err != nil || !bytes.Equal(again[0], resp1) {
 		t.Fatalf("retransmitted IKE_SA_INIT: %v", err)
 	}
-	req2, _, err := i.Handle(resp1)
+	req2s, _, err := i.Handle(resp1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp2, done, err := r.Handle(req2)
+	req2 := req2s[0]
+	resp2s, done, err := r.Handle(req2)
 	if err != nil || !done {
 		t.Fatal(err)
 	}
+	resp2 := resp2s[0]
 	bad := append([]byte(nil), resp2...)
 	bad[len(bad)-1] ^= 1
 	if _, _, err := i.Handle(bad); !errors.Is(err, ErrUnexpected) {
@@ -269,10 +289,11 @@ func TestInvalidKEPayload(t *testing.T) {
 	sa := m.Payloads[0].(*message.SA)
 	sa.Proposals[0].Transforms = append(sa.Proposals[0].Transforms, message.Transform{Type: message.TransformKE, ID: message.KE_ECP256})
 	req, _ := m.Encode()
-	resp, _, err := r.Handle(req)
-	if !errors.Is(err, ErrUnexpected) || resp == nil {
+	resps, _, err := r.Handle(req)
+	if !errors.Is(err, ErrUnexpected) || len(resps) != 1 {
 		t.Fatalf("err %v", err)
 	}
+	resp := resps[0]
 	rm, err := message.Decode(resp)
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +302,7 @@ func TestInvalidKEPayload(t *testing.T) {
 	if n.NotifyType != message.INVALID_KE_PAYLOAD || !bytes.Equal(n.Data, []byte{0, 19}) {
 		t.Errorf("answer %v %x", n.NotifyType, n.Data)
 	}
-	// The initiator reports it (one configured group: nothing to retry).
+	// The initiator reports it (it did not offer ECP-256: nothing to retry).
 	if _, _, err := i.Handle(resp); err == nil {
 		t.Error("initiator ignored INVALID_KE_PAYLOAD")
 	}
@@ -305,7 +326,7 @@ func TestCookie(t *testing.T) {
 	if err != nil || done {
 		t.Fatalf("cookie response: %v", err)
 	}
-	m2, err := message.Decode(req2)
+	m2, err := message.Decode(req2[0])
 	if err != nil {
 		t.Fatal(err)
 	}

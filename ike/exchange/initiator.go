@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +17,11 @@ import (
 var ErrUnexpected = errors.New("unexpected message")
 
 const nonceLen = 32
+
+// maxKERetries bounds INVALID_KE_PAYLOAD round trips: each must name a
+// group we offer and have not tried, so there are at most as many as
+// groups; this also stops two peers that keep asking for something else.
+const maxKERetries = 4
 
 type initState uint8
 
@@ -35,19 +39,28 @@ type Initiator struct {
 	state initState
 
 	spii, spir uint64
+	keGroup    uint16 // the group of our KE payload
+	keTried    []uint16
 	ke         ikecrypto.KeyExchange
 	ni, nr     []byte
 	msg1       []byte // our IKE_SA_INIT request as sent: our AUTH signs it
 	msg2       []byte // the IKE_SA_INIT response as received: the peer's AUTH signs it
 	cookie     []byte
 	espSPI     uint32
+	ikeOffer   []message.Proposal
+	espOffer   []message.Proposal
 
-	prf    *ikecrypto.PRF
-	keys   *ikecrypto.IKEKeys
-	outP   *ikecrypto.Protector
-	inP    *ikecrypto.Protector
-	natt   bool
-	result *Result
+	suite      IKESuite
+	prf        *ikecrypto.PRF
+	keys       *ikecrypto.IKEKeys
+	outP       *ikecrypto.Protector
+	inP        *ikecrypto.Protector
+	natt       bool
+	frag       bool     // both sides announced RFC 7383 fragmentation
+	peerHashes []uint16 // the responder's SIGNATURE_HASH_ALGORITHMS; nil if none
+	certAsked  bool     // the responder sent a CERTREQ
+	reasm      reassembler
+	result     *Result
 }
 
 // NewInitiator checks cfg and returns an Initiator.
@@ -55,10 +68,14 @@ func NewInitiator(cfg Config) (*Initiator, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	return &Initiator{cfg: cfg}, nil
+	i := &Initiator{cfg: cfg, ikeOffer: withSPI(cfg.IKEProposals, nil)}
+	i.keGroup = keGroups(i.ikeOffer)[0]
+	return i, nil
 }
 
 // Start returns the IKE_SA_INIT request to send to Remote on port 500.
+// It offers all of Config.IKEProposals with a KE payload of the first
+// proposal's first group.
 func (i *Initiator) Start() ([]byte, error) {
 	if i.state != initStart {
 		return nil, errors.New("exchange: initiator already started")
@@ -72,25 +89,29 @@ func (i *Initiator) Start() ([]byte, error) {
 	if _, err := rand.Read(i.ni); err != nil {
 		return nil, err
 	}
-	var err error
-	if i.ke, err = ikecrypto.NewKeyExchange(i.cfg.IKE.KE); err != nil {
-		return nil, err
-	}
 	return i.saInitRequest()
 }
 
 func (i *Initiator) saInitRequest() ([]byte, error) {
+	if i.ke == nil {
+		var err error
+		if i.ke, err = ikecrypto.NewKeyExchange(i.keGroup); err != nil {
+			return nil, err
+		}
+		i.keTried = append(i.keTried, i.keGroup)
+	}
 	var ps []message.Payload
 	if i.cookie != nil {
 		// §2.6: the COOKIE notification comes first.
 		ps = append(ps, &message.Notify{NotifyType: message.COOKIE, Data: i.cookie})
 	}
 	ps = append(ps,
-		&message.SA{Proposals: []message.Proposal{{Num: 1, Protocol: message.ProtoIKE, Transforms: i.cfg.IKE.transforms()}}},
-		&message.KE{Group: i.cfg.IKE.KE, Data: i.ke.Public()},
+		&message.SA{Proposals: i.ikeOffer},
+		&message.KE{Group: i.keGroup, Data: i.ke.Public()},
 		&message.Nonce{Data: i.ni},
 	)
 	ps = append(ps, natdNotifies(i.spii, 0, i.cfg.Local, i.cfg.Remote)...)
+	ps = append(ps, saInitNotifies(&i.cfg)...)
 	m := &message.Message{
 		Header:   message.Header{SPIi: i.spii, Exchange: message.IKE_SA_INIT, Flags: message.FlagInitiator},
 		Payloads: ps,
@@ -104,6 +125,18 @@ func (i *Initiator) saInitRequest() ([]byte, error) {
 	return b, nil
 }
 
+// saInitNotifies are the status notifications both sides add to
+// IKE_SA_INIT, in strongSwan's order: FRAGMENTATION_SUPPORTED (RFC 7383
+// §2.3) unless fragmentation is off, and SIGNATURE_HASH_ALGORITHMS (RFC
+// 7427 §4) with the hashes we accept.
+func saInitNotifies(c *Config) []message.Payload {
+	var ps []message.Payload
+	if c.Fragmentation != FragmentNo {
+		ps = append(ps, &message.Notify{NotifyType: message.IKEV2_FRAGMENTATION_SUPPORTED})
+	}
+	return append(ps, hashNotify(c.RemoteAuth.Hashes))
+}
+
 // UseNATT reports whether IKE_SA_INIT detected a NAT: the caller sends
 // the IKE_AUTH request, and everything after it, from and to port 4500
 // with the non-ESP marker (RFC 3948 §2.2, RFC 7296 §2.23).
@@ -112,11 +145,18 @@ func (i *Initiator) UseNATT() bool { return i.natt }
 // Result returns the outcome once Handle has reported done.
 func (i *Initiator) Result() *Result { return i.result }
 
-// Handle processes a response. It returns the next request to send, or
-// done once the IKE SA and the CHILD SA are up. An error wrapping
-// ErrUnexpected means the message was ignored and the exchange goes on;
-// any other error ends it.
-func (i *Initiator) Handle(raw []byte) (next []byte, done bool, err error) {
+// DropFragments forgets the fragments of an incomplete response; the
+// caller does so when its reassembly timer expires (RFC 7383 §2.6). A
+// retransmitted request makes the responder send all of them again.
+func (i *Initiator) DropFragments() { i.reasm.reset() }
+
+// Handle processes one received datagram. It returns the next request to
+// send (several datagrams when it is fragmented), or done once the IKE
+// SA and the CHILD SA are up. Nothing to send, not done and no error
+// means the datagram was one fragment of a response that is not complete
+// yet. An error wrapping ErrUnexpected means the message was ignored and
+// the exchange goes on; any other error ends it.
+func (i *Initiator) Handle(raw []byte) (next [][]byte, done bool, err error) {
 	m, err := message.Decode(raw)
 	if err != nil {
 		return nil, false, fmt.Errorf("exchange: dropping malformed response: %w: %w", ErrUnexpected, err)
@@ -126,10 +166,24 @@ func (i *Initiator) Handle(raw []byte) (next []byte, done bool, err error) {
 	}
 	switch {
 	case i.state == initSentSAInit && m.Exchange == message.IKE_SA_INIT && m.MessageID == 0:
-		next, err = i.handleSAInit(raw, m) // the IKE_AUTH request, or IKE_SA_INIT again with a cookie
+		var req []byte
+		req, err = i.handleSAInit(raw, m) // IKE_SA_INIT again (cookie, other group) or nil: IKE_AUTH follows
+		if err == nil && req != nil {
+			return [][]byte{req}, false, nil
+		}
+		if err == nil {
+			next, err = i.authRequest()
+		}
 	case i.state == initSentAuth && m.Exchange == message.IKE_AUTH && m.MessageID == 1 && m.SPIr == i.spir:
-		err = i.handleAuth(raw, m)
-		done = err == nil
+		var ps []message.Payload
+		ps, err = openAny(i.inP, &i.reasm, i.frag, raw, m)
+		if errors.Is(err, errIncomplete) {
+			return nil, false, nil
+		}
+		if err == nil {
+			err = i.handleAuth(ps)
+			done = err == nil
+		}
 	default:
 		return nil, false, fmt.Errorf("exchange: %w: %v response %d in state %d", ErrUnexpected, m.Exchange, m.MessageID, i.state)
 	}
@@ -150,16 +204,31 @@ func (i *Initiator) fail() {
 	if i.keys != nil {
 		i.keys.Wipe()
 	}
+	i.reasm.reset()
 }
 
+// handleSAInit processes the IKE_SA_INIT response: a new IKE_SA_INIT
+// request to send after a COOKIE or INVALID_KE_PAYLOAD, or nil when the
+// keys are derived and IKE_AUTH follows.
 func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error) {
 	if c := notifies(m.Payloads, message.COOKIE); len(c) == 1 && i.cookie == nil {
 		i.cookie = append([]byte(nil), c[0].Data...)
 		return i.saInitRequest()
 	}
 	if n := firstError(m.Payloads); n != nil {
-		// INVALID_KE_PAYLOAD names the group the responder wants; with one
-		// configured group there is nothing else to offer.
+		if n.NotifyType == message.INVALID_KE_PAYLOAD && len(n.Data) == 2 {
+			// §1.3 and §2.7: retry with the group the responder asks for if
+			// we offered it; same SPI, nonce and cookie (strongSwan keeps
+			// them too), a fresh KE.
+			g := binary.BigEndian.Uint16(n.Data)
+			if containsU16(keGroups(i.ikeOffer), g) && !containsU16(i.keTried, g) && len(i.keTried) < maxKERetries {
+				i.ke.Wipe()
+				i.ke, i.keGroup = nil, g
+				return i.saInitRequest()
+			}
+			return nil, fmt.Errorf("exchange: responder asks for KE group %d, which we did not offer or tried already: %w",
+				g, &PeerError{Exchange: message.IKE_SA_INIT, Notify: n.NotifyType})
+		}
 		return nil, &PeerError{Exchange: message.IKE_SA_INIT, Notify: n.NotifyType}
 	}
 	if m.SPIr == 0 {
@@ -171,17 +240,28 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	if sa == nil || ke == nil || nonce == nil {
 		return nil, errors.New("exchange: IKE_SA_INIT response lacks SA, KE or Nonce")
 	}
-	if len(sa.Proposals) != 1 || sa.Proposals[0].Protocol != message.ProtoIKE || !sameTransforms(&sa.Proposals[0], i.cfg.IKE.transforms()) {
-		return nil, errors.New("exchange: IKE_SA_INIT response chose a proposal we did not offer")
+	if len(sa.Proposals) != 1 || sa.Proposals[0].Protocol != message.ProtoIKE || len(sa.Proposals[0].SPI) != 0 {
+		return nil, errors.New("exchange: IKE_SA_INIT response does not hold one IKE proposal")
 	}
-	if ke.Group != i.cfg.IKE.KE {
-		return nil, fmt.Errorf("exchange: IKE_SA_INIT response KE group %d, we offered %d", ke.Group, i.cfg.IKE.KE)
+	if err := acceptResponse(i.ikeOffer, &sa.Proposals[0], false); err != nil {
+		return nil, err
 	}
+	suite, err := ikeSuiteOf(sa.Proposals[0].Transforms)
+	if err != nil {
+		return nil, err
+	}
+	if suite.KE != i.keGroup || ke.Group != i.keGroup {
+		return nil, fmt.Errorf("exchange: IKE_SA_INIT response chose KE group %d with a KE payload of %d, we sent %d", suite.KE, ke.Group, i.keGroup)
+	}
+	i.suite = suite
 	i.spir = m.SPIr
 	i.msg2 = append([]byte(nil), raw...)
 	i.nr = append([]byte(nil), nonce.Data...)
 	nat, ok := natDetected(m.Payloads, i.spii, i.spir, i.cfg.Local, i.cfg.Remote)
 	i.natt = nat && ok
+	i.frag = i.cfg.Fragmentation != FragmentNo && len(notifies(m.Payloads, message.IKEV2_FRAGMENTATION_SUPPORTED)) > 0
+	i.peerHashes = hashList(m.Payloads)
+	i.certAsked = certRequested(m.Payloads)
 
 	gir, err := i.ke.SharedSecret(ke.Data)
 	i.ke.Wipe()
@@ -189,7 +269,7 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		return nil, err
 	}
 	defer clear(gir)
-	prf, encr, integ, err := i.cfg.ikeAlgs()
+	prf, encr, integ, err := ikeAlgs(suite)
 	if err != nil {
 		return nil, err
 	}
@@ -200,47 +280,62 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	if i.keys, i.outP, i.inP, err = deriveIKESA(prf, encr, integ, i.ni, i.nr, i.spii, i.spir, gir); err != nil {
 		return nil, err
 	}
-	return i.authRequest()
+	return nil, nil
 }
 
-func (i *Initiator) authRequest() ([]byte, error) {
+// fragLimit is the largest IKE message we send unfragmented: 0 (never
+// fragment) unless both sides announced support and we may fragment.
+func fragLimit(c *Config, negotiated, natt bool) int {
+	if !negotiated || c.Fragmentation == FragmentAccept || c.Fragmentation == FragmentNo {
+		return 0
+	}
+	return maxIKEMessage(c.FragmentSize, c.Remote.Addr().Unmap().Is6(), natt)
+}
+
+func (i *Initiator) authRequest() ([][]byte, error) {
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
 	i.espSPI = binary.BigEndian.Uint32(b[:]) | 0x100 // SPIs 1..255 are reserved (RFC 4303 §2.1)
+	i.espOffer = withSPI(stripKE(i.cfg.ESPProposals), spiBytes(i.espSPI))
 	idi := &message.ID{IDType: i.cfg.LocalID.Type, Data: i.cfg.LocalID.Data}
 	octets := ikecrypto.SignedOctets(i.prf, i.msg1, i.nr, i.keys.Pi, idi.Body())
-	auth := ikecrypto.PSKAuth(i.prf, i.cfg.PSK, octets)
-	inner := []message.Payload{
-		idi,
-		&message.Notify{NotifyType: message.INITIAL_CONTACT},
-		&message.ID{Responder: true, IDType: i.cfg.RemoteID.Type, Data: i.cfg.RemoteID.Data},
-		&message.Auth{Method: message.AuthSharedKeyMIC, Data: auth},
+	auth, err := makeAuth(i.prf, &i.cfg.LocalAuth, octets, i.peerHashes)
+	if err != nil {
+		return nil, err
 	}
+	// strongSwan's order: IDi, CERT, INITIAL_CONTACT, CERTREQ, IDr, AUTH.
+	inner := []message.Payload{idi}
+	inner = append(inner, certPayloads(&i.cfg, i.certAsked)...)
+	if !i.cfg.NoInitialContact {
+		inner = append(inner, &message.Notify{NotifyType: message.INITIAL_CONTACT})
+	}
+	if cr := certReq(i.cfg.RemoteAuth.CACerts); cr != nil && i.cfg.RemoteAuth.Method == AuthPubkey && !i.cfg.NoCertReq {
+		inner = append(inner, cr)
+	}
+	if !i.cfg.RemoteID.IsZero() {
+		inner = append(inner, &message.ID{Responder: true, IDType: i.cfg.RemoteID.Type, Data: i.cfg.RemoteID.Data})
+	}
+	inner = append(inner, auth)
 	if i.cfg.Mode == xfrm.ModeTransport {
 		inner = append(inner, &message.Notify{NotifyType: message.USE_TRANSPORT_MODE})
 	}
 	inner = append(inner,
-		&message.SA{Proposals: []message.Proposal{{Num: 1, Protocol: message.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, i.espSPI), Transforms: i.cfg.ESP.transforms()}}},
+		&message.SA{Proposals: i.espOffer},
 		&message.TS{Selectors: i.cfg.LocalTS},
 		&message.TS{Responder: true, Selectors: i.cfg.RemoteTS},
 	)
 	h := message.Header{SPIi: i.spii, SPIr: i.spir, Exchange: message.IKE_AUTH, Flags: message.FlagInitiator, MessageID: 1}
-	req, err := sealMessage(i.outP, h, inner)
+	reqs, err := sealFragments(i.outP, h, inner, fragLimit(&i.cfg, i.frag, i.natt))
 	if err != nil {
 		return nil, err
 	}
 	i.state = initSentAuth
-	return req, nil
+	return reqs, nil
 }
 
-func (i *Initiator) handleAuth(raw []byte, m *message.Message) error {
-	ps, err := openMessage(i.inP, raw, m)
-	if err != nil {
-		// A forged or corrupted response is dropped; the real one may follow.
-		return fmt.Errorf("%w: %w", ErrUnexpected, err)
-	}
+func (i *Initiator) handleAuth(ps []message.Payload) error {
 	if n := firstError(ps); n != nil {
 		return &PeerError{Exchange: message.IKE_AUTH, Notify: n.NotifyType}
 	}
@@ -249,26 +344,26 @@ func (i *Initiator) handleAuth(raw []byte, m *message.Message) error {
 	if idr == nil || auth == nil {
 		return errors.New("exchange: IKE_AUTH response lacks IDr or AUTH")
 	}
-	if idr.IDType != i.cfg.RemoteID.Type || subtle.ConstantTimeCompare(idr.Data, i.cfg.RemoteID.Data) != 1 {
-		return errors.New("exchange: IKE_AUTH response from an unexpected identity")
-	}
-	if auth.Method != message.AuthSharedKeyMIC {
-		return fmt.Errorf("exchange: IKE_AUTH response with auth method %d, want shared key", auth.Method)
-	}
 	// The responder signs its IKE_SA_INIT response as it sent it (§2.15).
 	octets := ikecrypto.SignedOctets(i.prf, i.msg2, i.ni, i.keys.Pr, idr.Body())
-	want := ikecrypto.PSKAuth(i.prf, i.cfg.PSK, octets)
-	if subtle.ConstantTimeCompare(want, auth.Data) != 1 {
-		return errors.New("exchange: IKE_AUTH response AUTH does not verify (wrong PSK?)")
+	peer, err := verifyPeer(&i.cfg, i.prf, ps, idr, auth, octets)
+	if err != nil {
+		return err
 	}
 	sa := find[*message.SA](ps)
 	tsi, tsr := findTS(ps, false), findTS(ps, true)
 	if sa == nil || tsi == nil || tsr == nil {
 		return errors.New("exchange: IKE_AUTH response lacks SA, TSi or TSr")
 	}
-	if len(sa.Proposals) != 1 || sa.Proposals[0].Protocol != message.ProtoESP || len(sa.Proposals[0].SPI) != 4 ||
-		!sameTransforms(&sa.Proposals[0], i.cfg.ESP.transforms()) {
-		return errors.New("exchange: IKE_AUTH response chose an ESP proposal we did not offer")
+	if len(sa.Proposals) != 1 || sa.Proposals[0].Protocol != message.ProtoESP || len(sa.Proposals[0].SPI) != 4 {
+		return errors.New("exchange: IKE_AUTH response does not hold one ESP proposal")
+	}
+	if err := acceptResponse(i.espOffer, &sa.Proposals[0], true); err != nil {
+		return err
+	}
+	esp, _, err := espSuiteOf(sa.Proposals[0].Transforms)
+	if err != nil {
+		return err
 	}
 	if !within(tsi.Selectors, i.cfg.LocalTS) || !within(tsr.Selectors, i.cfg.RemoteTS) {
 		return errors.New("exchange: IKE_AUTH response widened the traffic selectors")
@@ -277,15 +372,15 @@ func (i *Initiator) handleAuth(raw []byte, m *message.Message) error {
 	if transport != (i.cfg.Mode == xfrm.ModeTransport) {
 		return errors.New("exchange: responder did not agree on the CHILD SA mode")
 	}
-	encr, integ, _ := espAlgs(i.cfg.ESP)
+	encr, integ, _ := espAlgs(esp)
 	encLen, integLen := keyLens(encr, integ)
 	ck, err := ikecrypto.DeriveChildKeys(i.prf, i.keys.D, nil, i.ni, i.nr, encLen, integLen)
 	if err != nil {
 		return err
 	}
 	defer ck.Wipe()
-	r := &Result{SPIi: i.spii, SPIr: i.spir, Keys: i.keys, PRF: i.prf, NATT: i.natt,
-		LocalTS: tsi.Selectors, RemoteTS: tsr.Selectors}
+	r := &Result{SPIi: i.spii, SPIr: i.spir, IKE: i.suite, ESP: esp, Peer: peer, Fragmentation: i.frag,
+		Keys: i.keys, PRF: i.prf, NATT: i.natt, LocalTS: tsi.Selectors, RemoteTS: tsr.Selectors}
 	peerSPI := binary.BigEndian.Uint32(sa.Proposals[0].SPI)
 	if r.In, r.Out, err = childSAs(&i.cfg, r, true, i.espSPI, peerSPI, ck); err != nil {
 		return err

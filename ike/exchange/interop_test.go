@@ -37,12 +37,59 @@ func TestStrongSwanResponder(t *testing.T) {
 	}{
 		{"charon's first proposals: AES-CBC-128/SHA2-256/X25519, ESP AES-GCM-16-128",
 			IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
-			ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE}},
+			ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, false}},
 		{"AES-GCM-16-128/SHA2-256/MODP-2048, ESP AES-CBC-128/SHA2-256-128",
 			IKESuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE, message.PRF_HMAC_SHA2_256, message.KE_MODP2048},
-			ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128}},
+			ESPSuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, false}},
 	} {
 		t.Run(s.name, func(t *testing.T) { testStrongSwanResponder(t, s.ike, s.esp) })
+	}
+}
+
+// TestStrongSwanMultiProposal offers charon two proposals, the first
+// AES-GCM with MODP-2048 (our KE payload's group), the second AES-CBC
+// with ECP-256 and X25519. charon picks in its own order (its first
+// default proposal is the AES-CBC one, X25519 its first group), so it
+// answers INVALID_KE_PAYLOAD asking for X25519, and we retry with it.
+func TestStrongSwanMultiProposal(t *testing.T) {
+	pc := startCharon(t)
+	local := netip.MustParseAddrPort("10.55.0.2:500")
+	remote := netip.MustParseAddrPort("10.55.0.1:500")
+	c500, c4500 := udpInNetns(t, pc.ns, local), udpInNetns(t, pc.ns, netip.AddrPortFrom(local.Addr(), NATTPort))
+	ikeProps := []message.Proposal{
+		IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_MODP2048}.Proposal(),
+		{Protocol: message.ProtoIKE, Transforms: []message.Transform{
+			encrTransform(message.ENCR_AES_CBC, 256),
+			{Type: message.TransformINTEG, ID: message.AUTH_HMAC_SHA2_512_256},
+			{Type: message.TransformPRF, ID: message.PRF_HMAC_SHA2_512},
+			{Type: message.TransformKE, ID: message.KE_ECP256}, {Type: message.TransformKE, ID: message.KE_CURVE25519},
+		}},
+	}
+	cfg := Config{
+		Local: local, Remote: remote,
+		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
+		IKEProposals: ikeProps,
+		ESPProposals: []message.Proposal{ESPSuite{message.ENCR_CHACHA20_POLY1305, 0, message.AUTH_NONE, false}.Proposal(),
+			ESPSuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, false}.Proposal()},
+		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
+		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
+		Mode:     xfrm.ModeTunnel,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := Initiate(ctx, cfg, &udpTransport{c500: c500, c4500: c4500, peer: remote.Addr()}, Retransmit{Timeout: time.Second})
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
+		t.Fatalf("%v\ncharon log:\n%s", err, log)
+	}
+	log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
+	wantESP := ESPSuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, false} // charon has no ChaCha20 in its default ESP
+	wantIKE := IKESuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_512_256, message.PRF_HMAC_SHA2_512, message.KE_CURVE25519}
+	if r.ESP != wantESP || r.IKE != wantIKE {
+		t.Errorf("negotiated %+v %+v, want %+v %+v", r.IKE, r.ESP, wantIKE, wantESP)
+	}
+	if !strings.Contains(string(log), "N(INVAL_KE)") {
+		t.Errorf("charon did not ask for another group:\n%s", log)
 	}
 }
 
@@ -180,6 +227,15 @@ type peerCharon struct {
 // missing.
 func startCharon(t *testing.T) peerCharon {
 	t.Helper()
+	return startCharonWith(t, "", nil)
+}
+
+// startCharonWith is startCharon with more swanctl.conf connections
+// (sections inside connections { }) and files in swanctl's directory
+// (private/NAME for keys: swanctl.conf's secrets only hold their
+// passphrases).
+func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCharon {
+	t.Helper()
 	if _, err := os.Stat(charonPath); err != nil {
 		t.Skip("strongSwan charon not installed (apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)")
 	}
@@ -224,7 +280,7 @@ func startCharon(t *testing.T) peerCharon {
   port = 500
   port_nat_t = 4500
   load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pubkey x509 kernel-libipsec kernel-netlink socket-default vici
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf mgf1 pem pkcs1 pkcs8 pubkey x509 constraints kernel-libipsec kernel-netlink socket-default vici
   syslog { daemon { default = -1 } }
   filelog { main { path = %s/charon.log
                    default = 1
@@ -247,11 +303,22 @@ func startCharon(t *testing.T) peerCharon {
                      remote_ts = 10.56.2.0/24
                      esp_proposals = default } }
   }
+%s
 }
 secrets { ike-gw { id-a = charon@ike.test
                    id-b = goike@ike.test
-                   secret = "%s" } }
-`, psk)
+                   secret = "%s" }
+}
+`, conns, psk)
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swan), 0o644)
 	charon := exec.Command("ip", "netns", "exec", nsC, "unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -308,7 +375,7 @@ func TestStrongSwanInitiator(t *testing.T) {
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
 		IKE:      IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_ECP384},
-		ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128},
+		ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128, false},
 		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,
@@ -363,12 +430,12 @@ func TestStrongSwanInitiator(t *testing.T) {
 				log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
 				t.Fatalf("responder: %v\ncharon log:\n%s", err, log)
 			}
-			if resp != nil {
+			for _, out := range resp {
 				c := c500
 				if d.natt {
-					c, resp = c4500, append([]byte{0, 0, 0, 0}, resp...)
+					c, out = c4500, append([]byte{0, 0, 0, 0}, out...)
 				}
-				if _, err := c.WriteToUDPAddrPort(resp, d.from); err != nil {
+				if _, err := c.WriteToUDPAddrPort(out, d.from); err != nil {
 					t.Fatal(err)
 				}
 			}

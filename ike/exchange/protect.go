@@ -30,7 +30,7 @@ func sealMessage(p *ikecrypto.Protector, h message.Header, inner []message.Paylo
 	}
 	total := len(b) + n
 	if total > message.MaxMessageLen {
-		return nil, fmt.Errorf("exchange: message of %d bytes needs fragmentation, which is not implemented", total)
+		return nil, fmt.Errorf("exchange: message of %d bytes exceeds %d", total, message.MaxMessageLen)
 	}
 	binary.BigEndian.PutUint32(b[24:28], uint32(total))
 	binary.BigEndian.PutUint16(b[len(b)-2:], uint16(4+n))

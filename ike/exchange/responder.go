@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,11 +30,15 @@ type Responder struct {
 	spii, spir uint64
 	ni, nr     []byte
 	msg1, msg2 []byte // IKE_SA_INIT request as received, response as sent
+	suite      IKESuite
 	prf        *ikecrypto.PRF
 	keys       *ikecrypto.IKEKeys
 	inP, outP  *ikecrypto.Protector
 	natt       bool
-	lastResp   []byte // retransmitted when a request is repeated (§2.1)
+	frag       bool     // both sides announced RFC 7383 fragmentation
+	peerHashes []uint16 // the initiator's SIGNATURE_HASH_ALGORITHMS; nil if none
+	reasm      reassembler
+	lastResp   [][]byte // retransmitted when a request is repeated (§2.1)
 	lastReqMID uint32
 	result     *Result
 }
@@ -55,12 +58,19 @@ func (r *Responder) UseNATT() bool { return r.natt }
 // Result returns the outcome once Handle has reported done.
 func (r *Responder) Result() *Result { return r.result }
 
-// Handle processes a request and returns the response to send (possibly
-// an error notification), and done once the IKE SA and CHILD SA are up.
-// An error wrapping ErrUnexpected means the request was dropped without
-// an answer; any other error has ended the exchange (resp, if not nil,
-// still goes to the peer to tell it why).
-func (r *Responder) Handle(raw []byte) (resp []byte, done bool, err error) {
+// DropFragments forgets the fragments of an incomplete request, when the
+// caller's reassembly timer expires (RFC 7383 §2.6).
+func (r *Responder) DropFragments() { r.reasm.reset() }
+
+// Handle processes one received datagram and returns the response to
+// send (several datagrams when it is fragmented; possibly an error
+// notification), and done once the IKE SA and CHILD SA are up. Nothing
+// to send, not done and no error means the datagram was one fragment of
+// a request that is not complete yet. An error wrapping ErrUnexpected
+// means the request was dropped without an answer; any other error has
+// ended the exchange (resp, if not nil, still goes to the peer to tell
+// it why).
+func (r *Responder) Handle(raw []byte) (resp [][]byte, done bool, err error) {
 	m, err := message.Decode(raw)
 	if err != nil {
 		// Before authentication nothing is answered to garbage (§2.21.1).
@@ -70,13 +80,31 @@ func (r *Responder) Handle(raw []byte) (resp []byte, done bool, err error) {
 		return nil, false, fmt.Errorf("exchange: %w: not a request from an initiator", ErrUnexpected)
 	}
 	if r.state != respStart && m.SPIi == r.spii && m.MessageID == r.lastReqMID && r.lastResp != nil {
-		return r.lastResp, r.state == respDone, nil // a retransmitted request (§2.1)
+		// A retransmitted request (§2.1). Of a fragmented one, only
+		// fragment 1 is answered, so the peer gets the response once per
+		// retransmission, not once per fragment (RFC 7383 §2.6.1).
+		if skf := find[*message.SKF](m.Payloads); skf != nil && skf.Number != 1 {
+			return nil, r.state == respDone, nil
+		}
+		return r.lastResp, r.state == respDone, nil
 	}
 	switch {
 	case r.state == respStart && m.Exchange == message.IKE_SA_INIT && m.MessageID == 0 && m.SPIr == 0:
-		resp, err = r.handleSAInit(raw, m)
+		var one []byte
+		one, err = r.handleSAInit(raw, m)
+		if one != nil {
+			resp = [][]byte{one}
+		}
 	case r.state == respSentSAInit && m.Exchange == message.IKE_AUTH && m.MessageID == 1 && m.SPIi == r.spii && m.SPIr == r.spir:
-		resp, err = r.handleAuth(raw, m)
+		var ps []message.Payload
+		ps, err = openAny(r.inP, &r.reasm, r.frag, raw, m)
+		if errors.Is(err, errIncomplete) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err // dropped unanswered (§2.21.2)
+		}
+		resp, err = r.handleAuth(ps)
 		if err == nil {
 			r.state = respDone
 			done = true
@@ -89,8 +117,9 @@ func (r *Responder) Handle(raw []byte) (resp []byte, done bool, err error) {
 		if r.keys != nil {
 			r.keys.Wipe()
 		}
+		r.reasm.reset()
 	}
-	if resp != nil {
+	if resp != nil && r.state != respStart {
 		r.lastResp, r.lastReqMID = resp, m.MessageID
 	}
 	return resp, done, err
@@ -114,25 +143,28 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	if sa == nil || ke == nil || nonce == nil {
 		return nil, fmt.Errorf("exchange: %w: IKE_SA_INIT request lacks SA, KE or Nonce", ErrUnexpected)
 	}
-	want := r.cfg.IKE.transforms()
-	var chosen *message.Proposal
-	for k := range sa.Proposals {
-		if p := &sa.Proposals[k]; p.Protocol == message.ProtoIKE && len(p.SPI) == 0 && contains(p, want) {
-			chosen = p
-			break
-		}
-	}
-	if chosen == nil {
+	// Our proposals in our order, the initiator's in its order, the
+	// group of its KE payload preferred where both offer it.
+	chosen, ts, ok := selectProposal(r.cfg.IKEProposals, sa.Proposals, message.ProtoIKE, 0, false, ke.Group)
+	if !ok {
 		return r.notifyOnly(m, message.NO_PROPOSAL_CHOSEN, nil), &PeerError{Exchange: message.IKE_SA_INIT, Notify: message.NO_PROPOSAL_CHOSEN}
 	}
-	if ke.Group != r.cfg.IKE.KE {
+	suite, err := ikeSuiteOf(ts)
+	if err != nil {
+		return r.notifyOnly(m, message.NO_PROPOSAL_CHOSEN, nil), err
+	}
+	if ke.Group != suite.KE {
 		// §1.3: tell the initiator which group to use; it retries, and this
 		// Responder stays ready for that retry.
-		g := binary.BigEndian.AppendUint16(nil, r.cfg.IKE.KE)
-		return r.notifyOnly(m, message.INVALID_KE_PAYLOAD, g), fmt.Errorf("exchange: %w: initiator used KE group %d, asked for %d", ErrUnexpected, ke.Group, r.cfg.IKE.KE)
+		g := binary.BigEndian.AppendUint16(nil, suite.KE)
+		return r.notifyOnly(m, message.INVALID_KE_PAYLOAD, g), fmt.Errorf("exchange: %w: initiator used KE group %d, asked for %d", ErrUnexpected, ke.Group, suite.KE)
 	}
-	if prf, _, _, _ := r.cfg.ikeAlgs(); checkNonce(prf, nonce.Data) != nil {
-		return r.notifyOnly(m, message.INVALID_SYNTAX, nil), checkNonce(prf, nonce.Data)
+	prf, encr, integ, err := ikeAlgs(suite)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNonce(prf, nonce.Data); err != nil {
+		return r.notifyOnly(m, message.INVALID_SYNTAX, nil), err
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -146,26 +178,30 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	}
 	nat, ok := natDetected(m.Payloads, r.spii, 0, r.cfg.Local, r.cfg.Remote)
 	r.natt = nat && ok
+	r.frag = r.cfg.Fragmentation != FragmentNo && len(notifies(m.Payloads, message.IKEV2_FRAGMENTATION_SUPPORTED)) > 0
+	r.peerHashes = hashList(m.Payloads)
 
-	pub, gir, err := ikecrypto.Respond(r.cfg.IKE.KE, ke.Data)
+	pub, gir, err := ikecrypto.Respond(suite.KE, ke.Data)
 	if err != nil {
 		return r.notifyOnly(m, message.INVALID_SYNTAX, nil), err
 	}
 	defer clear(gir)
-	prf, encr, integ, err := r.cfg.ikeAlgs()
-	if err != nil {
-		return nil, err
-	}
-	r.prf = prf
+	r.suite, r.prf = suite, prf
 	if r.keys, r.inP, r.outP, err = deriveIKESA(prf, encr, integ, r.ni, r.nr, r.spii, r.spir, gir); err != nil {
 		return nil, err
 	}
+	// strongSwan's order: SA, KE, Nonce, NAT-D, CERTREQ, then the status
+	// notifications.
 	ps := []message.Payload{
-		&message.SA{Proposals: []message.Proposal{{Num: chosen.Num, Protocol: message.ProtoIKE, Transforms: want}}},
-		&message.KE{Group: r.cfg.IKE.KE, Data: pub},
+		&message.SA{Proposals: []message.Proposal{chosenProposal(chosen.Num, message.ProtoIKE, nil, ts)}},
+		&message.KE{Group: suite.KE, Data: pub},
 		&message.Nonce{Data: r.nr},
 	}
 	ps = append(ps, natdNotifies(r.spii, r.spir, r.cfg.Local, r.cfg.Remote)...)
+	if cr := certReq(r.cfg.RemoteAuth.CACerts); cr != nil && r.cfg.RemoteAuth.Method == AuthPubkey && !r.cfg.NoCertReq {
+		ps = append(ps, cr)
+	}
+	ps = append(ps, saInitNotifies(&r.cfg)...)
 	resp := &message.Message{
 		Header:   message.Header{SPIi: r.spii, SPIr: r.spir, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse},
 		Payloads: ps,
@@ -180,33 +216,32 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	return out, nil
 }
 
-// authError seals an IKE_AUTH response carrying one error notification.
-func (r *Responder) authError(t message.NotifyType) []byte {
+func (r *Responder) seal(inner []message.Payload) ([][]byte, error) {
 	h := message.Header{SPIi: r.spii, SPIr: r.spir, Exchange: message.IKE_AUTH, Flags: message.FlagResponse, MessageID: 1}
-	b, _ := sealMessage(r.outP, h, []message.Payload{&message.Notify{NotifyType: t}})
+	return sealFragments(r.outP, h, inner, fragLimit(&r.cfg, r.frag, r.natt))
+}
+
+// authError seals an IKE_AUTH response carrying one error notification.
+func (r *Responder) authError(t message.NotifyType) [][]byte {
+	b, _ := r.seal([]message.Payload{&message.Notify{NotifyType: t}})
 	return b
 }
 
-func (r *Responder) handleAuth(raw []byte, m *message.Message) ([]byte, error) {
-	ps, err := openMessage(r.inP, raw, m)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnexpected, err) // dropped unanswered (§2.21.2)
-	}
+func (r *Responder) handleAuth(ps []message.Payload) ([][]byte, error) {
 	idi := findID(ps, false)
 	auth := find[*message.Auth](ps)
 	if idi == nil || auth == nil {
 		return r.authError(message.AUTHENTICATION_FAILED), errors.New("exchange: IKE_AUTH request lacks IDi or AUTH")
 	}
-	if idi.IDType != r.cfg.RemoteID.Type || subtle.ConstantTimeCompare(idi.Data, r.cfg.RemoteID.Data) != 1 || auth.Method != message.AuthSharedKeyMIC {
-		return r.authError(message.AUTHENTICATION_FAILED), errors.New("exchange: IKE_AUTH request from an unexpected identity or auth method")
+	if idr := findID(ps, true); idr != nil && !idEqual(r.cfg.LocalID, Identity{Type: idr.IDType, Data: idr.Data}) {
+		return r.authError(message.AUTHENTICATION_FAILED), authErr("IKE_AUTH request names another responder identity")
 	}
 	octets := ikecrypto.SignedOctets(r.prf, r.msg1, r.nr, r.keys.Pi, idi.Body())
-	if subtle.ConstantTimeCompare(ikecrypto.PSKAuth(r.prf, r.cfg.PSK, octets), auth.Data) != 1 {
-		return r.authError(message.AUTHENTICATION_FAILED), errors.New("exchange: IKE_AUTH request AUTH does not verify (wrong PSK?)")
+	peer, err := verifyPeer(&r.cfg, r.prf, ps, idi, auth, octets)
+	if err != nil {
+		return r.authError(message.AUTHENTICATION_FAILED), err
 	}
-	if idr := findID(ps, true); idr != nil && (idr.IDType != r.cfg.LocalID.Type || subtle.ConstantTimeCompare(idr.Data, r.cfg.LocalID.Data) != 1) {
-		return r.authError(message.AUTHENTICATION_FAILED), errors.New("exchange: IKE_AUTH request names another responder identity")
-	}
+	peer.InitialContact = len(notifies(ps, message.INITIAL_CONTACT)) > 0
 
 	// The IKE SA is authenticated; CHILD SA failures from here on are
 	// reported but leave it up (§1.2) — with no further exchanges
@@ -216,16 +251,15 @@ func (r *Responder) handleAuth(raw []byte, m *message.Message) ([]byte, error) {
 	if sa == nil || tsi == nil || tsr == nil {
 		return r.authError(message.INVALID_SYNTAX), errors.New("exchange: IKE_AUTH request lacks SA, TSi or TSr")
 	}
-	want := r.cfg.ESP.transforms()
-	var chosen *message.Proposal
-	for k := range sa.Proposals {
-		if p := &sa.Proposals[k]; p.Protocol == message.ProtoESP && len(p.SPI) == 4 && contains(p, want) {
-			chosen = p
-			break
-		}
-	}
-	if chosen == nil {
+	// In IKE_AUTH a KE transform in the ESP proposals is ignored (§1.2:
+	// the CHILD SA's keys come from this IKE SA's key exchange).
+	chosen, ts, ok := selectProposal(r.cfg.ESPProposals, sa.Proposals, message.ProtoESP, 4, true, 0)
+	if !ok {
 		return r.authError(message.NO_PROPOSAL_CHOSEN), &PeerError{Exchange: message.IKE_AUTH, Notify: message.NO_PROPOSAL_CHOSEN}
+	}
+	esp, _, err := espSuiteOf(ts)
+	if err != nil {
+		return r.authError(message.NO_PROPOSAL_CHOSEN), err
 	}
 	// From the initiator's view TSi is its side: our RemoteTS.
 	gotI, gotR := narrow(tsi.Selectors, r.cfg.RemoteTS), narrow(tsr.Selectors, r.cfg.LocalTS)
@@ -242,31 +276,36 @@ func (r *Responder) handleAuth(raw []byte, m *message.Message) ([]byte, error) {
 		return nil, err
 	}
 	ourSPI := binary.BigEndian.Uint32(b[:]) | 0x100
-	encr, integ, _ := espAlgs(r.cfg.ESP)
+	encr, integ, _ := espAlgs(esp)
 	encLen, integLen := keyLens(encr, integ)
 	ck, err := ikecrypto.DeriveChildKeys(r.prf, r.keys.D, nil, r.ni, r.nr, encLen, integLen)
 	if err != nil {
 		return nil, err
 	}
 	defer ck.Wipe()
-	res := &Result{SPIi: r.spii, SPIr: r.spir, Keys: r.keys, PRF: r.prf, NATT: r.natt, LocalTS: gotR, RemoteTS: gotI}
+	res := &Result{SPIi: r.spii, SPIr: r.spir, IKE: r.suite, ESP: esp, Peer: peer, Fragmentation: r.frag,
+		Keys: r.keys, PRF: r.prf, NATT: r.natt, LocalTS: gotR, RemoteTS: gotI}
 	if res.In, res.Out, err = childSAs(&r.cfg, res, false, ourSPI, binary.BigEndian.Uint32(chosen.SPI), ck); err != nil {
 		return nil, err
 	}
 
 	idr := &message.ID{Responder: true, IDType: r.cfg.LocalID.Type, Data: r.cfg.LocalID.Data}
-	myAuth := ikecrypto.PSKAuth(r.prf, r.cfg.PSK, ikecrypto.SignedOctets(r.prf, r.msg2, r.ni, r.keys.Pr, idr.Body()))
-	inner := []message.Payload{idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: myAuth}}
+	myAuth, err := makeAuth(r.prf, &r.cfg.LocalAuth, ikecrypto.SignedOctets(r.prf, r.msg2, r.ni, r.keys.Pr, idr.Body()), r.peerHashes)
+	if err != nil {
+		return r.authError(message.AUTHENTICATION_FAILED), err
+	}
+	inner := []message.Payload{idr}
+	inner = append(inner, certPayloads(&r.cfg, certRequested(ps))...)
+	inner = append(inner, myAuth)
 	if transport {
 		inner = append(inner, &message.Notify{NotifyType: message.USE_TRANSPORT_MODE})
 	}
 	inner = append(inner,
-		&message.SA{Proposals: []message.Proposal{{Num: chosen.Num, Protocol: message.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, ourSPI), Transforms: want}}},
+		&message.SA{Proposals: []message.Proposal{chosenProposal(chosen.Num, message.ProtoESP, spiBytes(ourSPI), ts)}},
 		&message.TS{Selectors: gotI},
 		&message.TS{Responder: true, Selectors: gotR},
 	)
-	h := message.Header{SPIi: r.spii, SPIr: r.spir, Exchange: message.IKE_AUTH, Flags: message.FlagResponse, MessageID: 1}
-	resp, err := sealMessage(r.outP, h, inner)
+	resp, err := r.seal(inner)
 	if err != nil {
 		return nil, err
 	}

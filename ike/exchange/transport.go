@@ -45,55 +45,68 @@ func (r Retransmit) norm() Retransmit {
 var ErrTimeout = errors.New("exchange: peer did not answer")
 
 // Initiate runs IKE_SA_INIT and IKE_AUTH as initiator over t, moving to
-// port 4500 when a NAT is detected, and retransmitting each request on
-// rt's schedule until its response arrives.
+// port 4500 when a NAT is detected, and retransmitting each request (all
+// its fragments) on rt's schedule until its response arrives. Datagrams
+// that are dropped or are fragments of an incomplete response do not
+// cause a retransmission: only the timer does.
 func Initiate(ctx context.Context, cfg Config, t Transport, rt Retransmit) (*Result, error) {
 	rt = rt.norm()
 	i, err := NewInitiator(cfg)
 	if err != nil {
 		return nil, err
 	}
-	req, err := i.Start()
+	first, err := i.Start()
 	if err != nil {
 		return nil, err
 	}
+	req := [][]byte{first}
 	for {
-		resp, err := roundTrip(ctx, t, req, i.UseNATT(), rt)
+		next, err := roundTrip(ctx, t, i, req, rt)
 		if err != nil {
 			return nil, err
 		}
-		next, done, err := i.Handle(resp)
-		switch {
-		case errors.Is(err, ErrUnexpected):
-			continue // dropped; keep waiting (the same request is resent on timeout)
-		case err != nil:
-			return nil, err
-		case done:
+		if next == nil {
 			return i.Result(), nil
 		}
 		req = next
 	}
 }
 
-// roundTrip sends req and waits for any message, resending req on the
+// roundTrip sends req and feeds what arrives to i until it yields the
+// next request (nil when the exchange is done), resending req on the
 // schedule.
-func roundTrip(ctx context.Context, t Transport, req []byte, natt bool, rt Retransmit) ([]byte, error) {
+func roundTrip(ctx context.Context, t Transport, i *Initiator, req [][]byte, rt Retransmit) ([][]byte, error) {
 	timeout := rt.Timeout
+	natt := i.UseNATT()
 	for try := 0; try <= rt.Tries; try++ {
-		if err := t.Send(req, natt); err != nil {
-			return nil, err
+		for _, d := range req {
+			if err := t.Send(d, natt); err != nil {
+				return nil, err
+			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, timeout)
-		msg, _, err := t.Recv(rctx)
-		cancel()
-		if err == nil {
-			return msg, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
+		for {
+			msg, _, err := t.Recv(rctx)
+			if err != nil {
+				cancel()
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if !errors.Is(err, context.DeadlineExceeded) {
+					return nil, err
+				}
+				break // retransmit
+			}
+			next, done, err := i.Handle(msg)
+			switch {
+			case errors.Is(err, ErrUnexpected), err == nil && !done && next == nil:
+				continue // dropped, or a fragment: keep waiting
+			case err != nil:
+				cancel()
+				return nil, err
+			}
+			cancel()
+			return next, nil
 		}
 		timeout = time.Duration(float64(timeout) * rt.Base)
 	}
@@ -112,8 +125,8 @@ func Serve(ctx context.Context, r *Responder, t Transport) (*Result, error) {
 			return nil, err
 		}
 		resp, done, err := r.Handle(req)
-		if resp != nil {
-			if serr := t.Send(resp, natt); serr != nil {
+		for _, d := range resp {
+			if serr := t.Send(d, natt); serr != nil {
 				return nil, serr
 			}
 		}

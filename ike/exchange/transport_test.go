@@ -74,8 +74,9 @@ func TestInitiateServe(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if resp, _, _ := r.Handle(req); resp != nil {
-				b.Send(resp, natt)
+			resp, _, _ := r.Handle(req)
+			for _, d := range resp {
+				b.Send(d, natt)
 			}
 		}
 	}()

@@ -150,7 +150,7 @@ type Auth struct {
 	// swanctl/private, x509 directories); nil for remote rounds.
 	Key crypto.Signer
 	// Schemes are the RFC 7427 hash algorithms allowed (message.HASH_*),
-	// in preference order; empty means the daemon's defaults.
+	// in preference order (ikecrypto.Hash*); empty means the defaults.
 	Schemes []uint16
 }
 

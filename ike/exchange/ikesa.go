@@ -170,7 +170,7 @@ type Counters struct {
 	// Requests and responses by exchange and direction
 	// (create-child-in-req, ..., info-out-resp).
 	CreateChildInReq, CreateChildInResp, CreateChildOutReq, CreateChildOutResp uint64
-	InfoInReq, InfoInResp, InfoOutReq, InfoOutResp                           uint64
+	InfoInReq, InfoInResp, InfoOutReq, InfoOutResp                             uint64
 }
 
 // ErrDeletedByPeer, ErrAuthFailed: reasons in Dead.

@@ -150,6 +150,18 @@ func (s *IKESA) failTask(sa *ikeSA, t *task, err error) {
 	}
 }
 
+// retryAt is when a request refused with TEMPORARY_FAILURE goes again:
+// after a random delay in [RetryDelay, 2*RetryDelay), so that two peers
+// that refused each other's requests (§2.25.2) do not collide again.
+func (s *IKESA) retryAt(now time.Time) time.Time {
+	b, err := s.randBytes(2)
+	if err != nil {
+		return now.Add(s.opts.RetryDelay)
+	}
+	frac := float64(binary.BigEndian.Uint16(b)) / 65536
+	return now.Add(s.opts.RetryDelay + time.Duration(frac*float64(s.opts.RetryDelay)))
+}
+
 func (s *IKESA) requeue(t *task, at time.Time) {
 	if t.ke != nil {
 		t.ke.Wipe()
@@ -663,7 +675,7 @@ func (s *IKESA) childError(sa *ikeSA, t *task, n *message.Notify, now time.Time)
 			s.settleCollision(t.child, nil, nil)
 			return
 		}
-		s.requeue(t, now.Add(s.opts.RetryDelay))
+		s.requeue(t, s.retryAt(now))
 		return
 	}
 	if t.kind == taskRekeyChild && t.child.collision != nil {
@@ -928,7 +940,7 @@ func (s *IKESA) rekeyIKEResponse(sa *ikeSA, t *task, ps []message.Payload, now t
 			}
 		case message.TEMPORARY_FAILURE:
 			if theirs == nil {
-				s.requeue(t, now.Add(s.opts.RetryDelay))
+				s.requeue(t, s.retryAt(now))
 				return
 			}
 		}

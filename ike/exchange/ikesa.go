@@ -61,7 +61,8 @@ type SAOptions struct {
 	// IKE SA is rekeyed; empty takes the IKE SA's own method.
 	RekeyKE []uint16
 	// RetryDelay is how long a request answered with TEMPORARY_FAILURE
-	// waits before it is sent again (RFC 7296 §2.25); 0 takes 2 s.
+	// waits at least before it is sent again (RFC 7296 §2.25), up to
+	// twice that at random; 0 takes 2 s.
 	RetryDelay time.Duration
 	// SPI, when set, allocates inbound ESP SPIs (the daemon knows which
 	// are free in its SAD); otherwise they are random.

@@ -169,6 +169,7 @@ func (u *udpTransport) Recv(ctx context.Context) ([]byte, bool, error) {
 const charonPSK = "interop-psk-0123456789abcdef"
 
 type peerCharon struct {
+	proc    *exec.Cmd
 	swanctl func(args ...string) (string, error)
 	ns      string // the namespace for our side, 10.55.0.2
 	dir     string
@@ -213,6 +214,7 @@ func startCharon(t *testing.T) peerCharon {
 		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc" + fmt.Sprint(id)},
 		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg" + fmt.Sprint(id)},
 		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
+		{"ip", "-n", nsC, "addr", "add", "10.56.3.1/32", "dev", "lo"},
 	} {
 		sh(c...)
 	}
@@ -243,9 +245,13 @@ func startCharon(t *testing.T) peerCharon {
             id = charon@ike.test }
     remote { auth = psk
              id = goike@ike.test }
+    dpd_delay = 2s
     children { net { local_ts = 10.56.1.0/24
                      remote_ts = 10.56.2.0/24
-                     esp_proposals = default } }
+                     esp_proposals = default }
+               net2 { local_ts = 10.56.3.0/24
+                      remote_ts = 10.56.4.0/24
+                      esp_proposals = aes256-sha256-ecp256 } }
   }
 }
 secrets { ike-gw { id-a = charon@ike.test
@@ -293,7 +299,7 @@ secrets { ike-gw { id-a = charon@ike.test
 		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
 	}
 
-	return peerCharon{swanctl: swanctl, ns: nsG, dir: dir}
+	return peerCharon{proc: charon, swanctl: swanctl, ns: nsG, dir: dir}
 }
 
 // TestStrongSwanInitiator runs our responder against charon as initiator

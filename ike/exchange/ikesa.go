@@ -174,10 +174,10 @@ type Counters struct {
 	InfoInReq, InfoInResp, InfoOutReq, InfoOutResp                             uint64
 }
 
-// ErrDeletedByPeer, ErrAuthFailed: reasons in Dead.
-var (
-	ErrAuthFailed = errors.New("exchange: peer reported AUTHENTICATION_FAILED after IKE_AUTH")
-)
+// ErrAuthFailed is the reason in Dead when the peer reports, in an
+// INFORMATIONAL after IKE_AUTH, that it did not accept our authentication
+// (RFC 7296 §2.21.2). The other reason is ErrTimeout.
+var ErrAuthFailed = errors.New("exchange: peer reported AUTHENTICATION_FAILED after IKE_AUTH")
 
 // ikeSA is one IKE SA's keys and message ID windows. An IKESA has more
 // than one while a rekey completes (the old one until its Delete, and in
@@ -342,7 +342,9 @@ func (s *IKESA) SPIs() [][2]uint64 {
 func (s *IKESA) Children() []ChildSA {
 	var out []ChildSA
 	for _, c := range s.children {
-		out = append(out, c.sa)
+		if !c.hidden {
+			out = append(out, c.sa)
+		}
 	}
 	return out
 }
@@ -430,7 +432,9 @@ func (s *IKESA) close(ev Event) {
 		return
 	}
 	for _, c := range s.children {
-		s.events = append(s.events, ChildDeleted{Child: c.sa})
+		if !c.hidden {
+			s.events = append(s.events, ChildDeleted{Child: c.sa})
+		}
 	}
 	s.children = nil
 	s.queue = nil

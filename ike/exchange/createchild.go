@@ -30,7 +30,8 @@ type task struct {
 
 	cfg      ChildConfig // taskCreateChild
 	child    *child      // taskRekeyChild
-	children []*child    // taskDeleteChild
+	children []*child    // taskDeleteChild: these SAs,
+	id       int         // or every SA of this CHILD SA
 
 	// The state of an outstanding CREATE_CHILD_SA.
 	ke        ikecrypto.KeyExchange

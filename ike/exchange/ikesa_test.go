@@ -702,3 +702,59 @@ func TestIKEAuthRetransmit(t *testing.T) {
 }
 
 var _ io.Reader = &nonceRand{}
+
+// TestDeleteAfterAnsweredRekey: a Delete queued while the peer's rekey
+// of the same CHILD SA is answered deletes the new SA too: DeleteChild
+// names the CHILD SA, not the SA it had when called.
+func TestDeleteAfterAnsweredRekey(t *testing.T) {
+	sides(t, SAOptions{}, SAOptions{}, func(t *testing.T, n *simnet, _ bool) {
+		n.a.Liveness()
+		n.tick() // A's liveness check is outstanding: its Delete must wait
+		n.b.RekeyChild(1)
+		n.tick()
+		n.a.DeleteChild(1)
+		n.toA() // A answers B's rekey before its Delete goes out
+		n.settle()
+		n.check(0)
+	})
+}
+
+// TestLostResponse: a lost CREATE_CHILD_SA response is recovered by the
+// initiator's retransmission, answered from the cache (§2.1) without a
+// second CHILD SA.
+func TestLostResponse(t *testing.T) {
+	sides(t, SAOptions{}, SAOptions{}, func(t *testing.T, n *simnet, _ bool) {
+		n.a.RekeyChild(1)
+		n.tick()
+		n.toB()
+		n.ba = nil // the response is lost
+		n.now = n.now.Add(4 * time.Second)
+		n.tick()
+		if len(n.ab) != 1 || n.a.Counters.Retransmits != 1 {
+			t.Fatalf("no retransmission at 4 s: %d in flight, %+v", len(n.ab), n.a.Counters)
+		}
+		n.settle()
+		n.check(1)
+		if n.b.Counters.ResponsesResent != 1 || n.b.Counters.ChildRekey != 1 {
+			t.Errorf("B: %+v", n.b.Counters)
+		}
+	})
+}
+
+// TestRekeyIKEInvalidKE: the IKE SA rekey offers ECP-256 first, the
+// responder takes only X25519 and says so (INVALID_KE_PAYLOAD); the
+// retry with X25519 rekeys the IKE SA.
+func TestRekeyIKEInvalidKE(t *testing.T) {
+	sides(t, SAOptions{RekeyKE: []uint16{message.KE_ECP256, message.KE_CURVE25519}}, SAOptions{RekeyKE: []uint16{message.KE_CURVE25519}},
+		func(t *testing.T, n *simnet, swapped bool) {
+			if swapped {
+				n.a.opts.RekeyKE, n.b.opts.RekeyKE = n.b.opts.RekeyKE, n.a.opts.RekeyKE
+			}
+			n.a.RekeyIKE()
+			n.settle()
+			n.check(1)
+			if n.a.Counters.CreateChildOutReq != 2 || n.a.cur.suite.KE != message.KE_CURVE25519 || n.a.Counters.IKERekeyInit != 1 {
+				t.Errorf("requests %d, KE %d, %+v", n.a.Counters.CreateChildOutReq, n.a.cur.suite.KE, n.a.Counters)
+			}
+		})
+}

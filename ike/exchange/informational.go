@@ -15,17 +15,22 @@ func (s *IKESA) DeleteChild(id int) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if len(s.childSAs(id)) == 0 {
+		return fmt.Errorf("exchange: no CHILD SA %d", id)
+	}
+	s.queue = append(s.queue, &task{kind: taskDeleteChild, id: id})
+	return nil
+}
+
+// childSAs returns the SAs of CHILD SA id not being deleted yet.
+func (s *IKESA) childSAs(id int) []*child {
 	var cs []*child
 	for _, c := range s.children {
 		if c.sa.ID == id && c.state != childDeleting && !c.hidden {
 			cs = append(cs, c)
 		}
 	}
-	if len(cs) == 0 {
-		return fmt.Errorf("exchange: no CHILD SA %d", id)
-	}
-	s.queue = append(s.queue, &task{kind: taskDeleteChild, children: cs})
-	return nil
+	return cs
 }
 
 // Delete queues the Delete of the IKE SA and with it of every CHILD SA
@@ -62,6 +67,11 @@ func (s *IKESA) queueDelete(c *child) {
 }
 
 func (s *IKESA) startDeleteChild(t *task, now time.Time) error {
+	if t.id != 0 {
+		// Resolved now, not when queued: a rekey answered meanwhile made
+		// another SA of the same CHILD SA.
+		t.children = s.childSAs(t.id)
+	}
 	var live []*child
 	var spis [][]byte
 	for _, c := range t.children {

@@ -382,7 +382,12 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 		t.Fatal(err)
 	}
 	// IKE_SA_INIT on 500 (charon retries after INVALID_KE_PAYLOAD), then
-	// 4500.
+	// 4500; one goroutine, this one, runs the Responder.
+	type dgram struct {
+		b    []byte
+		from netip.AddrPort
+	}
+	rx500 := make(chan dgram, 4)
 	go func() {
 		buf := make([]byte, 65536)
 		for {
@@ -390,9 +395,7 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if resp, _, _ := r.Handle(buf[:n]); resp != nil {
-				c500.WriteToUDPAddrPort(resp, from)
-			}
+			rx500 <- dgram{append([]byte(nil), buf[:n]...), from}
 		}
 	}()
 	rx := readIKE4500(c4500)
@@ -409,6 +412,10 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 	deadline := time.After(10 * time.Second)
 	for r.Result() == nil {
 		select {
+		case d := <-rx500:
+			if resp, _, _ := r.Handle(d.b); resp != nil {
+				c500.WriteToUDPAddrPort(resp, d.from)
+			}
 		case m := <-rx:
 			if resp, _, _ := r.Handle(m); resp != nil {
 				send(resp)

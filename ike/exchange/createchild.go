@@ -791,6 +791,7 @@ func (s *IKESA) settleCollision(old, ours *child, sa *ikeSA) {
 	// Ours survives: the peer deletes theirs, we delete old.
 	old.replacedBy = ours
 	theirs.outPending = false
+	theirs.expire = s.now.Add(s.giveUp())
 	s.children = append(s.children, ours)
 	s.events = append(s.events, ChildRekeyed{Old: old.sa, New: ours.sa, Outbound: true})
 	s.queueDelete(old)
@@ -990,6 +991,7 @@ func (s *IKESA) rekeyIKEResponse(sa *ikeSA, t *task, ps []message.Payload, now t
 	}
 	if theirs != nil {
 		theirs.replaced = true // the peer deletes it
+		theirs.expire = now.Add(s.giveUp())
 	}
 	s.switchIKE(sa, ours)
 	sa.wantDelete = true

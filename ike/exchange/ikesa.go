@@ -204,6 +204,9 @@ type ikeSA struct {
 	// collision, made it redundant): it then only waits for its Delete,
 	// which this side sends if wantDelete.
 	replaced, wantDelete bool
+	// expire, when set, is when a redundant IKE SA that the peer should
+	// have deleted is forgotten.
+	expire time.Time
 	// rekeyNonces are the nonces of the exchange that created this IKE SA
 	// by rekeying, for collision resolution.
 	ni, nr []byte
@@ -250,6 +253,7 @@ type IKESA struct {
 	// closeAfter and dropAfter act once the response in hand is sent.
 	closeAfter Event
 	dropAfter  *ikeSA
+	now        time.Time // of the Handle or Tick running
 
 	// Counters are updated as messages are handled.
 	Counters Counters
@@ -283,6 +287,9 @@ type child struct {
 	// hidden: a redundant SA of a collision, never installed, so no
 	// events.
 	hidden bool
+	// expire, when set, is when this side deletes a redundant SA that the
+	// peer should have deleted.
+	expire time.Time
 }
 
 // NewIKESA continues the IKE SA of a completed Initiator or Responder
@@ -370,6 +377,10 @@ func (s *IKESA) NextTimeout() time.Time {
 		if sa.pending != nil {
 			min(sa.pending.next)
 		}
+		min(sa.expire)
+	}
+	for _, c := range s.children {
+		min(c.expire)
 	}
 	if s.cur.pending == nil {
 		for _, k := range s.queue {
@@ -382,7 +393,9 @@ func (s *IKESA) NextTimeout() time.Time {
 // Tick retransmits requests whose time has come, declares the peer dead
 // after the last retransmission, and starts queued requests.
 func (s *IKESA) Tick(now time.Time) (out [][]byte, events []Event) {
+	s.now = now
 	if !s.closed {
+		s.expireRedundant(now)
 		for _, sa := range append([]*ikeSA(nil), s.sas...) {
 			p := sa.pending
 			if p == nil || now.Before(p.next) {
@@ -401,6 +414,39 @@ func (s *IKESA) Tick(now time.Time) (out [][]byte, events []Event) {
 	}
 	s.flush(now)
 	return s.take()
+}
+
+// giveUp is how long a request of the peer can take, all
+// retransmissions included: what this side waits for a Delete the peer
+// owes before acting itself.
+func (s *IKESA) giveUp() time.Duration {
+	d, t := time.Duration(0), s.rt.Timeout
+	for i := 0; i <= s.rt.Tries; i++ {
+		d += t
+		t = time.Duration(float64(t) * s.rt.Base)
+	}
+	return d
+}
+
+// expireRedundant acts for a peer that never deleted the redundant SA of
+// a collision it lost (§2.8): charon, seeing our Delete of the old IKE SA
+// before our answer to its own rekey, aborts its rekey and forgets the SA
+// without a Delete. The IKE SA is forgotten; the CHILD SA, which the peer
+// may still have, is deleted.
+func (s *IKESA) expireRedundant(now time.Time) {
+	for _, sa := range append([]*ikeSA(nil), s.sas...) {
+		if !sa.expire.IsZero() && !now.Before(sa.expire) && sa != s.cur {
+			s.dropSA(sa)
+		}
+	}
+	for _, c := range s.children {
+		if !c.expire.IsZero() && !now.Before(c.expire) {
+			c.expire = time.Time{}
+			if c.state != childDeleting {
+				s.queueDelete(c)
+			}
+		}
+	}
 }
 
 // timedOut handles a request that was never answered: the peer is dead
@@ -460,6 +506,7 @@ func (s *IKESA) dropSA(sa *ikeSA) {
 
 // Handle processes a message received from the peer.
 func (s *IKESA) Handle(raw []byte, now time.Time) (out [][]byte, events []Event) {
+	s.now = now
 	s.handle(raw, now)
 	s.flush(now)
 	return s.take()

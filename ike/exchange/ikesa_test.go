@@ -758,3 +758,90 @@ func TestRekeyIKEInvalidKE(t *testing.T) {
 			}
 		})
 }
+
+// TestRedundantSAExpires: after a simultaneous rekey that this side won,
+// the peer is to delete the redundant SA it made. charon does not when
+// it saw our Delete of the old IKE SA before our response to its rekey
+// (it aborts its rekey: "peer did not notice IKE_SA rekey collision").
+// Such a redundant IKE SA is forgotten, and such a CHILD SA deleted by
+// us, once the peer's Delete would have run out of retransmissions.
+func TestRedundantSAExpires(t *testing.T) {
+	for _, what := range []string{"IKE", "CHILD"} {
+		t.Run(what, func(t *testing.T) {
+			ci, cr := pairConfigs()
+			n := establish(t, ci, cr, SAOptions{}, SAOptions{})
+			lowNonces(n, false) // B's exchange has the lowest nonce: A wins
+			if what == "IKE" {
+				n.a.RekeyIKE()
+				n.b.RekeyIKE()
+			} else {
+				n.a.RekeyChild(1)
+				n.b.RekeyChild(1)
+			}
+			n.tick()
+			n.toB()
+			n.toA()
+			n.toB() // A's response: B settles; B lost and deletes its SA
+			if len(n.ba) != 2 {
+				t.Fatalf("%d messages from B, want its response and its Delete", len(n.ba))
+			}
+			// B forgets its redundant SA without the Delete, as charon
+			// does when it aborts its rekey.
+			n.ba = n.ba[:1]
+			for _, sa := range append([]*ikeSA(nil), n.b.sas...) {
+				if sa.pending != nil {
+					sa.pending = nil
+					if sa != n.b.cur {
+						n.b.dropSA(sa)
+					}
+				}
+			}
+			n.toA() // B's response: A settles, won, deletes the old SA
+			start := n.now
+			n.settle()
+			if n.now.Sub(start) < 165*time.Second {
+				t.Errorf("gave up on the peer's Delete after %v", n.now.Sub(start))
+			}
+			n.check(1)
+			if len(n.a.SPIs()) != 1 {
+				t.Errorf("A accepts %d IKE SAs", len(n.a.SPIs()))
+			}
+			if len(n.a.Children()) != 1 || len(n.da.in) != 1 {
+				t.Errorf("A has %d CHILD SAs, %d installed", len(n.a.Children()), len(n.da.in))
+			}
+		})
+	}
+}
+
+// TestCollisionPeerDeletesOld: a simultaneous rekey that only this side
+// sees as one: the peer never got our request (charon drops it when it
+// arrives while it processes our response with the same message ID,
+// "ignoring request with ID 2, already processing"), so its rekey
+// completes and it deletes the old SA. The peer's new SA must take over
+// here too ("peer did not notice IKE_SA rekey collision" in charon's
+// words), not the IKE SA end nor the CHILD SA's outbound SA stay
+// uninstalled.
+func TestCollisionPeerDeletesOld(t *testing.T) {
+	for _, what := range []string{"IKE", "CHILD"} {
+		t.Run(what, func(t *testing.T) {
+			sides(t, SAOptions{}, SAOptions{}, func(t *testing.T, n *simnet, _ bool) {
+				if what == "IKE" {
+					n.a.RekeyIKE()
+					n.b.RekeyIKE()
+				} else {
+					n.a.RekeyChild(1)
+					n.b.RekeyChild(1)
+				}
+				n.tick()
+				n.ab = nil // A's request is lost
+				n.toA()    // A answers B's request: a collision, for A only
+				n.toB()    // B's rekey is done; it deletes the old SA
+				n.settle()
+				if n.a.Closed() || n.b.Closed() {
+					t.Fatal("IKE SA closed")
+				}
+				n.check(1)
+			})
+		})
+	}
+}

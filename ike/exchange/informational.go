@@ -102,10 +102,23 @@ func (s *IKESA) handleInformationalRequest(sa *ikeSA, ps []message.Payload) []me
 			switch p.Protocol {
 			case message.ProtoIKE:
 				// The response is empty; then the IKE SA is gone (§1.4.1).
-				if sa == s.cur {
-					s.closeAfter = IKEDeleted{ByPeer: true}
-				} else {
+				switch {
+				case sa != s.cur:
 					s.dropAfter = sa // an old IKE SA after a rekey
+				case s.ikeCollision != nil:
+					// We answered the peer's rekey while ours was out, but
+					// the peer never saw ours (or dropped it) and, its rekey
+					// done, deletes the old IKE SA: its new one stands.
+					theirs := s.ikeCollision
+					s.ikeCollision = nil
+					if p := sa.pending; p != nil && p.task.ke != nil {
+						p.task.ke.Wipe()
+					}
+					sa.pending = nil
+					s.switchIKE(sa, theirs)
+					s.dropAfter = sa
+				default:
+					s.closeAfter = IKEDeleted{ByPeer: true}
 				}
 				return nil
 			case message.ProtoESP:
@@ -121,6 +134,12 @@ func (s *IKESA) handleInformationalRequest(sa *ikeSA, ps []message.Payload) []me
 						// Crossing Deletes are not answered with one
 						// (§1.4.1): our own request deletes it again.
 						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.sa.In.SPI))
+					}
+					if theirs := c.collision; theirs != nil {
+						// We answered the peer's rekey of c while ours was
+						// out; the peer deletes c, so it never saw ours as a
+						// collision: its new SA stands and goes outbound.
+						c.collision, c.state, c.replacedBy = nil, childRekeyed, theirs
 					}
 					s.removeChild(c)
 				}

@@ -124,6 +124,61 @@ func (l *live) swan(args ...string) chan string {
 	return ch
 }
 
+// collide starts charon's swanctl command and, once charon's request is
+// here, holds it, sends our own request (start), then lets ours and
+// charon's cross: both sides see a simultaneous exchange (§2.8).
+func (l *live) collide(what string, start func() error, args ...string) chan string {
+	l.t.Helper()
+	l.charonIdle()
+	done := l.swan(args...)
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-l.recv:
+			h, err := message.DecodeHeader(m)
+			if err != nil || h.IsResponse() || h.Exchange != message.CREATE_CHILD_SA ||
+				h.SPIi != l.s.cur.spii || h.MessageID != l.s.cur.peerNext {
+				// Not charon's new request (a retransmission, say).
+				l.apply(l.s.Handle(m, time.Now()))
+				continue
+			}
+			if err := start(); err != nil {
+				l.t.Fatal(err)
+			}
+			l.apply(l.s.Tick(time.Now())) // our request goes out
+			l.apply(l.s.Handle(m, time.Now()))
+			return done
+		case <-deadline:
+			l.t.Fatalf("%s: charon's request did not come", what)
+		}
+	}
+}
+
+// charonIdle waits until charon has no exchange active or queued.
+func (l *live) charonIdle() {
+	for try := 0; try < 50; try++ {
+		sas, _ := l.pc.swanctl("--list-sas")
+		if !strings.Contains(sas, "active:") && !strings.Contains(sas, "queued:") && l.idle() {
+			return
+		}
+		l.pause(100 * time.Millisecond)
+	}
+	l.t.Errorf("charon stays busy")
+}
+
+// charonSaw logs whether charon saw the collision too: it does not when
+// it processes our response before our crossing request, which it then
+// drops ("ignoring request with ID 2, already processing"), completes its
+// rekey and deletes the old SA; TestCollisionPeerDeletesOld has that
+// case in memory.
+func (l *live) charonSaw(what string) {
+	b, _ := os.ReadFile(filepath.Join(l.pc.dir, "charon.log"))
+	l.t.Logf("charon logged %q: %v", what, strings.Contains(string(b), what))
+}
+
+// idle reports whether no request of ours is outstanding or queued.
+func (l *live) idle() bool { return l.s.NextTimeout().IsZero() }
+
 // charonHas checks that charon's --list-sas mentions every string.
 func (l *live) charonHas(what string, want ...string) {
 	l.t.Helper()
@@ -157,6 +212,22 @@ func (l *live) childGone(what string, spi uint32) {
 			l.t.Errorf("%s: charon has SA %08x in state %s:\n%s", what, spi, state, sas)
 		}
 	}
+}
+
+// sasOf returns charon's --list-sas; with state, only the CHILD SA
+// blocks in that state.
+func (l *live) sasOf(state string) string {
+	sas, _ := l.pc.swanctl("--list-sas")
+	if state == "" {
+		return sas
+	}
+	var keep []string
+	for _, line := range strings.Split(sas, "\n") {
+		if strings.Contains(line, ", reqid ") && strings.Contains(line, ", "+state+",") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func (l *live) charonLacks(what string, unwanted string) {
@@ -233,6 +304,35 @@ func (l *live) exercise(weCreateNet2 bool) {
 	l.charonHas("IKE SA rekeyed by charon", ikeSPIs(l.s))
 	l.charonLacks("old IKE SA", old)
 
+	// Simultaneous CHILD SA rekeys (§2.8.1): one new SA survives on both
+	// sides, whichever nonce is lowest.
+	done = l.collide("CHILD rekey collision", func() error { return l.s.RekeyChild(1) }, "--rekey", "--child", "net")
+	l.until("CHILD rekey collision", 15*time.Second, func() bool { return len(l.s.Children()) == 1 && l.idle() })
+	<-done
+	c3 := l.current(1)
+	l.pause(300 * time.Millisecond) // charon's Deletes of its side
+	l.charonHas("CHILD SA after a collision", fmt.Sprintf("in  %08x", c3.Out.SPI), fmt.Sprintf("out %08x", c3.In.SPI))
+	l.charonSaw("detected CHILD_REKEY collision with CHILD_REKEY")
+	if n := strings.Count(l.sasOf("INSTALLED"), "net:"); n != 1 {
+		t.Errorf("charon has %d installed CHILD SAs after the collision", n)
+	}
+
+	// Simultaneous IKE SA rekeys (§2.8.2).
+	old = ikeSPIs(l.s)
+	rekeys := l.count(isIKERekey)
+	done = l.collide("IKE rekey collision", l.s.RekeyIKE, "--rekey", "--ike", "gw")
+	l.until("IKE rekey collision", 15*time.Second, func() bool {
+		return l.count(isIKERekey) > rekeys && len(l.s.SPIs()) == 1 && l.idle()
+	})
+	<-done
+	l.pause(300 * time.Millisecond)
+	l.charonHas("IKE SA after a collision", ikeSPIs(l.s), fmt.Sprintf("in  %08x", c3.Out.SPI))
+	l.charonLacks("old IKE SA after a collision", old)
+	l.charonSaw("detected IKE_REKEY collision with IKE_REKEY")
+	if n := strings.Count(l.sasOf(""), "ESTABLISHED"); n != 1 {
+		t.Errorf("charon has %d IKE SAs after the collision", n)
+	}
+
 	// A second CHILD SA with PFS, created by either side, then rekeyed by
 	// charon (with a KE payload).
 	if weCreateNet2 {
@@ -246,10 +346,12 @@ func (l *live) exercise(weCreateNet2 bool) {
 	n2 := l.current(2)
 	l.charonHas("second CHILD SA", "net2", fmt.Sprintf("in  %08x", n2.Out.SPI), fmt.Sprintf("out %08x", n2.In.SPI))
 	done = l.swan("--rekey", "--child", "net2")
-	l.until("charon's PFS rekey", 5*time.Second, func() bool { return l.count(isRekeyed) == 3 && l.count(isDeleted) == 3 })
+	base := l.count(isRekeyed)
+	baseDel := l.count(isDeleted)
+	l.until("charon's PFS rekey", 5*time.Second, func() bool { return l.count(isRekeyed) == base+1 && l.count(isDeleted) == baseDel+1 })
 	<-done
 	l.s.RekeyChild(2)
-	l.until("our PFS rekey", 5*time.Second, func() bool { return l.count(isRekeyed) == 4 && l.count(isDeleted) == 4 })
+	l.until("our PFS rekey", 5*time.Second, func() bool { return l.count(isRekeyed) == base+2 && l.count(isDeleted) == baseDel+2 })
 	n2 = l.current(2)
 	l.charonHas("second CHILD SA rekeyed", fmt.Sprintf("in  %08x", n2.Out.SPI), fmt.Sprintf("out %08x", n2.In.SPI))
 
@@ -263,10 +365,10 @@ func (l *live) exercise(weCreateNet2 bool) {
 
 	// Deletes of CHILD SAs both ways.
 	l.s.DeleteChild(2)
-	l.until("our CHILD delete", 5*time.Second, func() bool { return l.count(isDeleted) == 5 })
+	l.until("our CHILD delete", 5*time.Second, func() bool { return l.count(isDeleted) == baseDel+3 })
 	l.childGone("CHILD SA deleted by us", n2.In.SPI)
 	done = l.swan("--terminate", "--child", "net", "--timeout", "5")
-	l.until("charon's CHILD delete", 5*time.Second, func() bool { return l.count(isDeleted) == 6 })
+	l.until("charon's CHILD delete", 5*time.Second, func() bool { return len(l.s.Children()) == 0 })
 	<-done
 	if len(l.s.Children()) != 0 || l.s.Closed() {
 		t.Errorf("after the deletes: %d CHILD SAs, closed %v", len(l.s.Children()), l.s.Closed())
@@ -425,7 +527,7 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 		}
 	}
 	<-initiated
-	s, err := NewIKESA(r.Result(), SAOptions{Children: []ChildConfig{net2}})
+	s, err := NewIKESA(r.Result(), SAOptions{Children: []ChildConfig{net2}, Retransmit: Retransmit{Timeout: 500 * time.Millisecond, Tries: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -913,6 +913,9 @@ func rekeyedSA(old *ikeSA, suite IKESuite, initiator bool, spii, spir uint64, gi
 // move with it (§2.18).
 func (s *IKESA) switchIKE(old, n *ikeSA) {
 	old.replaced = true
+	// The peer's Delete of it, or ours, is done within this time; if not,
+	// the old IKE SA is forgotten all the same.
+	old.expire = s.now.Add(s.giveUp())
 	s.cur = n
 	s.events = append(s.events, IKERekeyed{OldSPIi: old.spii, OldSPIr: old.spir, SPIi: n.spii, SPIr: n.spir, Suite: n.suite, Keys: n.keys})
 }

@@ -204,8 +204,8 @@ type ikeSA struct {
 	// collision, made it redundant): it then only waits for its Delete,
 	// which this side sends if wantDelete.
 	replaced, wantDelete bool
-	// expire, when set, is when a redundant IKE SA that the peer should
-	// have deleted is forgotten.
+	// expire, when set, is when a replaced or redundant IKE SA whose
+	// Delete never completed is forgotten.
 	expire time.Time
 	// rekeyNonces are the nonces of the exchange that created this IKE SA
 	// by rekeying, for collision resolution.

@@ -845,3 +845,22 @@ func TestCollisionPeerDeletesOld(t *testing.T) {
 		})
 	}
 }
+
+// TestOldIKESAExpires: the peer rekeyed the IKE SA but its Delete of the
+// old one never comes (lost after all retransmissions, or a peer that
+// forgets): the old IKE SA is dropped once that Delete would have run
+// out of retransmissions, not kept for ever.
+func TestOldIKESAExpires(t *testing.T) {
+	sides(t, SAOptions{}, SAOptions{}, func(t *testing.T, n *simnet, _ bool) {
+		n.b.RekeyIKE()
+		n.tick()
+		n.toA()
+		n.toB() // B's rekey is done; its Delete of the old IKE SA is lost
+		n.ab = nil
+		n.ba = nil
+		n.b.sas[0].pending, n.b.sas[0].wantDelete = nil, false
+		n.b.dropSA(n.b.sas[0])
+		n.settle()
+		n.check(1)
+	})
+}

@@ -418,12 +418,20 @@ func (s *IKESA) Tick(now time.Time) (out [][]byte, events []Event) {
 
 // giveUp is how long a request of the peer can take, all
 // retransmissions included: what this side waits for a Delete the peer
-// owes before acting itself.
+// owes before acting itself. The peer's schedule is unknown; it is taken
+// to be ours or strongSwan's default (165 s), whichever is longer, so
+// that a short local schedule does not forget an IKE SA on which a
+// default peer still retransmits.
 func (s *IKESA) giveUp() time.Duration {
-	d, t := time.Duration(0), s.rt.Timeout
-	for i := 0; i <= s.rt.Tries; i++ {
+	return max(s.rt.total(), Retransmit{}.norm().total())
+}
+
+// total is the time from the first send of a request to giving up.
+func (r Retransmit) total() time.Duration {
+	d, t := time.Duration(0), r.Timeout
+	for i := 0; i <= r.Tries; i++ {
 		d += t
-		t = time.Duration(float64(t) * s.rt.Base)
+		t = time.Duration(float64(t) * r.Base)
 	}
 	return d
 }

@@ -231,7 +231,8 @@ func startCharon(t *testing.T) peerCharon {
   filelog { main { path = %s/charon.log
                    default = 1
                    flush_line = yes
-                   ike = 2 } }
+                   ike = 2
+                   chd = 4 } }
   plugins { vici { socket = unix://%s } }
 }
 `, dir, vici)

@@ -864,3 +864,26 @@ func TestOldIKESAExpires(t *testing.T) {
 		n.check(1)
 	})
 }
+
+// TestOldIKESAOutlivesShortSchedule: with a short local retransmission
+// schedule, the old IKE SA of a rekey the peer started still answers
+// the peer's retransmitted request on strongSwan's default schedule
+// (the response was lost), instead of being forgotten after our own
+// schedule ran out.
+func TestOldIKESAOutlivesShortSchedule(t *testing.T) {
+	short := SAOptions{Retransmit: Retransmit{Timeout: 100 * time.Millisecond, Tries: 1}}
+	ci, cr := pairConfigs()
+	n := establish(t, ci, cr, short, SAOptions{})
+	n.b.RekeyIKE()
+	n.tick()
+	n.toA()    // A answers and moves to the new IKE SA
+	n.ba = nil // the answer is lost
+	n.now = n.now.Add(4 * time.Second)
+	n.tick() // B retransmits; A's short schedule is long over
+	n.toA()
+	if n.a.Counters.ResponsesResent != 1 {
+		t.Fatalf("A did not answer the retransmission: %+v", n.a.Counters)
+	}
+	n.settle()
+	n.check(1)
+}

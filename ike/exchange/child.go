@@ -42,8 +42,8 @@ type established struct {
 	initiator  bool // this side was the original initiator
 	cfg        Config
 	inP, outP  *ikecrypto.Protector
-	authReq    []byte // the responder's IKE_AUTH request and response: a repeated request is answered again
-	authResp   []byte
+	authReq    []byte   // the responder's IKE_AUTH request and response: a repeated request is answered again
+	authResp   [][]byte // (the datagrams: fragments with RFC 7383)
 	ikeSuite   IKESuite
 	childSuite ESPSuite
 }
@@ -51,7 +51,7 @@ type established struct {
 // establish records, once IKE_AUTH succeeded, what NewIKESA continues
 // with: the protectors and, for a responder, the IKE_AUTH request and its
 // response (message ID 1) for retransmission.
-func (r *Result) establish(initiator bool, cfg *Config, inP, outP *ikecrypto.Protector, authReq, authResp []byte) {
+func (r *Result) establish(initiator bool, cfg *Config, inP, outP *ikecrypto.Protector, authReq []byte, authResp [][]byte) {
 	r.est = &established{initiator: initiator, cfg: *cfg, inP: inP, outP: outP,
 		authReq: append([]byte(nil), authReq...), authResp: authResp, ikeSuite: cfg.IKE, childSuite: cfg.ESP}
 }

@@ -196,7 +196,7 @@ type ikeSA struct {
 	peerNext uint32 // message ID expected for the peer's next request
 	// lastReq (a hash) and lastResp answer a repeated request (§2.1).
 	lastReq  [32]byte
-	lastResp []byte
+	lastResp [][]byte
 	haveLast bool
 
 	pending *request // window 1: at most one request of ours outstanding
@@ -561,7 +561,7 @@ func (s *IKESA) handleRequest(sa *ikeSA, raw []byte, m *message.Message, now tim
 		// hash.
 		if sha256.Sum256(raw) == sa.lastReq {
 			s.Counters.ResponsesResent++
-			s.out = append(s.out, sa.lastResp)
+			s.out = append(s.out, sa.lastResp...)
 			return
 		}
 	}
@@ -627,7 +627,7 @@ func (s *IKESA) respond(sa *ikeSA, raw []byte, m *message.Message, ps []message.
 	if err != nil {
 		b, _ = sealMessage(sa.outP, h, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
 	}
-	sa.lastReq, sa.lastResp, sa.haveLast = sha256.Sum256(raw), b, true
+	sa.lastReq, sa.lastResp, sa.haveLast = sha256.Sum256(raw), [][]byte{b}, true
 	sa.peerNext = m.MessageID + 1
 	s.out = append(s.out, b)
 }

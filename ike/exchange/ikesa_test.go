@@ -237,7 +237,7 @@ func sides(t *testing.T, oa, ob SAOptions, f func(t *testing.T, n *simnet, swapp
 }
 
 func extraChild(mode xfrm.Mode, pfs []uint16, esn ESNMode) ChildConfig {
-	return ChildConfig{ESP: ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128}, PFS: pfs, ESN: esn, Mode: mode,
+	return ChildConfig{ESP: ESPSuite{Encr: message.ENCR_AES_CBC, KeyBits: 256, Integ: message.AUTH_HMAC_SHA2_256_128}, PFS: pfs, ESN: esn, Mode: mode,
 		LocalTS: []message.TrafficSelector{prefixTS("10.1.5.0/24")}, RemoteTS: []message.TrafficSelector{prefixTS("10.2.5.0/24")}}
 }
 

@@ -331,7 +331,7 @@ func ikeSPIs(s *IKESA) string { return fmt.Sprintf("%016x_i", s.cur.spii) }
 // net2 is our side of charon's second child: ESP AES-CBC-256/SHA2-256
 // with ECP-256 PFS ("aes256-sha256-ecp256").
 var net2 = ChildConfig{
-	ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128},
+	ESP:      ESPSuite{Encr: message.ENCR_AES_CBC, KeyBits: 256, Integ: message.AUTH_HMAC_SHA2_256_128},
 	PFS:      []uint16{message.KE_ECP256},
 	LocalTS:  []message.TrafficSelector{prefixTS("10.56.4.0/24")},
 	RemoteTS: []message.TrafficSelector{prefixTS("10.56.3.0/24")},
@@ -470,8 +470,8 @@ func TestStrongSwanEstablishedAsInitiator(t *testing.T) {
 	cfg := Config{
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
-		IKE:      IKESuite{message.ENCR_AES_CBC, 128, message.AUTH_HMAC_SHA2_256_128, message.PRF_HMAC_SHA2_256, message.KE_CURVE25519},
-		ESP:      ESPSuite{message.ENCR_AES_GCM_16, 128, message.AUTH_NONE},
+		IKE:      IKESuite{Encr: message.ENCR_AES_CBC, KeyBits: 128, Integ: message.AUTH_HMAC_SHA2_256_128, PRF: message.PRF_HMAC_SHA2_256, KE: message.KE_CURVE25519},
+		ESP:      ESPSuite{Encr: message.ENCR_AES_GCM_16, KeyBits: 128, Integ: message.AUTH_NONE},
 		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,
@@ -555,8 +555,8 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 	r, err := NewResponder(Config{
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
-		IKE:      IKESuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, message.PRF_HMAC_SHA2_384, message.KE_ECP384},
-		ESP:      ESPSuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_256_128},
+		IKE:      IKESuite{Encr: message.ENCR_AES_GCM_16, KeyBits: 256, Integ: message.AUTH_NONE, PRF: message.PRF_HMAC_SHA2_384, KE: message.KE_ECP384},
+		ESP:      ESPSuite{Encr: message.ENCR_AES_CBC, KeyBits: 256, Integ: message.AUTH_HMAC_SHA2_256_128},
 		LocalTS:  []message.TrafficSelector{prefixTS("10.56.2.0/24")},
 		RemoteTS: []message.TrafficSelector{prefixTS("10.56.1.0/24")},
 		Mode:     xfrm.ModeTunnel,

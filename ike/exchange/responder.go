@@ -270,7 +270,7 @@ func (r *Responder) handleAuth(raw []byte, m *message.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.establish(false, &r.cfg, r.inP, r.outP, raw, resp)
+	res.establish(false, &r.cfg, r.inP, r.outP, raw, [][]byte{resp})
 	r.result = res
 	return resp, nil
 }

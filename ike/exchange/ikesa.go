@@ -359,10 +359,19 @@ func (s *IKESA) Children() []ChildSA {
 // Closed reports whether the IKE SA is gone (deleted or dead).
 func (s *IKESA) Closed() bool { return s.closed }
 
-// LastReceived is when the last authenticated message arrived: a daemon
-// starts a liveness check (DPD) when it is older than its dpd_delay and
-// no ESP arrived either.
+// LastReceived is when the last authenticated message arrived (at
+// first, the time of the first Handle or Tick: IKE_AUTH just completed):
+// a daemon starts a liveness check (DPD) when it is older than its
+// dpd_delay and no ESP arrived either.
 func (s *IKESA) LastReceived() time.Time { return s.lastRecv }
+
+// clock records now for the handlers.
+func (s *IKESA) clock(now time.Time) {
+	s.now = now
+	if s.lastRecv.IsZero() {
+		s.lastRecv = now
+	}
+}
 
 // NextTimeout returns when Tick has something to do (a retransmission,
 // the peer's death, a delayed retry), or the zero time.
@@ -393,7 +402,7 @@ func (s *IKESA) NextTimeout() time.Time {
 // Tick retransmits requests whose time has come, declares the peer dead
 // after the last retransmission, and starts queued requests.
 func (s *IKESA) Tick(now time.Time) (out [][]byte, events []Event) {
-	s.now = now
+	s.clock(now)
 	if !s.closed {
 		s.expireRedundant(now)
 		for _, sa := range append([]*ikeSA(nil), s.sas...) {
@@ -514,7 +523,7 @@ func (s *IKESA) dropSA(sa *ikeSA) {
 
 // Handle processes a message received from the peer.
 func (s *IKESA) Handle(raw []byte, now time.Time) (out [][]byte, events []Event) {
-	s.now = now
+	s.clock(now)
 	s.handle(raw, now)
 	s.flush(now)
 	return s.take()

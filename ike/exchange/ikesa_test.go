@@ -887,3 +887,25 @@ func TestOldIKESAOutlivesShortSchedule(t *testing.T) {
 	n.settle()
 	n.check(1)
 }
+
+// TestLastReceived: before any message, LastReceived is the first Tick's
+// time (IKE_AUTH just completed), so a DPD timer does not fire at once;
+// then it follows authenticated messages only.
+func TestLastReceived(t *testing.T) {
+	ci, cr := pairConfigs()
+	n := establish(t, ci, cr, SAOptions{}, SAOptions{})
+	n.tick()
+	if !n.a.LastReceived().Equal(n.now) {
+		t.Fatalf("LastReceived %v, want %v", n.a.LastReceived(), n.now)
+	}
+	n.now = n.now.Add(time.Minute)
+	n.a.Handle([]byte("garbage"), n.now)
+	if n.a.LastReceived().Equal(n.now) {
+		t.Error("garbage moved LastReceived")
+	}
+	n.b.Liveness()
+	n.settle()
+	if !n.a.LastReceived().Equal(n.now) {
+		t.Error("a liveness check did not move LastReceived")
+	}
+}

@@ -909,3 +909,28 @@ func TestLastReceived(t *testing.T) {
 		t.Error("a liveness check did not move LastReceived")
 	}
 }
+
+// TestAuthFailedNotify: an INFORMATIONAL with AUTHENTICATION_FAILED after
+// IKE_AUTH (§2.21.2: the initiator refused the responder's AUTH) ends
+// the IKE SA as Dead with ErrAuthFailed, after an empty answer.
+func TestAuthFailedNotify(t *testing.T) {
+	sides(t, SAOptions{}, SAOptions{}, func(t *testing.T, n *simnet, _ bool) {
+		sa, psa := n.a.cur, n.b.cur
+		h := message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: message.INFORMATIONAL, MessageID: sa.peerNext}
+		if psa.initiator {
+			h.Flags |= message.FlagInitiator
+		}
+		pt, _ := message.AppendPayloads(nil, []message.Payload{&message.Notify{NotifyType: message.AUTHENTICATION_FAILED}})
+		out, ev := n.a.Handle(sealRaw(psa, h, message.PayloadNotify, pt), n.now)
+		n.da.apply(ev)
+		if len(out) != 1 || !n.a.Closed() {
+			t.Fatalf("%d answers, closed %v", len(out), n.a.Closed())
+		}
+		if d, ok := ev[len(ev)-1].(Dead); !ok || !errors.Is(d.Err, ErrAuthFailed) {
+			t.Errorf("last event %#v", ev[len(ev)-1])
+		}
+		if len(n.da.in) != 0 {
+			t.Error("CHILD SAs left installed")
+		}
+	})
+}

@@ -22,7 +22,7 @@ type ESNMode uint8
 const (
 	ESNNo     ESNMode = iota // NO_ESN only (strongSwan "noesn")
 	ESNYes                   // ESN only ("esn")
-	ESNEither                // offer both, ESN first; as responder take the peer's first
+	ESNEither                // offer both, ESN first; as responder prefer ESN
 )
 
 // ChildConfig is how a CHILD SA is negotiated in CREATE_CHILD_SA.

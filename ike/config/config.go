@@ -149,7 +149,7 @@ type Auth struct {
 	// Key is the local private key for Certs[0] (from the secrets or
 	// swanctl/private, x509 directories); nil for remote rounds.
 	Key crypto.Signer
-	// Schemes are the RFC 7427 hash algorithms allowed (message.HASH_*),
+	// Schemes are the RFC 7427 hash algorithms allowed,
 	// in preference order (ikecrypto.Hash*); empty means the defaults.
 	Schemes []uint16
 }

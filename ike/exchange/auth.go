@@ -35,7 +35,9 @@ type PeerInfo struct {
 
 // ErrAuthFailed is wrapped by the error for a peer whose AUTH, identity
 // or certificate did not verify: the responder answers
-// AUTHENTICATION_FAILED, the initiator gives up (§2.21.2).
+// AUTHENTICATION_FAILED, the initiator gives up (§2.21.2). It is also
+// IKESA's Dead reason when the peer reports, in an INFORMATIONAL after
+// IKE_AUTH, that it did not accept ours (the other reason is ErrTimeout).
 var ErrAuthFailed = errors.New("authentication failed")
 
 func authErr(format string, a ...any) error {

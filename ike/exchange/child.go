@@ -40,13 +40,55 @@ type Result struct {
 	// carries the peer's traffic to this side (its SPI was chosen here),
 	// Out this side's traffic to the peer.
 	In, Out xfrm.SAConfig
+
+	// est is what NewIKESA needs beyond the exported fields.
+	est *established
 }
 
-// childSAs builds the two CHILD SAs. initiator says whether this side
-// initiated the exchange that created them (KEYMAT's first keys are the
-// initiator's outbound ones, §2.17).
+// established is the state an IKE SA carries from IKE_AUTH into the
+// exchanges that follow (NewIKESA).
+type established struct {
+	initiator  bool // this side was the original initiator
+	cfg        Config
+	inP, outP  *ikecrypto.Protector
+	authReq    []byte   // the responder's IKE_AUTH request and response: a repeated request is answered again
+	authResp   [][]byte // (the datagrams: fragments with RFC 7383)
+	ikeSuite   IKESuite
+	childSuite ESPSuite
+}
+
+// establish records, once IKE_AUTH succeeded, what NewIKESA continues
+// with: the protectors and, for a responder, the IKE_AUTH request and its
+// response (message ID 1) for retransmission.
+func (r *Result) establish(initiator bool, cfg *Config, inP, outP *ikecrypto.Protector, authReq []byte, authResp [][]byte) {
+	r.est = &established{initiator: initiator, cfg: *cfg, inP: inP, outP: outP,
+		authReq: append([]byte(nil), authReq...), authResp: authResp, ikeSuite: r.IKE, childSuite: r.ESP}
+}
+
+// childSAs builds the two CHILD SAs of IKE_AUTH. initiator says whether
+// this side initiated the exchange that created them (KEYMAT's first keys
+// are the initiator's outbound ones, §2.17).
 func childSAs(cfg *Config, r *Result, initiator bool, ourSPI, peerSPI uint32, k *ikecrypto.ChildKeys) (in, out xfrm.SAConfig, err error) {
-	encr, integ, err := espAlgs(r.ESP)
+	return buildSAs(saParams{local: cfg.Local, remote: cfg.Remote, natt: r.NATT, mode: cfg.Mode, replay: cfg.ReplayWindow,
+		suite: r.ESP, esn: r.ESP.ESN}, initiator, ourSPI, peerSPI, k)
+}
+
+// saParams is what the two SAConfigs of a CHILD SA are made of besides
+// their SPIs and keys.
+type saParams struct {
+	local, remote netip.AddrPort // the IKE endpoints, port 500
+	natt          bool
+	mode          xfrm.Mode
+	replay        uint32
+	suite         ESPSuite
+	esn           bool
+}
+
+// buildSAs builds a CHILD SA's inbound and outbound SAConfig from KEYMAT:
+// the keys for initiator-to-responder traffic come first (§2.17), where
+// initiator is the side that initiated the exchange that created the SA.
+func buildSAs(p saParams, initiator bool, ourSPI, peerSPI uint32, k *ikecrypto.ChildKeys) (in, out xfrm.SAConfig, err error) {
+	encr, integ, err := espAlgs(p.suite)
 	if err != nil {
 		return in, out, err
 	}
@@ -54,22 +96,22 @@ func childSAs(cfg *Config, r *Result, initiator bool, ourSPI, peerSPI uint32, k 
 	if !initiator {
 		outEnc, outInteg, inEnc, inInteg = k.EncR, k.IntegR, k.EncI, k.IntegI
 	}
-	rw := cfg.ReplayWindow
+	rw := p.replay
 	if rw == 0 {
 		rw = 32
 	}
-	local, remote := cfg.Local, cfg.Remote
+	local, remote := p.local, p.remote
 	base := func(spi uint32, src, dst netip.AddrPort, enc, auth []byte) (xfrm.SAConfig, error) {
-		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src.Addr().Unmap(), Dst: dst.Addr().Unmap(), Mode: cfg.Mode, ReplayWindow: rw, ESN: r.ESP.ESN}
+		c := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src.Addr().Unmap(), Dst: dst.Addr().Unmap(), Mode: p.mode, ReplayWindow: rw, ESN: p.esn}
 		if err := setAlgorithms(&c, encr, integ, enc, auth); err != nil {
 			return c, err
 		}
-		if r.NATT {
+		if p.natt {
 			c.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: src.Port(), DPort: dst.Port()}
 		}
 		return c, nil
 	}
-	if r.NATT {
+	if p.natt {
 		local = netip.AddrPortFrom(local.Addr(), NATTPort)
 		remote = netip.AddrPortFrom(remote.Addr(), NATTPort)
 	}

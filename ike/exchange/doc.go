@@ -33,8 +33,17 @@
 // authenticated on its own, and incoming fragments are authenticated one
 // by one and reassembled within MaxFragments and MaxReassembled.
 //
+// After IKE_AUTH, NewIKESA continues the IKE SA of a Result as IKESA,
+// again pure: Handle (a received message) and Tick (the clock, which the
+// caller owns) return messages and events. It runs CREATE_CHILD_SA (more
+// CHILD SAs, CHILD and IKE SA rekeying with PFS, the collisions of
+// §2.8), INFORMATIONAL (Delete, liveness checks), the message ID window
+// with cached responses, and declares the peer dead after strongSwan's
+// retransmission schedule; its events (ChildAdded, ChildRekeyed, ...)
+// tell a daemon which SAs to install and remove, make-before-break.
+//
 // Not here: the server that keeps one Responder per half-open SA (and
-// decides when to demand cookies), CREATE_CHILD_SA, rekeying,
-// INFORMATIONAL (DPD, delete), EAP and multiple authentication rounds,
-// MOBIKE.
+// decides when to demand cookies; ike/daemon), one proposal per
+// CREATE_CHILD_SA, fragmentation after IKE_AUTH, EAP and multiple
+// authentication rounds, MOBIKE.
 package exchange

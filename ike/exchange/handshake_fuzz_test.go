@@ -33,7 +33,7 @@ func applyEdits(msg, edits []byte) []byte {
 // (RFC 7296 §2.21: unauthenticated garbage is dropped, not fatal).
 func FuzzHandshake(f *testing.F) {
 	f.Add(uint8(0), []byte{})
-	f.Add(uint8(0), []byte{0, 17, 0x01})             // flags
+	f.Add(uint8(0), []byte{0, 17, 0x01})              // flags
 	f.Add(uint8(0), []byte{0, 30, 0xff, 0, 40, 0x80}) // into the SA payload
 	f.Add(uint8(1), []byte{0, 60, 0x01})
 	f.Add(uint8(1), []byte{16})

@@ -385,6 +385,7 @@ func (i *Initiator) handleAuth(ps []message.Payload) error {
 	if r.In, r.Out, err = childSAs(&i.cfg, r, true, i.espSPI, peerSPI, ck); err != nil {
 		return err
 	}
+	r.establish(true, &i.cfg, i.inP, i.outP, nil, nil)
 	i.result = r
 	i.state = initDone
 	return nil

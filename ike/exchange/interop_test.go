@@ -216,6 +216,7 @@ func (u *udpTransport) Recv(ctx context.Context) ([]byte, bool, error) {
 const charonPSK = "interop-psk-0123456789abcdef"
 
 type peerCharon struct {
+	proc    *exec.Cmd
 	swanctl func(args ...string) (string, error)
 	ns      string // the namespace for our side, 10.55.0.2
 	dir     string
@@ -269,6 +270,7 @@ func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCh
 		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc" + fmt.Sprint(id)},
 		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg" + fmt.Sprint(id)},
 		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
+		{"ip", "-n", nsC, "addr", "add", "10.56.3.1/32", "dev", "lo"},
 	} {
 		sh(c...)
 	}
@@ -285,7 +287,8 @@ func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCh
   filelog { main { path = %s/charon.log
                    default = 1
                    flush_line = yes
-                   ike = 2 } }
+                   ike = 2
+                   chd = 4 } }
   plugins { vici { socket = unix://%s } }
 }
 `, dir, vici)
@@ -299,9 +302,13 @@ func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCh
             id = charon@ike.test }
     remote { auth = psk
              id = goike@ike.test }
+    dpd_delay = 2s
     children { net { local_ts = 10.56.1.0/24
                      remote_ts = 10.56.2.0/24
-                     esp_proposals = default } }
+                     esp_proposals = default }
+               net2 { local_ts = 10.56.3.0/24
+                      remote_ts = 10.56.4.0/24
+                      esp_proposals = aes256-sha256-ecp256 } }
   }
 %s
 }
@@ -360,7 +367,7 @@ secrets { ike-gw { id-a = charon@ike.test
 		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
 	}
 
-	return peerCharon{swanctl: swanctl, ns: nsG, dir: dir}
+	return peerCharon{proc: charon, swanctl: swanctl, ns: nsG, dir: dir}
 }
 
 // TestStrongSwanInitiator runs our responder against charon as initiator

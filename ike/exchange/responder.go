@@ -106,6 +106,7 @@ func (r *Responder) Handle(raw []byte) (resp [][]byte, done bool, err error) {
 		}
 		resp, err = r.handleAuth(ps)
 		if err == nil {
+			r.result.establish(false, &r.cfg, r.inP, r.outP, raw, resp)
 			r.state = respDone
 			done = true
 		}

@@ -1,0 +1,682 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ipsecstack/ipsecstack/ike/exchange"
+	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/integration/linuxvm"
+	"github.com/ipsecstack/ipsecstack/internal/leakcheck"
+	"github.com/ipsecstack/ipsecstack/internal/testbed"
+	"github.com/ipsecstack/ipsecstack/stack"
+	"github.com/ipsecstack/ipsecstack/xfrm"
+)
+
+// TestLinuxGuestCharon: strongSwan's charon (5.9.8, the host's Debian
+// binaries) runs inside the Linux 6.1 guest with its kernel-netlink
+// backend, so the SAs it negotiates are the guest kernel's XFRM states;
+// our IKEv2 state machines (ike/exchange) run on the host in the gVisor
+// stack on the guest's TAP, over UDP sockets 500 and 4500 of that stack
+// with per-socket bypass policies (as charon's own sockets have). Each
+// case negotiates one IKE SA and CHILD SA with charon's default proposals
+// (charon's side is not tuned), installs our Result's SAs and the
+// policies of the agreed traffic selectors in the stack, and sends ping
+// and 1 MiB TCP both ways through them. It checks: charon reports the
+// IKE SA ESTABLISHED and the CHILD SA INSTALLED in the wanted mode with
+// our SPIs and without UDP encapsulation; the guest kernel has the two
+// ESP states in that mode with no encap, and their packet counters rose;
+// the capture holds plain ESP (protocol 50) between the outer addresses
+// both ways and nothing in clear but IKE; no xfrm_stat counter moved and
+// no stack xfrm counter is set.
+//
+// Cases: transport and tunnel mode, each with charon as responder (our
+// exchange.Initiate) and as initiator (swanctl --initiate against our
+// exchange.Serve).
+//
+// NAT traversal: with no NAT, both NAT_DETECTION hashes match. charon as
+// initiator still floats IKE_AUTH to port 4500 (its habit, see
+// ../shared/peers/strongswan), and our responder answers on the port the
+// request came on; our initiator stays on port 500 (it floats only on a
+// detected NAT, RFC 7296 §2.23), which charon accepts. Either way
+// neither side encapsulates ESP: Result.NATT is false, the guest's states
+// have no encap, and charon lists the CHILD SA without "-in-UDP".
+func TestLinuxGuestCharon(t *testing.T) {
+	linuxvm.Require(t)
+	if err := linuxvm.CheckCharon(); err != nil {
+		if linuxvm.InCI() {
+			t.Fatalf("%v (CI=true: a missing prerequisite is a failure)", err)
+		}
+		t.Skipf("%v (set CI=true to make this a failure)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	logf, err := os.CreateTemp("", "ipsecstack-linuxvm-charon-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := logf.Name()
+	defer func() {
+		logf.Close()
+		if !t.Failed() {
+			os.Remove(logPath)
+		}
+	}()
+	img, err := linuxvm.Prepare(ctx, linuxvm.PrepareOptions{Log: &syncWriter{w: logf}, Charon: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := linuxvm.Start(ctx, linuxvm.Options{Image: img, Log: &syncWriter{w: logf}})
+	if err != nil {
+		t.Fatalf("%v (console: %s)", err, logPath)
+	}
+	defer vm.Close()
+	if _, err := vm.Sh(ctx, guestSetup); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot %v (%s, tap %s, console log %s)", vm.BootTime.Round(time.Millisecond), img.Package, vm.TapName, logPath)
+
+	for _, c := range charonCases() {
+		t.Run(c.name(), func(t *testing.T) {
+			select {
+			case <-vm.Exited():
+				t.Fatalf("guest died (console: %s)", logPath)
+			default:
+			}
+			t0 := time.Now()
+			runCharonCase(ctx, t, vm, c)
+			t.Logf("case took %v", time.Since(t0).Round(time.Millisecond))
+		})
+	}
+}
+
+// charonCase is one negotiation with the guest's charon.
+type charonCase struct {
+	mode xfrm.Mode
+	// charonInitiates: swanctl --initiate in the guest, our responder on
+	// the host; otherwise our initiator, charon responding.
+	charonInitiates bool
+	// Our side's one proposal each (charon offers or accepts its
+	// defaults, which contain these).
+	ike exchange.IKESuite
+	esp exchange.ESPSuite
+}
+
+func (c charonCase) name() string {
+	role := "stack-initiates"
+	if c.charonInitiates {
+		role = "charon-initiates"
+	}
+	return c.mode.String() + "/" + role
+}
+
+func charonCases() []charonCase {
+	// charon's first IKE proposal (AES-CBC-128, HMAC-SHA2-256, X25519)
+	// and first ESP proposal (AES-GCM-16-128).
+	first := exchange.IKESuite{Encr: message.ENCR_AES_CBC, KeyBits: 128, Integ: message.AUTH_HMAC_SHA2_256_128, PRF: message.PRF_HMAC_SHA2_256, KE: message.KE_CURVE25519}
+	gcm := exchange.ESPSuite{Encr: message.ENCR_AES_GCM_16, KeyBits: 128, Integ: message.AUTH_NONE}
+	// From the middle of charon's default offer: AES-GCM-16-256 with
+	// PRF-HMAC-SHA2-384 and ECP-384 (charon's KE is X25519 first, so this
+	// takes an INVALID_KE_PAYLOAD round), ESP AES-CBC-256/HMAC-SHA2-256.
+	other := exchange.IKESuite{Encr: message.ENCR_AES_GCM_16, KeyBits: 256, Integ: message.AUTH_NONE, PRF: message.PRF_HMAC_SHA2_384, KE: message.KE_ECP384}
+	cbc := exchange.ESPSuite{Encr: message.ENCR_AES_CBC, KeyBits: 256, Integ: message.AUTH_HMAC_SHA2_256_128}
+	return []charonCase{
+		{mode: xfrm.ModeTransport, ike: first, esp: gcm},
+		{mode: xfrm.ModeTransport, charonInitiates: true, ike: other, esp: cbc},
+		{mode: xfrm.ModeTunnel, ike: first, esp: cbc},
+		{mode: xfrm.ModeTunnel, charonInitiates: true, ike: other, esp: gcm},
+	}
+}
+
+const (
+	charonPSK      = "linux-guest-charon-psk-0123456789"
+	charonID       = "charon@guest.test"
+	stackID        = "ipsecstack@host.test"
+	charonChild    = "c"
+	charonConnName = "host"
+)
+
+// addrs are the case's traffic endpoints and the IKE/ESP endpoints
+// (the same in transport mode).
+func (c charonCase) addrs() (stackA, guestA, stackO, guestO netip.Addr) {
+	if c.mode == xfrm.ModeTransport {
+		return stack4, guest4, stack4, guest4
+	}
+	return stackIn4, guestIn4, stack4, guest4
+}
+
+// charonSwanctlConf is the guest's swanctl.conf of a case: one
+// connection with strongSwan's default proposals, PSK, and one child in
+// the case's mode between the case's traffic addresses.
+func charonSwanctlConf(c charonCase) string {
+	sA, gA, sO, gO := c.addrs()
+	return fmt.Sprintf(`connections {
+  %s {
+    version = 2
+    local_addrs = %s
+    remote_addrs = %s
+    local {
+      auth = psk
+      id = %s
+    }
+    remote {
+      auth = psk
+      id = %s
+    }
+    children {
+      %s {
+        mode = %s
+        local_ts = %s
+        remote_ts = %s
+        start_action = none
+      }
+    }
+  }
+}
+secrets {
+  ike-host {
+    id-a = %s
+    id-b = %s
+    secret = "%s"
+  }
+}
+`, charonConnName, gO, sO, charonID, stackID, charonChild, c.mode, host(gA), host(sA), charonID, stackID, charonPSK)
+}
+
+func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCase) {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	ch, err := vm.StartCharon(ctx, linuxvm.CharonConfig{SwanctlConf: charonSwanctlConf(c)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			lctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			t.Logf("charon's log:\n%s", ch.Log(lctx))
+		}
+	}()
+	cs := newStack(t, vm.TapName)
+	st := cs.st
+	ike, err := newStackIKE(ctx, st, stack4, guest4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ike.Close()
+
+	sA, gA, sO, gO := c.addrs()
+	cfg := exchange.Config{
+		Local: netip.AddrPortFrom(sO, 500), Remote: netip.AddrPortFrom(gO, 500),
+		LocalID: exchange.Email(stackID), RemoteID: exchange.Email(charonID), PSK: []byte(charonPSK),
+		IKE: c.ike, ESP: c.esp,
+		LocalTS:  []message.TrafficSelector{hostTS(sA)},
+		RemoteTS: []message.TrafficSelector{hostTS(gA)},
+		Mode:     c.mode,
+	}
+	guestBefore, err := vm.XfrmStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	var res *exchange.Result
+	if c.charonInitiates {
+		r, err := exchange.NewResponder(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		initiated := make(chan error, 1)
+		go func() {
+			out, err := ch.Initiate(ctx, charonChild, 20*time.Second)
+			if err != nil {
+				err = fmt.Errorf("%w\n%s", err, out)
+			}
+			initiated <- err
+		}()
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = exchange.Serve(sctx, r, ike)
+		scancel()
+		if err != nil {
+			t.Fatalf("our responder: %v", err)
+		}
+		if err := <-initiated; err != nil {
+			t.Fatalf("swanctl --initiate: %v", err)
+		}
+	} else {
+		ictx, icancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = exchange.Initiate(ictx, cfg, ike, exchange.Retransmit{Timeout: 2 * time.Second, Tries: 3})
+		icancel()
+		if err != nil {
+			t.Fatalf("our initiator: %v", err)
+		}
+	}
+	t.Logf("IKE SA %016x_i %016x_r and CHILD SA in %08x out %08x up in %v; IKE on 4500: %v, NAT-T: %v",
+		res.SPIi, res.SPIr, res.In.SPI, res.Out.SPI, time.Since(t0).Round(time.Millisecond), ike.floated(), res.NATT)
+	if res.NATT || res.In.Encap.Type != xfrm.EncapNone || res.Out.Encap.Type != xfrm.EncapNone {
+		t.Errorf("NAT traversal on a link without NAT: NATT %v, encap in %+v out %+v", res.NATT, res.In.Encap, res.Out.Encap)
+	}
+	if got := ike.floated(); got != c.charonInitiates {
+		t.Errorf("IKE moved to port 4500: %v; want %v (charon floats as initiator, our initiator does not without a NAT)", got, c.charonInitiates)
+	}
+	if res.In.Mode != c.mode || res.Out.Mode != c.mode {
+		t.Errorf("our CHILD SAs are in mode %v/%v, want %v", res.In.Mode, res.Out.Mode, c.mode)
+	}
+
+	// charon's view: the IKE SA, the CHILD SA in our mode, our SPIs, no
+	// UDP encapsulation.
+	sas, err := ch.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode := strings.ToUpper(c.mode.String())
+	for _, want := range []string{
+		"ESTABLISHED",
+		fmt.Sprintf("%016x_i", res.SPIi), fmt.Sprintf("%016x_r", res.SPIr),
+		fmt.Sprintf("INSTALLED, %s,", mode),
+		fmt.Sprintf("in  %08x", res.Out.SPI), fmt.Sprintf("out %08x", res.In.SPI),
+	} {
+		if !strings.Contains(sas, want) {
+			t.Errorf("swanctl --list-sas lacks %q:\n%s", want, sas)
+		}
+	}
+	if strings.Contains(sas, "-in-UDP") {
+		t.Errorf("charon encapsulates ESP in UDP:\n%s", sas)
+	}
+
+	// The guest kernel's states (installed by charon through
+	// kernel-netlink): ours reversed, in the mode, plain ESP.
+	xs, err := ch.XfrmState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := parseGuestStates(xs)
+	for _, w := range []struct {
+		spi      uint32
+		src, dst netip.Addr
+	}{{res.Out.SPI, sO, gO}, {res.In.SPI, gO, sO}} {
+		s, ok := states[w.spi]
+		switch {
+		case !ok:
+			t.Errorf("guest has no ESP state with SPI %#08x:\n%s", w.spi, xs)
+		case s.src != w.src || s.dst != w.dst || s.mode != c.mode.String() || s.encap:
+			t.Errorf("guest state %#08x: %v -> %v mode %s encap %v; want %v -> %v mode %s, no encap", w.spi, s.src, s.dst, s.mode, s.encap, w.src, w.dst, c.mode)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	installStackSAs(t, st, res, c.mode, sO, gO)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if err := testbed.ServeSink(sctx, st, linuxvm.SinkPort); err != nil {
+		t.Fatal(err)
+	}
+	step := func(what string, fn func(ctx context.Context) error) {
+		t.Helper()
+		t1 := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := fn(sctx); err != nil {
+			t.Errorf("%s: %v", what, err)
+			return
+		}
+		t.Logf("%-9s %v", what, time.Since(t1).Round(time.Millisecond))
+	}
+	step("ping s→k", func(ctx context.Context) error { return pingFrom(ctx, st, sA, gA, 3, 56) })
+	step("ping k→s", func(ctx context.Context) error {
+		_, err := vm.Sh(ctx, fmt.Sprintf("ping -c 3 -i 0.2 -W 2 %s", sA))
+		return err
+	})
+	step("tcp s→k", func(ctx context.Context) error {
+		_, err := testbed.TCPTransferFrom(ctx, st, sA, gA, linuxvm.SinkPort, 1<<20)
+		return err
+	})
+	step("tcp k→s", func(ctx context.Context) error {
+		_, err := vm.Sh(ctx, fmt.Sprintf("%s tcpsend %s %d %d", linuxvm.AgentPath, sA, linuxvm.SinkPort, 1<<20))
+		return err
+	})
+
+	// The guest's counters rose on both states, and charon counts too.
+	xs, err = ch.XfrmState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := guestSAPackets(xs)
+	for _, spi := range []uint32{res.In.SPI, res.Out.SPI} {
+		if pk[uint64(spi)] == 0 {
+			t.Errorf("guest state %#08x carried no packets:\n%s", spi, xs)
+		}
+	}
+	t.Logf("guest states: %#08x (stack→guest) %d packets, %#08x (guest→stack) %d packets",
+		res.Out.SPI, pk[uint64(res.Out.SPI)], res.In.SPI, pk[uint64(res.In.SPI)])
+	checkNoXfrmErrors(t, vm, guestBefore, st)
+
+	frames, err := readCapture(cs.capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad := ikeClearFrames(frames, sO, gO); len(bad) > 0 {
+		t.Errorf("%d of %d frames in clear besides IKE, e.g. %v", len(bad), len(frames), bad[:min(len(bad), 5)])
+	}
+	esp := map[[2]netip.Addr]int{}
+	udp4500 := 0
+	for _, fr := range frames {
+		fi, ok := parseFrame(fr)
+		if !ok {
+			continue
+		}
+		if fi.proto == uint8(xfrm.ProtoESP) {
+			esp[[2]netip.Addr{fi.src, fi.dst}]++
+		}
+		if fi.proto == uint8(header.UDPProtocolNumber) && isESPInUDP(fr) {
+			udp4500++
+		}
+	}
+	if esp[[2]netip.Addr{sO, gO}] == 0 || esp[[2]netip.Addr{gO, sO}] == 0 {
+		t.Errorf("plain ESP on the wire: %d packets %v→%v, %d %v→%v; want both", esp[[2]netip.Addr{sO, gO}], sO, gO, esp[[2]netip.Addr{gO, sO}], gO, sO)
+	}
+	if udp4500 != 0 {
+		t.Errorf("%d ESP-in-UDP packets on the wire; want plain ESP only", udp4500)
+	}
+	t.Logf("wire: %d frames, ESP %d s→k and %d k→s, no ESP in UDP", len(frames), esp[[2]netip.Addr{sO, gO}], esp[[2]netip.Addr{gO, sO}])
+	if t.Failed() {
+		t.Logf("swanctl --list-sas:\n%s\nguest xfrm:\n%s", sas, xs)
+	} else {
+		t.Logf("charon (guest) swanctl --list-sas:\n%s", sas)
+	}
+}
+
+// hostTS is the traffic selector of one address, all protocols and ports.
+func hostTS(a netip.Addr) message.TrafficSelector {
+	ts := message.TrafficSelector{TSType: message.TS_IPV4_ADDR_RANGE, EndPort: 65535, Start: a, End: a}
+	if a.Is6() {
+		ts.TSType = message.TS_IPV6_ADDR_RANGE
+	}
+	return ts
+}
+
+// tsPrefix is the prefix a traffic selector covers, when its range is
+// one (all the cases' selectors are, any protocol and port).
+func tsPrefix(ts message.TrafficSelector) (netip.Prefix, error) {
+	for bits := ts.Start.BitLen(); bits >= 0; bits-- {
+		p := netip.PrefixFrom(ts.Start, bits)
+		if p.Masked().Addr() != ts.Start {
+			break
+		}
+		if lastAddr(p) == ts.End {
+			if ts.IPProto != 0 || ts.StartPort != 0 || ts.EndPort != 65535 {
+				return netip.Prefix{}, fmt.Errorf("selector %v with protocol %d ports %d-%d: not handled here", p, ts.IPProto, ts.StartPort, ts.EndPort)
+			}
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("selector %v-%v is not a prefix", ts.Start, ts.End)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// installStackSAs installs the negotiated CHILD SAs in the stack with
+// the policies of the agreed traffic selectors (what the IKE daemon will
+// do through the xfrm API).
+func installStackSAs(t *testing.T, st *stack.Stack, res *exchange.Result, mode xfrm.Mode, sO, gO netip.Addr) {
+	t.Helper()
+	const reqid = 7
+	for _, sa := range []xfrm.SAConfig{res.Out, res.In} {
+		sa.ReqID = reqid
+		if _, err := st.Engine.AddSA(sa); err != nil {
+			t.Fatalf("stack AddSA %#08x: %v", sa.SPI, err)
+		}
+	}
+	out := xfrm.Template{Proto: xfrm.ProtoESP, Mode: mode, Level: xfrm.LevelRequire, ReqID: reqid}
+	in := out
+	if mode == xfrm.ModeTunnel {
+		out.Src, out.Dst = sO, gO
+		in.Src, in.Dst = gO, sO
+	}
+	for _, l := range res.LocalTS {
+		lp, err := tsPrefix(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res.RemoteTS {
+			rp, err := tsPrefix(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lp.Addr().Is4() != rp.Addr().Is4() {
+				continue
+			}
+			for _, p := range []*xfrm.Policy{
+				{Dir: xfrm.DirOut, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{out}, Sel: xfrm.Selector{Src: lp, Dst: rp}},
+				{Dir: xfrm.DirIn, Priority: prioMain, Action: xfrm.ActionProtect, Templates: []xfrm.Template{in}, Sel: xfrm.Selector{Src: rp, Dst: lp}},
+			} {
+				if _, err := st.Engine.AddPolicy(p); err != nil {
+					t.Fatalf("stack AddPolicy %v: %v", p.Sel, err)
+				}
+			}
+		}
+	}
+}
+
+// stackIKE is an exchange.Transport over UDP sockets 500 and 4500 of the
+// stack, bound to local and talking to peer. Both sockets have bypass
+// policies in and out (as an IKE daemon's sockets have: the transport
+// mode policies between the same two hosts cover IKE's own datagrams).
+// Recv takes from either port, stripping the non-ESP marker on 4500;
+// Send goes to the peer's port 500, or 4500 with the marker.
+type stackIKE struct {
+	peer   netip.Addr
+	c500   *gonet.UDPConn
+	c4500  *gonet.UDPConn
+	in     chan ikeDgram
+	clear  func()
+	on4500 bool // a message came or went on 4500
+}
+
+type ikeDgram struct {
+	b    []byte
+	natt bool
+}
+
+func newStackIKE(ctx context.Context, st *stack.Stack, local, peer netip.Addr) (*stackIKE, error) {
+	s := &stackIKE{peer: peer, in: make(chan ikeDgram, 16)}
+	var keys []xfrm.SocketKey
+	s.clear = func() {
+		for _, k := range keys {
+			st.Engine.ClearSocketPolicy(k)
+		}
+	}
+	for _, port := range []uint16{500, exchange.NATTPort} {
+		k := xfrm.SocketKey{Proto: uint8(header.UDPProtocolNumber), Local: netip.AddrPortFrom(local, port)}
+		for _, d := range []xfrm.Dir{xfrm.DirOut, xfrm.DirIn} {
+			if err := st.Engine.SetSocketPolicy(k, &xfrm.Policy{Dir: d, Action: xfrm.ActionBypass}); err != nil {
+				s.clear()
+				return nil, err
+			}
+		}
+		keys = append(keys, k)
+		la := st.FullAddress(local, port)
+		c, err := gonet.DialUDP(st.Stack, &la, nil, stack.Proto(local))
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("IKE socket %v: %w", k.Local, err)
+		}
+		natt := port == exchange.NATTPort
+		if natt {
+			s.c4500 = c
+		} else {
+			s.c500 = c
+		}
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return // closed
+				}
+				b := buf[:n]
+				if ua, ok := from.(*net.UDPAddr); !ok || ua.AddrPort().Addr().Unmap() != peer {
+					continue
+				}
+				if natt {
+					if n <= 4 || !bytes.Equal(b[:4], []byte{0, 0, 0, 0}) {
+						continue // a NAT keepalive or ESP in UDP: not IKE
+					}
+					b = b[4:]
+				}
+				select {
+				case s.in <- ikeDgram{append([]byte(nil), b...), natt}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	return s, nil
+}
+
+// Send implements exchange.Transport.
+func (s *stackIKE) Send(msg []byte, natt bool) error {
+	c, port := s.c500, uint16(500)
+	if natt {
+		s.on4500 = true
+		c, port, msg = s.c4500, exchange.NATTPort, append([]byte{0, 0, 0, 0}, msg...)
+	}
+	_, err := c.WriteTo(msg, net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.peer, port)))
+	return err
+}
+
+// Recv implements exchange.Transport.
+func (s *stackIKE) Recv(ctx context.Context) ([]byte, bool, error) {
+	select {
+	case d := <-s.in:
+		if d.natt {
+			s.on4500 = true
+		}
+		return d.b, d.natt, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
+// floated reports whether IKE used port 4500.
+func (s *stackIKE) floated() bool { return s.on4500 }
+
+// Close closes the sockets and removes their policies.
+func (s *stackIKE) Close() {
+	for _, c := range []*gonet.UDPConn{s.c500, s.c4500} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	s.clear()
+}
+
+// guestState is one line group of `ip xfrm state`.
+type guestState struct {
+	src, dst netip.Addr
+	mode     string
+	encap    bool
+}
+
+var (
+	stateHeadRE  = regexp.MustCompile(`^src (\S+) dst (\S+)$`)
+	stateProtoRE = regexp.MustCompile(`^\s+proto esp spi (0x[0-9a-f]+)\S* reqid \S+ mode (\S+)`)
+)
+
+// parseGuestStates maps SPI to the ESP states of `ip -s xfrm state`; it
+// stops at the first empty line (Charon.XfrmState's policies follow,
+// whose templates look like states' protocol lines).
+func parseGuestStates(out string) map[uint32]guestState {
+	m := map[uint32]guestState{}
+	var cur guestState
+	var spi uint32
+	have := false
+	flush := func() {
+		if have {
+			m[spi] = cur
+		}
+		have, cur = false, guestState{}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if l == "" {
+			break
+		}
+		if s := stateHeadRE.FindStringSubmatch(l); s != nil {
+			flush()
+			cur.src, _ = netip.ParseAddr(s[1])
+			cur.dst, _ = netip.ParseAddr(s[2])
+			continue
+		}
+		if s := stateProtoRE.FindStringSubmatch(l); s != nil {
+			var v uint64
+			fmt.Sscanf(s[1], "0x%x", &v)
+			spi, cur.mode, have = uint32(v), s[2], true
+			continue
+		}
+		if strings.Contains(l, "encap type") {
+			cur.encap = true
+		}
+	}
+	flush()
+	return m
+}
+
+// ikeClearFrames is clearFrames with IKE (UDP 500 and 4500 between the
+// outer addresses, both ways) allowed in clear.
+func ikeClearFrames(frames [][]byte, a, b netip.Addr) []string {
+	var flows []leakcheck.Flow
+	for _, p := range []uint16{500, exchange.NATTPort} {
+		flows = append(flows, leakcheck.Flow{Name: fmt.Sprintf("IKE on %d", p), Src: host(a), Dst: host(b), Proto: uint8(header.UDPProtocolNumber),
+			SrcPort: leakcheck.Between(p, p), DstPort: leakcheck.Between(p, p), Both: true, Clear: true})
+	}
+	flows = append(flows, leakcheck.Flow{Name: "every test flow"})
+	c := leakcheck.New(leakcheck.Config{Flows: flows, MaxFindings: len(frames) + 1})
+	for _, fr := range frames {
+		c.Frame(fr)
+	}
+	c.Flush()
+	var bad []string
+	for _, f := range c.Findings() {
+		bad = append(bad, f.String())
+	}
+	return bad
+}
+
+// isESPInUDP tells whether an IPv4 frame is a UDP datagram on port 4500
+// that is not IKE (no non-ESP marker) and not a NAT keepalive.
+func isESPInUDP(fr []byte) bool {
+	if len(fr) < 14+20 || fr[12] != 0x08 || fr[13] != 0 {
+		return false
+	}
+	ip := fr[14:]
+	off := int(ip[0]&0xf) * 4
+	if len(ip) < off+8+4 {
+		return false
+	}
+	u := ip[off:]
+	if uint16(u[0])<<8|uint16(u[1]) != exchange.NATTPort && uint16(u[2])<<8|uint16(u[3]) != exchange.NATTPort {
+		return false
+	}
+	p := u[8:]
+	return !bytes.Equal(p[:4], []byte{0, 0, 0, 0}) && !(len(p) == 1 && p[0] == 0xff)
+}

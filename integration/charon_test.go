@@ -394,6 +394,11 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 		t.Errorf("%d ESP-in-UDP packets on the wire; want plain ESP only", udp4500)
 	}
 	t.Logf("wire: %d frames, ESP %d s→k and %d k→s, no ESP in UDP", len(frames), esp[[2]netip.Addr{sO, gO}], esp[[2]netip.Addr{gO, sO}])
+	// Informational: charon's retransmissions (1 s timeout here) show
+	// where a message was lost or answered late.
+	if n := strings.Count(ch.Log(ctx), "retransmit "); n > 0 {
+		t.Logf("charon retransmitted %d times", n)
+	}
 	if after, err := ch.ListSAs(ctx); err == nil {
 		sas = after // with the counters of the traffic
 	}

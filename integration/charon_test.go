@@ -677,3 +677,73 @@ func ikeClearFrames(frames [][]byte, a, b netip.Addr) []string {
 	}
 	return bad
 }
+
+// TestParseGuestStates: the `ip -s xfrm state` reader of
+// TestLinuxGuestCharon against output of the Linux 6.1 guest's iproute2
+// (6.1, as charon installed the states; keys shortened), followed by
+// `ip xfrm policy` whose templates carry "proto esp spi ... mode" lines
+// too and must not be read as states.
+func TestParseGuestStates(t *testing.T) {
+	out := "src 192.0.2.2 dst 192.0.2.1\n" +
+		"\tproto esp spi 0xa292d522(2727531810) reqid 1(0x00000001) mode transport\n" +
+		"\treplay-window 0 seq 0x00000000 flag  (0x00000000)\n" +
+		"\taead rfc4106(gcm(aes)) 0x0895 (160 bits) 128\n" +
+		"\tlifetime current:\n" +
+		"\t  0(bytes), 0(packets)\n" +
+		"src 2001:db8:1::1 dst 2001:db8:1::2\n" +
+		"\tproto esp spi 0xcea6bd78(3467033976) reqid 1(0x00000001) mode tunnel\n" +
+		"\treplay-window 32 seq 0x00000000 flag  (0x00000000)\n" +
+		"\tencap type espinudp sport 4500 dport 4500 addr 0.0.0.0\n" +
+		"\t  0(bytes), 0(packets)\n" +
+		"\n" +
+		"src 192.0.2.2/32 dst 192.0.2.1/32 \n" +
+		"\tdir out priority 367231 ptype main \n" +
+		"\ttmpl src 0.0.0.0 dst 0.0.0.0\n" +
+		"\t\tproto esp spi 0xa292d522 reqid 1 mode tunnel\n"
+	got := parseGuestStates(out)
+	want := map[uint32]guestState{
+		0xa292d522: {src: netip.MustParseAddr("192.0.2.2"), dst: netip.MustParseAddr("192.0.2.1"), mode: "transport"},
+		0xcea6bd78: {src: netip.MustParseAddr("2001:db8:1::1"), dst: netip.MustParseAddr("2001:db8:1::2"), mode: "tunnel", encap: true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d states, want %d: %+v", len(got), len(want), got)
+	}
+	for spi, w := range want {
+		if got[spi] != w {
+			t.Errorf("state %#08x: got %+v, want %+v", spi, got[spi], w)
+		}
+	}
+}
+
+// TestTSPrefix: traffic selectors (RFC 7296 §3.13.1 address ranges) to
+// the prefixes installed as policy selectors.
+func TestTSPrefix(t *testing.T) {
+	ts := func(a, b string, proto uint8, lo, hi uint16) message.TrafficSelector {
+		s := message.TrafficSelector{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: proto, StartPort: lo, EndPort: hi,
+			Start: netip.MustParseAddr(a), End: netip.MustParseAddr(b)}
+		if s.Start.Is6() {
+			s.TSType = message.TS_IPV6_ADDR_RANGE
+		}
+		return s
+	}
+	for _, c := range []struct {
+		ts   message.TrafficSelector
+		want string // "" for an error
+	}{
+		{ts("192.0.2.1", "192.0.2.1", 0, 0, 65535), "192.0.2.1/32"},
+		{ts("10.56.1.0", "10.56.1.255", 0, 0, 65535), "10.56.1.0/24"},
+		{ts("0.0.0.0", "255.255.255.255", 0, 0, 65535), "0.0.0.0/0"},
+		{ts("2001:db8:100::", "2001:db8:100::ffff:ffff:ffff:ffff", 0, 0, 65535), "2001:db8:100::/64"},
+		{ts("10.56.1.1", "10.56.1.2", 0, 0, 65535), ""},   // not a prefix
+		{ts("10.56.1.0", "10.56.1.255", 6, 0, 65535), ""}, // a protocol
+		{ts("10.56.1.0", "10.56.1.255", 0, 80, 80), ""},   // a port
+	} {
+		p, err := tsPrefix(c.ts)
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%v-%v proto %d ports %d-%d: got %v, want an error", c.ts.Start, c.ts.End, c.ts.IPProto, c.ts.StartPort, c.ts.EndPort, p)
+		case c.want != "" && (err != nil || p.String() != c.want):
+			t.Errorf("%v-%v: got %v, %v; want %s", c.ts.Start, c.ts.End, p, err, c.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -276,25 +277,15 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 		t.Errorf("our CHILD SAs are in mode %v/%v, want %v", res.In.Mode, res.Out.Mode, c.mode)
 	}
 
-	// charon's view: the IKE SA, the CHILD SA in our mode, our SPIs, no
-	// UDP encapsulation.
+	// charon's view: one IKE SA with our SPIs, its initiator as the case
+	// says, on the ports seen; one CHILD SA installed in our mode, not in
+	// UDP, with our SPIs reversed.
 	sas, err := ch.ListSAs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode := strings.ToUpper(c.mode.String())
-	for _, want := range []string{
-		"ESTABLISHED",
-		fmt.Sprintf("%016x_i", res.SPIi), fmt.Sprintf("%016x_r", res.SPIr),
-		fmt.Sprintf("INSTALLED, %s,", mode),
-		fmt.Sprintf("in  %08x", res.Out.SPI), fmt.Sprintf("out %08x", res.In.SPI),
-	} {
-		if !strings.Contains(sas, want) {
-			t.Errorf("swanctl --list-sas lacks %q:\n%s", want, sas)
-		}
-	}
-	if strings.Contains(sas, "-in-UDP") {
-		t.Errorf("charon encapsulates ESP in UDP:\n%s", sas)
+	if err := checkCharonSAs(sas, c, res, netip.AddrPortFrom(gO, ike.port()), netip.AddrPortFrom(sO, ike.port())); err != nil {
+		t.Errorf("swanctl --list-sas: %v:\n%s", err, sas)
 	}
 
 	// The guest kernel's states (installed by charon through
@@ -399,14 +390,58 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 	if n := strings.Count(ch.Log(ctx), "retransmit "); n > 0 {
 		t.Logf("charon retransmitted %d times", n)
 	}
-	if after, err := ch.ListSAs(ctx); err == nil {
-		sas = after // with the counters of the traffic
+	// charon reads the kernel's counters of its SAs too.
+	if after, err := ch.ListSAs(ctx); err != nil {
+		t.Error(err)
+	} else {
+		sas = after
+		if l, err := linuxvm.ParseSAs(sas); err != nil || len(l) != 1 || len(l[0].Children) != 1 {
+			t.Errorf("swanctl --list-sas after the traffic: %v", err)
+		} else if cs := l[0].Children[0]; cs.PacketsIn == 0 || cs.PacketsOut == 0 {
+			t.Errorf("charon counts %d packets in, %d out", cs.PacketsIn, cs.PacketsOut)
+		}
 	}
 	if t.Failed() {
 		t.Logf("swanctl --list-sas:\n%s\nguest xfrm:\n%s", sas, xs)
 	} else {
 		t.Logf("charon (guest) swanctl --list-sas after the traffic:\n%s", sas)
 	}
+}
+
+// checkCharonSAs compares charon's swanctl --list-sas with our Result.
+func checkCharonSAs(text string, c charonCase, res *exchange.Result, local, remote netip.AddrPort) error {
+	sas, err := linuxvm.ParseSAs(text)
+	if err != nil {
+		return err
+	}
+	if len(sas) != 1 || len(sas[0].Children) != 1 {
+		return fmt.Errorf("%d IKE SAs, want one with one CHILD SA", len(sas))
+	}
+	ike, ch := sas[0], sas[0].Children[0]
+	var bad []string
+	check := func(what string, got, want any) {
+		if got != want {
+			bad = append(bad, fmt.Sprintf("%s %v, want %v", what, got, want))
+		}
+	}
+	check("IKE SA state", ike.State, "ESTABLISHED")
+	check("SPIi", fmt.Sprintf("%016x", ike.SPIi), fmt.Sprintf("%016x", res.SPIi))
+	check("SPIr", fmt.Sprintf("%016x", ike.SPIr), fmt.Sprintf("%016x", res.SPIr))
+	check("charon initiated", ike.LocalInitiator, c.charonInitiates)
+	check("local", ike.Local, local)
+	check("remote", ike.Remote, remote)
+	check("local ID", ike.LocalID, charonID)
+	check("remote ID", ike.RemoteID, stackID)
+	check("CHILD SA state", ch.State, "INSTALLED")
+	check("mode", ch.Mode, strings.ToUpper(c.mode.String()))
+	check("ESP in UDP", ch.Encap, false)
+	check("protocol", ch.Protocol, "ESP")
+	check("inbound SPI", fmt.Sprintf("%08x", ch.SPIIn), fmt.Sprintf("%08x", res.Out.SPI))
+	check("outbound SPI", fmt.Sprintf("%08x", ch.SPIOut), fmt.Sprintf("%08x", res.In.SPI))
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 // hostTS is the traffic selector of one address, all protocols and ports.
@@ -591,6 +626,14 @@ func (s *stackIKE) Recv(ctx context.Context) ([]byte, bool, error) {
 
 // floated reports whether IKE used port 4500.
 func (s *stackIKE) floated() bool { return s.on4500 }
+
+// port is the IKE port last used.
+func (s *stackIKE) port() uint16 {
+	if s.on4500 {
+		return exchange.NATTPort
+	}
+	return 500
+}
 
 // Close closes the sockets and removes their policies.
 func (s *stackIKE) Close() {

@@ -5,8 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -310,4 +313,139 @@ func dropPluginNoise(s string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// IKESA is one IKE SA of swanctl --list-sas (ParseSAs).
+type IKESA struct {
+	Name     string // connection name
+	UniqueID string // "#1"
+	State    string // ESTABLISHED, CONNECTING, ...
+	Version  string // "IKEv2"
+	// SPIi and SPIr are the IKE SPIs; LocalInitiator says the guest's
+	// charon initiated (swanctl marks the local SPI with '*').
+	SPIi, SPIr     uint64
+	LocalInitiator bool
+	// LocalID and RemoteID are the identities; Local and Remote the IKE
+	// endpoints (the port shows the float to 4500).
+	LocalID, RemoteID string
+	Local, Remote     netip.AddrPort
+	// Proposal is the IKE SA's algorithms, e.g.
+	// "AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/CURVE_25519".
+	Proposal string
+	Children []ChildSA
+}
+
+// ChildSA is one CHILD SA of an IKESA.
+type ChildSA struct {
+	Name     string
+	UniqueID string
+	ReqID    uint32
+	State    string // INSTALLED, REKEYED, ...
+	Mode     string // TRANSPORT, TUNNEL, BEET
+	// Encap says that ESP is in UDP (swanctl's "-in-UDP").
+	Encap    bool
+	Protocol string // ESP, AH
+	Proposal string // e.g. "AES_GCM_16-128"
+	// SPIIn and SPIOut are charon's inbound and outbound SPIs, with their
+	// byte and packet counters (from the kernel's SAs).
+	SPIIn, SPIOut                            uint32
+	BytesIn, PacketsIn, BytesOut, PacketsOut uint64
+	// LocalTS and RemoteTS are the traffic selectors as swanctl prints
+	// them ("10.0.0.0/24", "192.0.2.1/32[tcp/80]").
+	LocalTS, RemoteTS []string
+}
+
+var (
+	ikeLineRE   = regexp.MustCompile(`^(\S+): (#\d+), (\S+), (IKEv\d), ([0-9a-f]{16})_i(\*?) ([0-9a-f]{16})_r(\*?)$`)
+	peerLineRE  = regexp.MustCompile(`^  (local|remote) +'(.*)' @ (\S+)\[(\d+)\]`)
+	childLineRE = regexp.MustCompile(`^  (\S+): (#\d+), reqid (\d+), (\S+), ([A-Z]+)(-in-UDP)?, ([A-Z]+):(\S+)$`)
+	spiLineRE   = regexp.MustCompile(`^    (in|out) +([0-9a-f]{8})\S*, +(\d+) bytes, +(\d+) packets`)
+	tsLineRE    = regexp.MustCompile(`^    (local|remote) +(.+)$`)
+)
+
+// ParseSAs reads the text of swanctl --list-sas (strongSwan 5.9) into
+// its IKE SAs and their CHILD SAs. Lines it does not know (timers,
+// virtual IPs) are skipped.
+func ParseSAs(text string) ([]IKESA, error) {
+	var sas []IKESA
+	var ike *IKESA
+	var child *ChildSA
+	for n, l := range strings.Split(text, "\n") {
+		l = strings.TrimRight(l, " \r")
+		if l == "" {
+			continue
+		}
+		bad := func(err error) ([]IKESA, error) {
+			return nil, fmt.Errorf("linuxvm: swanctl --list-sas line %d %q: %w", n+1, l, err)
+		}
+		if m := ikeLineRE.FindStringSubmatch(l); m != nil {
+			sas = append(sas, IKESA{Name: m[1], UniqueID: m[2], State: m[3], Version: m[4], LocalInitiator: m[6] == "*"})
+			ike, child = &sas[len(sas)-1], nil
+			ike.SPIi, _ = strconv.ParseUint(m[5], 16, 64)
+			ike.SPIr, _ = strconv.ParseUint(m[7], 16, 64)
+			continue
+		}
+		if ike == nil {
+			return bad(errors.New("not inside an IKE SA"))
+		}
+		if m := childLineRE.FindStringSubmatch(l); m != nil {
+			id, err := strconv.ParseUint(m[3], 10, 32)
+			if err != nil {
+				return bad(err)
+			}
+			ike.Children = append(ike.Children, ChildSA{Name: m[1], UniqueID: m[2], ReqID: uint32(id), State: m[4],
+				Mode: m[5], Encap: m[6] != "", Protocol: m[7], Proposal: m[8]})
+			child = &ike.Children[len(ike.Children)-1]
+			continue
+		}
+		if child == nil {
+			if m := peerLineRE.FindStringSubmatch(l); m != nil {
+				a, err := netip.ParseAddr(m[3])
+				if err != nil {
+					return bad(err)
+				}
+				p, _ := strconv.ParseUint(m[4], 10, 16)
+				if m[1] == "local" {
+					ike.LocalID, ike.Local = m[2], netip.AddrPortFrom(a, uint16(p))
+				} else {
+					ike.RemoteID, ike.Remote = m[2], netip.AddrPortFrom(a, uint16(p))
+				}
+				continue
+			}
+			// The IKE SA's algorithms: one word with slashes
+			// ("AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/CURVE_25519").
+			if w := strings.TrimPrefix(l, "  "); ike.Proposal == "" && !strings.ContainsRune(w, ' ') && strings.Contains(w, "/") {
+				ike.Proposal = w
+			}
+			continue
+		}
+		if m := spiLineRE.FindStringSubmatch(l); m != nil {
+			spi, _ := strconv.ParseUint(m[2], 16, 32)
+			b, _ := strconv.ParseUint(m[3], 10, 64)
+			p, _ := strconv.ParseUint(m[4], 10, 64)
+			if m[1] == "in" {
+				child.SPIIn, child.BytesIn, child.PacketsIn = uint32(spi), b, p
+			} else {
+				child.SPIOut, child.BytesOut, child.PacketsOut = uint32(spi), b, p
+			}
+			continue
+		}
+		if m := tsLineRE.FindStringSubmatch(l); m != nil {
+			if m[1] == "local" {
+				child.LocalTS = strings.Fields(m[2])
+			} else {
+				child.RemoteTS = strings.Fields(m[2])
+			}
+		}
+	}
+	return sas, nil
+}
+
+// SAs returns the guest charon's IKE and CHILD SAs (ListSAs, parsed).
+func (c *Charon) SAs(ctx context.Context) ([]IKESA, error) {
+	out, err := c.ListSAs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSAs(out)
 }

@@ -221,50 +221,12 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 	}
 	defer ike.Close()
 
-	cfg := exchange.Config{
-		Local: netip.AddrPortFrom(sO, 500), Remote: netip.AddrPortFrom(gO, 500),
-		LocalID: exchange.Email(stackID), RemoteID: exchange.Email(charonID), PSK: []byte(charonPSK),
-		IKE: c.ike, ESP: c.esp,
-		LocalTS:  []message.TrafficSelector{hostTS(sA)},
-		RemoteTS: []message.TrafficSelector{hostTS(gA)},
-		Mode:     c.mode,
-	}
 	guestBefore, err := vm.XfrmStats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	var res *exchange.Result
-	if c.charonInitiates {
-		r, err := exchange.NewResponder(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		initiated := make(chan error, 1)
-		go func() {
-			out, err := ch.Initiate(ctx, charonChild, 20*time.Second)
-			if err != nil {
-				err = fmt.Errorf("%w\n%s", err, out)
-			}
-			initiated <- err
-		}()
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		res, err = exchange.Serve(sctx, r, ike)
-		scancel()
-		if err != nil {
-			t.Fatalf("our responder: %v", err)
-		}
-		if err := <-initiated; err != nil {
-			t.Fatalf("swanctl --initiate: %v", err)
-		}
-	} else {
-		ictx, icancel := context.WithTimeout(ctx, 30*time.Second)
-		res, err = exchange.Initiate(ictx, cfg, ike, exchange.Retransmit{Timeout: 2 * time.Second, Tries: 3})
-		icancel()
-		if err != nil {
-			t.Fatalf("our initiator: %v", err)
-		}
-	}
+	res := negotiateExchange(ctx, t, c, ch, ike)
 	t.Logf("IKE SA %016x_i %016x_r and CHILD SA in %08x out %08x up in %v; IKE on 4500: %v, NAT-T: %v",
 		res.SPIi, res.SPIr, res.In.SPI, res.Out.SPI, time.Since(t0).Round(time.Millisecond), ike.floated(), res.NATT)
 	if res.NATT || res.In.Encap.Type != xfrm.EncapNone || res.Out.Encap.Type != xfrm.EncapNone {
@@ -406,6 +368,57 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 	} else {
 		t.Logf("charon (guest) swanctl --list-sas after the traffic:\n%s", sas)
 	}
+}
+
+// negotiateExchange is the host side of the IKE exchange: our
+// ike/exchange state machines over the stack's IKE sockets, as initiator
+// (exchange.Initiate) or, while swanctl --initiate runs in the guest, as
+// responder (exchange.Serve). It is the part the IKE daemon replaces;
+// the checks around it need only the Result.
+func negotiateExchange(ctx context.Context, t *testing.T, c charonCase, ch *linuxvm.Charon, ike *stackIKE) *exchange.Result {
+	t.Helper()
+	sA, gA, sO, gO := c.addrs()
+	cfg := exchange.Config{
+		Local: netip.AddrPortFrom(sO, 500), Remote: netip.AddrPortFrom(gO, 500),
+		LocalID: exchange.Email(stackID), RemoteID: exchange.Email(charonID), PSK: []byte(charonPSK),
+		IKE: c.ike, ESP: c.esp,
+		LocalTS:  []message.TrafficSelector{hostTS(sA)},
+		RemoteTS: []message.TrafficSelector{hostTS(gA)},
+		Mode:     c.mode,
+	}
+	var res *exchange.Result
+	var err error
+	if c.charonInitiates {
+		r, err := exchange.NewResponder(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		initiated := make(chan error, 1)
+		go func() {
+			out, err := ch.Initiate(ctx, charonChild, 20*time.Second)
+			if err != nil {
+				err = fmt.Errorf("%w\n%s", err, out)
+			}
+			initiated <- err
+		}()
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = exchange.Serve(sctx, r, ike)
+		scancel()
+		if err != nil {
+			t.Fatalf("our responder: %v", err)
+		}
+		if err := <-initiated; err != nil {
+			t.Fatalf("swanctl --initiate: %v", err)
+		}
+	} else {
+		ictx, icancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err = exchange.Initiate(ictx, cfg, ike, exchange.Retransmit{Timeout: 2 * time.Second, Tries: 3})
+		icancel()
+		if err != nil {
+			t.Fatalf("our initiator: %v", err)
+		}
+	}
+	return res
 }
 
 // checkCharonSAs compares charon's swanctl --list-sas with our Result.

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,14 +165,13 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	vm.cmd.Stdin = nil
 	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
-	if err := vm.cmd.Start(); err != nil {
+	if err := startPinned(vm.cmd, func(err error) {
+		vm.exitErr = err
+		close(vm.exited)
+	}); err != nil {
 		vm.Close()
 		return nil, fmt.Errorf("linuxvm: qemu: %w", err)
 	}
-	go func() {
-		vm.exitErr = vm.cmd.Wait()
-		close(vm.exited)
-	}()
 	bootCtx, cancel := context.WithTimeout(ctx, o.BootTimeout)
 	defer cancel()
 	if err := vm.connect(bootCtx, sock); err != nil {
@@ -184,6 +184,27 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	vm.BootTime = time.Since(start)
 	return vm, nil
+}
+
+// startPinned starts cmd from an OS thread of its own, which waits for
+// it and calls exited with Wait's result, and only then ends. qemu runs
+// with Pdeathsig, which Linux sends when the thread that forked the child
+// exits (prctl(2): the "parent" is the thread), and Go ends a thread when
+// a goroutine that locked it returns, as the tests' namespace helpers do
+// (LockOSThread, Setns, return): qemu forked on the caller's thread could
+// be killed by a later, unrelated Setns helper on that thread.
+func startPinned(cmd *exec.Cmd, exited func(error)) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread must outlive the child, and ends with it
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited(cmd.Wait())
+	}()
+	return <-started
 }
 
 // freeTapName returns an unused interface name derived from the pid.

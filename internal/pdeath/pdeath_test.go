@@ -1,6 +1,7 @@
 package pdeath
 
 import (
+	"errors"
 	"os/exec"
 	"runtime"
 	"syscall"
@@ -42,6 +43,50 @@ func TestChildOutlivesEndedThreads(t *testing.T) {
 		t.Fatal("killed child reported success")
 	}
 }
+
+// TestStartFromEndingThread: the goroutine that calls Start ends locked
+// right after it, so the runtime ends its thread (found by a second
+// route: TestLinuxGateway after TestLinuxGuestCharon lost every ping,
+// then "control channel: connection reset by peer"). The child lives on.
+// The main thread is never ended, so a call that lands there is retried.
+func TestStartFromEndingThread(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	type res struct {
+		done <-chan error
+		err  error
+	}
+	started := make(chan res, 1)
+	for {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			if syscall.Gettid() == syscall.Getpid() {
+				runtime.UnlockOSThread()
+				started <- res{err: errMainThread}
+				return
+			}
+			done, err := Start(cmd)
+			started <- res{done, err}
+		}()
+		r := <-started
+		if r.err == errMainThread {
+			continue
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		endLockedThreads(5)
+		select {
+		case err := <-r.done:
+			t.Fatalf("child died when the thread that called Start ended: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		cmd.Process.Kill()
+		<-r.done
+		return
+	}
+}
+
+var errMainThread = errors.New("on the main thread")
 
 // TestPdeathsigFiresOnThreadExit shows the hazard Start avoids: a child
 // forked on a locked thread that then ends is killed at once. (The

@@ -69,6 +69,9 @@ func parseID(s string) (config.Identity, error) {
 		case strings.HasPrefix(rest, "@"):
 			return config.Identity{Type: m.ID_RFC822_ADDR, Data: []byte(rest[1:])}, nil
 		default:
+			if rest == "" {
+				return config.Identity{}, fmt.Errorf("empty FQDN identity %q", s)
+			}
 			return config.Identity{Type: m.ID_FQDN, Data: []byte(rest)}, nil
 		}
 	}
@@ -277,9 +280,15 @@ func encodeDN(s string) ([]byte, error) {
 	}
 	var rdns []byte
 	n := 0
-	for _, part := range strings.Split(s, sep) {
+	parts := strings.Split(s, sep)
+	for i, part := range parts {
 		if strings.TrimLeft(part, " ") == "" {
-			continue
+			if i == len(parts)-1 {
+				continue // atodn accepts a trailing separator
+			}
+			// atodn reads the separator as the start of an attribute
+			// type and fails; the string becomes a KEY_ID.
+			return nil, fmt.Errorf("empty RDN")
 		}
 		typ, val, ok := strings.Cut(part, "=")
 		typ = strings.Trim(typ, " ")

@@ -140,6 +140,17 @@ func (b *builder) build(root *section) error {
 	for _, k := range root.settingsKeys() {
 		return errAt(k.pos, "unknown top-level option %q", k.key)
 	}
+	referenced := map[string]bool{}
+	var walk func(s *section)
+	walk = func(s *section) {
+		for _, r := range s.refs {
+			referenced[strings.SplitN(r.path, ".", 2)[0]] = true
+		}
+		for _, c := range s.sections {
+			walk(c)
+		}
+	}
+	walk(root)
 	for _, s := range root.sections {
 		var err error
 		switch s.name {
@@ -163,7 +174,11 @@ func (b *builder) build(root *section) error {
 				err = errAt(s.pos, "pools (virtual IP address pools) are not supported by ipsecstack")
 			}
 		default:
-			err = errAt(s.pos, "unknown top-level section %q", s.name)
+			// A section that others reference is a template: its
+			// settings are checked where they are inherited.
+			if !referenced[s.name] {
+				err = errAt(s.pos, "unknown top-level section %q", s.name)
+			}
 		}
 		if err != nil {
 			return err
@@ -194,6 +209,9 @@ func (b *builder) conn(s *section) (*config.Connection, error) {
 	const undef = -1
 	rekey, reauth, over, rand := int64(undef), int64(undef), int64(undef), int64(undef)
 	for _, k := range s.settingsKeys() {
+		if !printable(k.value) {
+			return nil, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
+		}
 		if known, err := checkUnsupported(connUnsupported, k, "connection"); known {
 			if err != nil {
 				return nil, err
@@ -514,6 +532,9 @@ func (b *builder) auth(s *section, local bool) (*config.Auth, uint64, error) {
 	var round uint64
 	var idSet bool
 	for _, k := range s.settingsKeys() {
+		if !printable(k.value) {
+			return nil, 0, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
+		}
 		if known, err := checkUnsupported(authUnsupported, k, "authentication"); known {
 			if err != nil {
 				return nil, 0, err
@@ -684,6 +705,9 @@ func (b *builder) child(s *section) (*config.Child, error) {
 	var rekeyB, lifeB, randB, rekeyP, lifeP, randP uint64
 	lifeBSet, randBSet, lifePSet, randPSet := false, false, false, false
 	for _, k := range s.settingsKeys() {
+		if !printable(k.value) {
+			return nil, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
+		}
 		if known, err := checkUnsupported(childUnsupported, k, "CHILD_SA"); known {
 			if err != nil {
 				return nil, err
@@ -1011,4 +1035,14 @@ func (b *builder) attachKeys() error {
 		}
 	}
 	return nil
+}
+
+// printable is vici_stringify's chunk_printable: isprint characters only.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

@@ -491,7 +491,7 @@ func (p *parser) parseBytes(file string, data []byte, root *section) error {
 				s.refs = append(s.refs, refs...)
 				stack = append(stack, s)
 			default:
-				return l.errf(t.line, "syntax error after %q: expected '=' or '{'", name)
+				return l.errf(t2.line, "syntax error after %q: expected '=' or '{'", name)
 			}
 		default:
 			what := map[tokKind]string{tokOpen: "{", tokColon: ":", tokComma: ",", tokEq: "="}[t.kind]

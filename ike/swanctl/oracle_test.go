@@ -189,7 +189,7 @@ var ssNames = map[m.TransformType]map[uint16]string{
 		12: "HMAC_SHA2_256_128", 13: "HMAC_SHA2_384_192", 14: "HMAC_SHA2_512_256"},
 	m.TransformPRF: {1: "PRF_HMAC_MD5", 2: "PRF_HMAC_SHA1", 4: "PRF_AES128_XCBC", 5: "PRF_HMAC_SHA2_256",
 		6: "PRF_HMAC_SHA2_384", 7: "PRF_HMAC_SHA2_512", 8: "PRF_AES128_CMAC"},
-	m.TransformKE: {14: "MODP_2048", 19: "ECP_256", 20: "ECP_384", 31: "CURVE_25519"},
+	m.TransformKE:  {14: "MODP_2048", 19: "ECP_256", 20: "ECP_384", 31: "CURVE_25519"},
 	m.TransformESN: {0: "NO_EXT_SEQ", 1: "EXT_SEQ"},
 }
 
@@ -408,7 +408,9 @@ func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second
 // compareConn checks our connection against charon's log of it.
 func compareConn(t *testing.T, file string, c *config.Connection, l *logConn) {
 	t.Helper()
-	errf := func(format string, args ...any) { t.Errorf("%s: conn %s: "+format, append([]any{file, c.Name}, args...)...) }
+	errf := func(format string, args ...any) {
+		t.Errorf("%s: conn %s: "+format, append([]any{file, c.Name}, args...)...)
+	}
 	want := map[string]string{
 		"local_port": strconv.Itoa(int(c.LocalPort)), "remote_port": strconv.Itoa(int(c.RemotePort)),
 		"send_certreq": b01(c.SendCertReq), "encap": b01(c.Encap), "dpd_delay": secs(c.DPDDelay),

@@ -51,7 +51,7 @@ func readBlob(dir, sub, token string) ([]byte, string, error) {
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(dir, sub, token)
 	}
-	b, err := os.ReadFile(p)
+	b, err := readRegular(p, maxCredFile)
 	if err != nil {
 		return nil, p, fmt.Errorf("loading %s: %s", p, pathErr(err))
 	}
@@ -161,7 +161,7 @@ func loadKeyDirs(dir string) ([]loadedKey, error) {
 		sort.Strings(names)
 		for _, n := range names {
 			p := filepath.Join(d, n)
-			b, err := os.ReadFile(p)
+			b, err := readRegular(p, maxCredFile)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %s", p, pathErr(err))
 			}
@@ -192,7 +192,7 @@ func loadCADir(dir string) ([]*x509.Certificate, error) {
 			continue
 		}
 		p := filepath.Join(d, e.Name())
-		b, err := os.ReadFile(p)
+		b, err := readRegular(p, maxCredFile)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s", p, pathErr(err))
 		}

@@ -172,6 +172,16 @@ type entry struct {
 // proposal_create_from_string and check_proposal do, and then checks that
 // ipsecstack implements every transform in it.
 func parseProposal(proto m.ProtocolID, s string) (m.Proposal, error) {
+	p, err := parseProposalStrongSwan(proto, s)
+	if err != nil {
+		return p, err
+	}
+	return p, supported(p)
+}
+
+// parseProposalStrongSwan is what strongSwan makes of s, before the check
+// against what ipsecstack implements.
+func parseProposalStrongSwan(proto m.ProtocolID, s string) (m.Proposal, error) {
 	var es []entry
 	for _, tok := range strings.Split(s, "-") {
 		tok = strings.Trim(tok, " ")
@@ -194,8 +204,7 @@ func parseProposal(proto m.ProtocolID, s string) (m.Proposal, error) {
 	if err != nil {
 		return m.Proposal{}, err
 	}
-	p := toProposal(proto, es)
-	return p, supported(p)
+	return toProposal(proto, es), nil
 }
 
 func has(es []entry, t m.TransformType) bool {

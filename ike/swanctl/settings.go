@@ -1,7 +1,9 @@
 package swanctl
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -125,6 +127,34 @@ func errAt(p config.Pos, format string, args ...any) *Error {
 	return &Error{Pos: p, Msg: fmt.Sprintf(format, args...)}
 }
 
+// Limits on what is read: a configuration file, and a certificate or key.
+const (
+	maxConfigFile = 16 << 20
+	maxCredFile   = 1 << 20
+)
+
+// readRegular reads a regular file of at most max bytes: like strongSwan
+// (which skips anything but regular files), so that a path like
+// /dev/zero or a FIFO cannot hang the loader.
+func readRegular(name string, max int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &os.PathError{Op: "open", Path: name, Err: errors.New("not a regular file")}
+	}
+	if st.Size() > max {
+		return nil, &os.PathError{Op: "open", Path: name, Err: fmt.Errorf("larger than %d bytes", max)}
+	}
+	return io.ReadAll(io.LimitReader(f, max+1))
+}
+
 // fileSystem is how files are read: the OS normally, a map in tests of
 // syntax alone.
 type fileSystem interface {
@@ -134,7 +164,7 @@ type fileSystem interface {
 
 type osFS struct{}
 
-func (osFS) ReadFile(name string) ([]byte, error)  { return os.ReadFile(name) }
+func (osFS) ReadFile(name string) ([]byte, error)  { return readRegular(name, maxConfigFile) }
 func (osFS) Glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
 
 // tokKind is a token of the settings grammar.

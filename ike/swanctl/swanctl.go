@@ -932,7 +932,7 @@ func (b *builder) keySecret(sec *section) error {
 		}
 	}
 	path := filepath.Join(b.dir, typ, file.value)
-	data, err := osFS{}.ReadFile(path)
+	data, err := readRegular(path, maxCredFile)
 	if err != nil {
 		return errAt(file.pos, "file: %s: %s", path, pathErr(err))
 	}

@@ -98,7 +98,7 @@ func TestRejected(t *testing.T) {
 		{"unknown auth option", local("   foo = 1"), 4, "foo: unknown authentication option"},
 		{"missing cert", local("   certs = nothere.pem"), 4, "certs: loading "},
 		{"cert not a regular file", local("   certs = /dev/zero"), 4, "/dev/zero: not a regular file"},
-		{"include not a regular file", "\ninclude /dev/zero\n", 2, "/dev/zero: not a regular file"},
+		{"include not a regular file", "\ninclude /dev/zero\n", 2, `include "/dev/zero": not a regular file`},
 		{"pkcs11 cert", local("   cert-1 { handle = 0a }"), 4, "handle: PKCS#11 tokens are not supported"},
 		{"cert section without file", local("   cert-1 { }"), 4, "cert-1: file missing"},
 		{"unknown auth section", local("   foo { }"), 4, `unknown authentication section "foo"`},

@@ -113,6 +113,7 @@ type Error struct {
 	Msg string
 }
 
+// Error formats the error as "file:line: what".
 func (e *Error) Error() string {
 	if e.Pos.File == "" {
 		return e.Msg

@@ -47,7 +47,7 @@ func load(path string, data []byte, fsys fileSystem, dirs bool) (*config.Config,
 	if err := resolve(root); err != nil {
 		return nil, err
 	}
-	b := &builder{dir: filepath.Dir(path), file: path, cfg: &config.Config{}, dirs: dirs}
+	b := &builder{dir: filepath.Dir(path), cfg: &config.Config{}, dirs: dirs}
 	if dirs {
 		if b.keys, err = loadKeyDirs(b.dir); err != nil {
 			return nil, &Error{Pos: config.Pos{File: path}, Msg: err.Error()}
@@ -68,7 +68,6 @@ func load(path string, data []byte, fsys fileSystem, dirs bool) (*config.Config,
 
 type builder struct {
 	dir  string
-	file string
 	cfg  *config.Config
 	keys []loadedKey
 	// dirs says the key directories were read, so a certificate without
@@ -293,6 +292,9 @@ func (b *builder) conn(s *section) (*config.Connection, error) {
 	}
 	if rand == undef {
 		rand = min(over, rekey/2)
+	}
+	if c.LocalPort == 0 {
+		c.LocalPort = 500 // config_sn: 0 is charon's socket port
 	}
 	c.RekeyTime = time.Duration(rekey) * time.Second
 	c.OverTime = time.Duration(over) * time.Second

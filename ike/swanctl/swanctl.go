@@ -323,6 +323,13 @@ func (b *builder) conn(s *section) (*config.Connection, error) {
 				if err != nil {
 					return nil, err
 				}
+				for _, o := range c.Children {
+					if o.Name == ch.Name {
+						// "children" and "Children" are two sections to
+						// the settings parser but one to vici.
+						return nil, errAt(cs.pos, "child %s is defined twice (also at %s)", ch.Name, o.Pos)
+					}
+				}
 				c.Children = append(c.Children, ch)
 			}
 		case strings.HasPrefix(name, "local"), strings.HasPrefix(name, "remote"):

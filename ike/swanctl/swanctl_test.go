@@ -148,6 +148,7 @@ func TestRejected(t *testing.T) {
 		{"bad bytes", child("    rekey_bytes = 1t"), 5, `rekey_bytes: "1t" is not a byte count`},
 		{"child subsection", child("    foo { }"), 5, `unknown CHILD_SA section "foo"`},
 		{"key in children", conn("  children { a = b }"), 3, `children: unexpected option "a"`},
+		{"child twice", conn("  children { a { } }\n  Children {\n a { } }"), 5, "child a is defined twice (also at "},
 		{"secret key", "secrets { a = b }\n", 1, `secrets: unexpected option "a"`},
 		{"secret type", "secrets {\n eap-x { secret = y } }\n", 2, `secret type of "eap-x" is not supported`},
 		{"secret xauth", "secrets {\n xauth { secret = y } }\n", 2, `secret type of "xauth" is not supported`},

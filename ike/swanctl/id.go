@@ -70,7 +70,8 @@ func parseID(s string) (config.Identity, error) {
 			return config.Identity{Type: m.ID_RFC822_ADDR, Data: []byte(rest[1:])}, nil
 		default:
 			if rest == "" {
-				return config.Identity{}, fmt.Errorf("empty FQDN identity %q", s)
+				// Usually `id = @#hex` unquoted, where "#" began a comment.
+				return config.Identity{}, fmt.Errorf("empty FQDN identity %q (a key ID must be quoted: \"@#hex\", as # starts a comment)", s)
 			}
 			return config.Identity{Type: m.ID_FQDN, Data: []byte(rest)}, nil
 		}

@@ -334,7 +334,7 @@ func (b *builder) conn(s *section) (*config.Connection, error) {
 			}
 		case strings.HasPrefix(name, "local"), strings.HasPrefix(name, "remote"):
 			local := strings.HasPrefix(name, "local")
-			a, n, err := b.auth(sub, local)
+			a, n, err := b.auth(sub)
 			if err != nil {
 				return nil, err
 			}
@@ -536,7 +536,7 @@ func parseBytes(v string) (uint64, error) {
 }
 
 // auth parses a local* or remote* section; it returns the round number.
-func (b *builder) auth(s *section, local bool) (*config.Auth, uint64, error) {
+func (b *builder) auth(s *section) (*config.Auth, uint64, error) {
 	a := &config.Auth{Pos: s.pos, Method: config.AuthPubkey}
 	var round uint64
 	var idSet bool

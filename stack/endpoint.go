@@ -6,11 +6,13 @@
 package stack
 
 import (
+	"io"
 	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -82,6 +84,12 @@ type LinkStats struct {
 	// qdisc (TxPacketsDroppedNoBufferSpace), and not what the wrapper
 	// passes on, so without this they would be silent.
 	OutLinkDropped atomic.Uint64
+	// OutGSOPackets counts the TCP packets of the stack's segmentation
+	// offload that passed outputGSO (every packet of a TCP connection
+	// since SupportedGSO); OutGSOSegments the segments cut out of those
+	// that were larger than one segment.
+	OutGSOPackets  atomic.Uint64
+	OutGSOSegments atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -172,11 +180,29 @@ func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return e.lower.Capabilities() &^ (stack.CapabilityTXChecksumOffload)
 }
 
-// GSOMaxSize reports no GSO: segments must be whole before IPsec.
-func (e *Endpoint) GSOMaxSize() uint32 { return 0 }
+// GSOMaxSize is the largest TCP packet the stack may hand the wrapper to
+// be cut into segments (outputGSO): an IPv4 packet of at most 65535
+// bytes, as gVisor's TCP sends GSOMaxSize minus its 61-byte allowance for
+// a full TCP header as payload.
+const GSOMaxSize = 0xffff - header.IPv4MinimumSize
 
-// SupportedGSO reports no GSO.
-func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return stack.GSONotSupported }
+// GSOMaxSize implements stack.GSOEndpoint; see SupportedGSO.
+func (e *Endpoint) GSOMaxSize() uint32 { return GSOMaxSize }
+
+// SupportedGSO reports segmentation offload of the host kind: the stack's
+// TCP hands us packets of up to GSOMaxSize with the segment size
+// (GSO.MSS) and leaves the TCP checksum to us, and outputGSO cuts them
+// into segments, checksums and seals each. Linux's esp4_offload works
+// the same way (segment, then encrypt each segment). TCP, IP and the
+// queue then handle one packet where they handled dozens, which was most
+// of the sender's CPU on a real link. gVisor's own GSO kind
+// (GVisorGSOSupported) only saves TCP's bookkeeping: its TCP still cuts
+// the segments itself and sends each through IP on its own.
+//
+// Every segment is whole and checksummed before the engine sees it, so
+// the policy decision, the sealing and the fragmentation after IPsec are
+// those of a segment TCP sent itself.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
 
 // Attach keeps the NIC's dispatcher for re-injection.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
@@ -271,6 +297,10 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 
 func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
 	e.watchConfig()
+	if t := pkt.GSOOptions.Type; (t == stack.GSOTCPv4 || t == stack.GSOTCPv6) && !pkt.NetworkPacketInfo.IsForwardedPacket {
+		e.outputGSO(pkt, out)
+		return
+	}
 	linkLen := len(pkt.LinkHeader().Slice())
 	v := pkt.ToView()
 	defer v.Release()
@@ -279,6 +309,14 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 		e.forwardOut(pkt, ip, out)
 		return
 	}
+	e.outputIP(pkt, ip, nil, out)
+}
+
+// outputIP runs the IP packet ip of pkt through the engine and queues
+// what is to be sent. ip is a private copy: the caller's (seg nil), or
+// owned by seg, which a packet sent in clear takes over (outputIP then
+// reports true; otherwise seg stays the caller's).
+func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View, out *stack.PacketBufferList) (took bool) {
 	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
 		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
 		// A local packet with DF that will be fragmented whatever IPsec
@@ -297,12 +335,12 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	case xfrm.VerdictDrop:
 		a.release()
 		e.Stats.OutDropped.Add(1)
-		return
+		return false
 	case xfrm.VerdictPass:
 		a.release()
 		e.Stats.OutPassed.Add(1)
-		e.sendWire(pkt, ip, ip, nil, out)
-		return
+		e.sendWire(pkt, ip, ip, seg, out)
+		return seg != nil
 	}
 	e.Stats.OutProtected.Add(1)
 	for _, v := range a.emitted {
@@ -312,6 +350,113 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	a.emitted = a.emitted[:0]
 	pv := a.take()
 	e.sendWire(pkt, ip, pv.AsSlice(), pv, out)
+	return false
+}
+
+// outputGSO cuts a TCP packet of the stack's (see SupportedGSO) into
+// segments of at most GSO.MSS payload bytes, as Linux's tcp_gso_segment
+// does: every segment gets the headers with its own sequence number, IP
+// length (and IPv4 ID and header checksum), and TCP checksum; CWR stays
+// on the first segment only, FIN and PSH on the last only. Each segment
+// then takes the path of a packet TCP sent itself (outputIP). The stack
+// left the TCP checksum to us (GSO.NeedsCsum), also for packets that need
+// no cutting, so every packet of a GSO connection comes here.
+//
+// The payload is copied once, from the stack's buffer into the segment;
+// a segment that is sealed is built in one scratch buffer reused for the
+// next, a segment sent in clear is handed to the link.
+func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
+	v4 := pkt.GSOOptions.Type == stack.GSOTCPv4
+	if len(th) < header.TCPMinimumSize || int(header.TCP(th).DataOffset()) != len(th) ||
+		(v4 && len(nh) < header.IPv4MinimumSize) || (!v4 && len(nh) < header.IPv6MinimumSize) {
+		// Not what gVisor's TCP builds; never guess.
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	payload := pkt.Data().ToBuffer()
+	defer payload.Release()
+	total := int(payload.Size())
+	mss := int(pkt.GSOOptions.MSS)
+	if mss <= 0 || mss > total {
+		mss = total
+	}
+	hl := len(nh) + len(th)
+	if hl+mss > 0xffff+header.IPv6MinimumSize {
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	nseg := 1
+	if total > 0 {
+		nseg = (total + mss - 1) / mss
+	}
+	e.Stats.OutGSOPackets.Add(1)
+	seq0 := header.TCP(th).SequenceNumber()
+	var id0 uint16
+	var src, dst tcpip.Address
+	if v4 {
+		h := header.IPv4(nh)
+		id0, src, dst = h.ID(), h.SourceAddress(), h.DestinationAddress()
+	} else {
+		h := header.IPv6(nh)
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	}
+	var scratch *buffer.View
+	defer func() {
+		if scratch != nil {
+			scratch.Release()
+		}
+	}()
+	for i := 0; i < nseg; i++ {
+		off := i * mss
+		n := min(mss, total-off)
+		if scratch == nil {
+			scratch = buffer.NewViewSize(hl + mss)
+		}
+		b := scratch.AsSlice()[:hl+n]
+		copy(b, nh)
+		copy(b[len(nh):], th)
+		if n > 0 {
+			if _, err := payload.ReadAt(b[hl:], int64(off)); err != nil && err != io.EOF {
+				e.engine.Stats.OutError.Add(1)
+				e.Stats.OutDropped.Add(1)
+				return
+			}
+		}
+		if v4 {
+			h := header.IPv4(b)
+			h.SetTotalLength(uint16(hl + n))
+			h.SetID(id0 + uint16(i))
+			h.SetChecksum(0)
+			h.SetChecksum(^h.CalculateChecksum())
+		} else {
+			header.IPv6(b).SetPayloadLength(uint16(hl + n - header.IPv6MinimumSize))
+		}
+		tcp := header.TCP(b[len(nh):])
+		tcp.SetSequenceNumber(seq0 + uint32(off))
+		flags := tcp.Flags()
+		if i > 0 {
+			flags &^= header.TCPFlagCwr
+		}
+		if i < nseg-1 {
+			flags &^= header.TCPFlagFin | header.TCPFlagPsh
+		}
+		tcp.SetFlags(uint8(flags))
+		tcp.SetChecksum(0)
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(th)+n))
+		tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+		if nseg > 1 {
+			e.Stats.OutGSOSegments.Add(1)
+		}
+		if i == nseg-1 || n < mss {
+			scratch.CapLength(hl + n)
+		}
+		if e.outputIP(pkt, b, scratch, out) {
+			scratch = nil // the link has it
+		}
+	}
 }
 
 // sendWire queues wire, the IP packet to send for orig (inner before

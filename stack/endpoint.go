@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -575,7 +576,7 @@ func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 		return
 	}
 	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		switch e.inbound(pkt) {
+		switch e.inbound(pkt, nil) {
 		case inDrop:
 			e.Stats.InDropped.Add(1)
 			return
@@ -602,7 +603,7 @@ const (
 // does not cross the IP layer on its way to the protocol handler (that
 // path remains for packets with extension headers). Everything else in
 // clear gets the inbound policy check.
-func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
+func (e *Endpoint) inbound(pkt *stack.PacketBuffer, rx *rxBatch) inboundVerdict {
 	// The received buffer is ours alone until we deliver it; PullUp is
 	// free for the usual single-view packet.
 	b, ok := pkt.Data().PullUp(pkt.Data().Size())
@@ -621,17 +622,17 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
 				// An IPv6 fragment to forward: checked and
 				// forwarded as it is (classifyForward).
-				return e.classify(b)
+				return e.classify(b, rx)
 			}
 		}
-		e.reassemble(b, &fi)
+		e.reassemble(b, &fi, rx)
 		return inConsumed
 	}
-	return e.classify(b)
+	return e.classify(b, rx)
 }
 
 // classify runs the inbound check on a whole datagram b.
-func (e *Endpoint) classify(b []byte) inboundVerdict {
+func (e *Endpoint) classify(b []byte, rx *rxBatch) inboundVerdict {
 	var f xfrm.Flow
 	l4off, err := xfrm.ParseFlow(b, &f)
 	if err != nil {
@@ -643,14 +644,14 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
-		if v, handled := e.encapInput(b, l4off); handled {
+		if v, handled := e.encapInput(b, l4off, rx); handled {
 			return v
 		}
 	}
 	switch xfrm.Proto(f.Proto) {
 	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
 		e.Stats.InIPsec.Add(1)
-		if e.fastInput(b, xfrm.Proto(f.Proto), &f) {
+		if e.fastInput(b, xfrm.Proto(f.Proto), &f, rx) {
 			return inConsumed
 		}
 		return inPass
@@ -669,7 +670,7 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 // reassemble adds a cleartext fragment to the engine's reassembler and,
 // when it completes a datagram, classifies the datagram and hands it to the
 // stack whole.
-func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
+func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 	e.Stats.InFragments.Add(1)
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
@@ -685,9 +686,9 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
 		v.Release()
 		return
 	}
-	switch e.classify(whole) {
+	switch e.classify(whole, rx) {
 	case inPass:
-		e.deliver(v)
+		e.deliver(v, rx)
 		return
 	case inDrop:
 		e.Stats.InDropped.Add(1)
@@ -698,7 +699,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
 // fastInput decapsulates a whole IPsec packet whose IPsec header directly
 // follows a valid IP header (no IPv6 extension headers, no fragment) and
 // whose SA we hold. It reports false to leave the packet to the IP layer.
-func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
+func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow, rx *rxBatch) bool {
 	var hlen int
 	switch b[0] >> 4 {
 	case 4:
@@ -730,23 +731,24 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 		a.release()
 		return true
 	}
-	e.reinject(a.take())
+	e.reinject(a.take(), rx)
 	return true
 }
 
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
-func (e *Endpoint) reinject(ip *buffer.View) {
+func (e *Endpoint) reinject(ip *buffer.View, rx *rxBatch) {
 	if !e.forwardIn(ip) {
 		return
 	}
 	e.Stats.Reinjected.Add(1)
-	e.deliver(ip)
+	e.deliver(ip, rx)
 }
 
 // deliver hands a whole datagram that passed the inbound check to the
-// stack, which takes ip.
-func (e *Endpoint) deliver(ip *buffer.View) {
+// stack, which takes ip; within a batch (rx not nil), through the batch's
+// GRO.
+func (e *Endpoint) deliver(ip *buffer.View, rx *rxBatch) {
 	d := e.upper()
 	if d == nil {
 		ip.Release()
@@ -758,5 +760,172 @@ func (e *Endpoint) deliver(ip *buffer.View) {
 	}
 	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(ip)})
 	defer p.DecRef()
+	if rx != nil {
+		p.NetworkProtocolNumber = proto
+		rx.enqueue(p)
+		return
+	}
 	d.DeliverNetworkPacket(proto, p)
+}
+
+// enqueue gives pkt, an IP packet that passed the inbound check, to the
+// batch's GRO, trimmed to its IP length first: GRO takes everything past
+// the TCP header as payload, so an Ethernet frame's padding (or a
+// tunnel's TFC padding, RFC 4303 §2.7) would become data of a merged
+// segment.
+func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
+	var n int
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		// Only a header with a valid checksum goes in (see
+		// rxBatch.DeliverNetworkPacket); the IP layer counts the others.
+		if h, ok := pkt.Data().PullUp(header.IPv4MinimumSize); ok {
+			if hl := int(header.IPv4(h).HeaderLength()); hl >= header.IPv4MinimumSize {
+				if h, ok := pkt.Data().PullUp(hl); ok && header.IPv4(h).IsChecksumValid() {
+					n = int(header.IPv4(h).TotalLength())
+				}
+			}
+		}
+	case header.IPv6ProtocolNumber:
+		// Only TCP right after the fixed header (what
+		// rxBatch.DeliverNetworkPacket knows to fix).
+		if h, ok := pkt.Data().PullUp(header.IPv6MinimumSize); ok && header.IPv6(h).PayloadLength() != 0 &&
+			header.IPv6(h).TransportProtocol() == header.TCPProtocolNumber {
+			n = header.IPv6MinimumSize + int(header.IPv6(h).PayloadLength())
+		}
+	}
+	if n == 0 || n > pkt.Data().Size() {
+		// Not a packet GRO may touch: up as it is, and the IP layer
+		// decides.
+		rx.up.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		return
+	}
+	if n < pkt.Data().Size() {
+		pkt.Data().CapLength(n)
+	}
+
+	rx.gro.Enqueue(pkt)
+}
+
+// rxBatch is the state of one batch of received frames
+// (DeliverNetworkPackets): the GRO that coalesces the TCP segments
+// delivered from it, and the stack's dispatcher it delivers to, through
+// rxBatch's own DeliverNetworkPacket.
+type rxBatch struct {
+	gro gro.GRO
+	up  stack.NetworkDispatcher
+	// fixTCP: the link below has no receive checksum offload, so the
+	// NIC has TCP check every checksum (see DeliverNetworkPacket).
+	fixTCP bool
+}
+
+var rxBatchPool = sync.Pool{New: func() any {
+	b := new(rxBatch)
+	b.gro.Init(true)
+	b.gro.Dispatcher = b
+	return b
+}}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the GRO: it
+// gives the stack what GRO lets through, with the checksums GRO left
+// stale made right. GRO updates a merged packet's IP length but neither
+// the IPv4 header checksum nor the TCP checksum: it marks the packet
+// RXChecksumValidated instead, and the NIC overwrites that mark with the
+// link's capability. So the IPv4 header checksum is recomputed (every
+// IPv4 packet that entered GRO had a valid one: enqueue), and, on a link
+// without receive checksum offload (whose packets TCP checks again), so
+// is the TCP checksum of every segment GRO validated (RXChecksumValidated)
+// and no other, so that a corrupt segment GRO let through untouched
+// still fails TCP's check.
+func (rx *rxBatch) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	var l4, l4len int
+	var src, dst tcpip.Address
+	switch proto {
+	case header.IPv4ProtocolNumber:
+		if b, ok := pkt.Data().PullUp(header.IPv4MinimumSize); ok {
+			if hl := int(header.IPv4(b).HeaderLength()); hl >= header.IPv4MinimumSize {
+				if b, ok := pkt.Data().PullUp(hl); ok {
+					h := header.IPv4(b)
+					h.SetChecksum(0)
+					h.SetChecksum(^h.CalculateChecksum())
+					if h.TransportProtocol() == header.TCPProtocolNumber && h.FragmentOffset() == 0 && !h.More() {
+						l4, l4len = hl, int(h.TotalLength())-hl
+						src, dst = h.SourceAddress(), h.DestinationAddress()
+					}
+				}
+			}
+		}
+	case header.IPv6ProtocolNumber:
+		if b, ok := pkt.Data().PullUp(header.IPv6MinimumSize); ok {
+			if h := header.IPv6(b); h.TransportProtocol() == header.TCPProtocolNumber {
+				l4, l4len = header.IPv6MinimumSize, int(h.PayloadLength())
+				src, dst = h.SourceAddress(), h.DestinationAddress()
+			}
+		}
+	}
+	if rx.fixTCP && pkt.RXChecksumValidated && l4 > 0 && l4len >= header.TCPMinimumSize && l4+l4len <= pkt.Data().Size() {
+		if b, ok := pkt.Data().PullUp(l4 + header.TCPMinimumSize); ok {
+			tcp := header.TCP(b[l4:])
+			tcp.SetChecksum(0)
+			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
+			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(l4))
+			tcp.SetChecksum(^xsum)
+		}
+	}
+
+	rx.up.DeliverNetworkPacket(proto, pkt)
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (rx *rxBatch) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	rx.up.DeliverLinkPacket(proto, pkt)
+}
+
+// DeliverNetworkPackets implements fdlink.BatchDispatcher: the frames of
+// one read from the link, each handled as DeliverNetworkPacket would, but
+// with what goes up to the stack (decrypted packets and cleartext ones
+// that passed the inbound check) coalesced by gVisor's GRO and flushed
+// at the end of the batch. A bulk TCP flow's segments, decrypted one by
+// one, then cross gVisor's IP and TCP as a few large segments (as Linux
+// does with GRO, where the ESP packets themselves are coalesced before
+// decryption and the inner segments after). GRO merges only in-order
+// segments of one flow with the same flags, ACK and options, and checks
+// each TCP checksum (a decrypted segment's is not yet checked) before it
+// merges, so TCP sees exactly the bytes and order it would have seen.
+func (e *Endpoint) DeliverNetworkPackets(pkts []*stack.PacketBuffer) {
+	d := e.upper()
+	if d == nil {
+		return
+	}
+	if e.fwd != nil {
+		// A gateway: what it forwards must leave as it came, never
+		// merged with other packets (gVisor's own IPv6 forwarding
+		// would find a merged packet too big for the next link), and
+		// what it takes itself is the odd control packet.
+		for _, pkt := range pkts {
+			e.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		}
+		return
+	}
+	rx := rxBatchPool.Get().(*rxBatch)
+	rx.up = d
+	rx.fixTCP = e.lower.Capabilities()&stack.CapabilityRXChecksumOffload == 0
+	for _, pkt := range pkts {
+		proto := pkt.NetworkProtocolNumber
+		if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
+			switch e.inbound(pkt, rx) {
+			case inDrop:
+				e.Stats.InDropped.Add(1)
+				continue
+			case inConsumed:
+				continue
+			}
+			rx.enqueue(pkt)
+			continue
+		}
+		d.DeliverNetworkPacket(proto, pkt)
+	}
+	rx.gro.Flush()
+	rx.up = nil
+	rxBatchPool.Put(rx)
 }

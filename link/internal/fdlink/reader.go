@@ -34,7 +34,8 @@ type ReaderOptions struct {
 	MTU uint32
 	// RXChecksumOffload marks received packets' checksums as validated.
 	RXChecksumOffload bool
-	// ClosedFunc, if set, is called when a reader stops on an error.
+	// ClosedFunc, if set, is called when a reader stops: with the error
+	// that stopped it, or nil when stopped by Close (as fdbased does).
 	ClosedFunc func(tcpip.Error)
 }
 
@@ -119,12 +120,14 @@ func (r *reader) run() {
 			r.msgs[k].Len = 0
 		}
 		n, errno := rawfile.BlockingRecvMMsgUntilStopped(r.EFD, r.fd, r.msgs)
-		if n == -1 {
-			return // stopped
-		}
-		if errno != 0 {
+		if n == -1 || errno != 0 {
+			// As fdbased: nil when stopped (Close), else the error.
 			if r.opts.ClosedFunc != nil {
-				r.opts.ClosedFunc(tcpip.TranslateErrno(errno))
+				var err tcpip.Error
+				if n != -1 {
+					err = tcpip.TranslateErrno(errno)
+				}
+				r.opts.ClosedFunc(err)
 			}
 			return
 		}

@@ -38,13 +38,14 @@ func main() {
 	wireRounds := flag.Int("wire-rounds", 3, "--wire: interleaved rounds (the median is reported)")
 	wireRR := flag.Duration("wire-rr", 3*time.Second, "--wire: UDP request/response time per contender and round")
 	wireOnly := flag.String("wire-only", "", "--wire: comma-separated contenders, by id or id prefix (default all: "+strings.Join(wireIDs(), ",")+")")
+	wirePprof := flag.String("wire-pprof", "", "--wire: write a CPU profile of every ipsecstack daemon (its --pprof) per TCP round into this directory; the profile covers the round's first "+wirePprofSeconds.String()+", so pick --wire-bytes to outlast that")
 	quick := flag.Bool("quick", false, "short runs (under 2 minutes on 2 cores)")
 	jsonFile := flag.String("json", "", "write every result to this JSON file")
 	svgDir := flag.String("svg", "", "draw the plots into this directory")
 	only := flag.String("suites", "", "comma-separated suites to run (default all: transforms,replay,spd,udp,tcp,cores)")
 	flag.Parse()
 	if *wire {
-		os.Exit(mainWire(*wireBytes, *wireRounds, *wireRR, *wireOnly, *jsonFile, *svgDir))
+		os.Exit(mainWire(*wireBytes, *wireRounds, *wireRR, *wireOnly, *wirePprof, *jsonFile, *svgDir))
 	}
 
 	want := map[string]bool{}
@@ -126,7 +127,7 @@ func cpuModel() string {
 	return runtime.GOARCH
 }
 
-func mainWire(size string, rounds int, rr time.Duration, only, jsonFile, svgDir string) int {
+func mainWire(size string, rounds int, rr time.Duration, only, pprofDir, jsonFile, svgDir string) int {
 	n, err := parseSize(size)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: --wire-bytes:", err)
@@ -136,7 +137,13 @@ func mainWire(size string, rounds int, rr time.Duration, only, jsonFile, svgDir 
 		fmt.Fprintln(os.Stderr, "bench: --wire-rounds and --wire-rr must be positive")
 		return 2
 	}
-	o := wireOpts{Bytes: n, Rounds: rounds, RR: rr, Log: os.Stderr}
+	o := wireOpts{Bytes: n, Rounds: rounds, RR: rr, Log: os.Stderr, Pprof: pprofDir}
+	if pprofDir != "" {
+		if err := os.MkdirAll(pprofDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: --wire-pprof:", err)
+			return 2
+		}
+	}
 	for _, s := range strings.Split(only, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue

@@ -24,7 +24,10 @@ type wireOpts struct {
 	Rounds int           // interleaved rounds
 	RR     time.Duration // UDP request/response time per round
 	Only   []string      // contender ids or id prefixes (wireWanted); empty: all
-	Log    io.Writer
+	// Pprof, if set, is a directory for CPU profiles of the ipsecstack
+	// daemons, one per daemon and TCP round (wirePprofSeconds each).
+	Pprof string
+	Log   io.Writer
 }
 
 // wireReport is what a --wire run measured, for JSON and the table.
@@ -130,6 +133,7 @@ func runWire(o wireOpts) (*wireReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.pprofDir = o.Pprof
 	defer e.close()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -216,7 +220,9 @@ func runWire(o wireOpts) (*wireReport, error) {
 			if c.failed != "" {
 				continue
 			}
+			prof := c.startProfiles(r + 1)
 			res, err := wireTCP(c, o.Bytes)
+			prof()
 			if err != nil {
 				c.fail(o.Log, fmt.Sprintf("round %d TCP: %s", r+1, oneLineErr(err)))
 				continue

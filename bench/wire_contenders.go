@@ -47,6 +47,11 @@ type wireContender struct {
 	rr            []wireRR
 	droppedSeen   map[string]uint64 // daemon drop counters that moved, over all rounds
 	retransSource string
+	// pprofDir and pprofNS (--wire-pprof): where to write profiles, and
+	// the namespaces of daemons A and B, whose --pprof listens on
+	// wirePprofAddr.
+	pprofDir string
+	pprofNS  []string
 }
 
 // wireRound is one measured TCP transfer.
@@ -268,6 +273,9 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			if setkey != "" {
 				args = append(args, "--setkey", setkey)
 			}
+			if e.pprofDir != "" {
+				args = append(args, "--pprof", wirePprofAddr)
+			}
 			if e.debug {
 				args = append(args, "--pcap", strings.TrimSuffix(ctl, ".sock")+".pcap", "--log-level", "debug")
 			}
@@ -300,6 +308,10 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			}
 		}
 		c.controls = []string{ctlA, ctlB}
+		if e.pprofDir != "" {
+			c.pprofDir = e.pprofDir
+			c.pprofNS = []string{nsA, nsB}
+		}
 		if c.link == "tap" {
 			for _, x := range [][2]string{{nsA, strings.TrimPrefix(linkA, "tap:")}, {nsB, strings.TrimPrefix(linkB, "tap:")}} {
 				if err := waitBridgePort(x[0], x[1]); err != nil {

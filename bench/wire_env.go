@@ -32,6 +32,9 @@ type wireEnv struct {
 	// debug (WIRE_DEBUG=1): daemons capture (--pcap) and log at debug
 	// level, and the directory is kept for a look afterwards.
 	debug bool
+	// pprofDir (--wire-pprof): daemons serve --pprof, and each TCP
+	// round's CPU profiles are written here.
+	pprofDir string
 
 	mu     sync.Mutex
 	ns     []string

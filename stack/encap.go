@@ -32,7 +32,7 @@ import (
 // wrong checksum are dropped: counted as XfrmInHdrError here (Linux counts
 // them as UDP InErrors/InCsumErrors, which we do not keep). A zero UDP
 // checksum means none over IPv4 and is refused over IPv6 (RFC 8200 §8.1).
-func (e *Endpoint) encapInput(b []byte, l4off int) (v inboundVerdict, handled bool) {
+func (e *Endpoint) encapInput(b []byte, l4off int, rx *rxBatch) (v inboundVerdict, handled bool) {
 	var hdr []byte
 	var src, dst tcpip.Address
 	switch b[0] >> 4 {
@@ -78,7 +78,7 @@ func (e *Endpoint) encapInput(b []byte, l4off int) (v inboundVerdict, handled bo
 		a.release()
 		return inConsumed, true
 	}
-	e.reinject(a.take())
+	e.reinject(a.take(), rx)
 	return inConsumed, true
 }
 

@@ -6,14 +6,17 @@
 package stack
 
 import (
+	"io"
 	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -82,6 +85,12 @@ type LinkStats struct {
 	// qdisc (TxPacketsDroppedNoBufferSpace), and not what the wrapper
 	// passes on, so without this they would be silent.
 	OutLinkDropped atomic.Uint64
+	// OutGSOPackets counts the TCP packets of the stack's segmentation
+	// offload that passed outputGSO (every packet of a TCP connection
+	// since SupportedGSO); OutGSOSegments the segments cut out of those
+	// that were larger than one segment.
+	OutGSOPackets  atomic.Uint64
+	OutGSOSegments atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -172,11 +181,29 @@ func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return e.lower.Capabilities() &^ (stack.CapabilityTXChecksumOffload)
 }
 
-// GSOMaxSize reports no GSO: segments must be whole before IPsec.
-func (e *Endpoint) GSOMaxSize() uint32 { return 0 }
+// GSOMaxSize is the largest TCP packet the stack may hand the wrapper to
+// be cut into segments (outputGSO): an IPv4 packet of at most 65535
+// bytes, as gVisor's TCP sends GSOMaxSize minus its 61-byte allowance for
+// a full TCP header as payload.
+const GSOMaxSize = 0xffff - header.IPv4MinimumSize
 
-// SupportedGSO reports no GSO.
-func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return stack.GSONotSupported }
+// GSOMaxSize implements stack.GSOEndpoint; see SupportedGSO.
+func (e *Endpoint) GSOMaxSize() uint32 { return GSOMaxSize }
+
+// SupportedGSO reports segmentation offload of the host kind: the stack's
+// TCP hands us packets of up to GSOMaxSize with the segment size
+// (GSO.MSS) and leaves the TCP checksum to us, and outputGSO cuts them
+// into segments, checksums and seals each. Linux's esp4_offload works
+// the same way (segment, then encrypt each segment). TCP, IP and the
+// queue then handle one packet where they handled dozens, which was most
+// of the sender's CPU on a real link. gVisor's own GSO kind
+// (GVisorGSOSupported) only saves TCP's bookkeeping: its TCP still cuts
+// the segments itself and sends each through IP on its own.
+//
+// Every segment is whole and checksummed before the engine sees it, so
+// the policy decision, the sealing and the fragmentation after IPsec are
+// those of a segment TCP sent itself.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
 
 // Attach keeps the NIC's dispatcher for re-injection.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
@@ -271,6 +298,10 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 
 func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
 	e.watchConfig()
+	if t := pkt.GSOOptions.Type; (t == stack.GSOTCPv4 || t == stack.GSOTCPv6) && !pkt.NetworkPacketInfo.IsForwardedPacket {
+		e.outputGSO(pkt, out)
+		return
+	}
 	linkLen := len(pkt.LinkHeader().Slice())
 	v := pkt.ToView()
 	defer v.Release()
@@ -279,6 +310,14 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 		e.forwardOut(pkt, ip, out)
 		return
 	}
+	e.outputIP(pkt, ip, nil, out)
+}
+
+// outputIP runs the IP packet ip of pkt through the engine and queues
+// what is to be sent. ip is a private copy: the caller's (seg nil), or
+// owned by seg, which a packet sent in clear takes over (outputIP then
+// reports true; otherwise seg stays the caller's).
+func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View, out *stack.PacketBufferList) (took bool) {
 	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
 		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
 		// A local packet with DF that will be fragmented whatever IPsec
@@ -297,12 +336,12 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	case xfrm.VerdictDrop:
 		a.release()
 		e.Stats.OutDropped.Add(1)
-		return
+		return false
 	case xfrm.VerdictPass:
 		a.release()
 		e.Stats.OutPassed.Add(1)
-		e.sendWire(pkt, ip, ip, nil, out)
-		return
+		e.sendWire(pkt, ip, ip, seg, out)
+		return seg != nil
 	}
 	e.Stats.OutProtected.Add(1)
 	for _, v := range a.emitted {
@@ -312,6 +351,113 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 	a.emitted = a.emitted[:0]
 	pv := a.take()
 	e.sendWire(pkt, ip, pv.AsSlice(), pv, out)
+	return false
+}
+
+// outputGSO cuts a TCP packet of the stack's (see SupportedGSO) into
+// segments of at most GSO.MSS payload bytes, as Linux's tcp_gso_segment
+// does: every segment gets the headers with its own sequence number, IP
+// length (and IPv4 ID and header checksum), and TCP checksum; CWR stays
+// on the first segment only, FIN and PSH on the last only. Each segment
+// then takes the path of a packet TCP sent itself (outputIP). The stack
+// left the TCP checksum to us (GSO.NeedsCsum), also for packets that need
+// no cutting, so every packet of a GSO connection comes here.
+//
+// The payload is copied once, from the stack's buffer into the segment;
+// a segment that is sealed is built in one scratch buffer reused for the
+// next, a segment sent in clear is handed to the link.
+func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
+	v4 := pkt.GSOOptions.Type == stack.GSOTCPv4
+	if len(th) < header.TCPMinimumSize || int(header.TCP(th).DataOffset()) != len(th) ||
+		(v4 && len(nh) < header.IPv4MinimumSize) || (!v4 && len(nh) < header.IPv6MinimumSize) {
+		// Not what gVisor's TCP builds; never guess.
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	payload := pkt.Data().ToBuffer()
+	defer payload.Release()
+	total := int(payload.Size())
+	mss := int(pkt.GSOOptions.MSS)
+	if mss <= 0 || mss > total {
+		mss = total
+	}
+	hl := len(nh) + len(th)
+	if hl+mss > 0xffff+header.IPv6MinimumSize {
+		e.engine.Stats.OutError.Add(1)
+		e.Stats.OutDropped.Add(1)
+		return
+	}
+	nseg := 1
+	if total > 0 {
+		nseg = (total + mss - 1) / mss
+	}
+	e.Stats.OutGSOPackets.Add(1)
+	seq0 := header.TCP(th).SequenceNumber()
+	var id0 uint16
+	var src, dst tcpip.Address
+	if v4 {
+		h := header.IPv4(nh)
+		id0, src, dst = h.ID(), h.SourceAddress(), h.DestinationAddress()
+	} else {
+		h := header.IPv6(nh)
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	}
+	var scratch *buffer.View
+	defer func() {
+		if scratch != nil {
+			scratch.Release()
+		}
+	}()
+	for i := 0; i < nseg; i++ {
+		off := i * mss
+		n := min(mss, total-off)
+		if scratch == nil {
+			scratch = buffer.NewViewSize(hl + mss)
+		}
+		b := scratch.AsSlice()[:hl+n]
+		copy(b, nh)
+		copy(b[len(nh):], th)
+		if n > 0 {
+			if _, err := payload.ReadAt(b[hl:], int64(off)); err != nil && err != io.EOF {
+				e.engine.Stats.OutError.Add(1)
+				e.Stats.OutDropped.Add(1)
+				return
+			}
+		}
+		if v4 {
+			h := header.IPv4(b)
+			h.SetTotalLength(uint16(hl + n))
+			h.SetID(id0 + uint16(i))
+			h.SetChecksum(0)
+			h.SetChecksum(^h.CalculateChecksum())
+		} else {
+			header.IPv6(b).SetPayloadLength(uint16(hl + n - header.IPv6MinimumSize))
+		}
+		tcp := header.TCP(b[len(nh):])
+		tcp.SetSequenceNumber(seq0 + uint32(off))
+		flags := tcp.Flags()
+		if i > 0 {
+			flags &^= header.TCPFlagCwr
+		}
+		if i < nseg-1 {
+			flags &^= header.TCPFlagFin | header.TCPFlagPsh
+		}
+		tcp.SetFlags(uint8(flags))
+		tcp.SetChecksum(0)
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(th)+n))
+		tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+		if nseg > 1 {
+			e.Stats.OutGSOSegments.Add(1)
+		}
+		if i == nseg-1 || n < mss {
+			scratch.CapLength(hl + n)
+		}
+		if e.outputIP(pkt, b, scratch, out) {
+			scratch = nil // the link has it
+		}
+	}
 }
 
 // sendWire queues wire, the IP packet to send for orig (inner before
@@ -430,7 +576,7 @@ func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 		return
 	}
 	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		switch e.inbound(pkt) {
+		switch e.inbound(pkt, nil) {
 		case inDrop:
 			e.Stats.InDropped.Add(1)
 			return
@@ -457,7 +603,7 @@ const (
 // does not cross the IP layer on its way to the protocol handler (that
 // path remains for packets with extension headers). Everything else in
 // clear gets the inbound policy check.
-func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
+func (e *Endpoint) inbound(pkt *stack.PacketBuffer, rx *rxBatch) inboundVerdict {
 	// The received buffer is ours alone until we deliver it; PullUp is
 	// free for the usual single-view packet.
 	b, ok := pkt.Data().PullUp(pkt.Data().Size())
@@ -476,17 +622,17 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
 				// An IPv6 fragment to forward: checked and
 				// forwarded as it is (classifyForward).
-				return e.classify(b)
+				return e.classify(b, rx)
 			}
 		}
-		e.reassemble(b, &fi)
+		e.reassemble(b, &fi, rx)
 		return inConsumed
 	}
-	return e.classify(b)
+	return e.classify(b, rx)
 }
 
 // classify runs the inbound check on a whole datagram b.
-func (e *Endpoint) classify(b []byte) inboundVerdict {
+func (e *Endpoint) classify(b []byte, rx *rxBatch) inboundVerdict {
 	var f xfrm.Flow
 	l4off, err := xfrm.ParseFlow(b, &f)
 	if err != nil {
@@ -498,14 +644,14 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
-		if v, handled := e.encapInput(b, l4off); handled {
+		if v, handled := e.encapInput(b, l4off, rx); handled {
 			return v
 		}
 	}
 	switch xfrm.Proto(f.Proto) {
 	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
 		e.Stats.InIPsec.Add(1)
-		if e.fastInput(b, xfrm.Proto(f.Proto), &f) {
+		if e.fastInput(b, xfrm.Proto(f.Proto), &f, rx) {
 			return inConsumed
 		}
 		return inPass
@@ -524,7 +670,7 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 // reassemble adds a cleartext fragment to the engine's reassembler and,
 // when it completes a datagram, classifies the datagram and hands it to the
 // stack whole.
-func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
+func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 	e.Stats.InFragments.Add(1)
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
@@ -540,9 +686,9 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
 		v.Release()
 		return
 	}
-	switch e.classify(whole) {
+	switch e.classify(whole, rx) {
 	case inPass:
-		e.deliver(v)
+		e.deliver(v, rx)
 		return
 	case inDrop:
 		e.Stats.InDropped.Add(1)
@@ -553,7 +699,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
 // fastInput decapsulates a whole IPsec packet whose IPsec header directly
 // follows a valid IP header (no IPv6 extension headers, no fragment) and
 // whose SA we hold. It reports false to leave the packet to the IP layer.
-func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
+func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow, rx *rxBatch) bool {
 	var hlen int
 	switch b[0] >> 4 {
 	case 4:
@@ -585,23 +731,24 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow) bool {
 		a.release()
 		return true
 	}
-	e.reinject(a.take())
+	e.reinject(a.take(), rx)
 	return true
 }
 
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
-func (e *Endpoint) reinject(ip *buffer.View) {
+func (e *Endpoint) reinject(ip *buffer.View, rx *rxBatch) {
 	if !e.forwardIn(ip) {
 		return
 	}
 	e.Stats.Reinjected.Add(1)
-	e.deliver(ip)
+	e.deliver(ip, rx)
 }
 
 // deliver hands a whole datagram that passed the inbound check to the
-// stack, which takes ip.
-func (e *Endpoint) deliver(ip *buffer.View) {
+// stack, which takes ip; within a batch (rx not nil), through the batch's
+// GRO.
+func (e *Endpoint) deliver(ip *buffer.View, rx *rxBatch) {
 	d := e.upper()
 	if d == nil {
 		ip.Release()
@@ -613,5 +760,172 @@ func (e *Endpoint) deliver(ip *buffer.View) {
 	}
 	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(ip)})
 	defer p.DecRef()
+	if rx != nil {
+		p.NetworkProtocolNumber = proto
+		rx.enqueue(p)
+		return
+	}
 	d.DeliverNetworkPacket(proto, p)
+}
+
+// enqueue gives pkt, an IP packet that passed the inbound check, to the
+// batch's GRO, trimmed to its IP length first: GRO takes everything past
+// the TCP header as payload, so an Ethernet frame's padding (or a
+// tunnel's TFC padding, RFC 4303 §2.7) would become data of a merged
+// segment.
+func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
+	var n int
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		// Only a header with a valid checksum goes in (see
+		// rxBatch.DeliverNetworkPacket); the IP layer counts the others.
+		if h, ok := pkt.Data().PullUp(header.IPv4MinimumSize); ok {
+			if hl := int(header.IPv4(h).HeaderLength()); hl >= header.IPv4MinimumSize {
+				if h, ok := pkt.Data().PullUp(hl); ok && header.IPv4(h).IsChecksumValid() {
+					n = int(header.IPv4(h).TotalLength())
+				}
+			}
+		}
+	case header.IPv6ProtocolNumber:
+		// Only TCP right after the fixed header (what
+		// rxBatch.DeliverNetworkPacket knows to fix).
+		if h, ok := pkt.Data().PullUp(header.IPv6MinimumSize); ok && header.IPv6(h).PayloadLength() != 0 &&
+			header.IPv6(h).TransportProtocol() == header.TCPProtocolNumber {
+			n = header.IPv6MinimumSize + int(header.IPv6(h).PayloadLength())
+		}
+	}
+	if n == 0 || n > pkt.Data().Size() {
+		// Not a packet GRO may touch: up as it is, and the IP layer
+		// decides.
+		rx.up.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		return
+	}
+	if n < pkt.Data().Size() {
+		pkt.Data().CapLength(n)
+	}
+
+	rx.gro.Enqueue(pkt)
+}
+
+// rxBatch is the state of one batch of received frames
+// (DeliverNetworkPackets): the GRO that coalesces the TCP segments
+// delivered from it, and the stack's dispatcher it delivers to, through
+// rxBatch's own DeliverNetworkPacket.
+type rxBatch struct {
+	gro gro.GRO
+	up  stack.NetworkDispatcher
+	// fixTCP: the link below has no receive checksum offload, so the
+	// NIC has TCP check every checksum (see DeliverNetworkPacket).
+	fixTCP bool
+}
+
+var rxBatchPool = sync.Pool{New: func() any {
+	b := new(rxBatch)
+	b.gro.Init(true)
+	b.gro.Dispatcher = b
+	return b
+}}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the GRO: it
+// gives the stack what GRO lets through, with the checksums GRO left
+// stale made right. GRO updates a merged packet's IP length but neither
+// the IPv4 header checksum nor the TCP checksum: it marks the packet
+// RXChecksumValidated instead, and the NIC overwrites that mark with the
+// link's capability. So the IPv4 header checksum is recomputed (every
+// IPv4 packet that entered GRO had a valid one: enqueue), and, on a link
+// without receive checksum offload (whose packets TCP checks again), so
+// is the TCP checksum of every segment GRO validated (RXChecksumValidated)
+// and no other, so that a corrupt segment GRO let through untouched
+// still fails TCP's check.
+func (rx *rxBatch) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	var l4, l4len int
+	var src, dst tcpip.Address
+	switch proto {
+	case header.IPv4ProtocolNumber:
+		if b, ok := pkt.Data().PullUp(header.IPv4MinimumSize); ok {
+			if hl := int(header.IPv4(b).HeaderLength()); hl >= header.IPv4MinimumSize {
+				if b, ok := pkt.Data().PullUp(hl); ok {
+					h := header.IPv4(b)
+					h.SetChecksum(0)
+					h.SetChecksum(^h.CalculateChecksum())
+					if h.TransportProtocol() == header.TCPProtocolNumber && h.FragmentOffset() == 0 && !h.More() {
+						l4, l4len = hl, int(h.TotalLength())-hl
+						src, dst = h.SourceAddress(), h.DestinationAddress()
+					}
+				}
+			}
+		}
+	case header.IPv6ProtocolNumber:
+		if b, ok := pkt.Data().PullUp(header.IPv6MinimumSize); ok {
+			if h := header.IPv6(b); h.TransportProtocol() == header.TCPProtocolNumber {
+				l4, l4len = header.IPv6MinimumSize, int(h.PayloadLength())
+				src, dst = h.SourceAddress(), h.DestinationAddress()
+			}
+		}
+	}
+	if rx.fixTCP && pkt.RXChecksumValidated && l4 > 0 && l4len >= header.TCPMinimumSize && l4+l4len <= pkt.Data().Size() {
+		if b, ok := pkt.Data().PullUp(l4 + header.TCPMinimumSize); ok {
+			tcp := header.TCP(b[l4:])
+			tcp.SetChecksum(0)
+			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
+			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(l4))
+			tcp.SetChecksum(^xsum)
+		}
+	}
+
+	rx.up.DeliverNetworkPacket(proto, pkt)
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (rx *rxBatch) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	rx.up.DeliverLinkPacket(proto, pkt)
+}
+
+// DeliverNetworkPackets implements fdlink.BatchDispatcher: the frames of
+// one read from the link, each handled as DeliverNetworkPacket would, but
+// with what goes up to the stack (decrypted packets and cleartext ones
+// that passed the inbound check) coalesced by gVisor's GRO and flushed
+// at the end of the batch. A bulk TCP flow's segments, decrypted one by
+// one, then cross gVisor's IP and TCP as a few large segments (as Linux
+// does with GRO, where the ESP packets themselves are coalesced before
+// decryption and the inner segments after). GRO merges only in-order
+// segments of one flow with the same flags, ACK and options, and checks
+// each TCP checksum (a decrypted segment's is not yet checked) before it
+// merges, so TCP sees exactly the bytes and order it would have seen.
+func (e *Endpoint) DeliverNetworkPackets(pkts []*stack.PacketBuffer) {
+	d := e.upper()
+	if d == nil {
+		return
+	}
+	if e.fwd != nil {
+		// A gateway: what it forwards must leave as it came, never
+		// merged with other packets (gVisor's own IPv6 forwarding
+		// would find a merged packet too big for the next link), and
+		// what it takes itself is the odd control packet.
+		for _, pkt := range pkts {
+			e.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		}
+		return
+	}
+	rx := rxBatchPool.Get().(*rxBatch)
+	rx.up = d
+	rx.fixTCP = e.lower.Capabilities()&stack.CapabilityRXChecksumOffload == 0
+	for _, pkt := range pkts {
+		proto := pkt.NetworkProtocolNumber
+		if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
+			switch e.inbound(pkt, rx) {
+			case inDrop:
+				e.Stats.InDropped.Add(1)
+				continue
+			case inConsumed:
+				continue
+			}
+			rx.enqueue(pkt)
+			continue
+		}
+		d.DeliverNetworkPacket(proto, pkt)
+	}
+	rx.gro.Flush()
+	rx.up = nil
+	rxBatchPool.Put(rx)
 }

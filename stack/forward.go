@@ -215,12 +215,12 @@ func (e *Endpoint) forward4(v *buffer.View) {
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
 	if src.IsUnspecified() || ip[12] == 0 || src.IsLinkLocalUnicast() || dst.IsLinkLocalUnicast() {
-		e.deliver(v)
+		e.deliver(v, nil)
 		return
 	}
 	r, err := e.fwd.st.FindRoute(0, tcpip.Address{}, tcpAddr(dst), header.IPv4ProtocolNumber, false)
 	if err != nil {
-		e.deliver(v)
+		e.deliver(v, nil)
 		return
 	}
 	defer r.Release()

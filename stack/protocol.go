@@ -107,7 +107,7 @@ func (h *handler) handle(_ stack.TransportEndpointID, pkt *stack.PacketBuffer) b
 		a.release()
 		return true
 	}
-	ep.reinject(a.take())
+	ep.reinject(a.take(), nil)
 	return true
 }
 

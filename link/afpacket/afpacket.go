@@ -198,7 +198,13 @@ func Open(ifname string, opts Options) (stack.LinkEndpoint, error) {
 	if err != nil {
 		return fail(wrap("fdbased endpoint", err))
 	}
-	return &Endpoint{Endpoint: fdlink.New(ep, fds)}, nil
+	fe := fdlink.New(ep, fds)
+	// Our own readers (fdlink.UseReaders): batches of 32 frames, each
+	// batch handed to the IPsec wrapper as one, so that it can coalesce
+	// the TCP segments it decrypts (GRO after decryption); fdbased's
+	// readers deliver frame by frame. fdbased still writes.
+	fe.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc})
+	return &Endpoint{Endpoint: fe}, nil
 }
 
 func bufSize(n int) int {

@@ -424,6 +424,7 @@ func (e *Endpoint) worker(r *run, q chan *buffer.View) {
 		e.busy--
 		e.wcond.Broadcast()
 	}
+	batch := make([]*stack.PacketBuffer, maxBatch)
 	for {
 		select {
 		case v := <-q:
@@ -438,7 +439,7 @@ func (e *Endpoint) worker(r *run, q chan *buffer.View) {
 				return
 			}
 
-			e.deliver(v)
+			e.deliverQueued(v, q, batch)
 
 			e.wmu.Lock()
 			stopped = r.stopped
@@ -460,20 +461,82 @@ func (e *Endpoint) worker(r *run, q chan *buffer.View) {
 	}
 }
 
+// batchDispatcher is a dispatcher that takes the frames of one read as
+// one batch (the IPsec wrapper, which coalesces the TCP segments it
+// decrypts from a batch: fdlink.BatchDispatcher).
+type batchDispatcher interface {
+	DeliverNetworkPackets(pkts []*stack.PacketBuffer)
+}
+
+// maxBatch is the most frames delivered as one batch: fdlink's readers
+// read as many.
+const maxBatch = 32
+
+// deliverQueued delivers v and, to a batchDispatcher, up to maxBatch-1
+// more frames already queued behind it, as one batch, as a real link's
+// reader delivers what one recvmmsg returned. pkts is the worker's room
+// for the batch (maxBatch long).
+func (e *Endpoint) deliverQueued(v *buffer.View, q chan *buffer.View, pkts []*stack.PacketBuffer) {
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	bd, ok := d.(batchDispatcher)
+	if !ok {
+		e.deliver(v)
+		return
+	}
+	n := 0
+	for {
+		if pkt := e.frame(v, d); pkt != nil {
+			pkts[n] = pkt
+			n++
+		}
+		if n == maxBatch {
+			break
+		}
+		select {
+		case v = <-q:
+			continue
+		default:
+		}
+		break
+	}
+	if n > 0 {
+		bd.DeliverNetworkPackets(pkts[:n])
+	}
+	for i, pkt := range pkts[:n] {
+		pkt.DecRef()
+		pkts[i] = nil
+	}
+}
+
 func (e *Endpoint) deliver(v *buffer.View) {
 	e.mu.RLock()
-	d, self := e.dispatcher, e.linkAddr
+	d := e.dispatcher
 	e.mu.RUnlock()
+	pkt := e.frame(v, d)
+	if pkt == nil {
+		return
+	}
+	defer pkt.DecRef()
+	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+}
+
+// frame makes a received frame a packet for d, counted as delivered; nil
+// (the frame counted as dropped) when d is nil: no stack attached.
+func (e *Endpoint) frame(v *buffer.View, d stack.NetworkDispatcher) *stack.PacketBuffer {
 	if d == nil {
 		e.stats.dropped.Add(1)
 		v.Release()
-		return
+		return nil
 	}
+	e.mu.RLock()
+	self := e.linkAddr
+	e.mu.RUnlock()
 	if fn := e.tap.Load(); fn != nil {
 		(*fn)(In, v.AsSlice())
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
-	defer pkt.DecRef()
 	hdr, _ := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 	eth := header.Ethernet(hdr)
 	switch dst := eth.DestinationAddress(); {
@@ -488,7 +551,7 @@ func (e *Endpoint) deliver(v *buffer.View) {
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
 	e.stats.delivered.Add(1)
-	d.DeliverNetworkPacket(eth.Type(), pkt)
+	return pkt
 }
 
 // flowHash hashes the IP addresses and, for unfragmented packets, the 4

@@ -39,6 +39,12 @@ type Endpoint struct {
 	attached bool // lower has us as its dispatcher
 	closed   bool
 	onClose  func()
+
+	// readerOpts, when set (UseReaders), has the endpoint read with its
+	// own readers (reader.go) rather than fdbased's.
+	readerOpts *ReaderOptions
+	readers    []*reader
+	readerWG   sync.WaitGroup
 }
 
 var _ stack.NetworkDispatcher = (*Endpoint)(nil)
@@ -54,7 +60,13 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	defer e.mu.Unlock()
 	if !e.attached && !e.closed {
 		e.attached = true
-		e.LinkEndpoint.Attach(e)
+		if e.readerOpts == nil {
+			e.LinkEndpoint.Attach(e)
+		} else if err := e.startReaders(); err != nil && e.readerOpts.ClosedFunc != nil {
+			// No reader: the link is as good as closed (eventfd or
+			// mmap failed: out of descriptors or memory).
+			e.readerOpts.ClosedFunc(&tcpip.ErrNoBufferSpace{})
+		}
 	}
 }
 
@@ -141,7 +153,11 @@ func (e *Endpoint) Close() {
 	// Not under e.mu: a reader finishing a delivery may write a reply
 	// (which then fails with ErrClosedForSend instead of blocking).
 	if attached {
-		e.LinkEndpoint.Attach(nil) // stops the readers and waits for them
+		if e.readerOpts != nil {
+			e.stopReaders()
+		} else {
+			e.LinkEndpoint.Attach(nil) // stops the readers and waits for them
+		}
 	}
 	e.LinkEndpoint.Wait()
 	for _, fd := range e.fds {

@@ -110,3 +110,26 @@ func TestBatchReader(t *testing.T) {
 	}
 	t.Logf("%d batches, largest %d frames", len(c.batches), most)
 }
+
+// TestCloseAfterReaderEnded: a reader that ended on its own (its
+// interface deleted under it, as a test's cleanup or an operator does)
+// must leave Close something to stop. It used to close its eventfd on the
+// way out, and Close's stop then wrote to a closed descriptor: a panic
+// ("write(EFD) = (-1, bad file descriptor)") in TestLinuxGateway's and
+// TestRunFailures' clean-up, or a write into whatever file had reused the
+// number.
+func TestCloseAfterReaderEnded(t *testing.T) {
+	netnstest.Require(t)
+	gvNS, _, gvIf, _ := vethPair(t)
+	ended := make(chan tcpip.Error, 1)
+	ep := open(t, gvNS, gvIf, afpacket.Options{MTU: 1500, ClosedFunc: func(err tcpip.Error) { ended <- err }})
+	ep.Attach(&batchCounter{got: make(chan struct{}, 1)})
+	gvNS.Run(t, "ip", "link", "del", gvIf)
+	select {
+	case err := <-ended:
+		t.Logf("reader ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader did not end when its interface was deleted")
+	}
+	ep.Close() // must not panic
+}

@@ -103,9 +103,11 @@ func (r *reader) release() {
 	unix.Close(r.EFD)
 }
 
-// run reads until stopped or an error.
+// run reads until stopped or an error. It leaves the reader's resources
+// to stopReaders: Close stops every reader, including one that already
+// ended on an error (a vanished interface), and the eventfd it writes to
+// must still be this reader's, not a closed or reused descriptor.
 func (r *reader) run() {
-	defer r.release()
 	for {
 		for k := range r.msgs {
 			if r.views[k] == nil {
@@ -213,5 +215,8 @@ func (e *Endpoint) stopReaders() {
 		r.Stop()
 	}
 	e.readerWG.Wait()
+	for _, r := range e.readers {
+		r.release()
+	}
 	e.readers = nil
 }

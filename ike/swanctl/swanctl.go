@@ -99,9 +99,14 @@ var (
 	}
 )
 
-// checkUnsupported returns an error if k is an unsupported option set to
-// something else than its harmless value, and whether k was one.
-func checkUnsupported(table map[string]string, k *setting, kind string) (bool, error) {
+// checkUnsupported screens a setting before its section reads it: a value
+// that is not printable ASCII is an error, as is an unsupported option set
+// to something else than its harmless value; done says the caller has
+// nothing left to read of k (an error, or a harmless unsupported option).
+func checkUnsupported(table map[string]string, k *setting, kind string) (done bool, err error) {
+	if !printable(k.value) {
+		return true, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
+	}
 	ok, known := table[k.key]
 	if !known {
 		return false, nil
@@ -208,9 +213,6 @@ func (b *builder) conn(s *section) (*config.Connection, error) {
 	const undef = -1
 	rekey, reauth, over, rand := int64(undef), int64(undef), int64(undef), int64(undef)
 	for _, k := range s.settingsKeys() {
-		if !printable(k.value) {
-			return nil, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
-		}
 		if known, err := checkUnsupported(connUnsupported, k, "connection"); known {
 			if err != nil {
 				return nil, err
@@ -541,9 +543,6 @@ func (b *builder) auth(s *section) (*config.Auth, uint64, error) {
 	var round uint64
 	var idSet bool
 	for _, k := range s.settingsKeys() {
-		if !printable(k.value) {
-			return nil, 0, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
-		}
 		if known, err := checkUnsupported(authUnsupported, k, "authentication"); known {
 			if err != nil {
 				return nil, 0, err
@@ -714,9 +713,6 @@ func (b *builder) child(s *section) (*config.Child, error) {
 	var rekeyB, lifeB, randB, rekeyP, lifeP, randP uint64
 	lifeBSet, randBSet, lifePSet, randPSet := false, false, false, false
 	for _, k := range s.settingsKeys() {
-		if !printable(k.value) {
-			return nil, errAt(k.pos, "%s: value is not printable ASCII (strongSwan's vici rejects it too)", k.key)
-		}
 		if known, err := checkUnsupported(childUnsupported, k, "CHILD_SA"); known {
 			if err != nil {
 				return nil, err

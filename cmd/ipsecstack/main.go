@@ -33,6 +33,9 @@ func main() {
 		os.Exit(2)
 	}
 	name := os.Args[1]
+	if name == "ike" && len(os.Args) > 2 && os.Args[2] == "check" {
+		os.Exit(runIKECheck(os.Args[3:], os.Stdout, os.Stderr))
+	}
 	if name == "-h" || name == "--help" || name == "help" {
 		usage()
 		return

@@ -68,7 +68,7 @@ type Connection struct {
 	// deleted (default 10% of RekeyTime).
 	OverTime time.Duration
 	// RandTime is the upper bound of the random jitter subtracted from
-	// RekeyTime (default OverTime).
+	// RekeyTime (default min(OverTime, RekeyTime/2)).
 	RandTime time.Duration
 	// KeyingTries is how many times keying is attempted (default 1; 0
 	// means forever).
@@ -149,9 +149,41 @@ type Auth struct {
 	// Key is the local private key for Certs[0] (from the secrets or
 	// swanctl/private, x509 directories); nil for remote rounds.
 	Key crypto.Signer
-	// Schemes are the RFC 7427 hash algorithms allowed,
-	// in preference order (ikecrypto.Hash*); empty means the defaults.
+	// KeyType narrows the signature key type (auth = rsa, ecdsa, ed25519,
+	// rsa/pss ...); KeyAny for auth = pubkey.
+	KeyType KeyType
+	// Schemes are the RFC 7427 hash algorithms allowed (IANA "IKEv2 Hash
+	// Algorithms": 1 SHA1, 2 SHA2-256, 3 SHA2-384, 4 SHA2-512, 5
+	// Identity for Ed25519), in preference order; empty means the daemon's
+	// defaults. swanctl applies them to the IKE AUTH signature and to the
+	// signatures of the peer's certificate chain.
 	Schemes []uint16
+}
+
+// KeyType is a signature key type constraint.
+type KeyType uint8
+
+// Key types.
+const (
+	KeyAny     KeyType = iota // any key the certificate has
+	KeyRSA                    // RSA, PKCS#1 v1.5 signatures (or PSS when the peer uses it)
+	KeyRSAPSS                 // RSA with RSASSA-PSS signatures only (auth = rsa/pss)
+	KeyECDSA                  // ECDSA
+	KeyEd25519                // Ed25519
+)
+
+// DynamicTS is swanctl's "dynamic" traffic selector: the IKE SA's address
+// on that side (the virtual IP is not supported), with an optional protocol
+// and port range. It is a TrafficSelector with TSType 0 and no addresses;
+// the daemon replaces it by the IKE endpoint's /32 or /128 before it goes
+// on the wire.
+func DynamicTS(proto uint8, startPort, endPort uint16) message.TrafficSelector {
+	return message.TrafficSelector{IPProto: proto, StartPort: startPort, EndPort: endPort}
+}
+
+// IsDynamic reports whether ts is a DynamicTS.
+func IsDynamic(ts message.TrafficSelector) bool {
+	return ts.TSType == 0 && !ts.Start.IsValid() && !ts.End.IsValid() && ts.Data == nil
 }
 
 // Identity is an IKE identity (RFC 7296 §3.5): the exchange's type, so a
@@ -199,12 +231,14 @@ type Child struct {
 	LifeTime        time.Duration // default RekeyTime * 1.1
 	RandTime        time.Duration // default LifeTime - RekeyTime
 	RekeyBytes      uint64        // 0 off
-	LifeBytes       uint64
-	RekeyPackets    uint64
-	LifePackets     uint64
-	ReplayWindow    uint32 // default 32
-	ReqID           uint32 // 0: assigned
-	HWOffload, Copy bool   // rejected by the parser when set to anything but defaults
+	LifeBytes       uint64        // default RekeyBytes * 1.1
+	RandBytes       uint64        // default LifeBytes - RekeyBytes
+	RekeyPackets    uint64        // 0 off
+	LifePackets     uint64        // default RekeyPackets * 1.1
+	RandPackets     uint64        // default LifePackets - RekeyPackets
+	ReplayWindow    uint32        // default 32
+	ReqID           uint32        // 0: assigned
+	HWOffload, Copy bool          // rejected by the parser when set to anything but defaults
 }
 
 // Secret is one secrets.<type><suffix> section.

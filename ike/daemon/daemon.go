@@ -421,15 +421,16 @@ func (d *Daemon) newRequest(la, from netip.AddrPort, m inMsg, h message.Header) 
 	}
 	n := len(d.halfOpen)
 	closed := d.closed
+	max, threshold := d.opts.HalfOpenMax, d.opts.CookieThreshold
 	d.mu.Unlock()
 	if closed {
 		return
 	}
-	if n >= d.opts.HalfOpenMax {
+	if n >= max {
 		d.Stats.HalfOpenRefused.Add(1)
 		return
 	}
-	if n >= d.opts.CookieThreshold {
+	if n >= threshold {
 		resp, ok := exchange.CheckCookie(d.cookies, m.b, from.Addr())
 		if !ok {
 			if resp != nil {
@@ -468,6 +469,14 @@ func (d *Daemon) newRequest(la, from netip.AddrPort, m inMsg, h message.Header) 
 	sa.deliver(m)
 	d.wg.Add(1)
 	go sa.runResponder(r)
+}
+
+// SetHalfOpenLimits changes the cookie threshold and the half-open
+// budget (Options.CookieThreshold, HalfOpenMax) of a running daemon.
+func (d *Daemon) SetHalfOpenLimits(cookieThreshold, max int) {
+	d.mu.Lock()
+	d.opts.CookieThreshold, d.opts.HalfOpenMax = cookieThreshold, max
+	d.mu.Unlock()
 }
 
 // matchConn finds the connection a peer at remote reaching local belongs

@@ -4,12 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
@@ -260,4 +265,166 @@ func TestTwoStacks(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestTrap: A's child has start_action=trap: its policies are in place
+// before any IKE SA, the first TCP packet's ACQUIRE starts the initiator,
+// the packets meanwhile are dropped (none in clear) and the connection
+// then completes over the negotiated SAs. Deleting from the responder
+// side removes the SAs on both sides and leaves A's trap in place, so the
+// next packet brings the child up again.
+func TestTrap(t *testing.T) {
+	for _, fam := range []int{4, 6} {
+		t.Run(fmt.Sprintf("ipv%d", fam), func(t *testing.T) {
+			A, B := addrA4, addrB4
+			if fam == 6 {
+				A, B = addrA6, addrB6
+			}
+			b := newBed(t, fam,
+				connConfig(A, B, "a.test", "b.test", xfrm.ModeTunnel, config.StartTrap),
+				connConfig(B, A, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone))
+			if n := b.a.Engine.SPD.Len(); n == 0 {
+				t.Fatal("no trap policies on A")
+			}
+			if l := b.da.List(); len(l.Traps) != 1 || len(l.SAs) != 0 {
+				t.Fatalf("A's listing before traffic:\n%s", l.Format())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := testbed.TCPTransfer(ctx, b.a, B, 64<<10); err != nil {
+				t.Fatal(err)
+			}
+			if b.da.Stats.Acquires.Load() == 0 {
+				t.Error("no ACQUIRE reached the daemon")
+			}
+			if n := espSAs(b.a.Engine); n != 2 {
+				t.Fatalf("A has %d ESP SAs, want 2", n)
+			}
+			// B deletes; both sides lose the SAs, A keeps its trap.
+			if err := b.db.Terminate(ctx, "peer"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "SAs removed on both sides", 5*time.Second, func() bool {
+				return espSAs(b.a.Engine) == 0 && espSAs(b.b.Engine) == 0
+			})
+			if n := b.a.Engine.SPD.Len(); n == 0 {
+				t.Fatal("A's trap policies went with the SAs")
+			}
+			waitFor(t, "A's IKE SA gone", 5*time.Second, func() bool { return len(b.da.List().SAs) == 0 })
+			if _, err := testbed.TCPTransfer(ctx, b.a, B, 64<<10); err != nil {
+				t.Fatalf("after the delete, the trap did not bring the child back: %v", err)
+			}
+			if got := b.da.Stats.IKEEstablished.Load(); got != 2 {
+				t.Errorf("%d IKE SAs established by A, want 2", got)
+			}
+			b.checkLeaks(t)
+		})
+	}
+}
+
+// TestCookieAndHalfOpen: with a half-open budget of 1, a stranger's
+// IKE_SA_INIT (from a port that never continues) takes the one slot and
+// a second stranger's is dropped and counted, B keeping no state for it;
+// with the budget raised and a cookie threshold of 1, B answers A's
+// IKE_SA_INIT with a COOKIE (RFC 7296 §2.6), which A returns and so gets
+// its IKE SA.
+func TestCookieAndHalfOpen(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	b.db.SetHalfOpenLimits(1, 1)
+	xcfg := exchange.Config{Local: netip.AddrPortFrom(addrA4, 600), Remote: netip.AddrPortFrom(addrB4, 500),
+		LocalID: exchange.FQDN("x"), RemoteID: exchange.FQDN("y"), PSK: []byte("k"),
+		IKE:     exchange.IKESuite{Encr: message.ENCR_AES_CBC, KeyBits: 128, Integ: message.AUTH_HMAC_SHA2_256_128, PRF: message.PRF_HMAC_SHA2_256, KE: message.KE_CURVE25519},
+		ESP:     exchange.ESPSuite{Encr: message.ENCR_AES_GCM_16, KeyBits: 128},
+		LocalTS: []message.TrafficSelector{hostTS(addrA4)}, RemoteTS: []message.TrafficSelector{hostTS(addrB4)}}
+	u, err := gonet.DialUDP(b.a.Stack, &tcpip.FullAddress{Addr: tcpip.AddrFrom4(addrA4.As4()), Port: 600}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	stranger := func() {
+		x, err := exchange.NewInitiator(xcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := x.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.WriteTo(req, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addrB4, 500))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stranger()
+	waitFor(t, "B's half-open SA", 5*time.Second, func() bool { return snap(b.db, "IKESAsHalfOpen") == 1 })
+	stranger()
+	waitFor(t, "the refused IKE_SA_INIT", 5*time.Second, func() bool { return b.db.Stats.HalfOpenRefused.Load() == 1 })
+	if n := snap(b.db, "IKESAsHalfOpen"); n != 1 {
+		t.Errorf("%d half-open SAs, want 1", n)
+	}
+	b.db.SetHalfOpenLimits(1, DefaultHalfOpenMax)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.db.Stats.CookiesSent.Load(); n != 1 {
+		t.Errorf("B sent %d cookies, want 1", n)
+	}
+}
+
+func snap(d *Daemon, name string) uint64 {
+	for _, s := range d.Snapshot() {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	return 0
+}
+
+// TestDPD: A checks liveness after 1 s of silence; B's daemon dies
+// without a word (its IKE SAs vanish, its sockets stay, so A's requests
+// meet nothing that answers). A declares B dead after its
+// retransmissions (0.5 s growing by 1.8, 3 tries: about 6 s) and removes
+// the SAs; the failure is counted as "dead".
+func TestDPD(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgA.Connections[0].DPDDelay = time.Second
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	// While B lives, liveness checks are answered.
+	time.Sleep(2500 * time.Millisecond)
+	if l := b.da.List(); len(l.SAs) != 1 {
+		t.Fatalf("A lost its IKE SA while B answered:\n%s", l.Format())
+	}
+	start := time.Now()
+	b.db.mu.Lock()
+	for sa := range b.db.sas {
+		sa.cancel()
+	}
+	b.db.mu.Unlock()
+	waitFor(t, "A to declare B dead", 15*time.Second, func() bool { return espSAs(b.a.Engine) == 0 && len(b.da.List().SAs) == 0 })
+	took := time.Since(start)
+	if took > 10*time.Second {
+		t.Errorf("dead after %v", took)
+	}
+	if n := snap2(b.da, "IKEFailures", "dead"); n != 1 {
+		t.Errorf("%d dead-peer failures counted, want 1", n)
+	}
+	t.Logf("peer declared dead after %v", took)
+}
+
+func snap2(d *Daemon, name, label string) uint64 {
+	for _, s := range d.Snapshot() {
+		if s.Name == name && s.Label == label {
+			return s.Value
+		}
+	}
+	return 0
 }

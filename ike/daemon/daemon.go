@@ -419,6 +419,15 @@ func (d *Daemon) newRequest(la, from netip.AddrPort, m inMsg, h message.Header) 
 		sa.deliver(m)
 		return
 	}
+	// A late copy of the IKE_SA_INIT of an IKE SA that is past it is
+	// not a new initiator (§2.1: its response was sent already).
+	for sa := range d.sas {
+		if !sa.initiator && sa.halfKey == nil && sa.initiatorSPI() == h.SPIi && sa.remote.Addr() == from.Addr() {
+			d.mu.Unlock()
+			d.Stats.InDropped.Add(1)
+			return
+		}
+	}
 	n := len(d.halfOpen)
 	closed := d.closed
 	max, threshold := d.opts.HalfOpenMax, d.opts.CookieThreshold
@@ -461,13 +470,15 @@ func (d *Daemon) newRequest(la, from netip.AddrPort, m inMsg, h message.Header) 
 		return
 	}
 	sa := d.newSA(cs, ci, false, netip.AddrPortFrom(la.Addr(), IKEPort), from, xcfg)
+	if sa == nil {
+		return
+	}
 	sa.spii = h.SPIi
 	d.mu.Lock()
 	d.halfOpen[key] = sa
 	sa.halfKey = &key
 	d.mu.Unlock()
 	sa.deliver(m)
-	d.wg.Add(1)
 	go sa.runResponder(r)
 }
 
@@ -583,8 +594,10 @@ func (d *Daemon) initiate(cs *connState, ci int, why string) (*ikeSA, error) {
 		return nil, err
 	}
 	sa := d.newSA(cs, ci, true, local, remote, xcfg)
+	if sa == nil {
+		return nil, errors.New("daemon closed")
+	}
 	d.log.Info("ike initiate", "conn", cs.c.Name, "child", cs.c.Children[ci].Name, "local", local.String(), "remote", remote.String(), "trigger", why)
-	d.wg.Add(1)
 	go sa.runInitiator()
 	return sa, nil
 }

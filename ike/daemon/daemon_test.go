@@ -297,6 +297,10 @@ func TestTrap(t *testing.T) {
 			if b.da.Stats.Acquires.Load() == 0 {
 				t.Error("no ACQUIRE reached the daemon")
 			}
+			// The SYN that raised the ACQUIRE was dropped, and counted.
+			if n := b.a.Engine.Stats.OutNoStates.Load(); n == 0 {
+				t.Error("no packet counted as dropped for want of an SA (XfrmOutNoStates)")
+			}
 			if n := espSAs(b.a.Engine); n != 2 {
 				t.Fatalf("A has %d ESP SAs, want 2", n)
 			}

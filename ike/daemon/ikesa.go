@@ -85,8 +85,15 @@ func (d *Daemon) newSA(cs *connState, ci int, initiator bool, local, remote neti
 		remoteNATT: netip.AddrPortFrom(remote.Addr(), NATTPort),
 		localID:    idString(xcfg.LocalID), remoteID: idString(xcfg.RemoteID)}
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		cancel()
+		return nil
+	}
 	d.sas[sa] = struct{}{}
-	d.mu.Unlock()
+	// The goroutine that will drive sa counts from here, under the lock
+	// Close takes before it waits.
+	d.wg.Add(1)
 	return sa
 }
 
@@ -100,6 +107,13 @@ func (sa *ikeSA) setState(s saState) {
 	sa.mu.Lock()
 	sa.state = s
 	sa.mu.Unlock()
+}
+
+// initiatorSPI returns SPIi. Lock order: Daemon.mu, then ikeSA.mu.
+func (sa *ikeSA) initiatorSPI() uint64 {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	return sa.spii
 }
 
 func (sa *ikeSA) childCount() int {

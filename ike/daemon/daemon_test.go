@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,7 +15,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
@@ -95,15 +99,26 @@ func testLogger(t *testing.T, name string) *slog.Logger {
 // between A and B but IKE (UDP 500/4500) and neighbour discovery.
 func newBed(t *testing.T, fam int, cfgA, cfgB *config.Config) *bed {
 	t.Helper()
+	return newBedWith(t, fam, cfgA, cfgB, nil, nil)
+}
+
+// newBedWith is newBed with A's link wrapped (a NAT) and both daemons'
+// options adjusted.
+func newBedWith(t *testing.T, fam int, cfgA, cfgB *config.Config, wrapA func(gstack.LinkEndpoint) gstack.LinkEndpoint, opt func(*Options)) *bed {
+	t.Helper()
 	la, lb := memlink.NewPairWithOptions("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", memlink.Options{MTU: 1500, QueueLen: 4096})
-	mk := func(l *memlink.Endpoint, a4, a6 netip.Addr) *stack.Stack {
+	mk := func(l gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {
 		s, err := stack.New(stack.Config{Link: l, Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	b := &bed{a: mk(la, addrA4, addrA6), b: mk(lb, addrB4, addrB6), linkA: la}
+	var linkA gstack.LinkEndpoint = la
+	if wrapA != nil {
+		linkA = wrapA(la)
+	}
+	b := &bed{a: mk(linkA, addrA4, addrA6), b: mk(lb, addrB4, addrB6), linkA: la}
 	t.Cleanup(b.close)
 	A, B := addrA4, addrB4
 	if fam == 6 {
@@ -131,12 +146,18 @@ func newBed(t *testing.T, fam int, cfgA, cfgB *config.Config) *bed {
 	b.cancel = cancel
 	rt := exchange.Retransmit{Timeout: 500 * time.Millisecond, Tries: 3}
 	var err error
-	b.da, err = New(Options{Stack: b.a, Addrs: []netip.Addr{addrA4, addrA6}, Config: cfgA, Log: testLogger(t, "A"), Retransmit: rt,
-		KeyLog: func(l string) { b.mu.Lock(); b.keyLines = append(b.keyLines, l); b.mu.Unlock() }})
+	oa := Options{Stack: b.a, Addrs: []netip.Addr{addrA4, addrA6}, Config: cfgA, Log: testLogger(t, "A"), Retransmit: rt,
+		KeyLog: func(l string) { b.mu.Lock(); b.keyLines = append(b.keyLines, l); b.mu.Unlock() }}
+	ob := Options{Stack: b.b, Addrs: []netip.Addr{addrB4, addrB6}, Config: cfgB, Log: testLogger(t, "B"), Retransmit: rt}
+	if opt != nil {
+		opt(&oa)
+		opt(&ob)
+	}
+	b.da, err = New(oa)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.db, err = New(Options{Stack: b.b, Addrs: []netip.Addr{addrB4, addrB6}, Config: cfgB, Log: testLogger(t, "B"), Retransmit: rt})
+	b.db, err = New(ob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,4 +452,113 @@ func snap2(d *Daemon, name, label string) uint64 {
 		}
 	}
 	return 0
+}
+
+// napt is a port-translating NAT in front of stack A for IPv4 UDP from
+// A's ports 500 and 4500: outgoing, their source port becomes +10000;
+// incoming, datagrams to those ports come back to 500 and 4500. The
+// checksums are updated for the new ports. The NAT-D hashes then tell A
+// that it is behind a NAT (its source port changed), so both sides use
+// UDP encapsulation and A sends the keepalives.
+type napt struct {
+	nested.Endpoint
+	lower gstack.LinkEndpoint
+}
+
+func newNAPT(lower gstack.LinkEndpoint) *napt {
+	n := &napt{lower: lower}
+	n.Endpoint.Init(lower, n)
+	return n
+}
+
+func udpOf(pkt *gstack.PacketBuffer) header.UDP {
+	if pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber {
+		return nil
+	}
+	if nh := pkt.NetworkHeader().Slice(); len(nh) != 0 {
+		// A datagram of the stack's own sockets: headers in their views.
+		if len(nh) < header.IPv4MinimumSize || nh[9] != 17 || binary.BigEndian.Uint16(nh[6:])&0x1fff != 0 {
+			return nil
+		}
+		if th := pkt.TransportHeader().Slice(); len(th) >= header.UDPMinimumSize {
+			return header.UDP(th)
+		}
+		return nil
+	}
+	ip, ok := pkt.Data().PullUp(min(pkt.Data().Size(), header.IPv4MinimumSize+header.UDPMinimumSize))
+	if !ok || len(ip) < header.IPv4MinimumSize+header.UDPMinimumSize || ip[0] != 0x45 || ip[9] != 17 ||
+		binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 {
+		return nil
+	}
+	return header.UDP(ip[header.IPv4MinimumSize:])
+}
+
+func (n *napt) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	for _, pkt := range pkts.AsSlice() {
+		if u := udpOf(pkt); u != nil && (u.SourcePort() == 500 || u.SourcePort() == 4500) {
+			if u.Checksum() == 0 {
+				u.SetSourcePort(u.SourcePort() + 10000)
+			} else {
+				u.SetSourcePortWithChecksumUpdate(u.SourcePort() + 10000)
+			}
+		}
+	}
+	return n.lower.WritePackets(pkts)
+}
+
+func (n *napt) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	if proto == header.IPv4ProtocolNumber {
+		pkt.NetworkProtocolNumber = proto
+		if u := udpOf(pkt); u != nil && (u.DestinationPort() == 10500 || u.DestinationPort() == 14500) {
+			if u.Checksum() == 0 {
+				u.SetDestinationPort(u.DestinationPort() - 10000)
+			} else {
+				u.SetDestinationPortWithChecksumUpdate(u.DestinationPort() - 10000)
+			}
+		}
+	}
+	n.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+// TestNATTraversal: A is behind a NAPT. The NAT-D exchange moves IKE to
+// port 4500, the CHILD SAs are UDP-encapsulated toward the ports the NAT
+// chose (B sends to 14500, not 4500), A (the NATed side) and only A sends
+// NAT keepalives, and a TCP transfer goes through.
+func TestNATTraversal(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBedWith(t, 4, cfgA, cfgB, func(l gstack.LinkEndpoint) gstack.LinkEndpoint { return newNAPT(l) }, func(o *Options) {
+		o.NATKeepalive = 300 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B's CHILD SA", 5*time.Second, func() bool { return espSAs(b.b.Engine) == 2 })
+	la, lb := b.da.List(), b.db.List()
+	if !la.SAs[0].NATT || !la.SAs[0].LocalNAT || !lb.SAs[0].NATT || lb.SAs[0].LocalNAT {
+		t.Fatalf("NAT detection:\n%s\n%s", la.Format(), lb.Format())
+	}
+	var bOut *xfrm.SA
+	b.b.Engine.SAD.Walk(func(sa *xfrm.SA) bool {
+		if sa.Config.Src == addrB4 {
+			bOut = sa
+		}
+		return true
+	})
+	if p, ok := bOut.OutPeer(); !ok || p.Port != 14500 {
+		t.Errorf("B's outbound SA sends to %v, want the NAT's port 14500", p)
+	}
+	if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 256<<10); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := b.a.Endpoint.Stats.OutNATKeepalive.Load(); n == 0 {
+		t.Error("A, behind the NAT, sent no keepalive")
+	}
+	if n := b.b.Endpoint.Stats.OutNATKeepalive.Load(); n != 0 {
+		t.Errorf("B, not behind a NAT, sent %d keepalives", n)
+	}
+	b.checkLeaks(t)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
 	"github.com/ipsecstack/ipsecstack/ike/ikecrypto"
 	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
 type saState uint8
@@ -339,7 +340,9 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	d.Stats.IKEEstablished.Add(1)
 	d.log.Info("ike established", sa.logger().args("role", role(sa.initiator), "natt", res.NATT, "local_nat", sa.localNAT,
 		"local_id", sa.localID, "remote_id", sa.remoteID, "took", took.String())...)
-	ch, err := sa.installChild(sa.conn.c.Children[sa.child], sa.conn.reqids[sa.child], res)
+	ch, err := sa.installChild(sa.conn.c.Children[sa.child], sa.conn.reqids[sa.child], res.In, res.Out, res.NATT, res.LocalTS, res.RemoteTS)
+	wipeSA(&res.In)
+	wipeSA(&res.Out)
 	if err != nil {
 		d.Stats.fail("install")
 		d.log.Warn("child install failed", sa.logger().args("child", sa.conn.c.Children[sa.child].Name, "err", err.Error())...)
@@ -385,6 +388,86 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	}
 }
 
+// childIndex returns the index of the configured child named name, or
+// -1.
+func (sa *ikeSA) childIndex(name string) int {
+	for i, ch := range sa.conn.c.Children {
+		if ch.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// rekeyGrace is how long the inbound SA of a rekeyed CHILD SA stays after
+// its successor is in: packets the peer sent on it before it switched
+// are still on their way (strongSwan removes it once the delete
+// exchange is done, a round trip later).
+const rekeyGrace = 2 * time.Second
+
+// rekeyChild installs the successor of a CHILD SA (make-before-break: new
+// inbound, new outbound, which takes over outbound at once), and removes
+// the old pair rekeyGrace later.
+func (sa *ikeSA) rekeyChild(ev SessionEvent) {
+	d := sa.d
+	sa.mu.Lock()
+	var old *childSA
+	for _, c := range sa.children {
+		if c.inSPI == ev.OldInSPI {
+			old = c
+		}
+	}
+	natt := sa.natt
+	sa.mu.Unlock()
+	if old == nil {
+		wipeSA(&ev.In)
+		wipeSA(&ev.Out)
+		d.log.Warn("rekey of an unknown CHILD SA", sa.logger().args("spi_in", fmt.Sprintf("0x%08x", ev.OldInSPI))...)
+		return
+	}
+	lts, rts := ev.LocalTS, ev.RemoteTS
+	if len(lts) == 0 || len(rts) == 0 {
+		lts, rts = old.localTS, old.remoteTS
+	}
+	c, err := sa.installChild(old.cfg, old.reqid, ev.In, ev.Out, natt, lts, rts)
+	if err != nil {
+		d.Stats.fail("install")
+		d.log.Warn("rekeyed child install failed", sa.logger().args("child", old.name, "err", err.Error())...)
+		return
+	}
+	sa.sess.AddChild(c.inSPI, c.outSPI)
+	d.Stats.ChildRekeys.Add(1)
+	d.log.Info("child rekeyed", sa.logger().args("child", old.name, "old_spi_in", fmt.Sprintf("0x%08x", old.inSPI),
+		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI))...)
+	// The old outbound SA carries nothing any more; its inbound one
+	// drains for rekeyGrace.
+	d.eng.SAD.Delete(old.outDst, xfrm.ProtoESP, old.outSPI)
+	time.AfterFunc(rekeyGrace, func() { sa.do(func(time.Time) { sa.removeChild(old.inSPI) }) })
+}
+
+// rekeyed moves the IKE SA to its successor's SPIs (the session holds
+// the new keys): the daemon's index follows.
+func (sa *ikeSA) rekeyed(spii, spir uint64) {
+	d := sa.d
+	sa.mu.Lock()
+	oldI, oldR := sa.spii, sa.spir
+	sa.spii, sa.spir = spii, spir
+	sa.mu.Unlock()
+	d.mu.Lock()
+	for _, s := range []uint64{oldI, oldR} {
+		if d.bySPI[s] == sa {
+			delete(d.bySPI, s)
+		}
+	}
+	// The new IKE SA's initiator may be either side: both SPIs are ours
+	// to look up by (one of them is the peer's, which cannot collide
+	// with ours in practice; ours were chosen at random).
+	d.bySPI[spii], d.bySPI[spir] = sa, sa
+	d.mu.Unlock()
+	d.Stats.IKERekeys.Add(1)
+	d.log.Info("ike rekeyed", sa.logger().args("old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
+}
+
 // retransmittedAuth answers a repeated IKE_AUTH request with the
 // Responder's saved response (§2.1: our response may have been lost).
 func (sa *ikeSA) retransmittedAuth(m inMsg) bool {
@@ -420,10 +503,24 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 		switch ev.Kind {
 		case ChildDeleted:
 			sa.removeChild(ev.OldInSPI)
-		case ChildAdded, ChildRekeyed, IKERekeyed:
-			// Not produced by the stop-gap session; the IKE SA state
-			// machine's events are applied here when it lands.
-			d.log.Warn("ike event not handled yet", sa.logger().args("event", int(ev.Kind))...)
+		case ChildAdded:
+			ci := sa.childIndex(ev.Child)
+			if ci < 0 {
+				d.Stats.fail("config")
+				d.log.Warn("child of no configuration", sa.logger().args("child", ev.Child)...)
+				continue
+			}
+			c, err := sa.installChild(sa.conn.c.Children[ci], sa.conn.reqids[ci], ev.In, ev.Out, sa.natt, ev.LocalTS, ev.RemoteTS)
+			if err != nil {
+				d.Stats.fail("install")
+				d.log.Warn("child install failed", sa.logger().args("child", ev.Child, "err", err.Error())...)
+				continue
+			}
+			sa.sess.AddChild(c.inSPI, c.outSPI)
+		case ChildRekeyed:
+			sa.rekeyChild(ev)
+		case IKERekeyed:
+			sa.rekeyed(ev.SPIi, ev.SPIr)
 		case IKEDeleted:
 			d.Stats.IKEDeleted.Add(1)
 			d.log.Info("ike deleted", sa.logger().args()...)

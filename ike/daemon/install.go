@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
-	"github.com/ipsecstack/ipsecstack/ike/exchange"
 	"github.com/ipsecstack/ipsecstack/ike/message"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -222,19 +221,19 @@ func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
 // installChild installs a negotiated CHILD SA pair and its policies: the
 // inbound SA first, then the outbound one, then the policies, so that no
 // packet finds a policy without its SA (and none goes out in clear: a
-// protect policy without an SA drops).
-func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, res *exchange.Result) (*childSA, error) {
+// protect policy without an SA drops). The keys in in and out are wiped.
+// A newer outbound SA of the same reqid takes over the traffic at once
+// (the SAD prefers the newest): installing a rekeyed pair before
+// removing the old one is make-before-break.
+func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SAConfig, natt bool, lts, rts []message.TrafficSelector) (*childSA, error) {
 	d := sa.d
-	in, out := res.In, res.Out
 	defer wipeSA(&in)
 	defer wipeSA(&out)
-	defer wipeSA(&res.In)
-	defer wipeSA(&res.Out)
 	in.ReqID, out.ReqID = reqid, reqid
 	in.Soft, in.Hard = lifetimes(ch)
 	out.Soft, out.Hard = in.Soft, in.Hard
 	sa.mu.Lock()
-	if res.NATT {
+	if natt {
 		// The peer's port on 4500 as its messages come (a NAPT maps it),
 		// not the 4500 the exchange assumes.
 		p := sa.remoteNATT.Port()
@@ -245,7 +244,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, res *exchange.Resu
 	}
 	sa.mu.Unlock()
 	c := &childSA{name: ch.Name, cfg: ch, reqid: reqid, mode: ch.Mode, inSPI: in.SPI, outSPI: out.SPI,
-		inDst: in.Dst, outDst: out.Dst, natt: res.NATT, localTS: res.LocalTS, remoteTS: res.RemoteTS, installed: time.Now()}
+		inDst: in.Dst, outDst: out.Dst, natt: natt, localTS: lts, remoteTS: rts, installed: time.Now()}
 	var err error
 	if c.inSA, err = d.eng.AddSA(in); err != nil {
 		return nil, fmt.Errorf("inbound SA: %w", err)
@@ -254,7 +253,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, res *exchange.Resu
 		d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
 		return nil, fmt.Errorf("outbound SA: %w", err)
 	}
-	ps, err := childPolicies(res.LocalTS, res.RemoteTS, ch.Mode, out.Src, out.Dst, reqid)
+	ps, err := childPolicies(lts, rts, ch.Mode, out.Src, out.Dst, reqid)
 	if err == nil {
 		c.pols, err = d.holdPolicies(ps)
 	}
@@ -268,8 +267,8 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, res *exchange.Resu
 	sa.mu.Unlock()
 	d.Stats.ChildInstalled.Add(1)
 	d.log.Info("child installed", sa.logger().args("child", ch.Name, "mode", ch.Mode.String(), "reqid", reqid,
-		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", res.NATT,
-		"local_ts", tsStrings(res.LocalTS), "remote_ts", tsStrings(res.RemoteTS))...)
+		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", natt,
+		"local_ts", tsStrings(lts), "remote_ts", tsStrings(rts))...)
 	return c, nil
 }
 

@@ -289,7 +289,18 @@ func TestStrongSwan(t *testing.T) {
 			}
 		}
 		if err != nil {
-			t.Fatalf("%s: ping through the tunnel: %v\n%s", what, err, p.log())
+			var stats []string
+			for _, v := range st.Engine.Stats.Snapshot() {
+				if v.Value != 0 {
+					stats = append(stats, fmt.Sprintf("%s=%d", v.Name, v.Value))
+				}
+			}
+			es := &st.Endpoint.Stats
+			stats = append(stats, fmt.Sprintf("link out_protected=%d in_ipsec=%d in_dropped=%d out_dropped=%d", es.OutProtected.Load(), es.InIPsec.Load(), es.InDropped.Load(), es.OutDropped.Load()))
+			routes, _ := exec.Command("ip", "-n", p.ns, "route", "show", "table", "all").CombinedOutput()
+			links, _ := exec.Command("ip", "-n", p.ns, "-s", "link").CombinedOutput()
+			sas, _ := p.swanctl("--list-sas")
+			t.Fatalf("%s: ping through the tunnel: %v\nours: %v\ncharon's routes:\n%s\nlinks:\n%s\nSAs:\n%s", what, err, stats, routes, links, sas)
 		}
 		rate, err := testbed.TCPTransferFrom(ctx, st, netip.MustParseAddr("10.56.2.1"), inner, 9000, 4<<20)
 		if err != nil {

@@ -56,9 +56,19 @@ const (
 
 // SessionEvent is one change a Session reports.
 type SessionEvent struct {
-	Kind       EventKind
-	In, Out    xfrm.SAConfig
-	OldInSPI   uint32
+	Kind EventKind
+	// Child names the configured child of a ChildAdded.
+	Child string
+	// In and Out are the new CHILD SA pair (ChildAdded, ChildRekeyed),
+	// as exchange.Result gives them; the daemon sets the reqid,
+	// lifetimes and NAT ports, and wipes the keys after installing.
+	In, Out xfrm.SAConfig
+	// LocalTS and RemoteTS are the new pair's traffic selectors (a
+	// ChildRekeyed without them keeps the old ones).
+	LocalTS, RemoteTS []message.TrafficSelector
+	// OldInSPI names the CHILD SA rekeyed or deleted by our inbound SPI.
+	OldInSPI uint32
+	// SPIi and SPIr are the IKE SA's new SPIs (IKERekeyed).
 	SPIi, SPIr uint64
 }
 

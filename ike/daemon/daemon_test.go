@@ -562,3 +562,96 @@ func TestNATTraversal(t *testing.T) {
 	}
 	b.checkLeaks(t)
 }
+
+// TestRekeyMakeBeforeBreak applies the events the IKE SA state machine
+// reports for a CHILD SA rekey (ChildRekeyed, and the responder's held
+// back ChildOutbound) on both sides during an 8 MiB TCP transfer: each
+// new SA is in before anything is sent on it, the transfer completes,
+// the new SAs carry the rest of it, the old ones are gone after the
+// grace period, no xfrm counter moved (no packet met a missing SA), and
+// nothing leaves in clear.
+func TestRekeyMakeBeforeBreak(t *testing.T) {
+	b := newBed(t, 4,
+		connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone),
+		connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B's CHILD SA", 5*time.Second, func() bool { return espSAs(b.b.Engine) == 2 })
+	one := func(d *Daemon) *ikeSA {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for sa := range d.sas {
+			return sa
+		}
+		return nil
+	}
+	saA, saB := one(b.da), one(b.db)
+	oldA := b.da.List().SAs[0].Children[0]
+	key := func(seed byte) []byte {
+		k := make([]byte, 20)
+		for i := range k {
+			k[i] = seed + byte(i)
+		}
+		return k
+	}
+	pair := func(spi uint32, src, dst netip.Addr, seed byte) xfrm.SAConfig {
+		return xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: spi, Src: src, Dst: dst, Mode: xfrm.ModeTunnel, ReplayWindow: 32,
+			AEAD: xfrm.Algorithm{Name: "rfc4106(gcm(aes))", Key: key(seed), ICVBits: 128}}
+	}
+	var oldInA, oldInB uint32
+	fmt.Sscanf(oldA.SPIIn, "%x", &oldInA)
+	fmt.Sscanf(oldA.SPIOut, "%x", &oldInB)
+	done := make(chan error, 1)
+	go func() {
+		_, err := testbed.TCPTransfer(ctx, b.a, addrB4, 8<<20)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	// As CREATE_CHILD_SA does it: B, the responder, installs its new
+	// inbound SA when it answers and keeps sending on the old pair; A
+	// installs both on the answer and switches; B's outbound SA follows
+	// once A has its new inbound one (strongSwan: when A deletes the old
+	// CHILD SA).
+	saB.do(func(time.Time) {
+		saB.apply([]SessionEvent{{Kind: ChildRekeyed, OldInSPI: oldInB, In: pair(0x7001, addrA4, addrB4, 1)}})
+	})
+	time.Sleep(20 * time.Millisecond)
+	saA.do(func(time.Time) {
+		saA.apply([]SessionEvent{{Kind: ChildRekeyed, OldInSPI: oldInA,
+			In: pair(0x7002, addrB4, addrA4, 2), Out: pair(0x7001, addrA4, addrB4, 1)}})
+	})
+	time.Sleep(20 * time.Millisecond)
+	saB.do(func(time.Time) {
+		saB.apply([]SessionEvent{{Kind: ChildOutbound, OldInSPI: 0x7001, Out: pair(0x7002, addrB4, addrA4, 2)}})
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old SAs gone after the grace period", 5*time.Second, func() bool {
+		return espSAs(b.a.Engine) == 2 && espSAs(b.b.Engine) == 2
+	})
+	if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	l := b.da.List()
+	if c := l.SAs[0].Children; len(c) != 1 || c[0].SPIOut != "00007001" || c[0].BytesOut == 0 {
+		t.Errorf("A after the rekey:\n%s", l.Format())
+	}
+	if n := b.da.Stats.ChildRekeys.Load(); n != 1 {
+		t.Errorf("%d child rekeys counted, want 1", n)
+	}
+	for side, e := range map[string]*xfrm.Engine{"A": b.a.Engine, "B": b.b.Engine} {
+		for _, v := range e.Stats.Snapshot() {
+			if v.Value != 0 {
+				t.Errorf("%s: %s = %d after the rekey", side, v.Name, v.Value)
+			}
+		}
+	}
+	if l := b.db.List(); l.SAs[0].Children[0].SPIOut != "00007002" || l.SAs[0].Children[0].BytesOut == 0 {
+		t.Errorf("B after the rekey:\n%s", l.Format())
+	}
+	b.checkLeaks(t)
+}

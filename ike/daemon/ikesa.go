@@ -435,14 +435,62 @@ func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 		d.log.Warn("rekeyed child install failed", sa.logger().args("child", old.name, "err", err.Error())...)
 		return
 	}
-	sa.sess.AddChild(c.inSPI, c.outSPI)
 	d.Stats.ChildRekeys.Add(1)
 	d.log.Info("child rekeyed", sa.logger().args("child", old.name, "old_spi_in", fmt.Sprintf("0x%08x", old.inSPI),
 		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI))...)
-	// The old outbound SA carries nothing any more; its inbound one
-	// drains for rekeyGrace.
-	d.eng.SAD.Delete(old.outDst, xfrm.ProtoESP, old.outSPI)
+	if c.outSPI == 0 {
+		// The outbound SA follows (ChildOutbound); the old one stays
+		// in use until then.
+		c.predecessor = old
+		return
+	}
+	sa.sess.AddChild(c.inSPI, c.outSPI)
+	sa.retire(old)
+}
+
+// retire removes a rekeyed CHILD SA: its outbound SA at once (the new
+// one has taken over), its inbound SA after rekeyGrace.
+func (sa *ikeSA) retire(old *childSA) {
+	sa.d.eng.SAD.Delete(old.outDst, xfrm.ProtoESP, old.outSPI)
 	time.AfterFunc(rekeyGrace, func() { sa.do(func(time.Time) { sa.removeChild(old.inSPI) }) })
+}
+
+// outbound installs the held-back outbound SA of a rekeyed CHILD SA
+// (ChildOutbound) and retires its predecessor.
+func (sa *ikeSA) outbound(ev SessionEvent) {
+	d := sa.d
+	defer wipeSA(&ev.Out)
+	c := sa.childBySPI(ev.OldInSPI, ev.Out.Src)
+	if c == nil || c.outSPI != 0 {
+		d.log.Warn("outbound SA for no CHILD SA waiting for one", sa.logger().args("spi_in", fmt.Sprintf("0x%08x", ev.OldInSPI))...)
+		return
+	}
+	out := ev.Out
+	out.ReqID = c.reqid
+	out.Soft, out.Hard = lifetimes(c.cfg)
+	if c.natt {
+		sa.mu.Lock()
+		out.Encap.DPort = sa.remoteNATT.Port()
+		if sa.localNAT && d.opts.NATKeepalive > 0 {
+			out.Encap.Keepalive = d.opts.NATKeepalive
+		}
+		sa.mu.Unlock()
+	}
+	s, err := d.eng.AddSA(out)
+	if err != nil {
+		d.Stats.fail("install")
+		d.log.Warn("outbound SA install failed", sa.logger().args("child", c.name, "err", err.Error())...)
+		return
+	}
+	sa.mu.Lock()
+	c.outSA, c.outSPI, c.outDst = s, out.SPI, out.Dst
+	old := c.predecessor
+	c.predecessor = nil
+	sa.mu.Unlock()
+	sa.sess.AddChild(c.inSPI, c.outSPI)
+	if old != nil {
+		sa.retire(old)
+	}
 }
 
 // rekeyed moves the IKE SA to its successor's SPIs (the session holds
@@ -519,6 +567,8 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 			sa.sess.AddChild(c.inSPI, c.outSPI)
 		case ChildRekeyed:
 			sa.rekeyChild(ev)
+		case ChildOutbound:
+			sa.outbound(ev)
 		case IKERekeyed:
 			sa.rekeyed(ev.SPIi, ev.SPIr)
 		case IKEDeleted:

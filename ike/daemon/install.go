@@ -26,6 +26,9 @@ type childSA struct {
 	pols          []polKey
 	installed     time.Time
 	inSA, outSA   *xfrm.SA
+	// predecessor is the CHILD SA this one rekeyed, kept in use until
+	// this one's outbound SA is in (ChildOutbound).
+	predecessor *childSA
 }
 
 // polKey names an SPD entry the daemon holds: direction and selector.
@@ -249,17 +252,22 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	if c.inSA, err = d.eng.AddSA(in); err != nil {
 		return nil, fmt.Errorf("inbound SA: %w", err)
 	}
-	if c.outSA, err = d.eng.AddSA(out); err != nil {
-		d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
-		return nil, fmt.Errorf("outbound SA: %w", err)
+	if out.SPI != 0 {
+		if c.outSA, err = d.eng.AddSA(out); err != nil {
+			d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
+			return nil, fmt.Errorf("outbound SA: %w", err)
+		}
 	}
-	ps, err := childPolicies(lts, rts, ch.Mode, out.Src, out.Dst, reqid)
+	// Tunnel endpoints: ours is the inbound SA's destination.
+	ps, err := childPolicies(lts, rts, ch.Mode, in.Dst, in.Src, reqid)
 	if err == nil {
 		c.pols, err = d.holdPolicies(ps)
 	}
 	if err != nil {
 		d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
-		d.eng.SAD.Delete(out.Dst, xfrm.ProtoESP, out.SPI)
+		if out.SPI != 0 {
+			d.eng.SAD.Delete(out.Dst, xfrm.ProtoESP, out.SPI)
+		}
 		return nil, err
 	}
 	sa.mu.Lock()
@@ -307,7 +315,9 @@ func (sa *ikeSA) removeChildren() {
 func (sa *ikeSA) uninstall(c *childSA) {
 	d := sa.d
 	d.releasePolicies(c.pols)
-	d.eng.SAD.Delete(c.outDst, xfrm.ProtoESP, c.outSPI)
+	if c.outSPI != 0 {
+		d.eng.SAD.Delete(c.outDst, xfrm.ProtoESP, c.outSPI)
+	}
 	d.eng.SAD.Delete(c.inDst, xfrm.ProtoESP, c.inSPI)
 	d.Stats.ChildDeleted.Add(1)
 	d.log.Info("child removed", sa.logger().args("child", c.name, "spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI))...)

@@ -42,10 +42,18 @@ const (
 	// ChildAdded: a new CHILD SA (In, Out) to install.
 	ChildAdded EventKind = iota + 1
 	// ChildRekeyed: In, Out replace the CHILD SA OldInSPI: install the
-	// new pair, switch outbound, remove the old one after.
+	// new pair, switch outbound, remove the old one after. Without Out
+	// (SPI 0) only the inbound SA goes in and the old outbound SA stays
+	// in use until ChildOutbound.
 	ChildRekeyed
 	// ChildDeleted: the CHILD SA OldInSPI is gone; remove it.
 	ChildDeleted
+	// ChildOutbound: the outbound SA Out of the CHILD SA whose inbound
+	// SPI is OldInSPI, held back by a ChildRekeyed without one. A
+	// responder installs its new outbound SA only once the initiator has
+	// its new inbound one (strongSwan waits for the initiator's delete of
+	// the old SA), so no packet meets an SA not there yet.
+	ChildOutbound
 	// IKERekeyed: the IKE SA continues as SPIi/SPIr.
 	IKERekeyed
 	// IKEDeleted: the IKE SA was deleted by either side.

@@ -655,3 +655,36 @@ func TestRekeyMakeBeforeBreak(t *testing.T) {
 	}
 	b.checkLeaks(t)
 }
+
+// TestRestartedPeerReplaces: A loses its IKE SA without a word (a
+// restart) and initiates again; B, the responder, replaces its old IKE SA
+// with the new one (swanctl's unique = no) instead of keeping both until
+// a liveness check, and traffic flows over the new CHILD SA.
+func TestRestartedPeerReplaces(t *testing.T) {
+	b := newBed(t, 4,
+		connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone),
+		connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B's IKE SA", 5*time.Second, func() bool { return len(b.db.List().SAs) == 1 })
+	first := b.db.List().SAs[0].SPIi
+	b.da.mu.Lock()
+	for sa := range b.da.sas {
+		sa.cancel()
+	}
+	b.da.mu.Unlock()
+	waitFor(t, "A's IKE SA gone", 5*time.Second, func() bool { return len(b.da.List().SAs) == 0 })
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B left with the new IKE SA only", 5*time.Second, func() bool {
+		l := b.db.List()
+		return len(l.SAs) == 1 && l.SAs[0].SPIi != first && espSAs(b.b.Engine) == 2
+	})
+	if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+}

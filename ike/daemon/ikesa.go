@@ -338,6 +338,7 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	}
 	sa.sess = sess
 	d.Stats.IKEEstablished.Add(1)
+	sa.replaceDuplicates()
 	d.log.Info("ike established", sa.logger().args("role", role(sa.initiator), "natt", res.NATT, "local_nat", sa.localNAT,
 		"local_id", sa.localID, "remote_id", sa.remoteID, "took", took.String())...)
 	ch, err := sa.installChild(sa.conn.c.Children[sa.child], sa.conn.reqids[sa.child], res.In, res.Out, res.NATT, res.LocalTS, res.RemoteTS)
@@ -514,6 +515,31 @@ func (sa *ikeSA) rekeyed(spii, spir uint64) {
 	d.mu.Unlock()
 	d.Stats.IKERekeys.Add(1)
 	d.log.Info("ike rekeyed", sa.logger().args("old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
+}
+
+// replaceDuplicates removes the older IKE SAs of the same connection
+// with the same peer when this one was initiated by the peer: our
+// initiators send INITIAL_CONTACT, and a peer that starts over (restarted,
+// or its trap fired again) has lost the old ones (swanctl's unique = no
+// and replace). They go without a Delete: the peer no longer knows them.
+func (sa *ikeSA) replaceDuplicates() {
+	u := sa.conn.c.Unique
+	if sa.initiator || (u != config.UniqueNo && u != config.UniqueReplace) {
+		return
+	}
+	d := sa.d
+	d.mu.Lock()
+	var old []*ikeSA
+	for o := range d.sas {
+		if o != sa && o.conn == sa.conn && o.remote.Addr() == sa.remote.Addr() && o.getState() == stateEstablished {
+			old = append(old, o)
+		}
+	}
+	d.mu.Unlock()
+	for _, o := range old {
+		d.log.Info("ike replaced", o.logger().args("by_spi_i", fmt.Sprintf("%016x", sa.initiatorSPI()))...)
+		o.cancel()
+	}
 }
 
 // retransmittedAuth answers a repeated IKE_AUTH request with the

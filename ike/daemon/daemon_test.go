@@ -688,3 +688,21 @@ func TestRestartedPeerReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStartActionAndHardExpiry: a child with start_action=start comes up
+// when the daemon starts, without a command; with life_time 2 s its SAs
+// expire in the engine, and since the stop-gap session cannot rekey, the
+// daemon deletes the CHILD SA and the IKE SA with the peer: both sides end
+// with no SA.
+func TestStartActionAndHardExpiry(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartStart)
+	ch := cfgA.Connections[0].Children[0]
+	ch.RekeyTime, ch.LifeTime, ch.RandTime = time.Second, 2*time.Second, 0
+	b := newBed(t, 4, cfgA, connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone))
+	waitFor(t, "the started CHILD SA on both sides", 5*time.Second, func() bool {
+		return espSAs(b.a.Engine) == 2 && espSAs(b.b.Engine) == 2
+	})
+	waitFor(t, "the expired SAs gone on both sides", 10*time.Second, func() bool {
+		return espSAs(b.a.Engine) == 0 && espSAs(b.b.Engine) == 0 && len(b.da.List().SAs) == 0 && len(b.db.List().SAs) == 0
+	})
+}

@@ -129,17 +129,28 @@ func hostTS(a netip.Addr) message.TrafficSelector {
 	return t
 }
 
-// childTS returns a child's selectors, "dynamic" (empty) replaced by the
-// IKE addresses.
+// childTS returns a child's selectors with swanctl's "dynamic" replaced
+// by the IKE address of that side: no selectors at all, or a selector of
+// no type and no addresses (the parser's dynamic, which may carry a
+// protocol and ports).
 func childTS(ch *config.Child, local, remote netip.Addr) (l, r []message.TrafficSelector) {
-	l, r = ch.LocalTS, ch.RemoteTS
-	if len(l) == 0 {
-		l = []message.TrafficSelector{hostTS(local)}
+	return resolveTS(ch.LocalTS, local), resolveTS(ch.RemoteTS, remote)
+}
+
+func resolveTS(ts []message.TrafficSelector, a netip.Addr) []message.TrafficSelector {
+	if len(ts) == 0 {
+		return []message.TrafficSelector{hostTS(a)}
 	}
-	if len(r) == 0 {
-		r = []message.TrafficSelector{hostTS(remote)}
+	out := make([]message.TrafficSelector, 0, len(ts))
+	for _, t := range ts {
+		if t.TSType == 0 && !t.Start.IsValid() && !t.End.IsValid() && t.Data == nil {
+			h := hostTS(a)
+			h.IPProto, h.StartPort, h.EndPort = t.IPProto, t.StartPort, t.EndPort
+			t = h
+		}
+		out = append(out, t)
 	}
-	return l, r
+	return out
 }
 
 // exchangeConfig turns a connection and one of its children into the

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
@@ -63,5 +64,20 @@ func TestPSKFor(t *testing.T) {
 		if got := string(pskFor(cfg, tc.l, tc.r)); got != tc.want {
 			t.Errorf("%s/%s: %q, want %q", tc.l.Data, tc.r.Data, got, tc.want)
 		}
+	}
+}
+
+// TestDynamicTS: swanctl's "dynamic" selectors (none given, or the
+// parser's selector of no type and no address, with its protocol and
+// ports) become the IKE address of their side; others stay.
+func TestDynamicTS(t *testing.T) {
+	la, ra := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::2")
+	net10 := message.TrafficSelector{TSType: message.TS_IPV4_ADDR_RANGE, Start: netip.MustParseAddr("10.0.0.0"), End: netip.MustParseAddr("10.0.0.255"), EndPort: 65535}
+	ch := &config.Child{LocalTS: []message.TrafficSelector{{IPProto: 6, StartPort: 80, EndPort: 80}, net10}}
+	l, r := childTS(ch, la, ra)
+	wantL := []message.TrafficSelector{{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: 6, StartPort: 80, EndPort: 80, Start: la, End: la}, net10}
+	wantR := []message.TrafficSelector{{TSType: message.TS_IPV6_ADDR_RANGE, EndPort: 65535, Start: ra, End: ra}}
+	if !reflect.DeepEqual(l, wantL) || !reflect.DeepEqual(r, wantR) {
+		t.Errorf("got %+v / %+v\nwant %+v / %+v", l, r, wantL, wantR)
 	}
 }

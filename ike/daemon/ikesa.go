@@ -503,14 +503,10 @@ func (sa *ikeSA) rekeyed(spii, spir uint64) {
 	sa.spii, sa.spir = spii, spir
 	sa.mu.Unlock()
 	d.mu.Lock()
-	for _, s := range []uint64{oldI, oldR} {
-		if d.bySPI[s] == sa {
-			delete(d.bySPI, s)
-		}
-	}
-	// The new IKE SA's initiator may be either side: both SPIs are ours
-	// to look up by (one of them is the peer's, which cannot collide
-	// with ours in practice; ours were chosen at random).
+	// The new IKE SA's initiator may be either side, so both its SPIs
+	// index it. The old SPIs stay: messages of the old IKE SA (its
+	// delete) still come until it is gone, and the session tells them
+	// apart; removeSA drops them all at the end.
 	d.bySPI[spii], d.bySPI[spir] = sa, sa
 	d.mu.Unlock()
 	d.Stats.IKERekeys.Add(1)

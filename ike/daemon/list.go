@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -70,8 +71,12 @@ func (d *Daemon) List() Listing {
 	var l Listing
 	for _, sa := range sas {
 		sa.mu.Lock()
+		local, remote := sa.local, sa.remote
+		if sa.natt {
+			local, remote = netip.AddrPortFrom(sa.local.Addr(), NATTPort), sa.remoteNATT
+		}
 		info := IKESAInfo{Conn: sa.conn.c.Name, State: sa.state.String(), Role: role(sa.initiator),
-			Local: sa.local.String(), Remote: sa.remote.String(), LocalID: sa.localID, RemoteID: sa.remoteID,
+			Local: local.String(), Remote: remote.String(), LocalID: sa.localID, RemoteID: sa.remoteID,
 			SPIi: fmt.Sprintf("%016x", sa.spii), SPIr: fmt.Sprintf("%016x", sa.spir), NATT: sa.natt, LocalNAT: sa.localNAT,
 			Children: []ChildInfo{}}
 		if !sa.established.IsZero() {

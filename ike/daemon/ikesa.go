@@ -330,8 +330,7 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 			d.opts.KeyLog(line)
 		}
 	}
-	sess, err := newInfoSession(sa.initiator, &sa.xcfg, res, d.opts.Retransmit, sa.conn.c.DPDDelay, now)
-	res.Keys.Wipe() // the stop-gap session does no CREATE_CHILD_SA: SK_d is not needed
+	sess, err := newSession(sa, res, now)
 	if err != nil {
 		sa.failed(err, took)
 		return
@@ -593,6 +592,9 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 			sa.outbound(ev)
 		case IKERekeyed:
 			sa.rekeyed(ev.SPIi, ev.SPIr)
+			if d.opts.KeyLog != nil && ev.KeyLog != "" {
+				d.opts.KeyLog(ev.KeyLog)
+			}
 		case IKEDeleted:
 			d.Stats.IKEDeleted.Add(1)
 			d.log.Info("ike deleted", sa.logger().args()...)

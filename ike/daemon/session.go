@@ -78,6 +78,19 @@ type SessionEvent struct {
 	OldInSPI uint32
 	// SPIi and SPIr are the IKE SA's new SPIs (IKERekeyed).
 	SPIi, SPIr uint64
+	// KeyLog is the new IKE SA's ikev2_decryption_table line
+	// (IKERekeyed), for Options.KeyLog.
+	KeyLog string
+}
+
+// newSession makes the Session of an IKE SA that IKE_AUTH established;
+// it owns res.Keys from here (and wipes what it does not keep). The
+// stop-gap is the default; the IKE SA state machine of ike/exchange
+// replaces it (ikesa_session.go).
+var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, error) {
+	s, err := newInfoSession(sa.initiator, &sa.xcfg, res, sa.d.opts.Retransmit, sa.conn.c.DPDDelay, now)
+	res.Keys.Wipe() // the stop-gap does no CREATE_CHILD_SA: SK_d is not needed
+	return s, err
 }
 
 // ErrNotSupported is returned for exchanges infoSession does not do.

@@ -287,3 +287,27 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	a, _ := netip.AddrFromSlice(b)
 	return a
 }
+
+// covers reports whether every selector of got lies within one of
+// conf: which configured child a CHILD SA the peer created belongs to.
+func covers(conf, got []message.TrafficSelector) bool {
+	if len(got) == 0 {
+		return false
+	}
+	for _, g := range got {
+		ok := false
+		for _, c := range conf {
+			if c.TSType == g.TSType && c.Start.IsValid() && g.Start.IsValid() &&
+				(c.IPProto == 0 || c.IPProto == g.IPProto) &&
+				c.Start.Compare(g.Start) <= 0 && c.End.Compare(g.End) >= 0 &&
+				c.StartPort <= g.StartPort && c.EndPort >= g.EndPort {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -81,3 +81,26 @@ func TestDynamicTS(t *testing.T) {
 		t.Errorf("got %+v / %+v\nwant %+v / %+v", l, r, wantL, wantR)
 	}
 }
+
+// TestCovers: a CHILD SA the peer created belongs to the configured
+// child whose selectors contain the agreed ones.
+func TestCovers(t *testing.T) {
+	r := func(a, b string, proto uint8, lo, hi uint16) message.TrafficSelector {
+		return message.TrafficSelector{TSType: message.TS_IPV4_ADDR_RANGE, Start: netip.MustParseAddr(a), End: netip.MustParseAddr(b), IPProto: proto, StartPort: lo, EndPort: hi}
+	}
+	conf := []message.TrafficSelector{r("10.0.0.0", "10.0.0.255", 0, 0, 65535)}
+	for _, c := range []struct {
+		got  []message.TrafficSelector
+		want bool
+	}{
+		{[]message.TrafficSelector{r("10.0.0.0", "10.0.0.255", 0, 0, 65535)}, true},
+		{[]message.TrafficSelector{r("10.0.0.5", "10.0.0.5", 6, 80, 80)}, true},
+		{[]message.TrafficSelector{r("10.0.0.5", "10.0.1.5", 0, 0, 65535)}, false},
+		{[]message.TrafficSelector{r("10.0.0.5", "10.0.0.5", 0, 0, 65535), r("10.0.2.0", "10.0.2.0", 0, 0, 65535)}, false},
+		{nil, false},
+	} {
+		if got := covers(conf, c.got); got != c.want {
+			t.Errorf("%v: %v, want %v", tsStrings(c.got), got, c.want)
+		}
+	}
+}

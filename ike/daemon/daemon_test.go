@@ -690,10 +690,11 @@ func TestRestartedPeerReplaces(t *testing.T) {
 }
 
 // TestStartActionAndHardExpiry: a child with start_action=start comes up
-// when the daemon starts, without a command; with life_time 2 s its SAs
-// expire in the engine, and since the stop-gap session cannot rekey, the
-// daemon deletes the CHILD SA and the IKE SA with the peer: both sides end
-// with no SA.
+// when the daemon starts, without a command; with rekey_time 1 s and
+// life_time 2 s, a session that rekeys (the IKE SA state machine) keeps
+// the CHILD SA alive through rekeys; the stop-gap, which cannot, lets
+// the SAs expire in the engine, and the daemon deletes the CHILD SA and
+// the IKE SA with the peer: both sides end with no SA.
 func TestStartActionAndHardExpiry(t *testing.T) {
 	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartStart)
 	ch := cfgA.Connections[0].Children[0]
@@ -702,6 +703,16 @@ func TestStartActionAndHardExpiry(t *testing.T) {
 	waitFor(t, "the started CHILD SA on both sides", 5*time.Second, func() bool {
 		return espSAs(b.a.Engine) == 2 && espSAs(b.b.Engine) == 2
 	})
+	if sessionRekeys {
+		// The soft expiry rekeys instead: the CHILD SA lives on.
+		waitFor(t, "a CHILD SA rekey", 10*time.Second, func() bool { return b.da.Stats.ChildRekeys.Load() > 0 })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 64<<10); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	waitFor(t, "the expired SAs gone on both sides", 10*time.Second, func() bool {
 		return espSAs(b.a.Engine) == 0 && espSAs(b.b.Engine) == 0 && len(b.da.List().SAs) == 0 && len(b.db.List().SAs) == 0
 	})

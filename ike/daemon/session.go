@@ -83,6 +83,10 @@ type SessionEvent struct {
 	KeyLog string
 }
 
+// sessionRekeys says whether newSession's sessions rekey (the stop-gap
+// does not: a CHILD SA's hard expiry then ends its IKE SA).
+var sessionRekeys = false
+
 // newSession makes the Session of an IKE SA that IKE_AUTH established;
 // it owns res.Keys from here (and wipes what it does not keep). The
 // stop-gap is the default; the IKE SA state machine of ike/exchange

@@ -87,7 +87,7 @@ func connConfig(local, remote netip.Addr, localID, remoteID string, mode xfrm.Mo
 		Secrets: []*config.Secret{{Type: "ike", IDs: []exchange.Identity{exchange.FQDN(localID), exchange.FQDN(remoteID)}, Data: []byte("a shared key, 32 bytes or so....")}}}
 }
 
-func testLogger(t *testing.T, name string) *slog.Logger {
+func testLogger(t testing.TB, name string) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", name)
 	}
@@ -97,14 +97,14 @@ func testLogger(t *testing.T, name string) *slog.Logger {
 // newBed builds the stacks and daemons; cfgA and cfgB are the two sides'
 // configurations. Protected flows for the leak detector: everything
 // between A and B but IKE (UDP 500/4500) and neighbour discovery.
-func newBed(t *testing.T, fam int, cfgA, cfgB *config.Config) *bed {
+func newBed(t testing.TB, fam int, cfgA, cfgB *config.Config) *bed {
 	t.Helper()
 	return newBedWith(t, fam, cfgA, cfgB, nil, nil)
 }
 
 // newBedWith is newBed with A's link wrapped (a NAT) and both daemons'
 // options adjusted.
-func newBedWith(t *testing.T, fam int, cfgA, cfgB *config.Config, wrapA func(gstack.LinkEndpoint) gstack.LinkEndpoint, opt func(*Options)) *bed {
+func newBedWith(t testing.TB, fam int, cfgA, cfgB *config.Config, wrapA func(gstack.LinkEndpoint) gstack.LinkEndpoint, opt func(*Options)) *bed {
 	t.Helper()
 	la, lb := memlink.NewPairWithOptions("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", memlink.Options{MTU: 1500, QueueLen: 4096})
 	mk := func(l gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {

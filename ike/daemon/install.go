@@ -222,9 +222,9 @@ func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
 }
 
 // installChild installs a negotiated CHILD SA pair and its policies: the
-// inbound SA first, then the outbound one, then the policies, so that no
-// packet finds a policy without its SA (and none goes out in clear: a
-// protect policy without an SA drops). The keys in in and out are wiped.
+// policies first (a protect policy without its SA drops: nothing goes in
+// or out in clear meanwhile), then the inbound SA, then the outbound one.
+// The keys in in and out are wiped.
 // A newer outbound SA of the same reqid takes over the traffic at once
 // (the SAD prefers the newest): installing a rekeyed pair before
 // removing the old one is make-before-break.
@@ -248,27 +248,29 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	sa.mu.Unlock()
 	c := &childSA{name: ch.Name, cfg: ch, reqid: reqid, mode: ch.Mode, inSPI: in.SPI, outSPI: out.SPI,
 		inDst: in.Dst, outDst: out.Dst, natt: natt, localTS: lts, remoteTS: rts, installed: time.Now()}
-	var err error
-	if c.inSA, err = d.eng.AddSA(in); err != nil {
-		return nil, fmt.Errorf("inbound SA: %w", err)
-	}
-	if out.SPI != 0 {
-		if c.outSA, err = d.eng.AddSA(out); err != nil {
-			d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
-			return nil, fmt.Errorf("outbound SA: %w", err)
-		}
-	}
+	// Policies first: until the SAs are in, what they cover is dropped
+	// (and counted), never sent or accepted in clear. With the inbound SA
+	// in before the policies, a packet it decrypted passed the (absent)
+	// inbound check, and the reply went out in clear before the outbound
+	// policy was there; the leak detector caught a SYN-ACK.
 	// Tunnel endpoints: ours is the inbound SA's destination.
 	ps, err := childPolicies(lts, rts, ch.Mode, in.Dst, in.Src, reqid)
 	if err == nil {
 		c.pols, err = d.holdPolicies(ps)
 	}
 	if err != nil {
-		d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
-		if out.SPI != 0 {
-			d.eng.SAD.Delete(out.Dst, xfrm.ProtoESP, out.SPI)
-		}
 		return nil, err
+	}
+	if c.inSA, err = d.eng.AddSA(in); err != nil {
+		d.releasePolicies(c.pols)
+		return nil, fmt.Errorf("inbound SA: %w", err)
+	}
+	if out.SPI != 0 {
+		if c.outSA, err = d.eng.AddSA(out); err != nil {
+			d.eng.SAD.Delete(in.Dst, xfrm.ProtoESP, in.SPI)
+			d.releasePolicies(c.pols)
+			return nil, fmt.Errorf("outbound SA: %w", err)
+		}
 	}
 	sa.mu.Lock()
 	sa.children = append(sa.children, c)
@@ -311,14 +313,16 @@ func (sa *ikeSA) removeChildren() {
 	}
 }
 
-// uninstall removes the policies first (a trap's stay), then the SAs.
+// uninstall removes the SAs, then releases the policies (a trap's
+// stay): the reverse of installChild, so that while the SAs go the
+// policies still drop what they covered.
 func (sa *ikeSA) uninstall(c *childSA) {
 	d := sa.d
-	d.releasePolicies(c.pols)
 	if c.outSPI != 0 {
 		d.eng.SAD.Delete(c.outDst, xfrm.ProtoESP, c.outSPI)
 	}
 	d.eng.SAD.Delete(c.inDst, xfrm.ProtoESP, c.inSPI)
+	d.releasePolicies(c.pols)
 	d.Stats.ChildDeleted.Add(1)
 	d.log.Info("child removed", sa.logger().args("child", c.name, "spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI))...)
 }

@@ -565,13 +565,24 @@ func (d *Daemon) initiate(cs *connState, ci int, why string) (*ikeSA, error) {
 		d.mu.Unlock()
 		return nil, errors.New("daemon closed")
 	}
+	var up *ikeSA
 	for sa := range d.sas {
-		if sa.conn == cs && sa.child == ci && sa.getState() != stateDeleting {
-			d.mu.Unlock()
-			return sa, nil
+		if sa.conn == cs && sa.getState() != stateDeleting {
+			if sa.child == ci {
+				d.mu.Unlock()
+				return sa, nil
+			}
+			if sa.getState() == stateEstablished {
+				up = sa
+			}
 		}
 	}
 	d.mu.Unlock()
+	// Another child of a connection that is up: a CREATE_CHILD_SA in
+	// its IKE SA, when the session can (else a new IKE SA, below).
+	if up != nil && up.createChild(ci, why) {
+		return up, nil
+	}
 	ra, ok := remoteAddr(cs.c)
 	if !ok {
 		return nil, fmt.Errorf("connection %s has no single remote address to initiate to", cs.c.Name)

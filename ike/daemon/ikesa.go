@@ -76,6 +76,9 @@ type ikeSA struct {
 	// sessDone: the session cannot go on (a delete could not even be
 	// sent); the loop ends after the current command.
 	sessDone bool
+	// creating holds the children a CREATE_CHILD_SA is under way for
+	// (the SA's goroutine only).
+	creating map[string]bool
 }
 
 func (d *Daemon) newSA(cs *connState, ci int, initiator bool, local, remote netip.AddrPort, xcfg exchange.Config) *ikeSA {
@@ -388,6 +391,48 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	}
 }
 
+// createChild asks the session for another CHILD SA of configured child
+// ci (CREATE_CHILD_SA), once per child at a time; it reports whether the
+// session took the request.
+func (sa *ikeSA) createChild(ci int, why string) bool {
+	name := sa.conn.c.Children[ci].Name
+	res := make(chan bool, 1)
+	sa.do(func(now time.Time) {
+		if sa.sess == nil {
+			res <- false
+			return
+		}
+		if sa.creating == nil {
+			sa.creating = map[string]bool{}
+		}
+		for _, c := range sa.children {
+			if c.name == name {
+				res <- true // up already
+				return
+			}
+		}
+		if sa.creating[name] {
+			res <- true
+			return
+		}
+		out, err := sa.sess.CreateChild(name, now)
+		if err != nil {
+			res <- false
+			return
+		}
+		sa.creating[name] = true
+		sa.d.log.Info("child create", sa.logger().args("child", name, "trigger", why)...)
+		sa.sendAll(out)
+		res <- true
+	})
+	select {
+	case ok := <-res:
+		return ok
+	case <-sa.ctx.Done():
+		return false
+	}
+}
+
 // childIndex returns the index of the configured child named name, or
 // -1.
 func (sa *ikeSA) childIndex(name string) int {
@@ -586,6 +631,7 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 				continue
 			}
 			sa.sess.AddChild(c.inSPI, c.outSPI)
+			delete(sa.creating, ev.Child)
 		case ChildRekeyed:
 			sa.rekeyChild(ev)
 		case ChildOutbound:

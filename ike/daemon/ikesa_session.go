@@ -112,6 +112,24 @@ func (a *ikesaSession) RekeyChild(inSPI uint32, now time.Time) ([][]byte, error)
 	return out, nil
 }
 
+func (a *ikesaSession) CreateChild(name string, now time.Time) ([][]byte, error) {
+	ci := a.sa.childIndex(name)
+	if ci < 0 {
+		return nil, fmt.Errorf("no child %q in connection %s", name, a.sa.conn.c.Name)
+	}
+	c := a.sa.conn.c
+	cfg, err := exchangeConfig(a.sa.d.opts.Config, c, c.Children[ci], a.sa.xcfg.Local, a.sa.xcfg.Remote)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.CreateChild(exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS, RemoteTS: cfg.RemoteTS,
+		Mode: c.Children[ci].Mode, ReplayWindow: c.Children[ci].ReplayWindow}); err != nil {
+		return nil, err
+	}
+	out, _ := a.s.Tick(now)
+	return out, nil
+}
+
 func (a *ikesaSession) Delete(now time.Time) ([][]byte, error) {
 	if err := a.s.Delete(); err != nil {
 		return nil, err

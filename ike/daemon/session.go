@@ -32,6 +32,9 @@ type Session interface {
 	RekeyChild(inSPI uint32, now time.Time) (out [][]byte, err error)
 	// Delete starts deleting the IKE SA and its children.
 	Delete(now time.Time) (out [][]byte, err error)
+	// CreateChild starts a CREATE_CHILD_SA for another CHILD SA of the
+	// configured child named name; ChildAdded reports it.
+	CreateChild(name string, now time.Time) (out [][]byte, err error)
 }
 
 // EventKind says what a SessionEvent reports.
@@ -420,6 +423,8 @@ func (s *infoSession) DeleteChild(inSPI uint32, now time.Time) ([][]byte, error)
 }
 
 func (s *infoSession) RekeyChild(uint32, time.Time) ([][]byte, error) { return nil, ErrNotSupported }
+
+func (s *infoSession) CreateChild(string, time.Time) ([][]byte, error) { return nil, ErrNotSupported }
 
 func (s *infoSession) Delete(now time.Time) ([][]byte, error) {
 	// The IKE SA's delete goes before anything still queued: it takes

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
+	"github.com/ipsecstack/ipsecstack/ike/message"
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -60,3 +61,41 @@ func TestLiveRekeys(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestSecondChildByCreateChildSA: a connection with two trapped children
+// (TCP and ICMP between the hosts): TCP traffic brings up the IKE SA with
+// the TCP child, then a ping's ACQUIRE brings up the ICMP child with
+// CREATE_CHILD_SA in the same IKE SA.
+func TestSecondChildByCreateChildSA(t *testing.T) {
+	mk := func(l, r netip.Addr, lid, rid string, start config.StartAction) *config.Config {
+		c := connConfig(l, r, lid, rid, xfrm.ModeTransport, start)
+		conn := c.Connections[0]
+		tcp := *conn.Children[0]
+		tcp.Name = "tcp"
+		tcp.LocalTS = []message.TrafficSelector{{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: 6, Start: l, End: l, EndPort: 65535}}
+		tcp.RemoteTS = []message.TrafficSelector{{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: 6, Start: r, End: r, EndPort: 65535}}
+		icmp := tcp
+		icmp.Name = "icmp"
+		icmp.LocalTS = []message.TrafficSelector{{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: 1, Start: l, End: l, EndPort: 65535}}
+		icmp.RemoteTS = []message.TrafficSelector{{TSType: message.TS_IPV4_ADDR_RANGE, IPProto: 1, Start: r, End: r, EndPort: 65535}}
+		conn.Children = []*config.Child{&tcp, &icmp}
+		return c
+	}
+	b := newBed(t, 4, mk(addrA4, addrB4, "a.test", "b.test", config.StartTrap), mk(addrB4, addrA4, "b.test", "a.test", config.StartNone))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testbed.Ping(ctx, b.a, addrB4, 3, 56); err != nil {
+		t.Fatal(err)
+	}
+	l := b.da.List()
+	if len(l.SAs) != 1 || len(l.SAs[0].Children) != 2 {
+		t.Fatalf("A's listing:\n%s", l.Format())
+	}
+	if n := b.da.Stats.IKEEstablished.Load(); n != 1 {
+		t.Errorf("%d IKE SAs established, want 1", n)
+	}
+	b.checkLeaks(t)
+}

@@ -496,8 +496,38 @@ func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 // retire removes a rekeyed CHILD SA: its outbound SA at once (the new
 // one has taken over), its inbound SA after rekeyGrace.
 func (sa *ikeSA) retire(old *childSA) {
+	sa.mu.Lock()
+	old.retiring = true
+	sa.mu.Unlock()
 	sa.d.eng.SAD.Delete(old.outDst, xfrm.ProtoESP, old.outSPI)
 	time.AfterFunc(rekeyGrace, func() { sa.do(func(time.Time) { sa.removeChild(old.inSPI) }) })
+}
+
+// childDeleted removes a CHILD SA the session reports deleted, except a
+// rekeyed one: the peer deletes that right after switching to the new
+// pair, while packets it sealed with the old one may still be on their
+// way, so its inbound SA stays for rekeyGrace (retire), and one whose
+// successor still waits for its outbound SA stays in use until then.
+func (sa *ikeSA) childDeleted(inSPI uint32) {
+	sa.mu.Lock()
+	var c *childSA
+	waiting := false
+	for _, x := range sa.children {
+		if x.inSPI == inSPI {
+			c = x
+		}
+	}
+	for _, x := range sa.children {
+		if c != nil && x.predecessor == c {
+			waiting = true
+		}
+	}
+	retiring := c != nil && c.retiring
+	sa.mu.Unlock()
+	if retiring || waiting {
+		return
+	}
+	sa.removeChild(inSPI)
 }
 
 // outbound installs the held-back outbound SA of a rekeyed CHILD SA
@@ -616,7 +646,7 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 	for _, ev := range evs {
 		switch ev.Kind {
 		case ChildDeleted:
-			sa.removeChild(ev.OldInSPI)
+			sa.childDeleted(ev.OldInSPI)
 		case ChildAdded:
 			ci := sa.childIndex(ev.Child)
 			if ci < 0 {

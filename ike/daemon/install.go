@@ -29,6 +29,9 @@ type childSA struct {
 	// predecessor is the CHILD SA this one rekeyed, kept in use until
 	// this one's outbound SA is in (ChildOutbound).
 	predecessor *childSA
+	// retiring: replaced by a rekey; its inbound SA goes after
+	// rekeyGrace.
+	retiring bool
 }
 
 // polKey names an SPD entry the daemon holds: direction and selector.

@@ -476,17 +476,18 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer) inboundVerdict {
 			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
 				// An IPv6 fragment to forward: checked and
 				// forwarded as it is (classifyForward).
-				return e.classify(b)
+				return e.classify(b, false)
 			}
 		}
 		e.reassemble(b, &fi)
 		return inConsumed
 	}
-	return e.classify(b)
+	return e.classify(b, pkt.RXChecksumValidated)
 }
 
-// classify runs the inbound check on a whole datagram b.
-func (e *Endpoint) classify(b []byte) inboundVerdict {
+// classify runs the inbound check on a whole datagram b. csumOK says the
+// link verified its transport checksum (RX checksum offload).
+func (e *Endpoint) classify(b []byte, csumOK bool) inboundVerdict {
 	var f xfrm.Flow
 	l4off, err := xfrm.ParseFlow(b, &f)
 	if err != nil {
@@ -498,7 +499,7 @@ func (e *Endpoint) classify(b []byte) inboundVerdict {
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
-		if v, handled := e.encapInput(b, l4off); handled {
+		if v, handled := e.encapInput(b, l4off, csumOK); handled {
 			return v
 		}
 	}
@@ -540,7 +541,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo) {
 		v.Release()
 		return
 	}
-	switch e.classify(whole) {
+	switch e.classify(whole, false) {
 	case inPass:
 		e.deliver(v)
 		return

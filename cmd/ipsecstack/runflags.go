@@ -35,7 +35,10 @@ type runConfig struct {
 	NATKeepalive time.Duration
 	Pcap         string
 	Keylog       string
-	Metrics      string
+	// IKE is the --ike file (swanctl.conf syntax): IKEv2 connections the
+	// stack keys itself with.
+	IKE     string
+	Metrics string
 	// Pprof is the address of net/http/pprof (--pprof); empty: off.
 	Pprof    string
 	LogLevel slog.Level
@@ -107,7 +110,7 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
         [--publish tcp|udp:STACKPORT=HOSTADDR:PORT]...
         [--forward-max-sessions N] [--forward-idle-timeout DURATION]
-        [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--pprof ADDR] [--log-level LEVEL]`
+        [--nat-keepalive DURATION] [--ike FILE] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--pprof ADDR] [--log-level LEVEL]`
 
 // defaultNATKeepalive is strongSwan's keepalive interval (charon's
 // keep_alive, 20 s): with static keys the daemon cannot tell whether a NAT
@@ -120,10 +123,10 @@ const defaultNATKeepalive = 20 * time.Second
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var (
-		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level string
-		mtu, fwdMax                                                        uint
-		fwdIdle, natKA                                                     time.Duration
-		addrs, routes, echos, discards, forwards, publishes                multi
+		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level, ike string
+		mtu, fwdMax                                                             uint
+		fwdIdle, natKA                                                          time.Duration
+		addrs, routes, echos, discards, forwards, publishes                     multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
@@ -139,6 +142,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.UintVar(&fwdMax, "forward-max-sessions", defaultForwardMaxSessions, "at most `N` TCP connections, and N UDP client sessions, at once per --forward (beyond: refused, counted)")
 	fs.DurationVar(&fwdIdle, "forward-idle-timeout", defaultForwardIdle, "close a --forward TCP connection or UDP session idle this long (`DURATION`; a UDP session never answered: at most 30s)")
 	fs.DurationVar(&natKA, "nat-keepalive", defaultNATKeepalive, "send a NAT keepalive (RFC 3948) every `DURATION` on each esp-udp SA of the --setkey file that leaves from an --addr (0: never)")
+	fs.StringVar(&ike, "ike", "", "IKEv2 connections and secrets from this swanctl.conf `FILE`: the stack negotiates its SAs itself (UDP 500/4500 inside the stack)")
 	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
@@ -153,7 +157,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 	}
-	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics, Pprof: pprofAddr}
+	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics, Pprof: pprofAddr, IKE: ike}
 
 	if link == "" {
 		return nil, bad("--link is required (afpacket:IFACE or tap:NAME)")
@@ -268,7 +272,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, bad("--log-level %q: want debug, info, warn or error", level)
 	}
-	for _, p := range []struct{ flag, v string }{{"--pcap", c.Pcap}, {"--keylog", c.Keylog}, {"--setkey", c.Setkey}} {
+	for _, p := range []struct{ flag, v string }{{"--pcap", c.Pcap}, {"--keylog", c.Keylog}, {"--setkey", c.Setkey}, {"--ike", c.IKE}} {
 		if p.v == "" && flagGiven(fs, p.flag[2:]) {
 			return nil, bad("%s: empty file name", p.flag)
 		}

@@ -623,8 +623,8 @@ func (sa *ikeSA) retransmittedAuth(m inMsg) bool {
 		return false
 	}
 	resp, _, _ := sa.resp.Handle(m.b)
-	if resp != nil {
-		sa.Send(resp, m.natt)
+	for _, b := range resp {
+		sa.Send(b, m.natt)
 	}
 	return true
 }

@@ -15,8 +15,8 @@ import (
 // certificate fields of exchange.Config land (the ikeauth work), a
 // connection is reduced to the first transform of each type of its first
 // IKE proposal and of its child's first ESP proposal, and to PSK
-// authentication; both sides of a test or an interop run must configure
-// those first. When exchange.Config gains Proposals and certificate
+// PSK or certificate authentication; both sides of a test or an interop
+// run must configure those first. When exchange.Config gains Proposals and certificate
 // fields, suiteOf and pskFor give way to passing Connection.Proposals,
 // Child.Proposals and the Auth rounds through.
 
@@ -160,9 +160,6 @@ func exchangeConfig(cfg *config.Config, c *config.Connection, ch *config.Child, 
 	if len(c.Local) != 1 || len(c.Remote) != 1 {
 		return x, fmt.Errorf("%s: connection %s: exactly one local and one remote authentication round is supported", c.Pos, c.Name)
 	}
-	if c.Local[0].Method != config.AuthPSK || c.Remote[0].Method != config.AuthPSK {
-		return x, fmt.Errorf("%s: connection %s: only PSK authentication is supported by the daemon yet", c.Pos, c.Name)
-	}
 	ike, err := ikeSuiteOf(c.Proposals)
 	if err != nil {
 		return x, fmt.Errorf("%s: connection %s: %v", c.Pos, c.Name, err)
@@ -171,22 +168,56 @@ func exchangeConfig(cfg *config.Config, c *config.Connection, ch *config.Child, 
 	if err != nil {
 		return x, fmt.Errorf("%s: child %s: %v", ch.Pos, ch.Name, err)
 	}
-	lid, rid := c.Local[0].ID, c.Remote[0].ID
-	if len(lid.Data) == 0 {
+	la, ra := c.Local[0], c.Remote[0]
+	lid, rid := la.ID, ra.ID
+	if len(lid.Data) == 0 && la.Method == config.AuthPSK {
+		// With a certificate the exchange takes its subject DN.
 		lid = addrID(local.Addr())
 	}
-	if len(rid.Data) == 0 {
-		// %any: the exchange wants one identity to check; the peer's
-		// address is what swanctl assumes when none is given.
+	if len(rid.Data) == 0 && ra.Method == config.AuthPSK {
+		// %any: the exchange wants one identity to check the PSK of;
+		// the peer's address is what swanctl assumes when none is given.
+		// A certificate proves any identity it holds.
 		rid = addrID(remote.Addr())
 	}
-	psk := pskFor(cfg, lid, rid)
-	if psk == nil {
-		return x, fmt.Errorf("%s: connection %s: no ike secret for %s / %s", c.Pos, c.Name, idString(lid), idString(rid))
+	var lauth, rauth exchange.Auth
+	if la.Method == config.AuthPSK || ra.Method == config.AuthPSK {
+		psk := pskFor(cfg, lid, rid)
+		if psk == nil {
+			return x, fmt.Errorf("%s: connection %s: no ike secret for %s / %s", c.Pos, c.Name, idString(lid), idString(rid))
+		}
+		if la.Method == config.AuthPSK {
+			lauth = exchange.Auth{Method: exchange.AuthPSK, PSK: psk}
+		}
+		if ra.Method == config.AuthPSK {
+			rauth = exchange.Auth{Method: exchange.AuthPSK, PSK: psk}
+		}
+	}
+	if la.Method == config.AuthPubkey {
+		if len(la.Certs) == 0 || la.Key == nil {
+			return x, fmt.Errorf("%s: connection %s: local public key authentication without a certificate and its private key", la.Pos, c.Name)
+		}
+		lauth = exchange.Auth{Method: exchange.AuthPubkey, Certs: la.Certs, Key: la.Key,
+			Hashes: la.Schemes, PSS: la.KeyType == config.KeyRSAPSS}
+	}
+	if ra.Method == config.AuthPubkey {
+		// remote cacerts, else every CA the file loaded (swanctl's
+		// x509ca/ and cacerts of any connection), as charon does.
+		cas := ra.CACerts
+		if len(cas) == 0 {
+			cas = cfg.Authorities
+		}
+		if len(cas) == 0 && len(ra.Certs) == 0 {
+			return x, fmt.Errorf("%s: connection %s: remote public key authentication without a CA or a pinned certificate", ra.Pos, c.Name)
+		}
+		rauth = exchange.Auth{Method: exchange.AuthPubkey, Certs: ra.Certs, CACerts: cas, Hashes: ra.Schemes}
+	}
+	if lauth.Method == 0 || rauth.Method == 0 {
+		return x, fmt.Errorf("%s: connection %s: authentication method not supported by the daemon", c.Pos, c.Name)
 	}
 	lts, rts := childTS(ch, local.Addr(), remote.Addr())
 	return exchange.Config{
-		Local: local, Remote: remote, LocalID: lid, RemoteID: rid, PSK: psk,
+		Local: local, Remote: remote, LocalID: lid, RemoteID: rid, LocalAuth: lauth, RemoteAuth: rauth,
 		IKE: ike, ESP: esp, LocalTS: lts, RemoteTS: rts, Mode: ch.Mode, ReplayWindow: ch.ReplayWindow,
 	}, nil
 }

@@ -1,9 +1,16 @@
 package daemon
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
@@ -101,6 +108,83 @@ func TestCovers(t *testing.T) {
 	} {
 		if got := covers(conf, c.got); got != c.want {
 			t.Errorf("%v: %v, want %v", tsStrings(c.got), got, c.want)
+		}
+	}
+}
+
+// TestExchangeConfigPubkey: a swanctl connection with auth = pubkey on
+// both sides reaches the exchange as certificate authentication: our
+// certificate and key, the peer checked against the remote cacerts or,
+// without them, every loaded authority (charon's behaviour), the schemes
+// as RFC 7427 hashes; PSK and pubkey mix per side. Before, the daemon
+// refused anything but PSK.
+func TestExchangeConfigPubkey(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	eeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	eeTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "ours"},
+		DNSNames: []string{"ours.test"}, NotBefore: caTmpl.NotBefore, NotAfter: caTmpl.NotAfter}
+	eeDER, _ := x509.CreateCertificate(rand.Reader, eeTmpl, ca, eeKey.Public(), caKey)
+	ee, _ := x509.ParseCertificate(eeDER)
+	other := &x509.Certificate{Raw: []byte("other CA")}
+
+	local := netip.MustParseAddrPort("10.0.0.1:500")
+	remote := netip.MustParseAddrPort("10.0.0.2:500")
+	pub := config.Auth{Method: config.AuthPubkey, Certs: []*x509.Certificate{ee}, Key: eeKey, Schemes: []uint16{3}}
+	psk := config.Auth{Method: config.AuthPSK}
+	esp := []message.Proposal{{Transforms: []message.Transform{{Type: message.TransformENCR, ID: message.ENCR_AES_GCM_16}}}}
+	ikeP := []message.Proposal{{Transforms: []message.Transform{{Type: message.TransformENCR, ID: message.ENCR_AES_GCM_16},
+		{Type: message.TransformPRF, ID: message.PRF_HMAC_SHA2_256}, {Type: message.TransformKE, ID: 31}}}}
+	for _, tc := range []struct {
+		name        string
+		l, r        config.Auth
+		authorities []*x509.Certificate
+		wantL       exchange.Auth
+		wantR       exchange.Auth
+		wantLID     exchange.Identity
+		wantRID     exchange.Identity
+		wantErr     bool
+	}{
+		{name: "pubkey both, authorities", l: pub, r: config.Auth{Method: config.AuthPubkey},
+			authorities: []*x509.Certificate{ca},
+			wantL:       exchange.Auth{Method: exchange.AuthPubkey, Certs: pub.Certs, Key: eeKey, Hashes: []uint16{3}},
+			wantR:       exchange.Auth{Method: exchange.AuthPubkey, CACerts: []*x509.Certificate{ca}}},
+		{name: "remote cacerts win", l: pub, r: config.Auth{Method: config.AuthPubkey, CACerts: []*x509.Certificate{ca},
+			ID: exchange.FQDN("peer.test")}, authorities: []*x509.Certificate{other},
+			wantL:   exchange.Auth{Method: exchange.AuthPubkey, Certs: pub.Certs, Key: eeKey, Hashes: []uint16{3}},
+			wantR:   exchange.Auth{Method: exchange.AuthPubkey, CACerts: []*x509.Certificate{ca}},
+			wantRID: exchange.FQDN("peer.test")},
+		{name: "pubkey local, psk remote", l: pub, r: psk,
+			wantL:   exchange.Auth{Method: exchange.AuthPubkey, Certs: pub.Certs, Key: eeKey, Hashes: []uint16{3}},
+			wantR:   exchange.Auth{Method: exchange.AuthPSK, PSK: []byte("k")},
+			wantRID: addrID(remote.Addr())},
+		{name: "no CA", l: pub, r: config.Auth{Method: config.AuthPubkey}, wantErr: true},
+		{name: "no key", l: config.Auth{Method: config.AuthPubkey, Certs: pub.Certs}, r: psk, wantErr: true},
+	} {
+		cfg := &config.Config{Authorities: tc.authorities,
+			Secrets: []*config.Secret{{Type: "ike", Data: []byte("k")}}}
+		c := &config.Connection{Name: "c", Local: []*config.Auth{&tc.l}, Remote: []*config.Auth{&tc.r}, Proposals: ikeP,
+			Children: []*config.Child{{Name: "ch", Proposals: esp}}}
+		x, err := exchangeConfig(cfg, c, c.Children[0], local, remote)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("%s: no error", tc.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if !reflect.DeepEqual(x.LocalAuth, tc.wantL) || !reflect.DeepEqual(x.RemoteAuth, tc.wantR) {
+			t.Errorf("%s: auth\n got %+v / %+v\nwant %+v / %+v", tc.name, x.LocalAuth, x.RemoteAuth, tc.wantL, tc.wantR)
+		}
+		if !reflect.DeepEqual(x.LocalID, tc.wantLID) || !reflect.DeepEqual(x.RemoteID, tc.wantRID) {
+			t.Errorf("%s: ids %+v / %+v, want %+v / %+v", tc.name, x.LocalID, x.RemoteID, tc.wantLID, tc.wantRID)
 		}
 	}
 }

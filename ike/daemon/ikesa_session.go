@@ -1,9 +1,9 @@
-//go:build ikesa
-
 // This file adapts ike/exchange's IKE SA state machine (exchange.IKESA:
 // CREATE_CHILD_SA, INFORMATIONAL, rekeying with collisions) to the
-// daemon's Session. It is built with -tags ikesa until that state machine
-// is on main; then the tag and the stop-gap (infoSession) go.
+// daemon's Session. That state machine is on main, so the file is built
+// always (it was behind -tags ikesa): without it the daemon refused
+// CREATE_CHILD_SA and never rekeyed. The stop-gap infoSession remains
+// until its own removal.
 
 package daemon
 

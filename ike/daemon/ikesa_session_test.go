@@ -1,5 +1,3 @@
-//go:build ikesa
-
 package daemon
 
 import (

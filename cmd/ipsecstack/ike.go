@@ -78,7 +78,8 @@ func startIKE(ctx context.Context, d *daemon, ic *config.Config, log *slog.Logge
 	for _, p := range d.cfg.Addrs {
 		addrs = append(addrs, p.Addr())
 	}
-	opts := ikedaemon.Options{Stack: d.st, Addrs: addrs, Config: ic, Log: log.With("component", "ike"), NATKeepalive: d.cfg.NATKeepalive}
+	opts := ikedaemon.Options{Stack: d.st, Addrs: addrs, Config: ic, Log: log.With("component", "ike"), NATKeepalive: d.cfg.NATKeepalive,
+		Retransmit: d.cfg.IKERetransmit}
 	if d.cfg.NATKeepalive == 0 {
 		opts.NATKeepalive = -1
 	}

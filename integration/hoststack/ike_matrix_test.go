@@ -69,7 +69,9 @@ func (t mxTopo) String() string {
 	return [...]string{"direct", "nat-ours", "nat-charon"}[t]
 }
 
-// mxCreds are the certificates of one CA, PEM files in dir.
+// mxCreds are the certificates of one CA, PEM files in dir; the private
+// keys go in the swanctl directories' private/ (dir/ours, dir/charon),
+// where both swanctl and ours load them.
 type mxCreds struct {
 	ca, ours, oursKey, charon, charonKey string
 }
@@ -111,13 +113,15 @@ func mintMatrixCreds(t *testing.T, dir string) mxCreds {
 	ok, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c.ours = write("ours.pem", "CERTIFICATE", leaf(2, "ours.ike.test", ok.Public()))
 	okDER, _ := x509.MarshalECPrivateKey(ok)
-	c.oursKey = write("ours.key", "EC PRIVATE KEY", okDER)
+	os.MkdirAll(filepath.Join(dir, "ours", "private"), 0o700)
+	os.MkdirAll(filepath.Join(dir, "charon", "private"), 0o700)
+	c.oursKey = write("ours/private/ours.key", "EC PRIVATE KEY", okDER)
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.charon = write("charon.pem", "CERTIFICATE", leaf(3, "charon.ike.test", rk.Public()))
-	c.charonKey = write("charon.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk))
+	c.charonKey = write("charon/private/charon.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk))
 	return c
 }
 
@@ -130,7 +134,10 @@ type mxCharon struct {
 }
 
 func (c *mxCharon) swanctl(args ...string) (string, error) {
-	out, err := exec.Command("swanctl", append(args, "--uri", "unix://"+c.vici)...).CombinedOutput()
+	cmd := exec.Command("swanctl", append(args, "--uri", "unix://"+c.vici)...)
+	// Credentials (private/) from charon's directory, not /etc/swanctl.
+	cmd.Env = append(os.Environ(), "SWANCTL_DIR="+c.dir)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -309,11 +316,10 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 	default:
 		nsN = newNS(t)
 		vni, vnp := uniq("mxni"), uniq("mxnp")
-		inside, insideNS, outsideNS, insideIf, outsideIf := nsO, nsO, nsC, vo, vc
+		insideNS, outsideNS, insideIf, outsideIf := nsO, nsC, vo, vc
 		if topo == mxCharonNATd {
-			inside, insideNS, outsideNS, insideIf, outsideIf = nsC, nsC, nsO, vc, vo
+			insideNS, outsideNS, insideIf, outsideIf = nsC, nsO, vc, vo
 		}
-		_ = inside
 		sh(t, "ip", "link", "add", insideIf, "netns", insideNS.name, "type", "veth", "peer", "name", vni, "netns", nsN.name)
 		sh(t, "ip", "link", "add", outsideIf, "netns", outsideNS.name, "type", "veth", "peer", "name", vnp, "netns", nsN.name)
 		nsN.sh(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -361,14 +367,14 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
     remote { auth = pubkey
              cacerts = %s
              id = ours.ike.test }`, creds.charon, creds.ca)
-		secrets = fmt.Sprintf("secrets { private-charon { file = %s } }\n", creds.charonKey)
+		secrets = ""
 		oursAuth = fmt.Sprintf(`local { auth = pubkey
       certs = %s
       id = ours.ike.test }
     remote { auth = pubkey
       cacerts = %s
       id = charon.ike.test }`, creds.ours, creds.ca)
-		oursSecrets = fmt.Sprintf("secrets { private-ours { file = %s } }\n", creds.oursKey)
+		oursSecrets = ""
 		ourID, charonID = "ours.ike.test", "charon.ike.test"
 	}
 	remoteForCharon := oursSeen
@@ -386,7 +392,8 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
   }
 }
 %s`, charonAddr, remoteForCharon, charonAuth, secrets)
-	oursConf := filepath.Join(dir, "ours.conf")
+	os.MkdirAll(filepath.Join(dir, "ours"), 0o700)
+	oursConf := filepath.Join(dir, "ours", "swanctl.conf")
 	os.WriteFile(oursConf, []byte(fmt.Sprintf(`connections {
   gw {
     local_addrs = %s
@@ -410,7 +417,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 		int(mxChildRekey/time.Second), int(2*mxChildRekey/time.Second), oursSecrets)), 0o600)
 
 	cdir := filepath.Join(dir, "charon")
-	os.Mkdir(cdir, 0o755)
+	os.MkdirAll(cdir, 0o755)
 	charon := startMatrixCharon(t, nsC, cdir, charonConf)
 
 	// A sink behind charon: reads to EOF, answers the SHA-256.
@@ -543,7 +550,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			}
 			mxWait(t, "our SAs", 5*time.Second, oursUp)
 			f := filepath.Join(dir, "blackhole.nft")
-			os.WriteFile(f, []byte("table ip blackhole {\n\tchain fwd {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n"), 0o600)
+			os.WriteFile(f, []byte("table ip blackhole {\n\tchain blk {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n"), 0o600)
 			nsN.sh(t, "nft", "-f", f)
 			killed := time.Now()
 			// charon: dpd_delay 2s, retransmit 0.5 s x 1.8, 2 tries.

@@ -29,7 +29,7 @@ import (
 // against a real charon 5.9.8 (kernel-libipsec, so UDP-encapsulated
 // tunnel mode) with charon's default proposals (no proposals lines on its
 // side). Axes: PSK or certificates from one CA (ours ECDSA P-256,
-// charon's RSA 2048, whose IKE_AUTH charon fragments), who initiates, and
+// charon's RSA 2048), who initiates, and
 // whether an nftables masquerade sits between the two (the initiator
 // behind it). Per case: ping and a TCP transfer through the tunnel; a
 // CHILD SA rekey and an IKE SA rekey initiated by charon (swanctl
@@ -41,14 +41,15 @@ import (
 // setups end with a dead peer: charon killed and our daemon declaring it
 // dead on its dpd_delay and retransmission schedule, or our daemon killed
 // and charon declaring us dead. Setups run in parallel (they mostly
-// wait on timers).
+// wait on timers; go test runs GOMAXPROCS of them at once).
 
 // ikeMatrixSecret is the PSK of the matrix (both sides' secrets).
 const ikeMatrixSecret = "ike-matrix-psk-0123456789abcdef"
 
-// Timers of the matrix: our child and IKE rekey_time (rand_time 0 would
-// be refused by neither side, but swanctl's default jitter is fine),
-// both sides' dpd_delay, our --ike-retransmit and charon's.
+// Timers of the matrix: our CHILD and IKE rekey_time (with swanctl's
+// default jitter; the CHILD's life_time is set to twice rekey_time since
+// the default, 110% in whole seconds, equals rekey_time this short), both
+// sides' dpd_delay, our --ike-retransmit and the time it takes.
 const (
 	mxChildRekey  = 5 * time.Second
 	mxIKERekey    = 7 * time.Second

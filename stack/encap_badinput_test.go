@@ -4,6 +4,10 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -131,5 +135,28 @@ func TestEncapBadInput(t *testing.T) {
 				t.Fatalf("traffic after the bad packet: %v", err)
 			}
 		})
+	}
+}
+
+// TestEncapChecksumOffloaded: ESP in UDP whose UDP checksum the link
+// has already verified (gVisor's RXChecksumValidated: AF_PACKET on a veth
+// with RX checksum offload, where the peer kernel's frames carry only the
+// partial pseudo-header sum, CHECKSUM_PARTIAL) is decapsulated, not
+// dropped as XfrmInHdrError, as Linux's UDP layer trusts
+// CHECKSUM_UNNECESSARY. Found with strongSwan's kernel-libipsec over a
+// veth: every ESP-in-UDP reply was dropped.
+func TestEncapChecksumOffloaded(t *testing.T) {
+	p, _, _ := badInputPair(t, testbed.Suites[0])
+	enc := addEncapSA(t, p)
+	pkt := udpTo6(4500, 4500, sealAs(t, enc, ahead(enc), udp6([]byte("encapsulated")))[40:])
+	pkt[46], pkt[47] = 0x12, 0x34 // what CHECKSUM_PARTIAL leaves: not the full sum
+	before := p.B.Engine.Stats.Snapshot()
+	buf := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	buf.RXChecksumValidated = true
+	p.B.Endpoint.DeliverNetworkPacket(header.IPv6ProtocolNumber, buf)
+	buf.DecRef()
+	expectOnly(t, p.B.Engine, before, "")
+	if n := enc.Counters.Packets.Load(); n != 1 {
+		t.Errorf("the encapsulated SA took %d packets, want 1", n)
 	}
 }

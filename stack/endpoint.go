@@ -622,17 +622,18 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer, rx *rxBatch) inboundVerdict 
 			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
 				// An IPv6 fragment to forward: checked and
 				// forwarded as it is (classifyForward).
-				return e.classify(b, rx)
+				return e.classify(b, rx, false)
 			}
 		}
 		e.reassemble(b, &fi, rx)
 		return inConsumed
 	}
-	return e.classify(b, rx)
+	return e.classify(b, rx, pkt.RXChecksumValidated)
 }
 
-// classify runs the inbound check on a whole datagram b.
-func (e *Endpoint) classify(b []byte, rx *rxBatch) inboundVerdict {
+// classify runs the inbound check on a whole datagram b. csumOK says the
+// link verified its transport checksum (RX checksum offload).
+func (e *Endpoint) classify(b []byte, rx *rxBatch, csumOK bool) inboundVerdict {
 	var f xfrm.Flow
 	l4off, err := xfrm.ParseFlow(b, &f)
 	if err != nil {
@@ -644,7 +645,7 @@ func (e *Endpoint) classify(b []byte, rx *rxBatch) inboundVerdict {
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
-		if v, handled := e.encapInput(b, l4off, rx); handled {
+		if v, handled := e.encapInput(b, l4off, rx, csumOK); handled {
 			return v
 		}
 	}
@@ -686,7 +687,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 		v.Release()
 		return
 	}
-	switch e.classify(whole, rx) {
+	switch e.classify(whole, rx, false) {
 	case inPass:
 		e.deliver(v, rx)
 		return

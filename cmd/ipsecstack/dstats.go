@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/ipsecstack/ipsecstack/control"
+	ikedaemon "github.com/ipsecstack/ipsecstack/ike/daemon"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -23,6 +24,8 @@ type daemonStats struct {
 	// st is the stack (the wrapper's and the NIC's drops); nil until it
 	// is up.
 	st *stack.Stack
+	// ike is the IKE daemon (--ike); nil without one.
+	ike *ikedaemon.Daemon
 }
 
 // linkDropper is a link endpoint that can tell what the kernel dropped
@@ -121,4 +124,23 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "LinkTxQueueDrops", Value: qdrops},
 		{Name: "TcpRetransSegs", Value: retrans},
 	}
+}
+
+// IKESnapshot returns the IKE daemon's counters and gauges for
+// `ipsecstack stats` (none without --ike): IKESAsEstablished,
+// IKEChildSAsInstalled, IKESAsHalfOpen (gauges), the event and message
+// counters, and IKEFailures_REASON per failure reason.
+func (d *daemonStats) IKESnapshot() []xfrm.Stat {
+	if d.ike == nil {
+		return nil
+	}
+	var out []xfrm.Stat
+	for _, s := range d.ike.Snapshot() {
+		name := s.Name
+		if s.Label != "" {
+			name += "_" + s.Label
+		}
+		out = append(out, xfrm.Stat{Name: name, Value: s.Value})
+	}
+	return out
 }

@@ -32,6 +32,14 @@ import (
 //	ipsecstack_nic_{rx,tx}_{packets,bytes}_total   the NIC's wire counters
 //	ipsecstack_daemon_stat_total{stat="ForwardTCPRefused"}   the daemon's
 //	    own counters (control socket, relays), named as in `ipsecstack stats`
+//	ipsecstack_ike_sas{state="established"|"half_open"},
+//	    ipsecstack_ike_child_sas   IKE and CHILD SAs of the --ike daemon
+//	ipsecstack_ike_events_total{event}   its counters (established,
+//	    child_installed, child_deleted, deleted, child_rekeys, rekeys,
+//	    in_messages, ..., with `ipsecstack stats` names as the label)
+//	ipsecstack_ike_failures_total{reason}   failed exchanges by reason
+//	    (timeout, auth, no_proposal, ts_unacceptable, invalid_ke,
+//	    peer_error, install, config, dead, other)
 //	plus the Go runtime and process collectors.
 type collector struct {
 	st *stack.Stack
@@ -54,11 +62,15 @@ var (
 	descTxPk   = prometheus.NewDesc("ipsecstack_nic_tx_packets_total", "Frames sent on the link.", nil, nil)
 	descTxBy   = prometheus.NewDesc("ipsecstack_nic_tx_bytes_total", "Bytes sent on the link.", nil, nil)
 	descDaemon = prometheus.NewDesc("ipsecstack_daemon_stat_total", "The daemon's own counters (control socket, relays) with their `ipsecstack stats` names.", []string{"stat"}, nil)
+	descIKESAs = prometheus.NewDesc("ipsecstack_ike_sas", "IKE SAs of the --ike daemon by state.", []string{"state"}, nil)
+	descIKECh  = prometheus.NewDesc("ipsecstack_ike_child_sas", "CHILD SAs the --ike daemon has installed.", nil, nil)
+	descIKEEv  = prometheus.NewDesc("ipsecstack_ike_events_total", "The --ike daemon's counters with their `ipsecstack stats` names.", []string{"event"}, nil)
+	descIKEF   = prometheus.NewDesc("ipsecstack_ike_failures_total", "IKE exchanges that failed, by reason.", []string{"reason"}, nil)
 	saStateAll = []xfrm.SAState{xfrm.StateLarval, xfrm.StateMature, xfrm.StateDying, xfrm.StateDead}
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descXfrm, descSABy, descSAPk, descSARe, descSAIn, descSASt, descSAD, descSPD, descLink, descRxPk, descRxBy, descTxPk, descTxBy, descDaemon} {
+	for _, d := range []*prometheus.Desc{descXfrm, descSABy, descSAPk, descSARe, descSAIn, descSASt, descSAD, descSPD, descLink, descRxPk, descRxBy, descTxPk, descTxBy, descDaemon, descIKESAs, descIKECh, descIKEEv, descIKEF} {
 		ch <- d
 	}
 }
@@ -71,6 +83,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if c.ds != nil {
 		for _, s := range c.ds.Snapshot() {
 			ch <- prometheus.MustNewConstMetric(descDaemon, prometheus.CounterValue, float64(s.Value), s.Name)
+		}
+	}
+	if c.ds != nil && c.ds.ike != nil {
+		for _, s := range c.ds.ike.Snapshot() {
+			switch {
+			case s.Name == "IKESAsEstablished":
+				ch <- prometheus.MustNewConstMetric(descIKESAs, prometheus.GaugeValue, float64(s.Value), "established")
+			case s.Name == "IKESAsHalfOpen":
+				ch <- prometheus.MustNewConstMetric(descIKESAs, prometheus.GaugeValue, float64(s.Value), "half_open")
+			case s.Name == "IKEChildSAsInstalled":
+				ch <- prometheus.MustNewConstMetric(descIKECh, prometheus.GaugeValue, float64(s.Value))
+			case s.Label != "":
+				ch <- prometheus.MustNewConstMetric(descIKEF, prometheus.CounterValue, float64(s.Value), s.Label)
+			default:
+				ch <- prometheus.MustNewConstMetric(descIKEEv, prometheus.CounterValue, float64(s.Value), s.Name)
+			}
 		}
 	}
 	eng.SAD.Walk(func(sa *xfrm.SA) bool {

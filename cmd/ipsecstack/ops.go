@@ -73,6 +73,9 @@ func registerOps(s *control.Server, st *stack.Stack, ds *daemonStats, log *slog.
 		for _, v := range ds.Snapshot() {
 			out = append(out, statJSON{v.Name, v.Value})
 		}
+		for _, v := range ds.IKESnapshot() {
+			out = append(out, statJSON{v.Name, v.Value})
+		}
 		return out, nil
 	})
 	s.HandleJSON("ping", func(raw json.RawMessage) (any, error) {

@@ -21,6 +21,8 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/ike/config"
+	ikedaemon "github.com/ipsecstack/ipsecstack/ike/daemon"
 	"github.com/ipsecstack/ipsecstack/link/pcap"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -74,6 +76,8 @@ type daemon struct {
 	st     *stack.Stack
 	ctl    *control.Server
 	stats  daemonStats
+	keylog *keylog           // nil without --keylog
+	ike    *ikedaemon.Daemon // nil without --ike
 
 	cancel  context.CancelFunc
 	closers []func() // run in reverse order by Close
@@ -131,6 +135,13 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 		log.Info("setkey applied", "file", cfg.Setkey, "sas", d.engine.SAD.Len(), "policies", d.engine.SPD.Len())
 	}
 
+	var ikeCfg *config.Config
+	if cfg.IKE != "" {
+		if ikeCfg, err = loadIKEConfig(cfg.IKE); err != nil {
+			return nil, fmt.Errorf("--ike: %w", err)
+		}
+	}
+
 	// 2. Output files, created before the link so a bad path costs nothing.
 	var pw *pcap.Writer
 	if cfg.Pcap != "" {
@@ -155,6 +166,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 			return nil, fmt.Errorf("--keylog: %w", err)
 		}
 		d.onClose(kl.Close)
+		d.keylog = kl
 		go every(ctx, 100*time.Millisecond, kl.sync) // write new SAs as they appear
 	}
 
@@ -210,6 +222,15 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 	d.stats.eng = d.st.Engine
 	d.stats.st = d.st
 	registerOps(d.ctl, d.st, &d.stats, log)
+
+	// 4a. The IKE daemon (--ike): sockets on UDP 500/4500 in the stack.
+	if ikeCfg != nil {
+		if d.ike, err = startIKE(ctx, d, ikeCfg, log); err != nil {
+			return nil, fmt.Errorf("--ike: %w", err)
+		}
+		d.stats.ike = d.ike
+	}
+	registerIKEOps(d.ctl, d.ike)
 
 	// 5. Services inside the stack and forwards into it.
 	for _, e := range cfg.Echo {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipsecstack/ipsecstack/ike/exchange"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 	"github.com/ipsecstack/ipsecstack/xfrm/setkey"
 )
@@ -61,6 +62,8 @@ func TestParseRunFlags(t *testing.T) {
 		"--link tap:x --addr 192.0.2.1/24 --forward-max-sessions 0", "--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout 0s",
 		"--link tap:x --addr 192.0.2.1/24 --forward-idle-timeout soon",
 		"--link tap:x --addr 192.0.2.1/24 --nat-keepalive 10ms", "--link tap:x --addr 192.0.2.1/24 --nat-keepalive 2h",
+		"--link tap:x --addr 192.0.2.1/24 --ike-retransmit 1s", "--link tap:x --addr 192.0.2.1/24 --ike-retransmit 1ms,1.8,5",
+		"--link tap:x --addr 192.0.2.1/24 --ike-retransmit 1s,0.5,5", "--link tap:x --addr 192.0.2.1/24 --ike-retransmit 1s,1.8,0",
 	} {
 		_, err := parseRunFlags(strings.Fields(args), io.Discard)
 		if !errors.Is(err, errUsage) || strings.Contains(err.Error(), "\n") {
@@ -105,6 +108,19 @@ func TestKeylogLine(t *testing.T) {
 		if strings.ContainsAny(got, "\n") || strings.Count(got, `","`) != 7 {
 			t.Errorf("SPI %#x: not one 8-field line: %s", c.cfg.SPI, got)
 		}
+	}
+}
+
+// TestIKERetransmitFlag: --ike-retransmit TIMEOUT,BASE,TRIES is charon's
+// retransmit_timeout/base/tries; absent, the daemon keeps strongSwan's
+// schedule (the zero value).
+func TestIKERetransmitFlag(t *testing.T) {
+	c, err := parseRunFlags(strings.Fields("--link tap:x --addr 172.16.0.1/24 --ike-retransmit 500ms,1.5,2"), io.Discard)
+	if want := (exchange.Retransmit{Timeout: 500 * time.Millisecond, Base: 1.5, Tries: 2}); err != nil || c.IKERetransmit != want {
+		t.Fatalf("--ike-retransmit 500ms,1.5,2: %+v, %v", c.IKERetransmit, err)
+	}
+	if c, err := parseRunFlags(strings.Fields("--link tap:x --addr 172.16.0.1/24"), io.Discard); err != nil || c.IKERetransmit != (exchange.Retransmit{}) {
+		t.Fatalf("default: %+v, %v", c.IKERetransmit, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/control"
+	"github.com/ipsecstack/ipsecstack/ike/exchange"
 )
 
 // runConfig is the parsed and validated command line of `ipsecstack run`.
@@ -35,7 +36,13 @@ type runConfig struct {
 	NATKeepalive time.Duration
 	Pcap         string
 	Keylog       string
-	Metrics      string
+	// IKE is the --ike file (swanctl.conf syntax): IKEv2 connections the
+	// stack keys itself with.
+	IKE string
+	// IKERetransmit is the IKE request retransmission schedule
+	// (--ike-retransmit; zero: strongSwan's 4 s x 1.8, 5 tries).
+	IKERetransmit exchange.Retransmit
+	Metrics       string
 	// Pprof is the address of net/http/pprof (--pprof); empty: off.
 	Pprof    string
 	LogLevel slog.Level
@@ -107,7 +114,7 @@ const runUsage = `usage: ipsecstack run --link afpacket:IFACE|tap:NAME --addr CI
         [--forward tcp|udp:LISTENADDR:PORT=STACKADDR:PORT]...
         [--publish tcp|udp:STACKPORT=HOSTADDR:PORT]...
         [--forward-max-sessions N] [--forward-idle-timeout DURATION]
-        [--nat-keepalive DURATION] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--pprof ADDR] [--log-level LEVEL]`
+        [--nat-keepalive DURATION] [--ike FILE] [--ike-retransmit TIMEOUT,BASE,TRIES] [--pcap FILE] [--keylog FILE] [--metrics ADDR] [--pprof ADDR] [--log-level LEVEL]`
 
 // defaultNATKeepalive is strongSwan's keepalive interval (charon's
 // keep_alive, 20 s): with static keys the daemon cannot tell whether a NAT
@@ -119,11 +126,12 @@ const defaultNATKeepalive = 20 * time.Second
 // stdout).
 func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var ikeRT string
 	var (
-		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level string
-		mtu, fwdMax                                                        uint
-		fwdIdle, natKA                                                     time.Duration
-		addrs, routes, echos, discards, forwards, publishes                multi
+		link, setkeyFile, ctl, pcapFile, keylog, metrics, pprofAddr, level, ike string
+		mtu, fwdMax                                                             uint
+		fwdIdle, natKA                                                          time.Duration
+		addrs, routes, echos, discards, forwards, publishes                     multi
 	)
 	fs.StringVar(&link, "link", "", "the link the stack owns: afpacket:IFACE (an existing interface) or tap:NAME (a TAP device, created if missing)")
 	fs.Var(&addrs, "addr", "an address of the stack with its on-link prefix, `CIDR` (repeatable; IPv4 and IPv6)")
@@ -139,6 +147,8 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.UintVar(&fwdMax, "forward-max-sessions", defaultForwardMaxSessions, "at most `N` TCP connections, and N UDP client sessions, at once per --forward (beyond: refused, counted)")
 	fs.DurationVar(&fwdIdle, "forward-idle-timeout", defaultForwardIdle, "close a --forward TCP connection or UDP session idle this long (`DURATION`; a UDP session never answered: at most 30s)")
 	fs.DurationVar(&natKA, "nat-keepalive", defaultNATKeepalive, "send a NAT keepalive (RFC 3948) every `DURATION` on each esp-udp SA of the --setkey file that leaves from an --addr (0: never)")
+	fs.StringVar(&ike, "ike", "", "IKEv2 connections and secrets from this swanctl.conf `FILE`: the stack negotiates its SAs itself (UDP 500/4500 inside the stack)")
+	fs.StringVar(&ikeRT, "ike-retransmit", "", "IKE request retransmissions `TIMEOUT,BASE,TRIES` as charon's retransmit_timeout, retransmit_base, retransmit_tries (default 4s,1.8,5); the peer is declared dead after the last")
 	fs.StringVar(&pcapFile, "pcap", "", "write the wire side (after IPsec) to this pcap `FILE`")
 	fs.StringVar(&keylog, "keylog", "", "write Wireshark esp_sa lines for every SA to `FILE` (mode 0600)")
 	fs.StringVar(&metrics, "metrics", "", "serve Prometheus /metrics on `ADDR` (host:port)")
@@ -153,7 +163,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 	}
-	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics, Pprof: pprofAddr}
+	c := &runConfig{Setkey: setkeyFile, Control: ctl, Pcap: pcapFile, Keylog: keylog, Metrics: metrics, Pprof: pprofAddr, IKE: ike}
 
 	if link == "" {
 		return nil, bad("--link is required (afpacket:IFACE or tap:NAME)")
@@ -255,6 +265,13 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		return nil, bad("--nat-keepalive %v: want 0 (never) or 1s to 1h", natKA)
 	}
 	c.NATKeepalive = natKA
+	if ikeRT != "" {
+		rt, err := parseRetransmit(ikeRT)
+		if err != nil {
+			return nil, bad("--ike-retransmit %q: %v", ikeRT, err)
+		}
+		c.IKERetransmit = rt
+	}
 	if c.Metrics != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics); err != nil || port == "" {
 			return nil, bad("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9101 or :9101)", c.Metrics)
@@ -268,7 +285,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, bad("--log-level %q: want debug, info, warn or error", level)
 	}
-	for _, p := range []struct{ flag, v string }{{"--pcap", c.Pcap}, {"--keylog", c.Keylog}, {"--setkey", c.Setkey}} {
+	for _, p := range []struct{ flag, v string }{{"--pcap", c.Pcap}, {"--keylog", c.Keylog}, {"--setkey", c.Setkey}, {"--ike", c.IKE}} {
 		if p.v == "" && flagGiven(fs, p.flag[2:]) {
 			return nil, bad("%s: empty file name", p.flag)
 		}
@@ -404,4 +421,27 @@ func parsePublish(s string) (publishSpec, error) {
 	}
 	p.Proto, p.Port, p.To = proto, uint16(n), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 	return p, nil
+}
+
+// parseRetransmit reads --ike-retransmit TIMEOUT,BASE,TRIES: charon's
+// retransmit_timeout (100ms to 1m), retransmit_base (1 to 10) and
+// retransmit_tries (1 to 20).
+func parseRetransmit(v string) (exchange.Retransmit, error) {
+	f := strings.Split(v, ",")
+	if len(f) != 3 {
+		return exchange.Retransmit{}, errors.New("want TIMEOUT,BASE,TRIES (e.g. 4s,1.8,5)")
+	}
+	to, err := time.ParseDuration(f[0])
+	if err != nil || to < 100*time.Millisecond || to > time.Minute {
+		return exchange.Retransmit{}, errors.New("TIMEOUT: want a duration from 100ms to 1m")
+	}
+	base, err := strconv.ParseFloat(f[1], 64)
+	if err != nil || base < 1 || base > 10 {
+		return exchange.Retransmit{}, errors.New("BASE: want a number from 1 to 10")
+	}
+	tries, err := strconv.Atoi(f[2])
+	if err != nil || tries < 1 || tries > 20 {
+		return exchange.Retransmit{}, errors.New("TRIES: want 1 to 20")
+	}
+	return exchange.Retransmit{Timeout: to, Base: base, Tries: tries}, nil
 }

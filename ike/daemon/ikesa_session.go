@@ -1,0 +1,204 @@
+// This file adapts ike/exchange's IKE SA state machine (exchange.IKESA:
+// CREATE_CHILD_SA, INFORMATIONAL, rekeying with collisions) to the
+// daemon's Session. That state machine is on main, so the file is built
+// always (it was behind -tags ikesa): without it the daemon refused
+// CREATE_CHILD_SA and never rekeyed. The stop-gap infoSession remains
+// until its own removal.
+
+package daemon
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ipsecstack/ipsecstack/ike/exchange"
+)
+
+func init() {
+	sessionRekeys = true
+	newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, error) {
+		c := sa.conn.c
+		ch := c.Children[sa.child]
+		opts := exchange.SAOptions{Retransmit: sa.d.opts.Retransmit}
+		for _, cc := range c.Children {
+			cfg, err := exchangeConfig(sa.d.opts.Config, c, cc, sa.xcfg.Local, sa.xcfg.Remote)
+			if err != nil {
+				continue
+			}
+			opts.Children = append(opts.Children, exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS,
+				RemoteTS: cfg.RemoteTS, Mode: cc.Mode, ReplayWindow: cc.ReplayWindow})
+		}
+		s, err := exchange.NewIKESA(res, opts)
+		if err != nil {
+			res.Keys.Wipe()
+			return nil, err
+		}
+		a := &ikesaSession{s: s, sa: sa, suite: sa.xcfg.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
+		if c.RekeyTime > 0 {
+			a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
+		}
+		return a, nil
+	}
+}
+
+// ikesaSession is a Session over exchange.IKESA. It adds the timers the
+// state machine leaves to its caller: liveness after dpd_delay of
+// silence and the IKE SA's rekey_time.
+type ikesaSession struct {
+	s       *exchange.IKESA
+	sa      *ikeSA
+	suite   exchange.IKESuite
+	dpd     time.Duration
+	rekeyAt time.Time
+	// ids maps our inbound SPI to the CHILD SA's ID (a rekey keeps the
+	// ID); names maps IDs to the configured child.
+	ids   map[uint32]int
+	names map[int]string
+}
+
+func (a *ikesaSession) AddChild(inSPI, outSPI uint32) {
+	if _, ok := a.ids[inSPI]; !ok {
+		a.ids[inSPI] = 1 // the IKE_AUTH CHILD SA
+	}
+}
+
+func (a *ikesaSession) Handle(msg []byte, now time.Time) ([][]byte, []SessionEvent, error) {
+	out, evs := a.s.Handle(msg, now)
+	return out, a.events(evs), nil
+}
+
+func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
+	if a.dpd > 0 && now.Sub(a.s.LastReceived()) >= a.dpd && !a.s.Closed() {
+		a.s.Liveness()
+	}
+	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {
+		a.rekeyAt = time.Time{}
+		a.s.RekeyIKE()
+	}
+	out, evs := a.s.Tick(now)
+	return out, a.events(evs)
+}
+
+func (a *ikesaSession) id(inSPI uint32) (int, error) {
+	id, ok := a.ids[inSPI]
+	if !ok {
+		return 0, fmt.Errorf("no CHILD SA with inbound SPI 0x%08x", inSPI)
+	}
+	return id, nil
+}
+
+func (a *ikesaSession) DeleteChild(inSPI uint32, now time.Time) ([][]byte, error) {
+	id, err := a.id(inSPI)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.DeleteChild(id); err != nil {
+		return nil, err
+	}
+	out, _ := a.s.Tick(now) // events come with the answer
+	return out, nil
+}
+
+func (a *ikesaSession) RekeyChild(inSPI uint32, now time.Time) ([][]byte, error) {
+	id, err := a.id(inSPI)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.RekeyChild(id); err != nil {
+		return nil, err
+	}
+	out, _ := a.s.Tick(now)
+	return out, nil
+}
+
+func (a *ikesaSession) CreateChild(name string, now time.Time) ([][]byte, error) {
+	ci := a.sa.childIndex(name)
+	if ci < 0 {
+		return nil, fmt.Errorf("no child %q in connection %s", name, a.sa.conn.c.Name)
+	}
+	c := a.sa.conn.c
+	cfg, err := exchangeConfig(a.sa.d.opts.Config, c, c.Children[ci], a.sa.xcfg.Local, a.sa.xcfg.Remote)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.CreateChild(exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS, RemoteTS: cfg.RemoteTS,
+		Mode: c.Children[ci].Mode, ReplayWindow: c.Children[ci].ReplayWindow}); err != nil {
+		return nil, err
+	}
+	out, _ := a.s.Tick(now)
+	return out, nil
+}
+
+func (a *ikesaSession) Delete(now time.Time) ([][]byte, error) {
+	if err := a.s.Delete(); err != nil {
+		return nil, err
+	}
+	out, _ := a.s.Tick(now)
+	return out, nil
+}
+
+// events translates the state machine's events.
+func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
+	var out []SessionEvent
+	for _, ev := range evs {
+		switch e := ev.(type) {
+		case exchange.ChildAdded:
+			name := a.nameFor(e.Child)
+			a.names[e.Child.ID] = name
+			a.ids[e.Child.In.SPI] = e.Child.ID
+			out = append(out, SessionEvent{Kind: ChildAdded, Child: name, In: e.Child.In, Out: e.Child.Out,
+				LocalTS: e.Child.LocalTS, RemoteTS: e.Child.RemoteTS})
+		case exchange.ChildRekeyed:
+			a.ids[e.New.In.SPI] = e.New.ID
+			se := SessionEvent{Kind: ChildRekeyed, OldInSPI: e.Old.In.SPI, In: e.New.In,
+				LocalTS: e.New.LocalTS, RemoteTS: e.New.RemoteTS}
+			if e.Outbound {
+				se.Out = e.New.Out
+			}
+			out = append(out, se)
+		case exchange.ChildOutbound:
+			out = append(out, SessionEvent{Kind: ChildOutbound, OldInSPI: e.Child.In.SPI, Out: e.Child.Out})
+		case exchange.ChildDeleted:
+			delete(a.ids, e.Child.In.SPI)
+			out = append(out, SessionEvent{Kind: ChildDeleted, OldInSPI: e.Child.In.SPI})
+		case exchange.ChildFailed:
+			a.sa.d.Stats.fail(failReason(e.Err))
+			a.sa.d.log.Warn("child negotiation failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err))...)
+		case exchange.IKERekeyed:
+			line, _ := KeyLogLine(&e.Suite, &exchange.Result{SPIi: e.SPIi, SPIr: e.SPIr, Keys: e.Keys})
+			a.suite = e.Suite
+			if c := a.sa.conn.c; c.RekeyTime > 0 {
+				a.rekeyAt = time.Now().Add(jitter(c.RekeyTime, c.RandTime))
+			}
+			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, KeyLog: line})
+		case exchange.IKEDeleted:
+			out = append(out, SessionEvent{Kind: IKEDeleted})
+		case exchange.Dead:
+			out = append(out, SessionEvent{Kind: Dead})
+		case exchange.IKERekeyFailed:
+			a.sa.d.Stats.fail(failReason(e.Err))
+			a.sa.d.log.Warn("ike rekey failed", a.sa.logger().args("err", fmt.Sprint(e.Err))...)
+			// Try again well before the IKE SA's over_time runs out.
+			a.rekeyAt = time.Now().Add(time.Duration(30+rand.IntN(30)) * time.Second)
+		}
+	}
+	return out
+}
+
+// nameFor finds the configured child a CHILD SA belongs to: the one
+// named for its ID, else the first whose selectors contain the agreed
+// ones.
+func (a *ikesaSession) nameFor(c exchange.ChildSA) string {
+	if n, ok := a.names[c.ID]; ok {
+		return n
+	}
+	cs := a.sa.conn.c
+	for _, ch := range cs.Children {
+		l, r := childTS(ch, a.sa.local.Addr(), a.sa.remote.Addr())
+		if covers(l, c.LocalTS) && covers(r, c.RemoteTS) {
+			return ch.Name
+		}
+	}
+	return cs.Children[0].Name
+}

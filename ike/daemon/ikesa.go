@@ -372,14 +372,20 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 				d.Stats.InDropped.Add(1)
 				d.log.Debug("ike message dropped", sa.logger().args("err", err.Error())...)
 			}
+			// The SAs first, then the answer (as charon and Linux's
+			// key managers do): the initiator of a CREATE_CHILD_SA
+			// sends on its new outbound SA as soon as our response
+			// arrives, and our new inbound SA must be there by then.
+			ended := sa.apply(evs)
 			sa.sendAll(out)
-			if sa.apply(evs) {
+			if ended {
 				return
 			}
 		case now := <-tick.C:
 			out, evs := sess.Tick(now)
+			ended := sa.apply(evs)
 			sa.sendAll(out)
-			if sa.apply(evs) {
+			if ended {
 				return
 			}
 		case f := <-sa.cmd:

@@ -1,9 +1,6 @@
 // This file adapts ike/exchange's IKE SA state machine (exchange.IKESA:
 // CREATE_CHILD_SA, INFORMATIONAL, rekeying with collisions) to the
-// daemon's Session. That state machine is on main, so the file is built
-// always (it was behind -tags ikesa): without it the daemon refused
-// CREATE_CHILD_SA and never rekeyed. The stop-gap infoSession remains
-// until its own removal.
+// daemon's Session.
 
 package daemon
 
@@ -15,31 +12,30 @@ import (
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
 )
 
-func init() {
-	sessionRekeys = true
-	newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, error) {
-		c := sa.conn.c
-		ch := c.Children[sa.child]
-		opts := exchange.SAOptions{Retransmit: sa.d.opts.Retransmit}
-		for _, cc := range c.Children {
-			cfg, err := exchangeConfig(sa.d.opts.Config, c, cc, sa.xcfg.Local, sa.xcfg.Remote)
-			if err != nil {
-				continue
-			}
-			opts.Children = append(opts.Children, exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS,
-				RemoteTS: cfg.RemoteTS, Mode: cc.Mode, ReplayWindow: cc.ReplayWindow})
-		}
-		s, err := exchange.NewIKESA(res, opts)
+// newSession makes the Session of an IKE SA that IKE_AUTH established;
+// it owns res.Keys from here. A variable, so tests can wrap it.
+var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, error) {
+	c := sa.conn.c
+	ch := c.Children[sa.child]
+	opts := exchange.SAOptions{Retransmit: sa.d.opts.Retransmit}
+	for _, cc := range c.Children {
+		cfg, err := exchangeConfig(sa.d.opts.Config, c, cc, sa.xcfg.Local, sa.xcfg.Remote)
 		if err != nil {
-			res.Keys.Wipe()
-			return nil, err
+			continue
 		}
-		a := &ikesaSession{s: s, sa: sa, suite: sa.xcfg.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
-		if c.RekeyTime > 0 {
-			a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
-		}
-		return a, nil
+		opts.Children = append(opts.Children, exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS,
+			RemoteTS: cfg.RemoteTS, Mode: cc.Mode, ReplayWindow: cc.ReplayWindow})
 	}
+	s, err := exchange.NewIKESA(res, opts)
+	if err != nil {
+		res.Keys.Wipe()
+		return nil, err
+	}
+	a := &ikesaSession{s: s, sa: sa, suite: sa.xcfg.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
+	if c.RekeyTime > 0 {
+		a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
+	}
+	return a, nil
 }
 
 // ikesaSession is a Session over exchange.IKESA. It adds the timers the

@@ -344,19 +344,17 @@ func TestStrongSwan(t *testing.T) {
 		t.Fatalf("our listing:\n%s", l.Format())
 	}
 	traffic("charon initiated")
-	if sessionRekeys {
-		// charon rekeys the CHILD SA and the IKE SA; our side follows
-		// (make-before-break) and the tunnel carries traffic after.
-		for _, args := range [][]string{{"--rekey", "--child", "net"}, {"--rekey", "--ike", "gw"}} {
-			if out, err := p.swanctl(args...); err != nil {
-				t.Fatalf("swanctl %v: %v\n%s", args, err, out)
-			}
+	// charon rekeys the CHILD SA and the IKE SA; our side follows
+	// (make-before-break) and the tunnel carries traffic after.
+	for _, args := range [][]string{{"--rekey", "--child", "net"}, {"--rekey", "--ike", "gw"}} {
+		if out, err := p.swanctl(args...); err != nil {
+			t.Fatalf("swanctl %v: %v\n%s", args, err, out)
 		}
-		waitFor(t, "charon's rekeys applied", 10*time.Second, func() bool {
-			return d.Stats.ChildRekeys.Load() >= 1 && d.Stats.IKERekeys.Load() >= 1
-		})
-		traffic("after charon's rekeys")
 	}
+	waitFor(t, "charon's rekeys applied", 10*time.Second, func() bool {
+		return d.Stats.ChildRekeys.Load() >= 1 && d.Stats.IKERekeys.Load() >= 1
+	})
+	traffic("after charon's rekeys")
 
 	// 4. We terminate; charon drops its SAs.
 	if err := d.Terminate(ctx, "gw"); err != nil {

@@ -154,19 +154,18 @@ func resolveTS(ts []message.TrafficSelector, a netip.Addr) []message.TrafficSele
 }
 
 // exchangeConfig turns a connection and one of its children into the
-// exchange's configuration between local and remote.
+// exchange's configuration between local and remote: every proposal, PSK
+// or certificate authentication, certificate and fragmentation settings.
 func exchangeConfig(cfg *config.Config, c *config.Connection, ch *config.Child, local, remote netip.AddrPort) (exchange.Config, error) {
 	var x exchange.Config
 	if len(c.Local) != 1 || len(c.Remote) != 1 {
 		return x, fmt.Errorf("%s: connection %s: exactly one local and one remote authentication round is supported", c.Pos, c.Name)
 	}
-	ike, err := ikeSuiteOf(c.Proposals)
-	if err != nil {
-		return x, fmt.Errorf("%s: connection %s: %v", c.Pos, c.Name, err)
+	if len(c.Proposals) == 0 {
+		return x, fmt.Errorf("%s: connection %s: no IKE proposal", c.Pos, c.Name)
 	}
-	esp, err := espSuiteOf(ch.Proposals)
-	if err != nil {
-		return x, fmt.Errorf("%s: child %s: %v", ch.Pos, ch.Name, err)
+	if len(ch.Proposals) == 0 {
+		return x, fmt.Errorf("%s: child %s: no ESP proposal", ch.Pos, ch.Name)
 	}
 	la, ra := c.Local[0], c.Remote[0]
 	lid, rid := la.ID, ra.ID
@@ -216,9 +215,13 @@ func exchangeConfig(cfg *config.Config, c *config.Connection, ch *config.Child, 
 		return x, fmt.Errorf("%s: connection %s: authentication method not supported by the daemon", c.Pos, c.Name)
 	}
 	lts, rts := childTS(ch, local.Addr(), remote.Addr())
+	// Every proposal goes to the exchange, which negotiates as charon
+	// does (a responder in its own order, an initiator offering all).
 	return exchange.Config{
 		Local: local, Remote: remote, LocalID: lid, RemoteID: rid, LocalAuth: lauth, RemoteAuth: rauth,
-		IKE: ike, ESP: esp, LocalTS: lts, RemoteTS: rts, Mode: ch.Mode, ReplayWindow: ch.ReplayWindow,
+		IKEProposals: c.Proposals, ESPProposals: ch.Proposals, NoCertReq: !c.SendCertReq,
+		SendCert: exchange.SendCert(c.SendCert), Fragmentation: exchange.Fragmentation(c.Fragmentation),
+		LocalTS: lts, RemoteTS: rts, Mode: ch.Mode, ReplayWindow: ch.ReplayWindow,
 	}, nil
 }
 

@@ -329,7 +329,7 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	sa.established = now
 	sa.mu.Unlock()
 	if d.opts.KeyLog != nil {
-		if line, err := KeyLogLine(&sa.xcfg.IKE, res); err == nil {
+		if line, err := KeyLogLine(&res.IKE, res); err == nil {
 			d.opts.KeyLog(line)
 		}
 	}

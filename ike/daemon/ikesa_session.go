@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
+	"github.com/ipsecstack/ipsecstack/ike/message"
 )
 
 // newSession makes the Session of an IKE SA that IKE_AUTH established;
@@ -23,15 +25,16 @@ var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, 
 		if err != nil {
 			continue
 		}
-		opts.Children = append(opts.Children, exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS,
-			RemoteTS: cfg.RemoteTS, Mode: cc.Mode, ReplayWindow: cc.ReplayWindow})
+		if chc, err := childConfig(cfg, cc); err == nil {
+			opts.Children = append(opts.Children, chc)
+		}
 	}
 	s, err := exchange.NewIKESA(res, opts)
 	if err != nil {
 		res.Keys.Wipe()
 		return nil, err
 	}
-	a := &ikesaSession{s: s, sa: sa, suite: sa.xcfg.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
+	a := &ikesaSession{s: s, sa: sa, suite: res.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
 	if c.RekeyTime > 0 {
 		a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
 	}
@@ -118,8 +121,11 @@ func (a *ikesaSession) CreateChild(name string, now time.Time) ([][]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.s.CreateChild(exchange.ChildConfig{ESP: cfg.ESP, LocalTS: cfg.LocalTS, RemoteTS: cfg.RemoteTS,
-		Mode: c.Children[ci].Mode, ReplayWindow: c.Children[ci].ReplayWindow}); err != nil {
+	chc, err := childConfig(cfg, c.Children[ci])
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.CreateChild(chc); err != nil {
 		return nil, err
 	}
 	out, _ := a.s.Tick(now)
@@ -197,4 +203,37 @@ func (a *ikesaSession) nameFor(c exchange.ChildSA) string {
 		}
 	}
 	return cs.Children[0].Name
+}
+
+// childConfig is what IKESA offers and accepts in CREATE_CHILD_SA for the
+// configured child cc (x is its exchange configuration). IKESA offers one
+// proposal: the first transform of each type of cc's first ESP proposal,
+// with that proposal's key exchange methods as PFS groups and its ESN
+// choice.
+func childConfig(x exchange.Config, cc *config.Child) (exchange.ChildConfig, error) {
+	esp, err := espSuiteOf(cc.Proposals)
+	if err != nil {
+		return exchange.ChildConfig{}, fmt.Errorf("%s: child %s: %v", cc.Pos, cc.Name, err)
+	}
+	var pfs []uint16
+	var esnYes, esnNo bool
+	for _, t := range cc.Proposals[0].Transforms {
+		switch t.Type {
+		case message.TransformKE:
+			if t.ID != message.KE_NONE {
+				pfs = append(pfs, t.ID)
+			}
+		case message.TransformESN:
+			esnYes, esnNo = esnYes || t.ID == message.ESN_YES, esnNo || t.ID == message.ESN_NO
+		}
+	}
+	esn := exchange.ESNNo
+	switch {
+	case esnYes && esnNo:
+		esn = exchange.ESNEither
+	case esnYes:
+		esn = exchange.ESNYes
+	}
+	return exchange.ChildConfig{ESP: esp, PFS: pfs, ESN: esn, LocalTS: x.LocalTS, RemoteTS: x.RemoteTS,
+		Mode: cc.Mode, ReplayWindow: cc.ReplayWindow}, nil
 }

@@ -33,6 +33,9 @@ type Image struct {
 	Initrd  string // path of the initramfs (uncompressed newc cpio)
 	// Modules lists the modules /init loads, in load order.
 	Modules []string
+	// Charon says that the initramfs carries strongSwan's charon and
+	// swanctl (PrepareOptions.Charon; VM.StartCharon runs them).
+	Charon bool
 }
 
 // PrepareOptions configures Prepare.
@@ -48,6 +51,11 @@ type PrepareOptions struct {
 	AgentBinary string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// Charon adds the host's strongSwan charon, swanctl, the plugins of
+	// CharonPlugins and the shared libraries they need to the initramfs
+	// (a separate file, so images without it stay small); see
+	// CheckCharon for the packages.
+	Charon bool
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/ipsecstack-vm when XDG_CACHE_HOME is
@@ -151,11 +159,19 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	initrd := "initrd.cpio"
+	if o.Charon {
+		if err := addCharon(arch); err != nil {
+			return nil, err
+		}
+		img.Charon = true
+		initrd = "initrd-charon.cpio"
+	}
 	var buf bytes.Buffer
 	if err := arch.writeTo(&buf); err != nil {
 		return nil, err
 	}
-	img.Initrd = filepath.Join(kdir, "initrd.cpio")
+	img.Initrd = filepath.Join(kdir, initrd)
 	if old, err := os.ReadFile(img.Initrd); err != nil || !bytes.Equal(old, buf.Bytes()) {
 		tmp := img.Initrd + ".tmp"
 		if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {

@@ -13,6 +13,11 @@
 // In guest commands, `ip` is iproute2's (a shell function over
 // /usr/sbin/ip: busybox's own applet has no xfrm and ash prefers applets
 // over PATH).
+//
+// With PrepareOptions.Charon the image also carries strongSwan's charon
+// and swanctl (the host's Debian binaries), which VM.StartCharon runs in
+// the guest with the kernel-netlink backend: an IKEv2 peer whose SAs are
+// the guest kernel's.
 package linuxvm
 
 import (

@@ -1,7 +1,7 @@
 // Command linuxvm prepares and boots the integration VM by hand.
 //
 //	go run ./integration/linuxvm/cmd/linuxvm prepare
-//	go run ./integration/linuxvm/cmd/linuxvm [-tap ipsvm0] [-console] shell
+//	go run ./integration/linuxvm/cmd/linuxvm [-tap ipsvm0] [-console] [-charon] shell
 //
 // shell boots the guest and runs each line read from standard input in it
 // (iproute2's ip is `ip` there), printing its output and exit status.
@@ -24,6 +24,7 @@ func main() {
 	tap := flag.String("tap", "ipsvm0", "host TAP device")
 	cache := flag.String("cache", "", "cache directory (default "+linuxvm.DefaultCacheDir()+")")
 	console := flag.Bool("console", false, "print the guest console")
+	charon := flag.Bool("charon", false, "put strongSwan's charon and swanctl into the guest (linuxvm.PrepareOptions.Charon)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -33,13 +34,17 @@ func main() {
 	}
 	switch flag.Arg(0) {
 	case "prepare":
-		img, err := linuxvm.Prepare(ctx, linuxvm.PrepareOptions{CacheDir: *cache, Log: os.Stderr})
+		img, err := linuxvm.Prepare(ctx, linuxvm.PrepareOptions{CacheDir: *cache, Log: os.Stderr, Charon: *charon})
 		if err != nil {
 			fatal(err)
 		}
 		fmt.Printf("package %s\nrelease %s\nkernel  %s\ninitrd  %s\nmodules %d\n", img.Package, img.Release, img.Kernel, img.Initrd, len(img.Modules))
 	case "shell":
-		vm, err := linuxvm.Start(ctx, linuxvm.Options{TapName: *tap, CacheDir: *cache, Log: log})
+		img, err := linuxvm.Prepare(ctx, linuxvm.PrepareOptions{CacheDir: *cache, Log: log, Charon: *charon})
+		if err != nil {
+			fatal(err)
+		}
+		vm, err := linuxvm.Start(ctx, linuxvm.Options{TapName: *tap, Image: img, Log: log})
 		if err != nil {
 			fatal(err)
 		}
@@ -62,7 +67,7 @@ func main() {
 			}
 		}
 	default:
-		fmt.Fprintln(os.Stderr, "usage: linuxvm [-tap NAME] [-cache DIR] [-console] prepare|shell")
+		fmt.Fprintln(os.Stderr, "usage: linuxvm [-tap NAME] [-cache DIR] [-console] [-charon] prepare|shell")
 		os.Exit(2)
 	}
 }

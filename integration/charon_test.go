@@ -103,6 +103,7 @@ func TestLinuxGuestCharon(t *testing.T) {
 			t.Logf("case took %v", time.Since(t0).Round(time.Millisecond))
 		})
 	}
+	t.Run("lifecycle", func(t *testing.T) { runCharonLifecycle(ctx, t, vm) })
 }
 
 // charonCase is one negotiation with the guest's charon.
@@ -213,6 +214,23 @@ type charonEnv struct {
 	d              *daemon.Daemon
 	sA, gA, sO, gO netip.Addr
 	guestBefore    map[string]uint64
+	// keySPIs are the IKE SPIs of the daemon's last KeyLog line: the
+	// IKE SA its session runs, told apart from List (see oursRekeying).
+	keyMu   sync.Mutex
+	keySPIs [2]uint64
+	noted   map[string]bool
+	// charonRekeyedIKE: the IKE SA in use is the one charon's rekey
+	// created, so charon is its initiator (RFC 7296 §2.18).
+	charonRekeyedIKE bool
+}
+
+// note logs a daemon discrepancy once per case.
+func (e *charonEnv) note(key, format string, args ...any) {
+	if e.noted[key] {
+		return
+	}
+	e.noted[key] = true
+	e.t.Logf("note (ike/daemon): "+format, args...)
 }
 
 // daemonTuning adjusts our daemon's connection and options for a case
@@ -235,7 +253,7 @@ func startCharonEnv(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonC
 			t.Logf("charon's log:\n%s", ch.Log(lctx))
 		}
 	})
-	e := &charonEnv{t: t, vm: vm, c: c, ch: ch}
+	e := &charonEnv{t: t, vm: vm, c: c, ch: ch, noted: map[string]bool{}}
 	e.cs = newStack(t, vm.TapName)
 	e.st = e.cs.st
 	e.sA, e.gA, e.sO, e.gO = c.addrs()
@@ -244,6 +262,20 @@ func startCharonEnv(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonC
 	var logmu sync.Mutex
 	opts := daemon.Options{Stack: e.st, Addrs: []netip.Addr{e.sO}, Config: cfg,
 		Log: slog.New(slog.NewTextHandler(&lockedBuffer{b: &logw, mu: &logmu}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	opts.KeyLog = func(line string) {
+		// SPIi,SPIr,keys...: only the SPIs are kept.
+		f := strings.SplitN(line, ",", 3)
+		if len(f) < 3 {
+			return
+		}
+		i, err1 := strconv.ParseUint(f[0], 16, 64)
+		r, err2 := strconv.ParseUint(f[1], 16, 64)
+		if err1 == nil && err2 == nil {
+			e.keyMu.Lock()
+			e.keySPIs = [2]uint64{i, r}
+			e.keyMu.Unlock()
+		}
+	}
 	if tune != nil {
 		tune(cfg.Connections[0], &opts)
 	}
@@ -322,13 +354,19 @@ type ourSAs struct {
 }
 
 // ours reads the daemon's listing; it must hold one established IKE SA
-// with one CHILD SA (a rekey in progress shows two).
-func (e *charonEnv) ours() (ourSAs, error) {
+// with one CHILD SA.
+func (e *charonEnv) ours() (ourSAs, error) { return e.oursRekeying(false) }
+
+// oursRekeying is ours, where with rekeying a CHILD SA just rekeyed may
+// still be listed (our daemon keeps its inbound SA for a grace period):
+// the newest, listed last, is taken.
+func (e *charonEnv) oursRekeying(rekeying bool) (ourSAs, error) {
 	l := e.d.List()
-	if len(l.SAs) != 1 || l.SAs[0].State != "ESTABLISHED" || len(l.SAs[0].Children) != 1 {
+	if len(l.SAs) != 1 || l.SAs[0].State != "ESTABLISHED" || len(l.SAs[0].Children) == 0 ||
+		(len(l.SAs[0].Children) != 1 && !rekeying) || len(l.SAs[0].Children) > 2 {
 		return ourSAs{}, fmt.Errorf("our daemon lists:\n%s", l.Format())
 	}
-	sa, chi := l.SAs[0], l.SAs[0].Children[0]
+	sa, chi := l.SAs[0], l.SAs[0].Children[len(l.SAs[0].Children)-1]
 	var o ourSAs
 	var errs []error
 	hex := func(s string, bits int) uint64 {
@@ -345,7 +383,22 @@ func (e *charonEnv) ours() (ourSAs, error) {
 	o.in, o.out = uint32(hex(chi.SPIIn, 32)), uint32(hex(chi.SPIOut, 32))
 	o.local, o.remote = ap(sa.Local), ap(sa.Remote)
 	o.initiator, o.mode, o.natt, o.encap = sa.Role == "initiator", chi.Mode, sa.NATT, chi.Encap
-	return o, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return o, err
+	}
+	// After the peer rekeyed the IKE SA, ike/daemon's List shows the old
+	// SPIs again: ikeSA.noteSPIs takes the SPIs of every message the
+	// daemon sends, and its answer to the peer's Delete of the old IKE
+	// SA carries those. The session's own (the KeyLog line of the
+	// rekey) are the ones in use.
+	e.keyMu.Lock()
+	k := e.keySPIs
+	e.keyMu.Unlock()
+	if k != [2]uint64{} && k != [2]uint64{o.spii, o.spir} {
+		e.note("spis", "List shows IKE SPIs %016x_i %016x_r, the session (KeyLog) runs %016x_i %016x_r", o.spii, o.spir, k[0], k[1])
+		o.spii, o.spir = k[0], k[1]
+	}
+	return o, nil
 }
 
 // waitCond polls cond every 50 ms until it holds or timeout passes, and
@@ -405,7 +458,17 @@ func (e *charonEnv) checkAgree(ctx context.Context, o ourSAs, charonInitiated bo
 	if o.natt || o.encap {
 		bad = append(bad, fmt.Sprintf("NAT traversal on a link without NAT: NAT-T %v, encap %v", o.natt, o.encap))
 	}
-	if o.initiator == charonInitiated {
+	// IKE is on 4500 when charon started the first IKE SA (it floats
+	// as initiator); a rekey keeps the ports.
+	floated := charonInitiated
+	if e.charonRekeyedIKE {
+		// ike/daemon's ikeSA.initiator (List's Role) stays that of the
+		// first IKE SA.
+		charonInitiated = true
+		if o.initiator {
+			e.note("role", "List shows role initiator for the IKE SA charon's rekey created")
+		}
+	} else if o.initiator == charonInitiated {
 		bad = append(bad, fmt.Sprintf("our daemon's role: initiator %v", o.initiator))
 	}
 	if o.mode != e.c.mode.String() {
@@ -416,7 +479,7 @@ func (e *charonEnv) checkAgree(ctx context.Context, o ourSAs, charonInitiated bo
 		return err
 	}
 	ourPortsNote(e.t, sas, o)
-	if err := checkCharonSAs(sas, e.c, charonInitiated, o); err != nil {
+	if err := checkCharonSAs(sas, e.c, charonInitiated, floated, o); err != nil {
 		bad = append(bad, fmt.Sprintf("swanctl --list-sas: %v:\n%s", err, sas))
 	}
 	// The guest kernel's states (installed by charon through
@@ -568,15 +631,23 @@ func runCharonCase(ctx context.Context, t *testing.T, vm *linuxvm.VM, c charonCa
 
 // checkCharonSAs compares charon's swanctl --list-sas with our daemon's
 // view.
-func checkCharonSAs(text string, c charonCase, charonInitiated bool, o ourSAs) error {
+func checkCharonSAs(text string, c charonCase, charonInitiated, floated bool, o ourSAs) error {
 	sas, err := linuxvm.ParseSAs(text)
 	if err != nil {
 		return err
 	}
-	if len(sas) != 1 || len(sas[0].Children) != 1 {
-		return fmt.Errorf("%d IKE SAs, want one with one CHILD SA", len(sas))
+	// A CHILD SA charon rekeyed stays listed (REKEYED, DELETED) until
+	// its delete_rekeyed_delay passes; the installed one is compared.
+	var installed []linuxvm.ChildSA
+	for _, ch := range sas[0].Children {
+		if ch.State == "INSTALLED" {
+			installed = append(installed, ch)
+		}
 	}
-	ike, ch := sas[0], sas[0].Children[0]
+	if len(sas) != 1 || len(installed) != 1 {
+		return fmt.Errorf("%d IKE SAs, want one with one installed CHILD SA", len(sas))
+	}
+	ike, ch := sas[0], installed[0]
 	var bad []string
 	check := func(what string, got, want any) {
 		if got != want {
@@ -592,7 +663,7 @@ func checkCharonSAs(text string, c charonCase, charonInitiated bool, o ourSAs) e
 	// those the IKE SA moved to (see ourPortsNote), so the addresses are
 	// compared with ours and the ports with charon's habit.
 	port := uint16(500)
-	if charonInitiated {
+	if floated {
 		port = exchange.NATTPort
 	}
 	check("local", ike.Local, netip.AddrPortFrom(o.remote.Addr(), port))
@@ -759,5 +830,298 @@ func TestParseGuestStates(t *testing.T) {
 		if got[spi] != w {
 			t.Errorf("state %#08x: got %+v, want %+v", spi, got[spi], w)
 		}
+	}
+}
+
+// charonLifecycleCase is the case the lifecycle subtests run in:
+// transport mode over IPv4, charon's first proposals.
+func charonLifecycleCase() charonCase {
+	c := charonCases()[0]
+	return c
+}
+
+// runCharonLifecycle runs the IKE SA's life after IKE_AUTH against the
+// guest's charon, each in a fresh charon and stack: rekeys of the CHILD
+// SA and of the IKE SA started by charon (swanctl --rekey) and by our
+// daemon (short rekey_time), with ping and TCP running across; deletes
+// each way; DPD with charon killed.
+func runCharonLifecycle(ctx context.Context, t *testing.T, vm *linuxvm.VM) {
+	c := charonLifecycleCase()
+	t.Run("rekey-by-charon", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		e := startCharonEnv(ctx, t, vm, c, nil)
+		e.rekeys(ctx, func(o ourSAs) {
+			var lerr error
+			time.Sleep(500 * time.Millisecond)
+			if out, err := e.ch.Swanctl(ctx, "--rekey", "--child", charonChild); err != nil {
+				t.Fatalf("swanctl --rekey --child: %v\n%s", err, out)
+			}
+			d, err := waitCond(ctx, 10*time.Second, "our daemon's CHILD SA rekeyed", func() bool {
+				n, err := e.ours()
+				lerr = err
+				return err == nil && n.in != o.in && e.d.Stats.ChildRekeys.Load() >= 1
+			})
+			if err != nil {
+				t.Fatalf("%v: %v", err, lerr)
+			}
+			t.Logf("CHILD SA rekeyed by charon: %v until our daemon lists only the new one (%d s of grace for the old inbound SA included)", d.Round(time.Millisecond), 2)
+			if out, err := e.ch.Swanctl(ctx, "--rekey", "--ike", charonConnName); err != nil {
+				t.Fatalf("swanctl --rekey --ike: %v\n%s", err, out)
+			}
+			d, err = waitCond(ctx, 10*time.Second, "our daemon's IKE SA rekeyed", func() bool {
+				e.charonRekeyedIKE = true
+				n, err := e.ours()
+				lerr = err
+				if err == nil && n.spii == o.spii {
+					lerr = fmt.Errorf("IKE SA %016x_i %016x_r still", n.spii, n.spir)
+				}
+				return err == nil && n.spii != o.spii && e.d.Stats.IKERekeys.Load() >= 1
+			})
+			if err != nil {
+				t.Fatalf("%v: %v", err, lerr)
+			}
+			t.Logf("IKE SA rekeyed by charon: %v", d.Round(time.Millisecond))
+		})
+	})
+	t.Run("rekey-by-stack", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		// The CHILD SA's soft lifetime at 3 s (no jitter: the default
+		// rand_time, life - rekey, is longer), the IKE SA's rekey at 4 s.
+		e := startCharonEnv(ctx, t, vm, c, func(conn *config.Connection, _ *daemon.Options) {
+			conn.RekeyTime, conn.RandTime, conn.OverTime = 4*time.Second, 0, time.Minute
+			ch := conn.Children[0]
+			ch.RekeyTime, ch.LifeTime = 3*time.Second, time.Minute
+		})
+		e.rekeys(ctx, func(o ourSAs) {
+			d, err := waitCond(ctx, 10*time.Second, "our daemon's rekeys", func() bool {
+				return e.d.Stats.ChildRekeys.Load() >= 1 && e.d.Stats.IKERekeys.Load() >= 1
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("our daemon rekeyed the CHILD SA and the IKE SA within %v of establishing", d.Round(time.Millisecond))
+		})
+	})
+	t.Run("delete", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		e := startCharonEnv(ctx, t, vm, c, nil)
+		e.establish(ctx, false)
+		// charon deletes the CHILD SA: the IKE SA stays, the stack's ESP
+		// SAs go.
+		if out, err := e.ch.Swanctl(ctx, "--terminate", "--child", charonChild, "--timeout", "10"); err != nil {
+			t.Fatalf("swanctl --terminate --child: %v\n%s", err, out)
+		}
+		d, err := waitCond(ctx, 5*time.Second, "our CHILD SA deleted", func() bool {
+			l := e.d.List()
+			return len(l.SAs) == 1 && len(l.SAs[0].Children) == 0 && stackESPSAs(e.st) == 0
+		})
+		if err != nil {
+			t.Fatalf("%v:\n%s", err, e.d.List().Format())
+		}
+		t.Logf("swanctl --terminate --child: our daemon removed the CHILD SA's SAs %v after swanctl returned", d.Round(time.Millisecond))
+		// charon deletes the IKE SA.
+		if out, err := e.ch.Swanctl(ctx, "--terminate", "--ike", charonConnName, "--timeout", "10"); err != nil {
+			t.Fatalf("swanctl --terminate --ike: %v\n%s", err, out)
+		}
+		if d, err = waitCond(ctx, 5*time.Second, "our IKE SA deleted", func() bool { return len(e.d.List().SAs) == 0 }); err != nil {
+			t.Fatalf("%v:\n%s", err, e.d.List().Format())
+		}
+		t.Logf("swanctl --terminate --ike: our daemon dropped the IKE SA %v after swanctl returned", d.Round(time.Millisecond))
+		// charon initiates again; our daemon deletes the IKE SA.
+		e.establish(ctx, true)
+		t0 := time.Now()
+		if err := e.d.Terminate(ctx, charonConnName); err != nil {
+			t.Fatalf("our daemon's Terminate: %v", err)
+		}
+		took := time.Since(t0)
+		if d, err = waitCond(ctx, 5*time.Second, "charon's IKE SA and the guest's states deleted", func() bool {
+			sas, err := e.ch.SAs(ctx)
+			if err != nil || len(sas) != 0 {
+				return false
+			}
+			xs, err := e.ch.XfrmState(ctx)
+			return err == nil && len(parseGuestStates(xs)) == 0
+		}); err != nil {
+			sas, _ := e.ch.ListSAs(ctx)
+			xs, _ := e.ch.XfrmState(ctx)
+			t.Fatalf("%v:\n%s\n%s", err, sas, xs)
+		}
+		if n := stackESPSAs(e.st); n != 0 {
+			t.Errorf("the stack keeps %d ESP SAs after Terminate", n)
+		}
+		t.Logf("our Terminate took %v; charon and the guest kernel clean %v later", took.Round(time.Millisecond), d.Round(time.Millisecond))
+		checkNoXfrmErrors(t, vm, e.guestBefore, e.st)
+	})
+	t.Run("dpd", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		const dpd = time.Second
+		rt := exchange.Retransmit{Timeout: 500 * time.Millisecond, Base: 1.8, Tries: 3}
+		e := startCharonEnv(ctx, t, vm, c, func(conn *config.Connection, o *daemon.Options) {
+			conn.DPDDelay = dpd
+			o.Retransmit = rt
+		})
+		e.establish(ctx, false)
+		// One liveness check answered by the live charon first.
+		outBefore := e.d.Stats.OutMessages.Load()
+		if _, err := waitCond(ctx, 5*time.Second, "a liveness check", func() bool { return e.d.Stats.InMessages.Load() > 0 && e.d.Stats.OutMessages.Load() > outBefore }); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(dpd / 2)
+		if l := e.d.List(); len(l.SAs) != 1 {
+			t.Fatalf("the IKE SA did not survive the live peer's liveness checks:\n%s", l.Format())
+		}
+		if _, err := vm.Sh(ctx, "kill -9 $(cat /run/charon.pid)"); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		// The bound: dpd_delay of silence, then the liveness request and
+		// its retransmissions (Tries+1 timeouts growing by Base), and a
+		// daemon tick each side.
+		bound, to := dpd+2*daemon.DefaultTick, rt.Timeout
+		for i := 0; i <= rt.Tries; i++ {
+			bound += to
+			to = time.Duration(float64(to) * rt.Base)
+		}
+		d, err := waitCond(ctx, 2*bound, "our daemon to declare charon dead", func() bool {
+			return len(e.d.List().SAs) == 0 && stackESPSAs(e.st) == 0
+		})
+		if err != nil {
+			t.Fatalf("%v:\n%s", err, e.d.List().Format())
+		}
+		var dead uint64
+		for _, s := range e.d.Snapshot() {
+			if s.Name == "IKEFailures" && s.Label == "dead" {
+				dead = s.Value
+			}
+		}
+		t.Logf("charon killed: our daemon removed the IKE SA and its CHILD SA %v later (dpd_delay %v, retransmissions %v x%.1f, %d tries; bound %v); failures{dead} = %d",
+			time.Since(t0).Round(time.Millisecond), dpd, rt.Timeout, rt.Base, rt.Tries, bound, dead)
+		if d > bound {
+			t.Errorf("declared dead after %v, more than dpd_delay and the retransmissions (%v)", d.Round(time.Millisecond), bound)
+		}
+		if dead != 1 {
+			t.Errorf("failures{dead} = %d, want 1", dead)
+		}
+	})
+}
+
+// rekeys establishes the IKE SA (our daemon initiating), runs traffic
+// both ways while do rekeys, and checks that nothing was lost: every
+// guest ping answered, every stack ping and TCP transfer complete, no
+// xfrm error counter moved on either side, charon and our daemon agree
+// on the new SAs (with plain ESP), and the wire shows no clear text.
+func (e *charonEnv) rekeys(ctx context.Context, do func(o ourSAs)) {
+	t := e.t
+	o := e.establish(ctx, false)
+	if err := e.checkAgree(ctx, o, false); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	e.serveSink(sctx)
+	bg := e.background(sctx, 5*time.Second)
+	do(o)
+	bg.wait(t)
+	childRekeys, ikeRekeys := e.d.Stats.ChildRekeys.Load(), e.d.Stats.IKERekeys.Load()
+	// Agreement once no rekey is in progress (the old inbound SA stays
+	// for a grace period on our side, and charon lists its rekeyed SAs
+	// a moment).
+	var n ourSAs
+	var lerr error
+	if _, err := waitCond(ctx, 6*time.Second, "charon and our daemon to agree", func() bool {
+		if n, lerr = e.oursRekeying(true); lerr != nil {
+			return false
+		}
+		lerr = e.checkAgree(ctx, n, false)
+		return lerr == nil
+	}); err != nil {
+		t.Fatalf("%v: %v", err, lerr)
+	}
+	if n.spii == o.spii || n.in == o.in || n.out == o.out {
+		t.Errorf("SPIs after the rekeys: IKE %016x (was %016x), CHILD in %08x out %08x (were %08x %08x): want all new", n.spii, o.spii, n.in, n.out, o.in, o.out)
+	}
+	t.Logf("after the rekeys (ours: %d CHILD, %d IKE): IKE SA %016x_i %016x_r, CHILD SA in %08x out %08x", childRekeys, ikeRekeys, n.spii, n.spir, n.in, n.out)
+	checkNoXfrmErrors(t, e.vm, e.guestBefore, e.st)
+	e.checkWire()
+}
+
+// backgroundTraffic runs while SAs are rekeyed: the guest pings the
+// stack every 50 ms, the stack pings the guest every 100 ms and sends
+// it 256 KiB TCP transfers back to back, each its own connection.
+type backgroundTraffic struct {
+	wg                     sync.WaitGroup
+	guestOut               string
+	guestSent, guestRecv   int
+	guestErr               error
+	pings, pingErrs        int
+	tcp, tcpErrs           int
+	firstPingErr, firstTCP error
+}
+
+var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+
+func (e *charonEnv) background(ctx context.Context, dur time.Duration) *backgroundTraffic {
+	b := &backgroundTraffic{}
+	end := time.Now().Add(dur)
+	b.wg.Add(3)
+	go func() {
+		defer b.wg.Done()
+		n := int(dur / (50 * time.Millisecond))
+		out, _, err := e.vm.Run(ctx, fmt.Sprintf("ping -c %d -i 0.05 -W 1 %s", n, e.sA))
+		b.guestOut, b.guestErr = out, err
+		if m := pingStatsRE.FindStringSubmatch(out); m != nil {
+			b.guestSent, _ = strconv.Atoi(m[1])
+			b.guestRecv, _ = strconv.Atoi(m[2])
+		}
+	}()
+	go func() {
+		defer b.wg.Done()
+		for time.Now().Before(end) && ctx.Err() == nil {
+			b.pings++
+			if err := pingFrom(ctx, e.st, e.sA, e.gA, 1, 56); err != nil {
+				b.pingErrs++
+				if b.firstPingErr == nil {
+					b.firstPingErr = err
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer b.wg.Done()
+		for time.Now().Before(end) && ctx.Err() == nil {
+			b.tcp++
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := testbed.TCPTransferFrom(tctx, e.st, e.sA, e.gA, linuxvm.SinkPort, 256<<10)
+			cancel()
+			if err != nil {
+				b.tcpErrs++
+				if b.firstTCP == nil {
+					b.firstTCP = err
+				}
+			}
+		}
+	}()
+	return b
+}
+
+// wait waits for the traffic to end and checks that none was lost.
+func (b *backgroundTraffic) wait(t *testing.T) {
+	t.Helper()
+	b.wg.Wait()
+	t.Logf("traffic across the rekeys: guest pings %d/%d answered, stack pings %d/%d, TCP transfers of 256 KiB %d/%d",
+		b.guestRecv, b.guestSent, b.pings-b.pingErrs, b.pings, b.tcp-b.tcpErrs, b.tcp)
+	if b.guestErr != nil || b.guestSent == 0 || b.guestRecv != b.guestSent {
+		t.Errorf("guest's ping across the rekeys: %v\n%s", b.guestErr, b.guestOut)
+	}
+	if b.pingErrs > 0 {
+		t.Errorf("%d of %d stack pings lost across the rekeys, first: %v", b.pingErrs, b.pings, b.firstPingErr)
+	}
+	if b.tcp == 0 || b.tcpErrs > 0 {
+		t.Errorf("%d of %d TCP transfers failed across the rekeys, first: %v", b.tcpErrs, b.tcp, b.firstTCP)
 	}
 }

@@ -31,31 +31,38 @@ import (
 // TestLinuxGuestCharon: strongSwan's charon (5.9.8, the host's Debian
 // binaries) runs inside the Linux 6.1 guest with its kernel-netlink
 // backend, so the SAs it negotiates are the guest kernel's XFRM states;
-// our IKEv2 state machines (ike/exchange) run on the host in the gVisor
-// stack on the guest's TAP, over UDP sockets 500 and 4500 of that stack
-// with per-socket bypass policies (as charon's own sockets have). Each
-// case negotiates one IKE SA and CHILD SA with charon's default proposals
-// (charon's side is not tuned), installs our Result's SAs and the
-// policies of the agreed traffic selectors in the stack, and sends ping
-// and 1 MiB TCP both ways through them. It checks: charon reports the
-// IKE SA ESTABLISHED and the CHILD SA INSTALLED in the wanted mode with
-// our SPIs and without UDP encapsulation; the guest kernel has the two
-// ESP states in that mode with no encap, and their packet counters rose;
-// the capture holds plain ESP (protocol 50) between the outer addresses
-// both ways and nothing in clear but IKE; no xfrm_stat counter moved and
-// no stack xfrm counter is set.
+// our IKE key manager (ike/daemon.Daemon, its configuration built in Go)
+// runs on the host in the gVisor stack on the guest's TAP, with its UDP
+// sockets 500 and 4500 in that stack, and installs the CHILD SAs and
+// their policies in the stack's engine itself. Each case negotiates one
+// IKE SA and CHILD SA with charon's default proposals (charon's side is
+// not tuned; ours offers one suite) and sends ping and 1 MiB TCP both
+// ways. It checks: our daemon lists one IKE SA and one CHILD SA in the
+// wanted mode, without NAT-T or encapsulation; charon reports the IKE SA
+// ESTABLISHED with the daemon's SPIs and the CHILD SA INSTALLED in the
+// mode with the daemon's ESP SPIs reversed and without UDP
+// encapsulation; the guest kernel has the two ESP states in that mode
+// with no encap, and their packet counters rose; the capture holds plain
+// ESP (protocol 50) between the outer addresses both ways and nothing in
+// clear but IKE; no xfrm_stat counter moved and no stack xfrm counter is
+// set.
 //
-// Cases: transport and tunnel mode, each with charon as responder (our
-// exchange.Initiate) and as initiator (swanctl --initiate against our
-// exchange.Serve).
+// Cases: transport and tunnel mode, IPv4 and IPv6, each with charon as
+// responder (Daemon.Initiate) and as initiator (swanctl --initiate, our
+// daemon responding). Then lifecycle, in transport mode over IPv4:
+// CHILD and IKE rekeys started by charon (swanctl --rekey) and by our
+// daemon (rekey_time 3 s and 4 s), with ping and TCP running across and
+// nothing lost; deletes each way (swanctl --terminate, Daemon.Terminate);
+// DPD: charon killed, our daemon removes the IKE SA within dpd_delay and
+// its retransmissions.
 //
 // NAT traversal: with no NAT, both NAT_DETECTION hashes match. charon as
 // initiator still floats IKE_AUTH to port 4500 (its habit, see
-// ../shared/peers/strongswan), and our responder answers on the port the
+// ../shared/peers/strongswan), and our daemon answers on the port the
 // request came on; our initiator stays on port 500 (it floats only on a
 // detected NAT, RFC 7296 §2.23), which charon accepts. Either way
-// neither side encapsulates ESP: Result.NATT is false, the guest's states
-// have no encap, and charon lists the CHILD SA without "-in-UDP".
+// neither side encapsulates ESP: the guest's states have no encap, and
+// charon lists the CHILD SA without "-in-UDP".
 func TestLinuxGuestCharon(t *testing.T) {
 	linuxvm.Require(t)
 	if err := linuxvm.CheckCharon(); err != nil {
@@ -720,6 +727,7 @@ func stackESPSAs(st *stack.Stack) int {
 	})
 	return n
 }
+
 // guestState is one line group of `ip xfrm state`.
 type guestState struct {
 	src, dst netip.Addr
@@ -979,9 +987,10 @@ func runCharonLifecycle(ctx context.Context, t *testing.T, vm *linuxvm.VM) {
 		}
 		t0 := time.Now()
 		// The bound: dpd_delay of silence, then the liveness request and
-		// its retransmissions (Tries+1 timeouts growing by Base), and a
-		// daemon tick each side.
-		bound, to := dpd+2*daemon.DefaultTick, rt.Timeout
+		// its retransmissions (Tries+1 timeouts growing by Base); the
+		// daemon's timers run on its tick, so each of these Tries+2
+		// deadlines may be seen up to a tick late.
+		bound, to := dpd+time.Duration(rt.Tries+2)*daemon.DefaultTick, rt.Timeout
 		for i := 0; i <= rt.Tries; i++ {
 			bound += to
 			to = time.Duration(float64(to) * rt.Base)
@@ -1047,6 +1056,18 @@ func (e *charonEnv) rekeys(ctx context.Context, do func(o ourSAs)) {
 	t.Logf("after the rekeys (ours: %d CHILD, %d IKE): IKE SA %016x_i %016x_r, CHILD SA in %08x out %08x", childRekeys, ikeRekeys, n.spii, n.spir, n.in, n.out)
 	checkNoXfrmErrors(t, e.vm, e.guestBefore, e.st)
 	e.checkWire()
+	// The rekeyed IKE SA is the one our daemon drives: its Delete there
+	// ends charon's.
+	if err := e.d.Terminate(ctx, charonConnName); err != nil {
+		t.Fatalf("our daemon's Terminate after the rekeys: %v", err)
+	}
+	if _, err := waitCond(ctx, 5*time.Second, "charon's IKE SA deleted after our Terminate", func() bool {
+		sas, err := e.ch.SAs(ctx)
+		return err == nil && len(sas) == 0
+	}); err != nil {
+		sas, _ := e.ch.ListSAs(ctx)
+		t.Errorf("%v:\n%s", err, sas)
+	}
 }
 
 // backgroundTraffic runs while SAs are rekeyed: the guest pings the

@@ -94,6 +94,10 @@ type Config struct {
 	// TxPacketsDroppedNoBufferSpace; TCP resends it). 0: no queue, the
 	// sender's goroutine writes (what in-memory links want).
 	TxQueue int
+	// GSO lets the stack's TCP hand the IPsec wrapper packets of up to
+	// 64 KiB, which it cuts into segments before sealing (see
+	// Endpoint.SupportedGSO). Off by default: experimental.
+	GSO bool
 }
 
 // DefaultTxQueue is a TxQueue for links to the kernel: 4096 full-size
@@ -185,6 +189,7 @@ func New(cfg Config) (*Stack, error) {
 	for _, n := range nics {
 		ep := NewEndpoint(n.Link, eng)
 		ep.fwd = st.fwd
+		ep.gso = cfg.GSO
 		st.eps = append(st.eps, ep)
 	}
 	st.Endpoint = st.eps[0]

@@ -63,6 +63,8 @@ type Config struct {
 	MTU uint32
 	// Plain builds the pair without any SA or policy (the baseline).
 	Plain bool
+	// GSO turns on the stacks' segmentation offload (stack.Config.GSO).
+	GSO bool
 	// Dispatchers per link end (benchmarks use 2).
 	Dispatchers int
 	// PortSAs adds, for each port, a pair of ESP SAs of their own and
@@ -163,6 +165,7 @@ func New(cfg Config) (*Pair, error) {
 		return stack.New(stack.Config{
 			Link:  l,
 			Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
+			GSO:   cfg.GSO,
 		})
 	}
 	var linkA gstack.LinkEndpoint = la

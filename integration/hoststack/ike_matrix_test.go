@@ -708,17 +708,22 @@ func mxTshark(t *testing.T, dir, ourID, charonID string) {
 		t.Errorf("tshark decrypted %d IKE messages, want at least 6", n)
 	}
 	// ESP: ICMP and TCP inside, good ICVs, no bad one.
-	f := run("-Y", "esp", "-T", "fields", "-E", "separator=|", "-e", "esp.icv_good", "-e", "frame.protocols")
+	f := run("-Y", "esp", "-T", "fields", "-E", "separator=|", "-e", "esp.icv_good", "-e", "frame.protocols",
+		"-e", "frame.number", "-e", "frame.time_relative", "-e", "ip.src", "-e", "ip.dst", "-e", "esp.spi", "-e", "esp.sequence", "-e", "frame.len")
 	good, bad, icmp, tcp := 0, 0, 0, 0
+	var badOnes []string
 	for _, line := range strings.Split(strings.TrimSpace(f), "\n") {
 		p := strings.Split(line, "|")
-		if len(p) != 2 {
+		if len(p) < 2 {
 			continue
 		}
 		if p[0] == "1" {
 			good++
 		} else {
 			bad++
+			if len(badOnes) < 20 {
+				badOnes = append(badOnes, strings.Join(p[2:], " "))
+			}
 		}
 		if strings.Contains(p[1], ":esp:ip:icmp") {
 			icmp++
@@ -728,7 +733,8 @@ func mxTshark(t *testing.T, dir, ourID, charonID string) {
 		}
 	}
 	if bad != 0 || icmp == 0 || tcp == 0 {
-		t.Errorf("tshark ESP: %d good ICVs, %d not good, %d ICMP and %d TCP inside", good, bad, icmp, tcp)
+		t.Errorf("tshark ESP: %d good ICVs, %d not good, %d ICMP and %d TCP inside; not good (frame, time, src, dst, SPI, sequence, length):\n%s",
+			good, bad, icmp, tcp, strings.Join(badOnes, "\n"))
 	}
 	t.Logf("tshark: %d IKE lines and %d esp_sa lines in the keylog; ESP packets decrypted with good ICV %d (ICMP %d, TCP %d)",
 		len(ikeLines), len(espLines), good, icmp, tcp)

@@ -8,9 +8,7 @@ package tap
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -43,22 +41,9 @@ type Options struct {
 // one), brings it up and returns an Ethernet endpoint on it. A device that
 // Open created disappears when the endpoint is closed.
 func Open(name string, opts Options) (stack.LinkEndpoint, error) {
-	// A "tap%d" template would make the kernel pick the name, which we
-	// then could not configure: ask for a concrete one.
-	if len(name) == 0 || len(name) >= unix.IFNAMSIZ || strings.ContainsRune(name, '%') {
-		return nil, fmt.Errorf("tap: invalid device name %q (1 to %d bytes, no %%)", name, unix.IFNAMSIZ-1)
-	}
-	fd, err := tun.OpenTAP(name)
+	fd, err := fdlink.OpenDevice("tap", name, "%", tun.OpenTAP)
 	if err != nil {
-		switch {
-		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-			return nil, fmt.Errorf("tap: device %q: %w (needs root or CAP_NET_ADMIN)", name, err)
-		case errors.Is(err, unix.ENOENT):
-			return nil, fmt.Errorf("tap: device %q: /dev/net/tun: %w (no TUN/TAP support)", name, err)
-		case errors.Is(err, unix.EINVAL):
-			return nil, fmt.Errorf("tap: device %q: %w (exists and is not a TAP device?)", name, err)
-		}
-		return nil, fmt.Errorf("tap: device %q: %w", name, err)
+		return nil, err
 	}
 	fail := func(what string, err error) (stack.LinkEndpoint, error) {
 		unix.Close(fd)

@@ -10,9 +10,7 @@
 package tun
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -42,22 +40,9 @@ type Options struct {
 // offers no checksum offload to such a device), so received checksums are
 // verified as on any link.
 func Open(name string, opts Options) (stack.LinkEndpoint, error) {
-	if len(name) == 0 || len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "%/ \t") {
-		return nil, fmt.Errorf("tun: invalid device name %q (1 to %d bytes, no %%, / or space)", name, unix.IFNAMSIZ-1)
-	}
-	fd, err := gtun.Open(name)
+	fd, err := fdlink.OpenDevice("tun", name, "%/ \t", gtun.Open)
 	if err != nil {
-		switch {
-		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-			return nil, fmt.Errorf("tun: device %q: %w (needs root or CAP_NET_ADMIN)", name, err)
-		case errors.Is(err, unix.ENOENT):
-			return nil, fmt.Errorf("tun: device %q: /dev/net/tun: %w (no TUN/TAP support)", name, err)
-		case errors.Is(err, unix.EINVAL):
-			return nil, fmt.Errorf("tun: device %q: %w (exists and is not a TUN device?)", name, err)
-		case errors.Is(err, unix.EBUSY):
-			return nil, fmt.Errorf("tun: device %q: %w (already open by another program)", name, err)
-		}
-		return nil, fmt.Errorf("tun: device %q: %w", name, err)
+		return nil, err
 	}
 	mtu, err := fdlink.Up(name, opts.MTU)
 	if err != nil {

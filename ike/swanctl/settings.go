@@ -213,6 +213,24 @@ func (l *lexer) errf(line int, format string, args ...any) *Error {
 	return errAt(config.Pos{File: l.file, Line: line}, format, args...)
 }
 
+// skipBlank skips blanks, newlines (counting lines) and comments, which
+// separate the tokens of the INITIAL and ref states.
+func (l *lexer) skipBlank() {
+	for l.off < len(l.src) {
+		switch l.src[l.off] {
+		case ' ', '\t', '\r':
+			l.off++
+		case '\n':
+			l.off++
+			l.line++
+		case '#':
+			l.skipComment()
+		default:
+			return
+		}
+	}
+}
+
 func (l *lexer) skipComment() {
 	for l.off < len(l.src) && l.src[l.off] != '\n' {
 		l.off++
@@ -221,16 +239,9 @@ func (l *lexer) skipComment() {
 
 // next returns the next token of the INITIAL state.
 func (l *lexer) next() (token, error) {
-	for l.off < len(l.src) {
+	for l.skipBlank(); l.off < len(l.src); l.skipBlank() {
 		c := l.src[l.off]
 		switch {
-		case c == ' ' || c == '\t' || c == '\r':
-			l.off++
-		case c == '\n':
-			l.off++
-			l.line++
-		case c == '#':
-			l.skipComment()
 		case c == '{':
 			l.off++
 			return token{kind: tokOpen, line: l.line}, nil
@@ -288,16 +299,9 @@ func (l *lexer) isInclude() bool {
 
 // refName reads a reference path in the ref state: {NAME}+(\.{NAME}+)*.
 func (l *lexer) refName() (token, error) {
-	for l.off < len(l.src) {
+	for l.skipBlank(); l.off < len(l.src); l.skipBlank() {
 		c := l.src[l.off]
 		switch {
-		case c == ' ' || c == '\t' || c == '\r':
-			l.off++
-		case c == '\n':
-			l.off++
-			l.line++
-		case c == '#':
-			l.skipComment()
 		case c == ',':
 			l.off++
 			return token{kind: tokComma, line: l.line}, nil

@@ -191,7 +191,7 @@ func Start(t testing.TB, o Options) *Charon {
   plugins { vici { socket = unix://%s } }
 %s
 }
-`, Plugins, c.logPath(), o.LogLevels, c.vici, o.Settings)
+`, Plugins, c.LogPath(), o.LogLevels, c.vici, o.Settings)
 	files := map[string][]byte{
 		"strongswan.conf": []byte(conf),
 		"swanctl.conf":    []byte(o.SwanctlConf),
@@ -232,7 +232,7 @@ func Start(t testing.TB, o Options) *Charon {
 		}
 		c.stop()
 		if t.Failed() {
-			t.Logf("charon log (%s):\n%s", c.logPath(), c.Log())
+			t.Logf("charon log (%s):\n%s", c.LogPath(), c.Log())
 		}
 	})
 
@@ -258,7 +258,8 @@ func Start(t testing.TB, o Options) *Charon {
 	return c
 }
 
-func (c *Charon) logPath() string { return filepath.Join(c.Dir, "charon.log") }
+// LogPath is charon's log file, for tools that read it (extract-keys.py).
+func (c *Charon) LogPath() string { return filepath.Join(c.Dir, "charon.log") }
 
 // stop ends charon: SIGTERM, and SIGKILL if it is still there after 2 s.
 func (c *Charon) stop() {
@@ -322,7 +323,7 @@ func (c *Charon) listSAs() string {
 
 // Log returns charon's whole log so far.
 func (c *Charon) Log() string {
-	b, _ := os.ReadFile(c.logPath())
+	b, _ := os.ReadFile(c.LogPath())
 	return string(b)
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/internal/charontest"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
@@ -28,14 +29,14 @@ import (
 // connection "gwcert" that uses them with default proposals.
 func charonCertSetup(t *testing.T, ourKind string) (pc peerCharon, ca, charonCert, ourCert *x509.Certificate, ourKey crypto.Signer) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
+	charontest.Require(t)
 	pki := newPKI(t, "ipsecstack interop CA", "p384")
 	charonCert, charonKey := pki.endEntity(t, "charon", "rsa3072", []string{"charon.ike.test"}, nil, nil)
 	ourCert, ourKey = pki.endEntity(t, "goike", ourKind, []string{"goike.ike.test"}, nil, nil)
-	// swanctl reads a comma as a list separator, and t.TempDir names the
-	// directory after the subtest: use a name without one.
+	// charon's directory, where swanctl.conf names the certificates: not
+	// t.TempDir, named after the subtest, since swanctl reads a comma as a
+	// list separator. Removed after charon stops (cleanups run last
+	// first).
 	dir, err := os.MkdirTemp("", "ikecert")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func charonCertSetup(t *testing.T, ourKind string) (pc peerCharon, ca, charonCer
                          esp_proposals = default } }
   }`, certFile, caFile)
 	files := map[string][]byte{"private/charon.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})}
-	return startCharonWith(t, conns, files), pki.ca, charonCert, ourCert, ourKey
+	return startCharonWith(t, dir, conns, files), pki.ca, charonCert, ourCert, ourKey
 }
 
 func certInteropConfig(local, remote netip.AddrPort, ca, ourCert *x509.Certificate, ourKey crypto.Signer) Config {
@@ -115,9 +116,7 @@ func (c *countingTransport) Recv(ctx context.Context) ([]byte, bool, error) {
 // in one case we fragment too (a 576-byte fragment size), which charon
 // reassembles.
 func TestStrongSwanCertificates(t *testing.T) {
-	if _, err := os.Stat(charonPath); err != nil {
-		t.Skip("strongSwan charon not installed")
-	}
+	charontest.Require(t)
 	for _, tt := range []struct {
 		name     string
 		kind     string
@@ -139,10 +138,9 @@ func TestStrongSwanCertificates(t *testing.T) {
 			defer cancel()
 			r, err := Initiate(ctx, cfg, tr, Retransmit{Timeout: time.Second})
 			if err != nil {
-				log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-				t.Fatalf("%v\ncharon log:\n%s", err, log)
+				t.Fatalf("%v\n%s", err, pc.Report())
 			}
-			sas, _ := pc.swanctl("--list-sas")
+			sas, _ := pc.ListSAs()
 			if !strings.Contains(sas, "ESTABLISHED") || !strings.Contains(sas, fmt.Sprintf("%016x_i %016x_r*", r.SPIi, r.SPIr)) ||
 				!strings.Contains(sas, fmt.Sprintf("in  %08x", r.Out.SPI)) {
 				t.Errorf("charon's view does not match ours:\n%s", sas)
@@ -212,14 +210,7 @@ func serveCharon(t *testing.T, pc peerCharon, r *Responder, child string) (strin
 			}
 		}(c, c == c4500)
 	}
-	initiated := make(chan string, 1)
-	go func() {
-		out, err := pc.swanctl("--initiate", "--child", child, "--timeout", "10")
-		if err != nil {
-			out += "\n" + err.Error()
-		}
-		initiated <- out
-	}()
+	initiated := swanctlAsync(pc, "--initiate", "--child", child, "--timeout", "10")
 	frags := 0
 	deadline := time.After(10 * time.Second)
 	for done := false; !done; {
@@ -237,10 +228,11 @@ func serveCharon(t *testing.T, pc peerCharon, r *Responder, child string) (strin
 			}
 			resp, fin, err := r.Handle(b)
 			if errors.Is(err, ErrUnexpected) {
+				// Dropped, or answered with a notification that lets the
+				// exchange go on (INVALID_KE_PAYLOAD, say).
 				t.Logf("responder: %v", err)
 			} else if err != nil {
-				log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-				t.Fatalf("responder: %v\ncharon log:\n%s", err, log)
+				t.Fatalf("responder: %v\n%s", err, pc.Report())
 			}
 			for _, out := range resp {
 				c := c500
@@ -253,8 +245,7 @@ func serveCharon(t *testing.T, pc peerCharon, r *Responder, child string) (strin
 			}
 			done = fin
 		case <-deadline:
-			log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-			t.Fatalf("charon did not complete the exchange\ncharon log:\n%s", log)
+			t.Fatalf("charon did not complete the exchange\n%s", pc.Report())
 		}
 	}
 	return <-initiated, frags

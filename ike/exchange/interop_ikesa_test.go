@@ -9,13 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ipsecstack/ipsecstack/ike/message"
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -70,9 +67,7 @@ func (l *live) until(what string, d time.Duration, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			sas, _ := l.pc.swanctl("--list-sas")
-			log, _ := os.ReadFile(filepath.Join(l.pc.dir, "charon.log"))
-			l.t.Fatalf("timed out waiting for %s; counters %+v\ncharon:\n%s\ncharon log:\n%s", what, l.s.Counters, sas, log)
+			l.t.Fatalf("timed out after %v waiting for %s\n%s", d, what, l.report())
 		}
 		wait := 50 * time.Millisecond
 		if nt := l.s.NextTimeout(); !nt.IsZero() && time.Until(nt) < wait {
@@ -85,6 +80,30 @@ func (l *live) until(what string, d time.Duration, cond func() bool) {
 		}
 		l.apply(l.s.Tick(time.Now()))
 	}
+}
+
+// report is what a failed wait needs: charon's SAs and log tail, and
+// ours.
+func (l *live) report() string {
+	l.pc.Ours = l.ours
+	return l.pc.Report()
+}
+
+// ours lists our side: the IKE SAs' SPIs, the CHILD SAs, whether a
+// request is outstanding, the counters and the events so far.
+func (l *live) ours() string {
+	var b strings.Builder
+	for _, spi := range l.s.SPIs() {
+		fmt.Fprintf(&b, "IKE SA %016x_i %016x_r\n", spi[0], spi[1])
+	}
+	for _, c := range l.s.Children() {
+		fmt.Fprintf(&b, "CHILD SA %d: in %08x out %08x\n", c.ID, c.In.SPI, c.Out.SPI)
+	}
+	fmt.Fprintf(&b, "closed %v, idle %v, counters %+v\nevents:", l.s.Closed(), l.idle(), l.s.Counters)
+	for _, e := range l.ev {
+		fmt.Fprintf(&b, " %T", e)
+	}
+	return b.String()
 }
 
 // pause runs the IKE SA for d.
@@ -122,7 +141,7 @@ func (l *live) keysMatchCharon(first ChildSA) {
 		l.t.Logf("no %s: CHILD SA keys not compared with charon's", script)
 		return
 	}
-	out, err := exec.Command("python3", script, filepath.Join(l.pc.dir, "charon.log"), l.t.TempDir()).Output()
+	out, err := exec.Command("python3", script, l.pc.LogPath(), l.t.TempDir()).Output()
 	if err != nil {
 		l.t.Fatalf("extract-keys.py: %v", err)
 	}
@@ -180,17 +199,7 @@ func isAdded(e Event) bool    { _, ok := e.(ChildAdded); return ok }
 
 // swan runs a swanctl command in the background (some wait for the
 // exchange they start, which needs our side running).
-func (l *live) swan(args ...string) chan string {
-	ch := make(chan string, 1)
-	go func() {
-		out, err := l.pc.swanctl(args...)
-		if err != nil {
-			out += "\n" + err.Error()
-		}
-		ch <- out
-	}()
-	return ch
-}
+func (l *live) swan(args ...string) chan string { return swanctlAsync(l.pc, args...) }
 
 // collide starts charon's swanctl command and, once charon's request is
 // here, holds it, sends our own request (start), then lets ours and
@@ -219,7 +228,7 @@ func (l *live) collide(what string, start func() error, args ...string) chan str
 			l.apply(l.s.Handle(m, time.Now()))
 			return done
 		case <-deadline:
-			l.t.Fatalf("%s: charon's request did not come", what)
+			l.t.Fatalf("%s: charon's request did not come within 5 s\n%s", what, l.report())
 		}
 	}
 }
@@ -227,13 +236,13 @@ func (l *live) collide(what string, start func() error, args ...string) chan str
 // charonIdle waits until charon has no exchange active or queued.
 func (l *live) charonIdle() {
 	for try := 0; try < 50; try++ {
-		sas, _ := l.pc.swanctl("--list-sas")
+		sas, _ := l.pc.ListSAs()
 		if !strings.Contains(sas, "active:") && !strings.Contains(sas, "queued:") && l.idle() {
 			return
 		}
 		l.pause(100 * time.Millisecond)
 	}
-	l.t.Errorf("charon stays busy")
+	l.t.Errorf("charon stays busy (or we do) after 5 s\n%s", l.report())
 }
 
 // charonSaw logs whether charon saw the collision too: it does not when
@@ -242,8 +251,7 @@ func (l *live) charonIdle() {
 // rekey and deletes the old SA; TestCollisionPeerDeletesOld has that
 // case in memory.
 func (l *live) charonSaw(what string) {
-	b, _ := os.ReadFile(filepath.Join(l.pc.dir, "charon.log"))
-	l.t.Logf("charon logged %q: %v", what, strings.Contains(string(b), what))
+	l.t.Logf("charon logged %q: %v", what, strings.Contains(l.pc.Log(), what))
 }
 
 // idle reports whether no request of ours is outstanding or queued.
@@ -259,9 +267,8 @@ func (l *live) idle() bool {
 // charonHas checks that charon's --list-sas mentions every string.
 func (l *live) charonHas(what string, want ...string) {
 	l.t.Helper()
-	var sas string
 	for try := 0; try < 20; try++ {
-		sas, _ = l.pc.swanctl("--list-sas")
+		sas, _ := l.pc.ListSAs()
 		ok := true
 		for _, w := range want {
 			ok = ok && strings.Contains(sas, w)
@@ -271,14 +278,14 @@ func (l *live) charonHas(what string, want ...string) {
 		}
 		l.pause(100 * time.Millisecond)
 	}
-	l.t.Errorf("%s: charon's SAs lack %q:\n%s", what, want, sas)
+	l.t.Errorf("%s: charon's SAs lack %q after 2 s\n%s", what, want, l.report())
 }
 
 // childGone checks that charon has no installed CHILD SA with spi: it
 // keeps deleted ones listed as DELETED for a while.
 func (l *live) childGone(what string, spi uint32) {
 	l.t.Helper()
-	sas, _ := l.pc.swanctl("--list-sas")
+	sas, _ := l.pc.ListSAs()
 	state := ""
 	for _, line := range strings.Split(sas, "\n") {
 		f := strings.Fields(line)
@@ -294,7 +301,7 @@ func (l *live) childGone(what string, spi uint32) {
 // sasOf returns charon's --list-sas; with state, only the CHILD SA
 // blocks in that state.
 func (l *live) sasOf(state string) string {
-	sas, _ := l.pc.swanctl("--list-sas")
+	sas, _ := l.pc.ListSAs()
 	if state == "" {
 		return sas
 	}
@@ -309,7 +316,7 @@ func (l *live) sasOf(state string) string {
 
 func (l *live) charonLacks(what string, unwanted string) {
 	l.t.Helper()
-	sas, _ := l.pc.swanctl("--list-sas")
+	sas, _ := l.pc.ListSAs()
 	if strings.Contains(sas, unwanted) {
 		l.t.Errorf("%s: charon still has %q:\n%s", what, unwanted, sas)
 	}
@@ -488,8 +495,7 @@ func TestStrongSwanEstablishedAsInitiator(t *testing.T) {
 		defer cancel()
 		r, err := Initiate(ctx, cfg, tr, Retransmit{Timeout: time.Second})
 		if err != nil {
-			log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-			t.Fatalf("%v\ncharon log:\n%s", err, log)
+			t.Fatalf("%v\n%s", err, pc.Report())
 		}
 		s, err := NewIKESA(r, SAOptions{Children: []ChildConfig{net2}, Retransmit: rt})
 		if err != nil {
@@ -514,7 +520,7 @@ func TestStrongSwanEstablishedAsInitiator(t *testing.T) {
 	rt = Retransmit{Timeout: 500 * time.Millisecond, Tries: 2}
 	l = establishLive()
 	l.recv = rx
-	pc.proc.Process.Signal(unix.SIGKILL)
+	pc.Kill()
 	start := time.Now()
 	l.s.Liveness()
 	l.until("Dead", 10*time.Second, l.s.Closed)
@@ -584,14 +590,7 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 	rx := readIKE4500(c4500)
 	peer4500 := netip.AddrPortFrom(remote.Addr(), NATTPort)
 	send := func(b []byte) { c4500.WriteToUDPAddrPort(append([]byte{0, 0, 0, 0}, b...), peer4500) }
-	initiated := make(chan string, 1)
-	go func() {
-		out, err := pc.swanctl("--initiate", "--child", "net", "--timeout", "10")
-		if err != nil {
-			out += "\n" + err.Error()
-		}
-		initiated <- out
-	}()
+	initiated := swanctlAsync(pc, "--initiate", "--child", "net", "--timeout", "10")
 	deadline := time.After(10 * time.Second)
 	for r.Result() == nil {
 		select {
@@ -606,7 +605,7 @@ func TestStrongSwanEstablishedAsResponder(t *testing.T) {
 				send(b)
 			}
 		case <-deadline:
-			t.Fatal("charon did not complete IKE_AUTH")
+			t.Fatalf("charon did not complete IKE_AUTH within 10 s\n%s", pc.Report())
 		}
 	}
 	<-initiated

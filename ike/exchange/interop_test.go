@@ -3,25 +3,18 @@ package exchange
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/internal/charontest"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
-
-const charonPath = "/usr/lib/ipsec/charon"
 
 // TestStrongSwanResponder runs our initiator against a real strongSwan
 // charon (5.9.8, kernel-libipsec) in a network namespace, with charon's
@@ -79,23 +72,22 @@ func TestStrongSwanMultiProposal(t *testing.T) {
 	defer cancel()
 	r, err := Initiate(ctx, cfg, &udpTransport{c500: c500, c4500: c4500, peer: remote.Addr()}, Retransmit{Timeout: time.Second})
 	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-		t.Fatalf("%v\ncharon log:\n%s", err, log)
+		t.Fatalf("%v\n%s", err, pc.Report())
 	}
-	log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
+	log := pc.Log()
 	wantESP := ESPSuite{message.ENCR_AES_GCM_16, 256, message.AUTH_NONE, false} // charon has no ChaCha20 in its default ESP
 	wantIKE := IKESuite{message.ENCR_AES_CBC, 256, message.AUTH_HMAC_SHA2_512_256, message.PRF_HMAC_SHA2_512, message.KE_CURVE25519}
 	if r.ESP != wantESP || r.IKE != wantIKE {
 		t.Errorf("negotiated %+v %+v, want %+v %+v", r.IKE, r.ESP, wantIKE, wantESP)
 	}
-	if !strings.Contains(string(log), "N(INVAL_KE)") {
+	if !strings.Contains(log, "N(INVAL_KE)") {
 		t.Errorf("charon did not ask for another group:\n%s", log)
 	}
 }
 
 func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 	pc := startCharon(t)
-	swanctl, nsG, dir := pc.swanctl, pc.ns, pc.dir
+	nsG := pc.ns
 	psk := charonPSK
 	local := netip.MustParseAddrPort("10.55.0.2:500")
 	remote := netip.MustParseAddrPort("10.55.0.1:500")
@@ -113,10 +105,9 @@ func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 	defer cancel()
 	r, err := Initiate(ctx, cfg, &udpTransport{c500: c500, c4500: c4500, peer: remote.Addr()}, Retransmit{Timeout: time.Second})
 	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "charon.log"))
-		t.Fatalf("%v\ncharon log:\n%s", err, log)
+		t.Fatalf("%v\n%s", err, pc.Report())
 	}
-	sas, _ := swanctl("--list-sas")
+	sas, _ := pc.ListSAs()
 	wantIKE := fmt.Sprintf("%016x_i %016x_r*", r.SPIi, r.SPIr)
 	if !strings.Contains(sas, "ESTABLISHED") || !strings.Contains(sas, wantIKE) ||
 		!strings.Contains(sas, fmt.Sprintf("in  %08x", r.Out.SPI)) || !strings.Contains(sas, fmt.Sprintf("out %08x", r.In.SPI)) {
@@ -129,37 +120,18 @@ func testStrongSwanResponder(t *testing.T, ike IKESuite, esp ESPSuite) {
 }
 
 // udpInNetns opens a UDP socket bound to addr inside network namespace
-// ns. The socket keeps the namespace it was created in; the thread that
-// entered the namespace is locked and dies with its goroutine, so no
-// other goroutine ever runs in it.
+// ns; the socket keeps the namespace it was created in.
 func udpInNetns(t *testing.T, ns string, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	type res struct {
-		c   *net.UDPConn
-		err error
+	var c *net.UDPConn
+	if err := charontest.InNetns(ns, func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	}); err != nil {
+		t.Fatalf("UDP socket in %s: %v", ns, err)
 	}
-	ch := make(chan res)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			ch <- res{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- res{err: err}
-			return
-		}
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		ch <- res{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("UDP socket in %s: %v", ns, r.err)
-	}
-	t.Cleanup(func() { r.c.Close() })
-	return r.c
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // udpTransport is a Transport over two UDP sockets, ports 500 and 4500;
@@ -215,83 +187,46 @@ func (u *udpTransport) Recv(ctx context.Context) ([]byte, bool, error) {
 // charonPSK is the key charon and our side share in the interop tests.
 const charonPSK = "interop-psk-0123456789abcdef"
 
+// peerCharon is charon in its namespace at 10.55.0.1 and the namespace
+// of our side, 10.55.0.2.
 type peerCharon struct {
-	proc    *exec.Cmd
-	swanctl func(args ...string) (string, error)
-	ns      string // the namespace for our side, 10.55.0.2
-	dir     string
+	*charontest.Charon
+	ns string // the namespace for our side, 10.55.0.2
 }
 
 // startCharon starts charon in a namespace at 10.55.0.1 with strongSwan's
 // default proposals and a PSK connection to 10.55.0.2, and returns the
 // other namespace for our side; it skips the test when charon or root is
-// missing.
+// missing (fails it under CI=true).
 func startCharon(t *testing.T) peerCharon {
 	t.Helper()
-	return startCharonWith(t, "", nil)
+	return startCharonWith(t, "", "", nil)
 }
 
 // startCharonWith is startCharon with more swanctl.conf connections
-// (sections inside connections { }) and files in swanctl's directory
+// (sections inside connections { }) and files in swanctl's directory dir
 // (private/NAME for keys: swanctl.conf's secrets only hold their
-// passphrases).
-func startCharonWith(t *testing.T, conns string, files map[string][]byte) peerCharon {
+// passphrases); an empty dir is a new one.
+func startCharonWith(t *testing.T, dir, conns string, files map[string][]byte) peerCharon {
 	t.Helper()
-	if _, err := os.Stat(charonPath); err != nil {
-		t.Skip("strongSwan charon not installed (apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	for _, tool := range []string{"ip", "swanctl", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found", tool)
-		}
-	}
-	dir := t.TempDir()
-	id := os.Getpid() % 100000
-	nsC, nsG := fmt.Sprintf("ikec%d", id), fmt.Sprintf("ikeg%d", id)
+	charontest.Require(t)
+	nsC, nsG := charontest.Netns(t, "ikec"), charontest.Netns(t, "ikeg")
 	sh := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", nsC).Run()
-		exec.Command("ip", "netns", "del", nsG).Run()
-	})
-	sh("ip", "netns", "add", nsC)
-	sh("ip", "netns", "add", nsG)
-	sh("ip", "link", "add", "vc"+fmt.Sprint(id), "netns", nsC, "type", "veth", "peer", "name", "vg"+fmt.Sprint(id), "netns", nsG)
+	sh("ip", "link", "add", "vc", "netns", nsC, "type", "veth", "peer", "name", "vg", "netns", nsG)
 	for _, c := range [][]string{
-		{"ip", "-n", nsC, "link", "set", "lo", "up"}, {"ip", "-n", nsG, "link", "set", "lo", "up"},
-		{"ip", "-n", nsC, "link", "set", "vc" + fmt.Sprint(id), "up"}, {"ip", "-n", nsG, "link", "set", "vg" + fmt.Sprint(id), "up"},
-		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc" + fmt.Sprint(id)},
-		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg" + fmt.Sprint(id)},
+		{"ip", "-n", nsC, "link", "set", "vc", "up"}, {"ip", "-n", nsG, "link", "set", "vg", "up"},
+		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc"},
+		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg"},
 		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
 		{"ip", "-n", nsC, "addr", "add", "10.56.3.1/32", "dev", "lo"},
 	} {
 		sh(c...)
 	}
-
-	psk := charonPSK
-	vici := filepath.Join(dir, "charon.vici")
-	os.Mkdir(filepath.Join(dir, "run"), 0o755)
-	conf := fmt.Sprintf(`charon {
-  port = 500
-  port_nat_t = 4500
-  load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf mgf1 pem pkcs1 pkcs8 pubkey x509 constraints kernel-libipsec kernel-netlink socket-default vici
-  syslog { daemon { default = -1 } }
-  filelog { main { path = %s/charon.log
-                   default = 1
-                   flush_line = yes
-                   ike = 2
-                   chd = 4 } }
-  plugins { vici { socket = unix://%s } }
-}
-`, dir, vici)
 	swan := fmt.Sprintf(`connections {
   gw {
     version = 2
@@ -316,68 +251,36 @@ secrets { ike-gw { id-a = charon@ike.test
                    id-b = goike@ike.test
                    secret = "%s" }
 }
-`, conns, psk)
-	for name, b := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(conf), 0o644)
-	os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swan), 0o644)
-	charon := exec.Command("ip", "netns", "exec", nsC, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		fmt.Sprintf("mount --bind %s/run /run && exec env STRONGSWAN_CONF=%s/strongswan.conf %s", dir, dir, charonPath))
-	if err := charon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		charon.Process.Signal(unix.SIGTERM)
-		done := make(chan struct{})
-		go func() { charon.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Second): // charon may wait for DELETE answers nobody sends
-			charon.Process.Kill()
-		}
-	})
-	swanctl := func(args ...string) (string, error) {
-		out, err := exec.Command("swanctl", append(args, "--uri", "unix://"+vici)...).CombinedOutput()
-		var keep []string
-		for _, l := range strings.Split(string(out), "\n") {
-			if !strings.Contains(l, "plugin '") { // swanctl's plugin-loading noise
-				keep = append(keep, l)
-			}
-		}
-		return strings.Join(keep, "\n"), err
-	}
-	var err error
-	for n := 0; n < 50; n++ {
-		if _, err = swanctl("--stats"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("charon did not come up: %v", err)
-	}
-	if out, err := swanctl("--load-all", "--file", filepath.Join(dir, "swanctl.conf")); err != nil {
-		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
-	}
+`, conns, charonPSK)
+	// chd = 4: the CHILD SA keys, for keysMatchCharon.
+	c := charontest.Start(t, charontest.Options{Netns: nsC, Dir: dir, SwanctlConf: swan, Files: files, LogLevels: "chd = 4"})
+	return peerCharon{Charon: c, ns: nsG}
+}
 
-	return peerCharon{proc: charon, swanctl: swanctl, ns: nsG, dir: dir}
+// swanctlAsync runs a swanctl command in the background (some wait for
+// the exchange they start, which needs our side running) and delivers its
+// output, with the error if any.
+func swanctlAsync(pc peerCharon, args ...string) chan string {
+	ch := make(chan string, 1)
+	go func() {
+		out, err := pc.Swanctl(args...)
+		if err != nil {
+			out += "\n" + err.Error()
+		}
+		ch <- out
+	}()
+	return ch
 }
 
 // TestStrongSwanInitiator runs our responder against charon as initiator
 // (swanctl --initiate), with charon's default proposals: several IKE and
-// ESP proposals to choose from, IKE_AUTH moved to port 4500.
+// ESP proposals to choose from, IKE_AUTH moved to port 4500. Our
+// responder answers charon's first KE (Curve25519) with
+// INVALID_KE_PAYLOAD, since it wants ECP-384.
 func TestStrongSwanInitiator(t *testing.T) {
 	pc := startCharon(t)
 	local := netip.MustParseAddrPort("10.55.0.2:500")
 	remote := netip.MustParseAddrPort("10.55.0.1:500")
-	c500, c4500 := udpInNetns(t, pc.ns, local), udpInNetns(t, pc.ns, netip.AddrPortFrom(local.Addr(), NATTPort))
 	r, err := NewResponder(Config{
 		Local: local, Remote: remote,
 		LocalID: Email("goike@ike.test"), RemoteID: Email("charon@ike.test"), PSK: []byte(charonPSK),
@@ -390,68 +293,7 @@ func TestStrongSwanInitiator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type dgram struct {
-		b    []byte
-		from netip.AddrPort
-		natt bool
-	}
-	in := make(chan dgram, 8)
-	for _, c := range []*net.UDPConn{c500, c4500} {
-		go func(c *net.UDPConn, natt bool) {
-			buf := make([]byte, 65536)
-			for {
-				n, from, err := c.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return // closed by Cleanup
-				}
-				in <- dgram{append([]byte(nil), buf[:n]...), from, natt}
-			}
-		}(c, c == c4500)
-	}
-	initiated := make(chan string, 1)
-	go func() {
-		out, err := pc.swanctl("--initiate", "--child", "net", "--timeout", "10")
-		if err != nil {
-			out += "\n" + err.Error()
-		}
-		initiated <- out
-	}()
-	deadline := time.After(10 * time.Second)
-	for done := false; !done; {
-		select {
-		case d := <-in:
-			b := d.b
-			if d.natt {
-				if len(b) <= 4 || !bytes.Equal(b[:4], []byte{0, 0, 0, 0}) {
-					continue // ESP or a keepalive, not IKE
-				}
-				b = b[4:]
-			}
-			resp, fin, err := r.Handle(b)
-			if errors.Is(err, ErrUnexpected) {
-				// Dropped, or answered with a notification that lets the
-				// exchange go on: INVALID_KE_PAYLOAD, since charon's first
-				// KE is Curve25519 and we ask for ECP-384.
-				t.Logf("responder: %v", err)
-			} else if err != nil {
-				log, _ := os.ReadFile(filepath.Join(pc.dir, "charon.log"))
-				t.Fatalf("responder: %v\ncharon log:\n%s", err, log)
-			}
-			for _, out := range resp {
-				c := c500
-				if d.natt {
-					c, out = c4500, append([]byte{0, 0, 0, 0}, out...)
-				}
-				if _, err := c.WriteToUDPAddrPort(out, d.from); err != nil {
-					t.Fatal(err)
-				}
-			}
-			done = fin
-		case <-deadline:
-			t.Fatal("charon did not complete the exchange")
-		}
-	}
-	out := <-initiated
+	out, _ := serveCharon(t, pc, r, "net")
 	res := r.Result()
 	if !strings.Contains(out, "established") || !strings.Contains(out, fmt.Sprintf("%08x_i %08x_o", res.Out.SPI, res.In.SPI)) {
 		t.Errorf("charon's initiate output does not show our CHILD SA (in %08x out %08x):\n%s", res.In.SPI, res.Out.SPI, out)

@@ -23,8 +23,11 @@ package charontest
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,6 +431,38 @@ func InNetns(ns string, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Sink serves the tests' TCP sink protocol on addr inside network
+// namespace ns, the far end of transfers through charon's tunnel: it
+// reads each connection to EOF and answers the SHA-256 of what came, so
+// the sender checks the whole stream arrived intact. It stops at t's
+// cleanup.
+func Sink(t testing.TB, ns, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := InNetns(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("sink on %s in %s: %v", addr, ns, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed at cleanup
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				if _, err := io.Copy(h, c); err == nil {
+					c.Write(h.Sum(nil))
+				}
+			}()
+		}
+	}()
 }
 
 // syncBuf is a bytes.Buffer that charon's output goroutines and the test

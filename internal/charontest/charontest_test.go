@@ -1,8 +1,12 @@
 package charontest
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,5 +165,35 @@ func TestStartCleanup(t *testing.T) {
 	}
 	if c.err != nil {
 		t.Errorf("charon's exit after SIGTERM: %v\n%s", c.err, c.output.String())
+	}
+}
+
+// TestSink: the sink answers the SHA-256 of all it read, inside its
+// namespace.
+func TestSink(t *testing.T) {
+	Require(t)
+	ns := Netns(t, "chtest")
+	Sink(t, ns, "127.0.0.1:9000")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var sum []byte
+	err := InNetns(ns, func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9000", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(data); err != nil {
+			return err
+		}
+		c.(*net.TCPConn).CloseWrite()
+		sum, err = io.ReadAll(c)
+		return err
+	})
+	if want := sha256.Sum256(data); err != nil || !bytes.Equal(sum, want[:]) {
+		t.Fatalf("sink: %v, digest %x want %x", err, sum, want)
 	}
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ipsecstack/ipsecstack/internal/charontest"
 )
 
 // The strongSwan interop matrix of issue 13: `ipsecstack run --ike FILE`
@@ -126,82 +128,6 @@ func mintMatrixCreds(t *testing.T, dir string) mxCreds {
 	return c
 }
 
-// mxCharon is one charon process with its vici runner.
-type mxCharon struct {
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	vici string
-}
-
-func (c *mxCharon) swanctl(args ...string) (string, error) {
-	cmd := exec.Command("swanctl", append(args, "--uri", "unix://"+c.vici)...)
-	// Credentials (private/) from charon's directory, not /etc/swanctl.
-	cmd.Env = append(os.Environ(), "SWANCTL_DIR="+c.dir)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (c *mxCharon) log() string {
-	b, _ := os.ReadFile(filepath.Join(c.dir, "charon.log"))
-	return string(b)
-}
-
-// startMatrixCharon runs charon (kernel-libipsec, its own mount
-// namespace for the fixed pid file path) in ns and loads swanctlConf.
-func startMatrixCharon(t *testing.T, ns *netns, dir, swanctlConf string) *mxCharon {
-	t.Helper()
-	c := &mxCharon{dir: dir, vici: filepath.Join(dir, "charon.vici"), done: make(chan struct{})}
-	os.Mkdir(filepath.Join(dir, "run"), 0o755)
-	os.WriteFile(filepath.Join(dir, "strongswan.conf"), []byte(fmt.Sprintf(`charon {
-  load_modular = no
-  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pkcs8 pubkey x509 constraints kernel-libipsec kernel-netlink socket-default vici
-  retransmit_timeout = 0.5
-  retransmit_tries = 2
-  syslog { daemon { default = -1 } }
-  filelog { main { path = %s/charon.log
-                   time_format = %%T
-                   default = 1
-                   flush_line = yes } }
-  plugins { vici { socket = unix://%s } }
-}
-`, dir, c.vici)), 0o644)
-	conf := filepath.Join(dir, "charon-swanctl.conf")
-	os.WriteFile(conf, []byte(swanctlConf), 0o600)
-	c.cmd = exec.Command("ip", "netns", "exec", ns.name, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		fmt.Sprintf("mount --bind %s/run /run && exec env STRONGSWAN_CONF=%s/strongswan.conf %s", dir, dir, charonPath))
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.cmd.Wait(); close(c.done) }()
-	t.Cleanup(func() {
-		c.cmd.Process.Signal(unix.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(2 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-		if t.Failed() {
-			t.Logf("charon log:\n%s", c.log())
-		}
-	})
-	var err error
-	for n := 0; n < 100; n++ {
-		if _, err = c.swanctl("--stats"); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("charon did not come up: %v", err)
-	}
-	if out, err := c.swanctl("--load-all", "--file", conf); err != nil {
-		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
-	}
-	return c
-}
-
 // mxListing is the part of `ipsecstack ike --json list` the matrix reads
 // (its own struct: the test shares no code with the daemon).
 type mxListing struct {
@@ -260,27 +186,10 @@ func mxState(t *testing.T, d *daemon) (ike string, children []string) {
 	return sa.SPIi + "_" + sa.SPIr, children
 }
 
-func mxWait(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not after %v", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestIKEStrongSwanMatrix: see the comment at the top of this file.
 func TestIKEStrongSwanMatrix(t *testing.T) {
-	require(t, "swanctl", "unshare", "tshark", "nft")
-	if _, err := os.Stat(charonPath); err != nil {
-		t.Skip("strongSwan charon not installed (" + charonPath + ")")
-	}
-	if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so"); err != nil {
-		t.Skip("strongSwan's kernel-libipsec plugin not installed (libcharon-extra-plugins)")
-	}
+	require(t, "tshark", "nft")
+	charontest.Require(t)
 	start := time.Now()
 	for _, auth := range []string{"psk", "cert"} {
 		for _, topo := range []mxTopo{mxDirect, mxOursNATed, mxCharonNATd} {
@@ -419,29 +328,11 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 
 	cdir := filepath.Join(dir, "charon")
 	os.MkdirAll(cdir, 0o755)
-	charon := startMatrixCharon(t, nsC, cdir, charonConf)
-
-	// A sink behind charon: reads to EOF, answers the SHA-256.
-	var ln net.Listener
-	if err := nsC.do(func() (err error) { ln, err = net.Listen("tcp", "10.56.1.1:9000"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				h := sha256.New()
-				if _, err := io.Copy(h, c); err == nil {
-					c.Write(h.Sum(nil))
-				}
-			}()
-		}
-	}()
+	// charon's own retransmissions short (0.5 s, 2 tries) so that it
+	// declares a silent peer dead within the test's limits.
+	charon := charontest.Start(t, charontest.Options{Netns: nsC.name, Dir: cdir, SwanctlConf: charonConf,
+		Settings: "  retransmit_timeout = 0.5\n  retransmit_tries = 2"})
+	charontest.Sink(t, nsC.name, "10.56.1.1:9000")
 
 	fwdPort := 9100
 	keylog, capFile := filepath.Join(dir, "ours.keys"), filepath.Join(dir, "ours.pcap")
@@ -451,6 +342,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 		"--forward", fmt.Sprintf("tcp:127.0.0.1:%d=10.56.1.1:9000", fwdPort)}
 	args = append(args, extraRoutes...)
 	d := startDaemon(t, "ours", nsO, dir, args...)
+	charon.Ours = func() string { return ikeList(d) }
 
 	cctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -479,12 +371,10 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			t.Fatalf("%s: TCP through the tunnel: %v (digest %x)", step, err, sum)
 		}
 	}
-	charonUp := func() bool {
-		sas, _ := charon.swanctl("--list-sas")
+	charonUp := func(sas string) bool {
 		return strings.Contains(sas, "ESTABLISHED") && strings.Contains(sas, "INSTALLED, TUNNEL-in-UDP")
 	}
-	charonDown := func() bool {
-		sas, _ := charon.swanctl("--list-sas")
+	charonDown := func(sas string) bool {
 		return !strings.Contains(sas, "ESTABLISHED") && !strings.Contains(sas, "INSTALLED")
 	}
 	oursUp := func() bool { ike, c := mxState(t, d); return ike != "" && len(c) == 1 }
@@ -497,27 +387,27 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			if out, serr, code := cli(cctx, "ike", "--control", d.control, "initiate", "gw"); code != 0 {
 				t.Fatalf("ike initiate: %d %s %s", code, out, serr)
 			}
-			mxWait(t, "charon's SAs", 5*time.Second, charonUp)
+			charon.WaitSAs(t, "charon's SAs", 5*time.Second, charonUp)
 			mxCase(t, d, charon, traffic, topo, ourID, charonID)
 			// Delete from charon's side; ours follows.
-			if out, err := charon.swanctl("--terminate", "--ike", "gw"); err != nil {
+			if out, err := charon.Swanctl("--terminate", "--ike", "gw"); err != nil {
 				t.Fatalf("swanctl --terminate: %v\n%s", err, out)
 			}
-			mxWait(t, "our SAs gone after swanctl --terminate", 5*time.Second, oursDown)
+			charon.WaitFor(t, "our SAs gone after swanctl --terminate", 5*time.Second, oursDown)
 		})
 	}
 	if charonInitiates {
 		t.Run("charon-initiates", func(t *testing.T) {
-			if out, err := charon.swanctl("--initiate", "--child", "net", "--timeout", "10"); err != nil {
+			if out, err := charon.Swanctl("--initiate", "--child", "net", "--timeout", "10"); err != nil {
 				t.Fatalf("swanctl --initiate: %v\n%s", err, out)
 			}
-			mxWait(t, "our SAs", 5*time.Second, oursUp)
+			charon.WaitFor(t, "our SAs", 5*time.Second, oursUp)
 			mxCase(t, d, charon, traffic, topo, ourID, charonID)
 			if _, serr, code := cli(cctx, "ike", "--control", d.control, "terminate", "gw"); code != 0 {
 				t.Fatalf("ike terminate: %d %s", code, serr)
 			}
-			mxWait(t, "charon's SAs gone after ipsecstack ike terminate", 5*time.Second, charonDown)
-			mxWait(t, "our SAs gone", 5*time.Second, oursDown)
+			charon.WaitSAs(t, "charon's SAs gone after ipsecstack ike terminate", 5*time.Second, charonDown)
+			charon.WaitFor(t, "our SAs gone", 5*time.Second, oursDown)
 		})
 	}
 	if t.Failed() {
@@ -533,31 +423,30 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			if _, serr, code := cli(cctx, "ike", "--control", d.control, "initiate", "gw"); code != 0 {
 				t.Fatalf("ike initiate: %d %s", code, serr)
 			}
-			mxWait(t, "charon's SAs", 5*time.Second, charonUp)
-			charon.cmd.Process.Kill()
-			<-charon.done
+			charon.WaitSAs(t, "charon's SAs", 5*time.Second, charonUp)
+			charon.Kill()
 			killed := time.Now()
 			// dpd_delay of silence, then the liveness check and its
 			// retransmissions; 2 s of slack for the daemon's tick.
 			limit := mxDPD + mxRetransmitT + 2*time.Second
-			mxWait(t, "our daemon declaring the killed charon dead", limit, oursDown)
+			charon.WaitFor(t, "our daemon declaring the killed charon dead", limit, oursDown)
 			t.Logf("killed charon declared dead after %v (dpd_delay %v, retransmissions %s)",
 				time.Since(killed).Round(10*time.Millisecond), mxDPD, mxRetransmit)
 		})
 	case mxCharonNATd:
 		t.Run("dpd-charon", func(t *testing.T) {
-			if out, err := charon.swanctl("--initiate", "--child", "net", "--timeout", "10"); err != nil {
+			if out, err := charon.Swanctl("--initiate", "--child", "net", "--timeout", "10"); err != nil {
 				t.Fatalf("swanctl --initiate: %v\n%s", err, out)
 			}
-			mxWait(t, "our SAs", 5*time.Second, oursUp)
+			charon.WaitFor(t, "our SAs", 5*time.Second, oursUp)
 			f := filepath.Join(dir, "blackhole.nft")
 			os.WriteFile(f, []byte("table ip blackhole {\n\tchain blk {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n"), 0o600)
 			nsN.sh(t, "nft", "-f", f)
 			killed := time.Now()
 			// charon: dpd_delay 2s, retransmit 0.5 s x 1.8, 2 tries.
-			mxWait(t, "charon declaring us dead", 2*time.Second+3100*time.Millisecond+2*time.Second, charonDown)
+			charon.WaitSAs(t, "charon declaring us dead", 2*time.Second+3100*time.Millisecond+2*time.Second, charonDown)
 			t.Logf("unreachable daemon declared dead by charon after %v", time.Since(killed).Round(10*time.Millisecond))
-			if l := charon.log(); !strings.Contains(l, "giving up after") {
+			if l := charon.Log(); !strings.Contains(l, "giving up after") {
 				t.Errorf("charon's log does not say it gave up on us")
 			}
 		})
@@ -567,7 +456,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 }
 
 // mxCase runs one established case: traffic, rekeys by each side, DPD.
-func mxCase(t *testing.T, d *daemon, charon *mxCharon, traffic func(string, int), topo mxTopo, ourID, charonID string) {
+func mxCase(t *testing.T, d *daemon, charon *charontest.Charon, traffic func(string, int), topo mxTopo, ourID, charonID string) {
 	t.Helper()
 	established := time.Now()
 	t.Cleanup(func() {
@@ -575,7 +464,7 @@ func mxCase(t *testing.T, d *daemon, charon *mxCharon, traffic func(string, int)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			out, _, _ := cli(ctx, "ike", "--control", d.control, "list")
-			sas, _ := charon.swanctl("--list-sas")
+			sas, _ := charon.ListSAs()
 			t.Logf("at the failure: ike list:\n%s\ncharon:\n%s", out, sas)
 		}
 	})
@@ -589,11 +478,11 @@ func mxCase(t *testing.T, d *daemon, charon *mxCharon, traffic func(string, int)
 	if l.SAs[0].RemoteID != charonID {
 		t.Errorf("ike list: remote id %q, want %q", l.SAs[0].RemoteID, charonID)
 	}
-	sas, _ := charon.swanctl("--list-sas")
+	sas, _ := charon.ListSAs()
 	if !strings.Contains(sas, ourID) {
 		t.Errorf("charon's SA does not name %s:\n%s", ourID, sas)
 	}
-	if raw, _ := charon.swanctl("--list-sas", "--raw"); topo != mxDirect && !strings.Contains(raw, "nat-any=yes") {
+	if raw, _ := charon.Swanctl("--list-sas", "--raw"); topo != mxDirect && !strings.Contains(raw, "nat-any=yes") {
 		t.Errorf("charon saw no NAT:\n%s", raw)
 	}
 	traffic("established", 1<<20)
@@ -616,35 +505,34 @@ func mxCase(t *testing.T, d *daemon, charon *mxCharon, traffic func(string, int)
 		}
 		return false
 	}
-	took := mxWait(t, "CHILD SA rekeyed by us (rekey_time)", mxChildRekey+3*time.Second, newChild)
+	charon.WaitFor(t, "CHILD SA rekeyed by us (rekey_time)", mxChildRekey+3*time.Second, newChild)
 	t.Logf("our CHILD rekey %v after establishment", time.Since(established).Round(100*time.Millisecond))
 	traffic("after our CHILD rekey", 0)
 	newIKE := func(old string) func() bool {
 		return func() bool { ike, _ := mxState(t, d); return ike != "" && ike != old }
 	}
-	mxWait(t, "IKE SA rekeyed by us (rekey_time)", mxIKERekey+3*time.Second, newIKE(ike0))
+	charon.WaitFor(t, "IKE SA rekeyed by us (rekey_time)", mxIKERekey+3*time.Second, newIKE(ike0))
 	t.Logf("our IKE rekey %v after establishment", time.Since(established).Round(100*time.Millisecond))
 	traffic("after our IKE rekey", 0)
 
 	ike1, _ := mxState(t, d)
-	if out, err := charon.swanctl("--rekey", "--child", "net"); err != nil {
+	if out, err := charon.Swanctl("--rekey", "--child", "net"); err != nil {
 		t.Fatalf("swanctl --rekey --child: %v\n%s", err, out)
 	}
-	took = mxWait(t, "CHILD SA rekeyed by charon", 5*time.Second, newChild)
+	charon.WaitFor(t, "CHILD SA rekeyed by charon", 5*time.Second, newChild)
 	traffic("after charon's CHILD rekey", 0)
-	if out, err := charon.swanctl("--rekey", "--ike", "gw"); err != nil {
+	if out, err := charon.Swanctl("--rekey", "--ike", "gw"); err != nil {
 		t.Fatalf("swanctl --rekey --ike: %v\n%s", err, out)
 	}
-	mxWait(t, "IKE SA rekeyed by charon", 5*time.Second, newIKE(ike1))
-	_ = took
+	charon.WaitFor(t, "IKE SA rekeyed by charon", 5*time.Second, newIKE(ike1))
 	traffic("after charon's IKE rekey", 1<<20)
 
 	// charon's and our SAs agree: one IKE SA, one CHILD SA, its SPIs ours
 	// swapped.
-	mxWait(t, "one CHILD SA on both sides", 5*time.Second, func() bool {
+	charon.WaitFor(t, "one CHILD SA on both sides", 5*time.Second, func() bool {
 		l := mxList(t, d)
-		sas, _ := charon.swanctl("--list-sas")
-		if len(l.SAs) != 1 || len(l.SAs[0].Children) != 1 || strings.Count(sas, "INSTALLED") != 1 {
+		sas, err := charon.ListSAs()
+		if err != nil || len(l.SAs) != 1 || len(l.SAs[0].Children) != 1 || strings.Count(sas, "INSTALLED") != 1 {
 			return false
 		}
 		c := l.SAs[0].Children[0]
@@ -653,12 +541,12 @@ func mxCase(t *testing.T, d *daemon, charon *mxCharon, traffic func(string, int)
 
 	// charon's liveness checks (dpd_delay 2s) were answered: it sent
 	// some while the SA was idle and still holds it.
-	if n := strings.Count(charon.log(), "sending DPD request"); n == 0 {
+	if n := strings.Count(charon.Log(), "sending DPD request"); n == 0 {
 		t.Errorf("charon sent no DPD request in %v", time.Since(established).Round(time.Second))
 	} else {
 		t.Logf("charon's DPD requests so far: %d, answered (its SA is up)", n)
 	}
-	if sas, _ := charon.swanctl("--list-sas"); !strings.Contains(sas, "ESTABLISHED") {
+	if sas, _ := charon.ListSAs(); !strings.Contains(sas, "ESTABLISHED") {
 		t.Fatalf("charon dropped the SA:\n%s", sas)
 	}
 }

@@ -22,7 +22,6 @@
 package charontest
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -33,7 +32,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,8 +111,7 @@ type Charon struct {
 	vici   string
 	cmd    *exec.Cmd
 	done   chan struct{}
-	err    error   // charon's exit, once done is closed
-	output syncBuf // charon's stdout and stderr (the log goes to Dir)
+	err    error // charon's exit, once done is closed
 	killed atomic.Bool
 }
 
@@ -223,7 +220,15 @@ func Start(t testing.TB, o Options) *Charon {
 	c.cmd = exec.Command("ip", "netns", "exec", o.Netns, "unshare", "-m", "--propagation", "private",
 		"sh", "-c", `mount --bind "$0" /run && exec "$1"`, filepath.Join(dir, "run"), Path)
 	c.cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
-	c.cmd.Stdout, c.cmd.Stderr = &c.output, &c.output
+	// stdout and stderr (what charon says before its log is open, and
+	// sh's and mount's complaints) go to a file: an *os.File is handed to
+	// the process as is, with no copying goroutine that Wait must drain.
+	out, err := os.Create(filepath.Join(dir, "charon.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child has its own descriptor
+	c.cmd.Stdout, c.cmd.Stderr = out, out
 	waitc, err := pdeath.Start(c.cmd)
 	if err != nil {
 		t.Fatalf("starting charon in %s: %v", o.Netns, err)
@@ -247,11 +252,11 @@ func Start(t testing.TB, o Options) *Charon {
 		}
 		select {
 		case <-c.done:
-			t.Fatalf("charon exited while starting: %v\n%s\ncharon log:\n%s", c.err, c.output.String(), c.Log())
+			t.Fatalf("charon exited while starting: %v\n%s\ncharon log:\n%s", c.err, c.output(), c.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("charon's vici socket %s not answering after 5 s: %v\n%s\ncharon log:\n%s", c.vici, err, c.output.String(), c.Log())
+			t.Fatalf("charon's vici socket %s not answering after 5 s: %v\n%s\ncharon log:\n%s", c.vici, err, c.output(), c.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -311,7 +316,7 @@ func (c *Charon) listSAs() string {
 		if c.killed.Load() {
 			return "(charon was killed by the test)"
 		}
-		return fmt.Sprintf("(charon exited: %v)\n%s", c.err, c.output.String())
+		return fmt.Sprintf("(charon exited: %v)\n%s", c.err, c.output())
 	default:
 	}
 	sas, err := c.ListSAs()
@@ -322,6 +327,13 @@ func (c *Charon) listSAs() string {
 		return "(no SAs)"
 	}
 	return sas
+}
+
+// output is what charon and its start-up commands wrote to stdout and
+// stderr.
+func (c *Charon) output() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "charon.out"))
+	return string(b)
 }
 
 // Log returns charon's whole log so far.
@@ -396,18 +408,23 @@ var nsSeq atomic.Int32
 func Netns(t testing.TB, prefix string) string {
 	t.Helper()
 	ns := fmt.Sprintf("%s%d_%d", prefix, os.Getpid()%100000, nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
-	}
+	IP(t, "netns", "add", ns)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 			t.Logf("ip netns del %s: %v\n%s", ns, err, out)
 		}
 	})
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
-	}
+	IP(t, "-n", ns, "link", "set", "lo", "up")
 	return ns
+}
+
+// IP runs ip(8) with args and fails t if it fails: the tests' topology
+// commands (namespaces, veths, addresses).
+func IP(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 }
 
 // InNetns runs fn on an OS thread inside network namespace ns (an `ip
@@ -463,23 +480,4 @@ func Sink(t testing.TB, ns, addr string) {
 			}()
 		}
 	}()
-}
-
-// syncBuf is a bytes.Buffer that charon's output goroutines and the test
-// may use at once.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

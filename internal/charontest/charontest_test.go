@@ -23,6 +23,7 @@ type fakeTB struct {
 	msg             string
 	failed, skipped bool
 	logs            []string
+	cleanups        []func()
 }
 
 func (f *fakeTB) Helper() {}
@@ -35,6 +36,8 @@ func (f *fakeTB) Skipf(format string, a ...any) {
 	runtime.Goexit()
 }
 func (f *fakeTB) Logf(format string, a ...any) { f.logs = append(f.logs, fmt.Sprintf(format, a...)) }
+func (f *fakeTB) Cleanup(fn func())            { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeTB) Failed() bool                 { return f.failed }
 
 // run calls fn with a fakeTB on its own goroutine and returns the record.
 func run(fn func(testing.TB)) *fakeTB {
@@ -42,6 +45,9 @@ func run(fn func(testing.TB)) *fakeTB {
 	done := make(chan struct{})
 	go func() { defer close(done); fn(f) }()
 	<-done
+	for i := len(f.cleanups) - 1; i >= 0; i-- {
+		f.cleanups[i]()
+	}
 	return f
 }
 
@@ -147,6 +153,16 @@ func TestStart(t *testing.T) {
 	}
 }
 
+// TestStartFails: when charon cannot start (here: no such namespace),
+// Start fails with what the start-up commands said.
+func TestStartFails(t *testing.T) {
+	Require(t)
+	f := run(func(tb testing.TB) { Start(tb, Options{Netns: "charontest-no-such-ns"}) })
+	if !f.failed || !strings.Contains(f.msg, "charon exited while starting") || !strings.Contains(f.msg, "charontest-no-such-ns") {
+		t.Errorf("failed %v:\n%s", f.failed, f.msg)
+	}
+}
+
 // TestStartCleanup: the cleanup stops charon with SIGTERM and removes
 // its temporary directory.
 func TestStartCleanup(t *testing.T) {
@@ -164,7 +180,7 @@ func TestStartCleanup(t *testing.T) {
 		t.Errorf("%s still there: %v", c.Dir, err)
 	}
 	if c.err != nil {
-		t.Errorf("charon's exit after SIGTERM: %v\n%s", c.err, c.output.String())
+		t.Errorf("charon's exit after SIGTERM: %v\n%s", c.err, c.output())
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -211,21 +210,15 @@ func startCharonWith(t *testing.T, dir, conns string, files map[string][]byte) p
 	t.Helper()
 	charontest.Require(t)
 	nsC, nsG := charontest.Netns(t, "ikec"), charontest.Netns(t, "ikeg")
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	sh("ip", "link", "add", "vc", "netns", nsC, "type", "veth", "peer", "name", "vg", "netns", nsG)
+	charontest.IP(t, "link", "add", "vc", "netns", nsC, "type", "veth", "peer", "name", "vg", "netns", nsG)
 	for _, c := range [][]string{
-		{"ip", "-n", nsC, "link", "set", "vc", "up"}, {"ip", "-n", nsG, "link", "set", "vg", "up"},
-		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc"},
-		{"ip", "-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg"},
-		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
-		{"ip", "-n", nsC, "addr", "add", "10.56.3.1/32", "dev", "lo"},
+		{"-n", nsC, "link", "set", "vc", "up"}, {"-n", nsG, "link", "set", "vg", "up"},
+		{"-n", nsC, "addr", "add", "10.55.0.1/24", "dev", "vc"},
+		{"-n", nsG, "addr", "add", "10.55.0.2/24", "dev", "vg"},
+		{"-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
+		{"-n", nsC, "addr", "add", "10.56.3.1/32", "dev", "lo"},
 	} {
-		sh(c...)
+		charontest.IP(t, c...)
 	}
 	swan := fmt.Sprintf(`connections {
   gw {

@@ -52,20 +52,14 @@ func startCharon(t *testing.T) *charonPeer {
 	nsC, nsG := charontest.Netns(t, "ikdc"), charontest.Netns(t, "ikdg")
 	p := &charonPeer{nsG: nsG, ifG: "vkg"}
 	const ifC = "vkc"
-	sh := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	sh("ip", "link", "add", ifC, "netns", nsC, "type", "veth", "peer", "name", p.ifG, "netns", nsG)
+	charontest.IP(t, "link", "add", ifC, "netns", nsC, "type", "veth", "peer", "name", p.ifG, "netns", nsG)
 	for _, c := range [][]string{
-		{"ip", "netns", "exec", nsG, "sysctl", "-qw", "net.ipv6.conf." + p.ifG + ".disable_ipv6=1"},
-		{"ip", "-n", nsC, "link", "set", ifC, "up"}, {"ip", "-n", nsG, "link", "set", p.ifG, "up"},
-		{"ip", "-n", nsC, "addr", "add", "10.55.0.1/24", "dev", ifC},
-		{"ip", "-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
+		{"netns", "exec", nsG, "sysctl", "-qw", "net.ipv6.conf." + p.ifG + ".disable_ipv6=1"},
+		{"-n", nsC, "link", "set", ifC, "up"}, {"-n", nsG, "link", "set", p.ifG, "up"},
+		{"-n", nsC, "addr", "add", "10.55.0.1/24", "dev", ifC},
+		{"-n", nsC, "addr", "add", "10.56.1.1/32", "dev", "lo"},
 	} {
-		sh(c...)
+		charontest.IP(t, c...)
 	}
 	p.Charon = charontest.Start(t, charontest.Options{Netns: nsC, SwanctlConf: fmt.Sprintf(`connections {
   gw {
@@ -177,6 +171,10 @@ func TestStrongSwan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The daemon lives on ctx: a report says how much of it is left.
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	p.Ours = func() string {
 		var stats []string
 		for _, v := range d.Snapshot() {
@@ -188,11 +186,9 @@ func TestStrongSwan(t *testing.T) {
 		if strings.TrimSpace(list) == "" {
 			list = "(no IKE SAs)"
 		}
-		return fmt.Sprintf("d.List():\n%s\nESP SAs in our engine: %d\ncounters: %s\nour log, last 200 lines:\n%s",
-			list, espSAs(st.Engine), strings.Join(stats, " "), ours)
+		return fmt.Sprintf("d.List():\n%s\nESP SAs in our engine: %d\ncounters: %s\ncontext: %v since the daemon's start (60 s deadline), err %v\nour log, last 200 lines:\n%s",
+			list, espSAs(st.Engine), strings.Join(stats, " "), time.Since(started).Round(time.Millisecond), ctx.Err(), ours)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	if err := d.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func missing(extra ...string) error {
 func skipOrFail(t testing.TB, err error) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%v (CI=true: a missing peer is a failure)", err)
+		t.Fatalf("%v (CI=true: a missing prerequisite is a failure)", err)
 	}
 	t.Skipf("%v: skipping (set CI=true to make this a failure)", err)
 }

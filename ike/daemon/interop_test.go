@@ -272,6 +272,24 @@ func TestStrongSwan(t *testing.T) {
 		return d.Stats.ChildRekeys.Load() >= 1 && d.Stats.IKERekeys.Load() >= 1
 	})
 	traffic("after charon's rekeys")
+	// Both sides agree before we terminate: charon lists one IKE SA and
+	// one installed CHILD SA, one of ours with the SPIs swapped (ours may
+	// keep the rekeyed one for a while). Step 4 then starts from a
+	// settled state, and a disagreement after the rekeys fails here,
+	// named, rather than as a terminate that charon ignores.
+	p.WaitFor(t, "charon's SAs to match ours after the rekeys", 5*time.Second, func() bool {
+		sas, err := p.ListSAs()
+		l := d.List()
+		if err != nil || len(l.SAs) != 1 || strings.Count(sas, "ESTABLISHED") != 1 || strings.Count(sas, "INSTALLED") != 1 {
+			return false
+		}
+		for _, c := range l.SAs[0].Children {
+			if strings.Contains(sas, "in  "+c.SPIOut) && strings.Contains(sas, "out "+c.SPIIn) {
+				return true
+			}
+		}
+		return false
+	})
 
 	// 4. We terminate; charon drops its SAs.
 	if err := d.Terminate(ctx, "gw"); err != nil {

@@ -113,6 +113,14 @@ type Endpoint struct {
 
 	fragID atomic.Uint32
 
+	// sealMu and sendMu keep every SA's packets on the wire in the order
+	// of their sequence numbers (see WritePackets): a writer seals under
+	// sealMu and takes sendMu before it lets sealMu go, so writers reach
+	// the link in the order they sealed, while one writer's hand-off to
+	// the link may overlap the next writer's sealing.
+	sealMu sync.Mutex
+	sendMu sync.Mutex
+
 	pmtu        pmtuCache
 	ptbInFlight atomic.Int32
 
@@ -275,9 +283,25 @@ var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buf
 
 // WritePackets is the output hook: every packet leaving the NIC passes here
 // with its Ethernet header already added.
+//
+// ESP and AH sequence numbers are taken when a packet is sealed, and a
+// receiver's replay window (32 packets by default on Linux and in
+// strongSwan) drops what arrives more than a window behind the highest
+// number it has seen (XfrmInStateSeqError). So the packets of one SA must
+// reach the link in the order they were sealed. Without a transmit queue
+// (Config.TxQueue) several goroutines write here at once, and a writer
+// that sealed a batch and was then held up (preempted, a slow link write)
+// let the others' later numbers pass it: tens of packets late. Writers
+// therefore seal under sealMu and hand over to the link under sendMu,
+// taken before sealMu is released, which orders the hand-offs as the
+// sealing was ordered (Linux gets the same from xfrm_output taking the
+// state lock to assign the number and the qdisc keeping its order). The
+// cost is that writers without a queue seal one at a time; with a queue
+// there is one writer anyway.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	var out stack.PacketBufferList
 	n := 0
+	e.sealMu.Lock()
 	for _, pkt := range pkts.AsSlice() {
 		n++
 		switch pkt.NetworkProtocolNumber {
@@ -292,9 +316,14 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	}
 	defer out.DecRef()
 	if out.Len() == 0 {
+		e.sealMu.Unlock()
 		return n, nil
 	}
-	if sent, err := e.lower.WritePackets(out); err != nil {
+	e.sendMu.Lock()
+	e.sealMu.Unlock()
+	sent, err := e.lower.WritePackets(out)
+	e.sendMu.Unlock()
+	if err != nil {
 		e.Stats.OutLinkDropped.Add(uint64(out.Len() - sent))
 		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
 			// fdbased's non-blocking write found the socket's send

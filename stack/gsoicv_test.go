@@ -98,7 +98,7 @@ func (o *gcmOracle) check(esp []byte) (known bool, err error) {
 	return true, nil
 }
 
-// TestGSOICVsUnderLoad: both stacks with segmentation offload (Config.GSO)
+// TestGSOICVsUnderLoad: both stacks with segmentation offload (on by default)
 // and a transmit queue as `ipsecstack run` has them, ESP in UDP in tunnel
 // mode (the strongSwan matrix's setup), several TCP transfers each way at
 // once. Every ESP packet on the wire must carry an ICV that an independent
@@ -117,7 +117,7 @@ func (o *gcmOracle) check(esp []byte) (known bool, err error) {
 // every frame was icv_good.
 func TestGSOICVsUnderLoad(t *testing.T) {
 	p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: xfrm.ModeTunnel, Inner: 4,
-		NDP: testbed.NDPBypass, GSO: true, TxQueue: stack.DefaultTxQueue, Encap: xfrm.Encap{Type: xfrm.EncapESPInUDP}})
+		NDP: testbed.NDPBypass, TxQueue: stack.DefaultTxQueue, Encap: xfrm.Encap{Type: xfrm.EncapESPInUDP}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,8 +63,9 @@ type Config struct {
 	MTU uint32
 	// Plain builds the pair without any SA or policy (the baseline).
 	Plain bool
-	// GSO turns on the stacks' segmentation offload (stack.Config.GSO).
-	GSO bool
+	// NoGSO turns the stacks' segmentation offload off
+	// (stack.Config.NoGSO).
+	NoGSO bool
 	// TxQueue gives both stacks a transmit queue (stack.Config.TxQueue),
 	// as `ipsecstack run` has.
 	TxQueue int
@@ -168,7 +169,7 @@ func New(cfg Config) (*Pair, error) {
 		return stack.New(stack.Config{
 			Link:    l,
 			Addrs:   []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
-			GSO:     cfg.GSO,
+			NoGSO:   cfg.NoGSO,
 			TxQueue: cfg.TxQueue,
 		})
 	}

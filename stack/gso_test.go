@@ -87,7 +87,7 @@ func TestGSOSegments(t *testing.T) {
 		{"plain-ipv6", true, 6, xfrm.ModeTransport},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: c.mode, Inner: c.inner, Plain: c.plain, NDP: testbed.NDPBypass, GSO: true})
+			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: c.mode, Inner: c.inner, Plain: c.plain, NDP: testbed.NDPBypass})
 			if err != nil {
 				t.Fatal(err)
 			}

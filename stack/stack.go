@@ -94,10 +94,11 @@ type Config struct {
 	// TxPacketsDroppedNoBufferSpace; TCP resends it). 0: no queue, the
 	// sender's goroutine writes (what in-memory links want).
 	TxQueue int
-	// GSO lets the stack's TCP hand the IPsec wrapper packets of up to
-	// 64 KiB, which it cuts into segments before sealing (see
-	// Endpoint.SupportedGSO). Off by default: experimental.
-	GSO bool
+	// NoGSO turns off the segmentation offload by which the stack's TCP
+	// hands the IPsec wrapper packets of up to 64 KiB, which it cuts into
+	// segments before sealing (see Endpoint.SupportedGSO). It is on by
+	// default.
+	NoGSO bool
 }
 
 // DefaultTxQueue is a TxQueue for links to the kernel: 4096 full-size
@@ -189,7 +190,7 @@ func New(cfg Config) (*Stack, error) {
 	for _, n := range nics {
 		ep := NewEndpoint(n.Link, eng)
 		ep.fwd = st.fwd
-		ep.gso = cfg.GSO
+		ep.noGSO = cfg.NoGSO
 		st.eps = append(st.eps, ep)
 	}
 	st.Endpoint = st.eps[0]

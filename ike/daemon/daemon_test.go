@@ -108,14 +108,11 @@ func newBedWith(t testing.TB, fam int, cfgA, cfgB *config.Config, wrapA func(gst
 	t.Helper()
 	la, lb := memlink.NewPairWithOptions("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", memlink.Options{MTU: 1500, QueueLen: 4096})
 	mk := func(l gstack.LinkEndpoint, a4, a6 netip.Addr) *stack.Stack {
-		// TxQueue as `ipsecstack run` has it: one goroutine seals and
-		// writes, so ESP sequence numbers leave in order. Without it,
-		// concurrent senders write their sealed batches (up to a 64 KiB
-		// GSO segment's worth) in any order, and a receiver's 32-packet
-		// replay window drops what arrives too late (XfrmInStateSeqError,
-		// seen in TestLiveRekeys).
-		s, err := stack.New(stack.Config{Link: l, Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
-			TxQueue: stack.DefaultTxQueue})
+		// No TxQueue: concurrent senders write through the IPsec
+		// wrapper themselves, which keeps ESP sequence numbers in order
+		// on the link (stack.Endpoint.WritePackets) for the 32-packet
+		// replay windows of these SAs.
+		s, err := stack.New(stack.Config{Link: l, Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)}})
 		if err != nil {
 			t.Fatal(err)
 		}

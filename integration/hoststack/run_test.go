@@ -555,7 +555,13 @@ func tsharkESP(t *testing.T, dir, name, filter, last string) [][]string {
 	}
 	os.WriteFile(filepath.Join(conf, "esp_sa"), keys, 0o600)
 	pcapPath := filepath.Join(dir, name+".pcap")
-	cmd := exec.Command("tshark", "-n", "-r", pcapPath,
+	// No TCP dissection inside: an exception there aborts the ESP
+	// dissector before it records the ICV check, leaving icv_good and
+	// icv_bad both empty although the ICV is good. Seen: TCP reassembly
+	// of retransmissions cut at other boundaries than the first time
+	// (segmentation offload does that), and heuristic dissectors (Thrift)
+	// taking random payload for a huge PDU.
+	cmd := exec.Command("tshark", "-n", "-r", pcapPath, "--disable-protocol", "tcp",
 		"-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE",
 		"-Y", filter, "-T", "fields", "-E", "separator=|",
 		"-e", "frame.number", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", last)

@@ -63,8 +63,12 @@ type Config struct {
 	MTU uint32
 	// Plain builds the pair without any SA or policy (the baseline).
 	Plain bool
-	// GSO turns on the stacks' segmentation offload (stack.Config.GSO).
-	GSO bool
+	// NoGSO turns the stacks' segmentation offload off
+	// (stack.Config.NoGSO).
+	NoGSO bool
+	// TxQueue gives both stacks a transmit queue (stack.Config.TxQueue),
+	// as `ipsecstack run` has.
+	TxQueue int
 	// Dispatchers per link end (benchmarks use 2).
 	Dispatchers int
 	// PortSAs adds, for each port, a pair of ESP SAs of their own and
@@ -163,9 +167,10 @@ func New(cfg Config) (*Pair, error) {
 	}
 	mk := func(l gstack.LinkEndpoint, a4, a6 netip.Addr) (*stack.Stack, error) {
 		return stack.New(stack.Config{
-			Link:  l,
-			Addrs: []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
-			GSO:   cfg.GSO,
+			Link:    l,
+			Addrs:   []netip.Prefix{netip.PrefixFrom(a4, 24), netip.PrefixFrom(a6, 64)},
+			NoGSO:   cfg.NoGSO,
+			TxQueue: cfg.TxQueue,
 		})
 	}
 	var linkA gstack.LinkEndpoint = la

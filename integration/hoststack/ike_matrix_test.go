@@ -595,34 +595,43 @@ func mxTshark(t *testing.T, dir, ourID, charonID string) {
 	if n := strings.Count(v, "Decrypted Data"); n < 6 {
 		t.Errorf("tshark decrypted %d IKE messages, want at least 6", n)
 	}
-	// ESP: ICMP and TCP inside, good ICVs, no bad one.
-	f := run("-Y", "esp", "-T", "fields", "-E", "separator=|", "-e", "esp.icv_good", "-e", "frame.protocols",
+	// ESP: ICMP and TCP inside, good ICVs, no bad one. TCP's dissector
+	// is off: segmentation offload cuts a retransmission at other
+	// boundaries than the first transmission, tshark's reassembly of the
+	// decrypted stream then throws ("New fragment overlaps old data") and
+	// the exception leaves that frame's ICV unchecked. TCP inside is
+	// counted by the inner header's protocol number instead.
+	f := run("--disable-protocol", "tcp", "-Y", "esp", "-T", "fields", "-E", "separator=|", "-e", "esp.icv_good", "-e", "esp.icv_bad",
+		"-e", "frame.protocols", "-e", "ip.proto",
 		"-e", "frame.number", "-e", "frame.time_relative", "-e", "ip.src", "-e", "ip.dst", "-e", "esp.spi", "-e", "esp.sequence", "-e", "frame.len")
-	good, bad, icmp, tcp := 0, 0, 0, 0
+	good, bad, unchecked, icmp, tcp := 0, 0, 0, 0, 0
 	var badOnes []string
 	for _, line := range strings.Split(strings.TrimSpace(f), "\n") {
 		p := strings.Split(line, "|")
-		if len(p) < 2 {
+		if len(p) < 4 {
 			continue
 		}
-		if p[0] == "1" {
+		switch {
+		case p[0] == "1":
 			good++
-		} else {
+		case p[1] == "1":
 			bad++
-			if len(badOnes) < 20 {
-				badOnes = append(badOnes, strings.Join(p[2:], " "))
-			}
+		default:
+			unchecked++
 		}
-		if strings.Contains(p[1], ":esp:ip:icmp") {
+		if p[0] != "1" && len(badOnes) < 20 {
+			badOnes = append(badOnes, strings.Join(p[4:], " "))
+		}
+		if strings.Contains(p[2], ":esp:ip:icmp") {
 			icmp++
 		}
-		if strings.Contains(p[1], ":esp:ip:tcp") {
+		if protos := strings.Split(p[3], ","); protos[len(protos)-1] == "6" {
 			tcp++
 		}
 	}
-	if bad != 0 || icmp == 0 || tcp == 0 {
-		t.Errorf("tshark ESP: %d good ICVs, %d not good, %d ICMP and %d TCP inside; not good (frame, time, src, dst, SPI, sequence, length):\n%s",
-			good, bad, icmp, tcp, strings.Join(badOnes, "\n"))
+	if bad != 0 || unchecked != 0 || icmp == 0 || tcp == 0 {
+		t.Errorf("tshark ESP: %d good ICVs, %d bad, %d unchecked, %d ICMP and %d TCP inside; not good (frame, time, src, dst, SPI, sequence, length):\n%s",
+			good, bad, unchecked, icmp, tcp, strings.Join(badOnes, "\n"))
 	}
 	t.Logf("tshark: %d IKE lines and %d esp_sa lines in the keylog; ESP packets decrypted with good ICV %d (ICMP %d, TCP %d)",
 		len(ikeLines), len(espLines), good, icmp, tcp)

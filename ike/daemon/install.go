@@ -20,7 +20,7 @@ type childSA struct {
 	mode          xfrm.Mode
 	inSPI, outSPI uint32
 	inDst, outDst netip.Addr
-	natt          bool
+	encap         bool // UDP-encapsulated (RFC 3948)
 	localTS       []message.TrafficSelector
 	remoteTS      []message.TrafficSelector
 	pols          []polKey
@@ -231,7 +231,7 @@ func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
 // A newer outbound SA of the same reqid takes over the traffic at once
 // (the SAD prefers the newest): installing a rekeyed pair before
 // removing the old one is make-before-break.
-func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SAConfig, natt bool, lts, rts []message.TrafficSelector) (*childSA, error) {
+func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SAConfig, encap bool, lts, rts []message.TrafficSelector) (*childSA, error) {
 	d := sa.d
 	defer wipeSA(&in)
 	defer wipeSA(&out)
@@ -239,7 +239,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	in.Soft, in.Hard = lifetimes(ch)
 	out.Soft, out.Hard = in.Soft, in.Hard
 	sa.mu.Lock()
-	if natt {
+	if encap {
 		// The peer's port on 4500 as its messages come (a NAPT maps it),
 		// not the 4500 the exchange assumes.
 		p := sa.remoteNATT.Port()
@@ -250,7 +250,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	}
 	sa.mu.Unlock()
 	c := &childSA{name: ch.Name, cfg: ch, reqid: reqid, mode: ch.Mode, inSPI: in.SPI, outSPI: out.SPI,
-		inDst: in.Dst, outDst: out.Dst, natt: natt, localTS: lts, remoteTS: rts, installed: time.Now()}
+		inDst: in.Dst, outDst: out.Dst, encap: encap, localTS: lts, remoteTS: rts, installed: time.Now()}
 	// Policies first: until the SAs are in, what they cover is dropped
 	// (and counted), never sent or accepted in clear. With the inbound SA
 	// in before the policies, a packet it decrypted passed the (absent)
@@ -280,7 +280,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	sa.mu.Unlock()
 	d.Stats.ChildInstalled.Add(1)
 	d.log.Info("child installed", sa.logger().args("child", ch.Name, "mode", ch.Mode.String(), "reqid", reqid,
-		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", natt,
+		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", encap,
 		"local_ts", tsStrings(lts), "remote_ts", tsStrings(rts))...)
 	return c, nil
 }

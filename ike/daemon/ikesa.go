@@ -610,23 +610,28 @@ func (sa *ikeSA) outbound(ev SessionEvent) {
 	}
 }
 
-// rekeyed moves the IKE SA to its successor's SPIs (the session holds
-// the new keys): the daemon's index follows.
-func (sa *ikeSA) rekeyed(spii, spir uint64) {
+// rekeyed moves the IKE SA to its successor (the session holds the new
+// keys): its SPIs, and its role, the rekey's initiator being the new IKE
+// SA's initiator (RFC 7296 §2.18). The daemon's index gets our SPI of
+// the new SA (dispatch looks up ours only); the old one stays, as
+// messages of the old IKE SA (its Delete) still come until it is gone
+// and the session tells them apart; removeSA drops them all at the end.
+func (sa *ikeSA) rekeyed(spii, spir uint64, initiator bool, now time.Time) {
 	d := sa.d
 	sa.mu.Lock()
 	oldI, oldR := sa.spii, sa.spir
-	sa.spii, sa.spir = spii, spir
+	sa.spii, sa.spir, sa.ikeInitiator = spii, spir, initiator
+	sa.established = now
 	sa.mu.Unlock()
+	our := spir
+	if initiator {
+		our = spii
+	}
 	d.mu.Lock()
-	// The new IKE SA's initiator may be either side, so both its SPIs
-	// index it. The old SPIs stay: messages of the old IKE SA (its
-	// delete) still come until it is gone, and the session tells them
-	// apart; removeSA drops them all at the end.
-	d.bySPI[spii], d.bySPI[spir] = sa, sa
+	d.bySPI[our] = sa
 	d.mu.Unlock()
 	d.Stats.IKERekeys.Add(1)
-	d.log.Info("ike rekeyed", sa.logger().args("old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
+	d.log.Info("ike rekeyed", sa.logger().args("role", role(initiator), "old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
 }
 
 // replaceDuplicates removes the older IKE SAs of the same connection
@@ -711,7 +716,7 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 		case ChildOutbound:
 			sa.outbound(ev)
 		case IKERekeyed:
-			sa.rekeyed(ev.SPIi, ev.SPIr)
+			sa.rekeyed(ev.SPIi, ev.SPIr, ev.Initiator, time.Now())
 			if d.opts.KeyLog != nil && ev.KeyLog != "" {
 				d.opts.KeyLog(ev.KeyLog)
 			}

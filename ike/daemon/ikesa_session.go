@@ -173,7 +173,7 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 			if c := a.sa.conn.c; c.RekeyTime > 0 {
 				a.rekeyAt = time.Now().Add(jitter(c.RekeyTime, c.RandTime))
 			}
-			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, KeyLog: line})
+			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, Initiator: e.Initiator, KeyLog: line})
 		case exchange.IKEDeleted:
 			out = append(out, SessionEvent{Kind: IKEDeleted})
 		case exchange.Dead:

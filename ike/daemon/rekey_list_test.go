@@ -1,14 +1,21 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
+	"github.com/ipsecstack/ipsecstack/link/memlink"
+	"github.com/ipsecstack/ipsecstack/link/pcap"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
@@ -46,7 +53,8 @@ func sessionSPIs(sa *ikeSA) [][2]uint64 {
 // the new IKE SA's initiator. Once the old IKE SA is deleted, both
 // listings show the new SPIs (not those of the old SA's Delete exchange)
 // and the new roles (A responder, B initiator); A's key log has the new
-// IKE SA's line; A's index holds its own SPI of the new SA and not the
+// IKE SA's line, with which tshark (when installed) decrypts A's Delete
+// on the new SA; A's index holds its own SPI of the new SA and not the
 // peer's; and a request A sends on the new SA (its Delete) is answered
 // at once.
 func TestIKERekeyByPeerListing(t *testing.T) {
@@ -54,6 +62,20 @@ func TestIKERekeyByPeerListing(t *testing.T) {
 	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
 	cfgB.Connections[0].RekeyTime = 2 * time.Second
 	b := newBed(t, 4, cfgA, cfgB)
+	var capture bytes.Buffer
+	var capMu sync.Mutex
+	w, err := pcap.NewWriter(&capture, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.linkA.SetTap(func(dir memlink.Direction, f []byte) {
+		if dir == memlink.Out {
+			b.leakA.Frame(f)
+		}
+		capMu.Lock()
+		pcap.Tap(w)(dir, f)
+		capMu.Unlock()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.da.Initiate(ctx, "peer"); err != nil {
@@ -115,4 +137,27 @@ func TestIKERekeyByPeerListing(t *testing.T) {
 		t.Errorf("A's Delete on the new IKE SA took %v: not answered at once", d)
 	}
 	waitFor(t, "B's IKE SA gone", 5*time.Second, func() bool { return len(b.db.List().SAs) == 0 })
+	if _, err := exec.LookPath("tshark"); err != nil || len(lines) != 2 {
+		return
+	}
+	// Two Deletes are encrypted: B's of the old IKE SA (first key line)
+	// and A's of the new one (second line).
+	capMu.Lock()
+	file := filepath.Join(t.TempDir(), "ike.pcap")
+	os.WriteFile(file, capture.Bytes(), 0o600)
+	capMu.Unlock()
+	deletes := func(lines ...string) int {
+		args := []string{"-r", file, "-V"}
+		for _, l := range lines {
+			args = append(args, "-o", "uat:ikev2_decryption_table:"+l)
+		}
+		out, err := exec.Command("tshark", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tshark: %v\n%s", err, out)
+		}
+		return strings.Count(string(out), "Payload: Delete")
+	}
+	if n, m := deletes(lines[0]), deletes(lines...); n != 1 || m != 2 {
+		t.Errorf("tshark decrypts %d Delete requests with the first key line, %d with both, want 1 and 2; key lines:\n%s", n, m, strings.Join(lines, "\n"))
+	}
 }

@@ -196,31 +196,42 @@ func (d *Daemon) installTrap(cs *connState, ci int) error {
 	return err
 }
 
-// jitter returns t less a random part of up to rand (swanctl's
-// rand_time), so that many SAs do not rekey at once.
+// jitter returns t less a random part of up to r (swanctl's rand_time),
+// so that many SAs do not rekey at once; r = 0 is no jitter. A jitter
+// of t or more is cut to leave at least a nanosecond (charon would wrap
+// around).
 func jitter(t, r time.Duration) time.Duration {
 	if t <= 0 {
 		return 0
 	}
-	if r > 0 && r < t {
-		t -= time.Duration(rand.Int64N(int64(r)))
+	if r > 0 {
+		t -= time.Duration(rand.Int64N(int64(min(r, t-1)) + 1))
 	}
 	return t
 }
 
-func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
-	rand := ch.RandTime
-	if rand == 0 && ch.LifeTime > ch.RekeyTime {
-		rand = ch.LifeTime - ch.RekeyTime
+// jitterCount is jitter for rekey_bytes and rekey_packets (0: off).
+func jitterCount(n, r uint64) uint64 {
+	if n == 0 || r == 0 {
+		return n
 	}
-	if t := jitter(ch.RekeyTime, rand); t > 0 {
+	return n - rand.Uint64N(min(r, n-1)+1)
+}
+
+// lifetimes are a CHILD SA's xfrm limits as charon's child_cfg
+// get_lifetime makes them: soft at rekey_* less a random part of up to
+// rand_*, hard at life_*. The configuration has swanctl's defaults
+// applied (ike/swanctl, vici's check_lifetimes), so a zero rand_* is an
+// explicit "no jitter", not "use the default".
+func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
+	if t := jitter(ch.RekeyTime, ch.RandTime); t > 0 {
 		soft.AddSeconds = uint64((t + time.Second - 1) / time.Second)
 	}
 	if ch.LifeTime > 0 {
 		hard.AddSeconds = uint64((ch.LifeTime + time.Second - 1) / time.Second)
 	}
-	soft.Bytes, hard.Bytes = ch.RekeyBytes, ch.LifeBytes
-	soft.Packets, hard.Packets = ch.RekeyPackets, ch.LifePackets
+	soft.Bytes, hard.Bytes = jitterCount(ch.RekeyBytes, ch.RandBytes), ch.LifeBytes
+	soft.Packets, hard.Packets = jitterCount(ch.RekeyPackets, ch.RandPackets), ch.LifePackets
 	return soft, hard
 }
 

@@ -724,7 +724,9 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 			d.Stats.IKEDeleted.Add(1)
 			d.log.Info("ike deleted", sa.logger().args()...)
 			sa.setState(stateDeleting)
-			sa.afterDown(false)
+			if ev.ByPeer {
+				sa.afterDown(false)
+			}
 			return true
 		case Dead:
 			d.Stats.fail("dead")
@@ -737,9 +739,11 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 	return false
 }
 
-// afterDown restarts a connection whose IKE SA went away when its
-// configuration says so (start_action start with close/dpd_action
-// restart); trap policies stay in place by themselves.
+// afterDown restarts a connection whose IKE SA the peer deleted, or
+// which died, when its configuration says so (close_action or dpd_action
+// restart); trap policies stay in place by themselves. An IKE SA this
+// side deleted (terminate, its hard lifetime) is not restarted, as in
+// charon.
 func (sa *ikeSA) afterDown(dead bool) {
 	ch := sa.conn.c.Children[sa.child]
 	act := ch.CloseAction

@@ -35,25 +35,39 @@ var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, 
 		return nil, err
 	}
 	a := &ikesaSession{s: s, sa: sa, suite: res.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
-	if c.RekeyTime > 0 {
-		a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
-	}
+	a.schedule(now)
 	return a, nil
 }
 
 // ikesaSession is a Session over exchange.IKESA. It adds the timers the
 // state machine leaves to its caller: liveness after dpd_delay of
-// silence and the IKE SA's rekey_time.
+// silence, and the IKE SA's rekey_time and hard lifetime.
 type ikesaSession struct {
-	s       *exchange.IKESA
-	sa      *ikeSA
-	suite   exchange.IKESuite
-	dpd     time.Duration
-	rekeyAt time.Time
+	s     *exchange.IKESA
+	sa    *ikeSA
+	suite exchange.IKESuite
+	dpd   time.Duration
+	// rekeyAt is when the IKE SA is rekeyed; deleteAt, when it is
+	// deleted if its rekeys keep failing (zero: never).
+	rekeyAt, deleteAt time.Time
+	// expired: the IKE SA reached deleteAt and its Delete is under way.
+	expired bool
 	// ids maps our inbound SPI to the CHILD SA's ID (a rekey keeps the
 	// ID); names maps IDs to the configured child.
 	ids   map[uint32]int
 	names map[int]string
+}
+
+// schedule sets the timers of an IKE SA established (or rekeyed) at
+// now, as charon's ike_sa.c set_state does: the rekey at rekey_time less
+// up to rand_time, and the delete (its hard lifetime) over_time after
+// that rekey time; without rekey_time, neither.
+func (a *ikesaSession) schedule(now time.Time) {
+	a.rekeyAt, a.deleteAt = time.Time{}, time.Time{}
+	if c := a.sa.conn.c; c.RekeyTime > 0 {
+		r := jitter(c.RekeyTime, c.RandTime)
+		a.rekeyAt, a.deleteAt = now.Add(r), now.Add(r+c.OverTime)
+	}
 }
 
 func (a *ikesaSession) AddChild(inSPI, outSPI uint32) {
@@ -74,6 +88,15 @@ func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {
 		a.rekeyAt = time.Time{}
 		a.s.RekeyIKE()
+	}
+	if !a.deleteAt.IsZero() && !now.Before(a.deleteAt) && !a.s.Closed() {
+		// Its rekeys failed until its hard lifetime: the IKE SA and its
+		// CHILD SAs go, with a Delete (charon's delete_ike_sa_job).
+		a.rekeyAt, a.deleteAt = time.Time{}, time.Time{}
+		if a.s.Delete() == nil {
+			a.expired = true
+			a.sa.d.log.Info("ike expired", a.sa.logger().args("over_time", a.sa.conn.c.OverTime.String())...)
+		}
 	}
 	out, evs := a.s.Tick(now)
 	return out, a.events(evs)
@@ -170,19 +193,24 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 		case exchange.IKERekeyed:
 			line, _ := KeyLogLine(&e.Suite, &exchange.Result{SPIi: e.SPIi, SPIr: e.SPIr, Keys: e.Keys})
 			a.suite = e.Suite
-			if c := a.sa.conn.c; c.RekeyTime > 0 {
-				a.rekeyAt = time.Now().Add(jitter(c.RekeyTime, c.RandTime))
+			if !a.expired {
+				a.schedule(time.Now()) // the new IKE SA's own lifetime
 			}
 			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, Initiator: e.Initiator, KeyLog: line})
 		case exchange.IKEDeleted:
-			out = append(out, SessionEvent{Kind: IKEDeleted})
+			out = append(out, SessionEvent{Kind: IKEDeleted, ByPeer: e.ByPeer})
 		case exchange.Dead:
 			out = append(out, SessionEvent{Kind: Dead})
 		case exchange.IKERekeyFailed:
 			a.sa.d.Stats.fail(failReason(e.Err))
 			a.sa.d.log.Warn("ike rekey failed", a.sa.logger().args("err", fmt.Sprint(e.Err))...)
-			// Try again well before the IKE SA's over_time runs out.
-			a.rekeyAt = time.Now().Add(time.Duration(30+rand.IntN(30)) * time.Second)
+			// Try again as charon does (ike_rekey.c schedule_delayed_rekey:
+			// RETRY_INTERVAL 15 s less up to RETRY_JITTER 10 s, ike_sa.h);
+			// deleteAt, the hard lifetime, ends the IKE SA if no rekey
+			// succeeds before.
+			if !a.expired {
+				a.rekeyAt = time.Now().Add(time.Duration(15-rand.IntN(10)) * time.Second)
+			}
 		}
 	}
 	return out

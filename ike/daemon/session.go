@@ -82,4 +82,8 @@ type SessionEvent struct {
 	// KeyLog is the new IKE SA's ikev2_decryption_table line
 	// (IKERekeyed), for Options.KeyLog.
 	KeyLog string
+	// ByPeer: the peer deleted the IKE SA (IKEDeleted); only then does
+	// the child's close_action apply, as in charon (ike_delete.c
+	// process_r reestablishes, its own deletes do not).
+	ByPeer bool
 }

@@ -6,7 +6,6 @@ package daemon
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
@@ -27,6 +26,12 @@ var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, 
 		}
 		if chc, err := childConfig(cfg, cc); err == nil {
 			opts.Children = append(opts.Children, chc)
+			if cc == ch {
+				// IKE_AUTH negotiates no KE: the PFS groups of the
+				// child's proposal apply from its first rekey on (as
+				// charon's), and its ESN choice.
+				opts.PFS, opts.ESN = chc.PFS, chc.ESN
+			}
 		}
 	}
 	s, err := exchange.NewIKESA(res, opts)
@@ -52,6 +57,9 @@ type ikesaSession struct {
 	rekeyAt, deleteAt time.Time
 	// expired: the IKE SA reached deleteAt and its Delete is under way.
 	expired bool
+	// retry maps the IDs of CHILD SAs whose rekey failed to when it is
+	// tried again.
+	retry map[int]time.Time
 	// ids maps our inbound SPI to the CHILD SA's ID (a rekey keeps the
 	// ID); names maps IDs to the configured child.
 	ids   map[uint32]int
@@ -88,6 +96,12 @@ func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {
 		a.rekeyAt = time.Time{}
 		a.s.RekeyIKE()
+	}
+	for id, at := range a.retry {
+		if !now.Before(at) {
+			delete(a.retry, id)
+			a.s.RekeyChild(id) // an error: deleted meanwhile
+		}
 	}
 	if !a.deleteAt.IsZero() && !now.Before(a.deleteAt) && !a.s.Closed() {
 		// Its rekeys failed until its hard lifetime: the IKE SA and its
@@ -189,7 +203,19 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 			out = append(out, SessionEvent{Kind: ChildDeleted, OldInSPI: e.Child.In.SPI})
 		case exchange.ChildFailed:
 			a.sa.d.Stats.fail(failReason(e.Err))
-			a.sa.d.log.Warn("child negotiation failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err))...)
+			if e.ID == 0 || a.expired {
+				a.sa.d.log.Warn("child negotiation failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err))...)
+				continue
+			}
+			// A refused rekey keeps the CHILD SA (nothing was replaced):
+			// try again, as charon does (child_rekey.c
+			// schedule_delayed_rekey), until its hard lifetime.
+			d := a.sa.d.rekeyRetry()
+			if a.retry == nil {
+				a.retry = map[int]time.Time{}
+			}
+			a.retry[e.ID] = time.Now().Add(d)
+			a.sa.d.log.Warn("child rekey failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err), "retry_in", d.String())...)
 		case exchange.IKERekeyed:
 			line, _ := KeyLogLine(&e.Suite, &exchange.Result{SPIi: e.SPIi, SPIr: e.SPIr, Keys: e.Keys})
 			a.suite = e.Suite
@@ -209,7 +235,7 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 			// deleteAt, the hard lifetime, ends the IKE SA if no rekey
 			// succeeds before.
 			if !a.expired {
-				a.rekeyAt = time.Now().Add(time.Duration(15-rand.IntN(10)) * time.Second)
+				a.rekeyAt = time.Now().Add(a.sa.d.rekeyRetry())
 			}
 		}
 	}

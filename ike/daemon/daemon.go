@@ -810,7 +810,7 @@ func (d *Daemon) Snapshot() []Stat {
 	for sa := range d.sas {
 		if sa.getState() == stateEstablished {
 			up++
-			children += uint64(sa.childCount())
+			children += uint64(sa.upCount())
 		}
 	}
 	half := uint64(len(d.halfOpen))

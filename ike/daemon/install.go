@@ -352,6 +352,34 @@ func (sa *ikeSA) childBySPI(spi uint32, dst netip.Addr) *childSA {
 	return nil
 }
 
+// rekeyedLocked reports whether c was replaced by a rekey and only
+// lingers: retiring, or the predecessor of a CHILD SA waiting for its
+// outbound SA. sa.mu is held.
+func (sa *ikeSA) rekeyedLocked(c *childSA) bool {
+	if c.retiring {
+		return true
+	}
+	for _, x := range sa.children {
+		if x.predecessor == c {
+			return true
+		}
+	}
+	return false
+}
+
+// upCount is the number of CHILD SAs up: those not replaced by a rekey.
+func (sa *ikeSA) upCount() int {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	n := 0
+	for _, c := range sa.children {
+		if !sa.rekeyedLocked(c) {
+			n++
+		}
+	}
+	return n
+}
+
 func (sa *ikeSA) ownsSPI(spi uint32, dst netip.Addr) bool { return sa.childBySPI(spi, dst) != nil }
 
 func tsStrings(ts []message.TrafficSelector) []string {

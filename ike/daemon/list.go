@@ -35,7 +35,12 @@ type IKESAInfo struct {
 
 // ChildInfo describes one CHILD SA.
 type ChildInfo struct {
-	Name       string   `json:"name"`
+	Name string `json:"name"`
+	// State is INSTALLED, or REKEYED for an SA a rekey replaced that
+	// stays a moment (its inbound SA for the packets still on their way,
+	// or its outbound SA until the successor's is in), as swanctl shows
+	// it.
+	State      string   `json:"state"`
 	Mode       string   `json:"mode"`
 	ReqID      uint32   `json:"reqid"`
 	SPIIn      string   `json:"spi_in"`
@@ -86,7 +91,11 @@ func (d *Daemon) List() Listing {
 			info.Established = sa.established.UTC().Format(time.RFC3339)
 		}
 		for _, c := range sa.children {
-			ci := ChildInfo{Name: c.name, Mode: c.mode.String(), ReqID: c.reqid,
+			state := "INSTALLED"
+			if sa.rekeyedLocked(c) {
+				state = "REKEYED"
+			}
+			ci := ChildInfo{Name: c.name, State: state, Mode: c.mode.String(), ReqID: c.reqid,
 				SPIIn: fmt.Sprintf("%08x", c.inSPI), SPIOut: fmt.Sprintf("%08x", c.outSPI), Encap: c.encap,
 				LocalTS: tsStrings(c.localTS), RemoteTS: tsStrings(c.remoteTS)}
 			if c.inSA != nil {
@@ -133,7 +142,7 @@ func (l Listing) Format() string {
 		}
 		b.WriteString("\n")
 		for _, c := range s.Children {
-			fmt.Fprintf(&b, "  %s: %s, reqid %d, ESP", c.Name, c.Mode, c.ReqID)
+			fmt.Fprintf(&b, "  %s: %s, %s, reqid %d, ESP", c.Name, c.State, c.Mode, c.ReqID)
 			if c.Encap {
 				b.WriteString(" in UDP")
 			}

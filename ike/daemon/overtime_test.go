@@ -73,3 +73,32 @@ func TestIKEHardLifetime(t *testing.T) {
 	}
 	t.Logf("IKE SA deleted %v after it was initiated", took)
 }
+
+// TestCloseActionRestart: with close_action = restart, A reestablishes
+// its IKE SA when the peer deletes it (charon: ike_delete.c process_r,
+// reestablish), but not when A itself deletes it (a terminate command).
+func TestCloseActionRestart(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgA.Connections[0].Children[0].CloseAction = config.ActionRestart
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B's IKE SA", 5*time.Second, func() bool { return len(b.db.List().SAs) == 1 })
+	if err := b.db.Terminate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A's restart after B's Delete", 5*time.Second, func() bool {
+		return b.da.Stats.IKEEstablished.Load() == 2 && espSAs(b.b.Engine) == 2
+	})
+	if err := b.da.Terminate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := b.da.Stats.IKEEstablished.Load(); n != 2 || len(b.da.List().SAs) != 0 {
+		t.Errorf("A established %d IKE SAs after its own terminate (listing:\n%s), want no restart", n, b.da.List().Format())
+	}
+}

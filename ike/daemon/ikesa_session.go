@@ -57,6 +57,9 @@ type ikesaSession struct {
 	rekeyAt, deleteAt time.Time
 	// expired: the IKE SA reached deleteAt and its Delete is under way.
 	expired bool
+	// rekeying is when our rekey of the IKE SA started (zero: none is
+	// under way).
+	rekeying time.Time
 	// retry maps the IDs of CHILD SAs whose rekey failed to when it is
 	// tried again.
 	retry map[int]time.Time
@@ -89,13 +92,21 @@ func (a *ikesaSession) Handle(msg []byte, now time.Time) ([][]byte, []SessionEve
 	return out, a.events(evs), nil
 }
 
+// expiryPatience bounds how long an IKE SA past its hard lifetime waits
+// for its rekey under way (charon's IKE rekey fails at the first
+// TEMPORARY_FAILURE and retries in 6-15 s; ours retries within the
+// exchange every 2-4 s).
+const expiryPatience = 30 * time.Second
+
 func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
 	if a.dpd > 0 && now.Sub(a.s.LastReceived()) >= a.dpd && !a.s.Closed() {
 		a.s.Liveness()
 	}
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {
 		a.rekeyAt = time.Time{}
-		a.s.RekeyIKE()
+		if a.s.RekeyIKE() == nil {
+			a.rekeying = now
+		}
 	}
 	for id, at := range a.retry {
 		if !now.Before(at) {
@@ -103,9 +114,15 @@ func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
 			a.s.RekeyChild(id) // an error: deleted meanwhile
 		}
 	}
-	if !a.deleteAt.IsZero() && !now.Before(a.deleteAt) && !a.s.Closed() {
-		// Its rekeys failed until its hard lifetime: the IKE SA and its
-		// CHILD SAs go, with a Delete (charon's delete_ike_sa_job).
+	// At its hard lifetime an IKE SA whose rekeys failed goes, with its
+	// CHILD SAs, by a Delete (charon's delete_ike_sa_job). A rekey under
+	// way gets its chance first, as charon's Delete waits behind it and
+	// then only ends the replaced SA: the new one lives on (and over_time
+	// = 0 does not end a connection that rekeys in time). A rekey the peer
+	// keeps answering with TEMPORARY_FAILURE waits no longer than
+	// expiryPatience.
+	hard := !a.deleteAt.IsZero() && !now.Before(a.deleteAt)
+	if hard && !a.s.Closed() && (a.rekeying.IsZero() || now.Sub(a.rekeying) >= expiryPatience) {
 		a.rekeyAt, a.deleteAt = time.Time{}, time.Time{}
 		if a.s.Delete() == nil {
 			a.expired = true
@@ -219,6 +236,7 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 		case exchange.IKERekeyed:
 			line, _ := KeyLogLine(&e.Suite, &exchange.Result{SPIi: e.SPIi, SPIr: e.SPIr, Keys: e.Keys})
 			a.suite = e.Suite
+			a.rekeying = time.Time{}
 			if !a.expired {
 				a.schedule(time.Now()) // the new IKE SA's own lifetime
 			}
@@ -230,6 +248,7 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 		case exchange.IKERekeyFailed:
 			a.sa.d.Stats.fail(failReason(e.Err))
 			a.sa.d.log.Warn("ike rekey failed", a.sa.logger().args("err", fmt.Sprint(e.Err))...)
+			a.rekeying = time.Time{}
 			// Try again as charon does (ike_rekey.c schedule_delayed_rekey:
 			// RETRY_INTERVAL 15 s less up to RETRY_JITTER 10 s, ike_sa.h);
 			// deleteAt, the hard lifetime, ends the IKE SA if no rekey

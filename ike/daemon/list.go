@@ -142,7 +142,7 @@ func (l Listing) Format() string {
 		}
 		b.WriteString("\n")
 		for _, c := range s.Children {
-			fmt.Fprintf(&b, "  %s: %s, %s, reqid %d, ESP", c.Name, c.State, c.Mode, c.ReqID)
+			fmt.Fprintf(&b, "  %s: %s, %s, reqid %d, ESP", c.Name, c.Mode, c.State, c.ReqID)
 			if c.Encap {
 				b.WriteString(" in UDP")
 			}

@@ -197,25 +197,27 @@ func (d *Daemon) installTrap(cs *connState, ci int) error {
 }
 
 // jitter returns t less a random part of up to r (swanctl's rand_time),
-// so that many SAs do not rekey at once; r = 0 is no jitter. A jitter
-// of t or more is cut to leave at least a nanosecond (charon would wrap
-// around).
+// so that many SAs do not rekey at once; r = 0 is no jitter. A jitter of
+// t or more is not applied (charon's would take the rekey anywhere down
+// to 0, or wrap around): short test setups set life_time = 2 rekey_time,
+// whose default rand_time is then rekey_time, and rely on rekeying at
+// rekey_time.
 func jitter(t, r time.Duration) time.Duration {
 	if t <= 0 {
 		return 0
 	}
-	if r > 0 {
-		t -= time.Duration(rand.Int64N(int64(min(r, t-1)) + 1))
+	if r > 0 && r < t {
+		t -= time.Duration(rand.Int64N(int64(r) + 1))
 	}
 	return t
 }
 
 // jitterCount is jitter for rekey_bytes and rekey_packets (0: off).
 func jitterCount(n, r uint64) uint64 {
-	if n == 0 || r == 0 {
-		return n
+	if r > 0 && r < n {
+		n -= rand.Uint64N(r + 1)
 	}
-	return n - rand.Uint64N(min(r, n-1)+1)
+	return n
 }
 
 // lifetimes are a CHILD SA's xfrm limits as charon's child_cfg

@@ -99,7 +99,10 @@ func (a *ikesaSession) Handle(msg []byte, now time.Time) ([][]byte, []SessionEve
 const expiryPatience = 30 * time.Second
 
 func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
-	if a.dpd > 0 && now.Sub(a.s.LastReceived()) >= a.dpd && !a.s.Closed() {
+	// Liveness after dpd_delay of silence; before the first Tick the
+	// state machine has no time of its own yet (IKE_AUTH just ended), so
+	// there is no silence to speak of.
+	if last := a.s.LastReceived(); a.dpd > 0 && !last.IsZero() && now.Sub(last) >= a.dpd && !a.s.Closed() {
 		a.s.Liveness()
 	}
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {

@@ -102,3 +102,24 @@ func TestCloseActionRestart(t *testing.T) {
 		t.Errorf("A established %d IKE SAs after its own terminate (listing:\n%s), want no restart", n, b.da.List().Format())
 	}
 }
+
+// TestNoLivenessRightAfterAuth: with dpd_delay 1 s, the IKE SA sends no
+// liveness check before 1 s of silence has passed: none right after
+// IKE_AUTH (the first tick used to see a zero time of the last message
+// and sent one at once, winning the race against the peer's own DPD).
+func TestNoLivenessRightAfterAuth(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgA.Connections[0].DPDDelay = time.Second
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if n := b.da.Stats.OutMessages.Load(); n != 2 {
+		t.Errorf("A sent %d IKE messages within 0.7 s, want 2 (IKE_SA_INIT, IKE_AUTH): no liveness check yet", n)
+	}
+	waitFor(t, "A's liveness check after 1 s of silence", 3*time.Second, func() bool { return b.da.Stats.OutMessages.Load() == 3 })
+}

@@ -64,11 +64,12 @@ type Connection struct {
 	DPDDelay time.Duration
 	// RekeyTime is when the IKE SA is rekeyed (swanctl default 4h; 0 off).
 	RekeyTime time.Duration
-	// OverTime is how long past RekeyTime the IKE SA may live before it is
-	// deleted (default 10% of RekeyTime).
+	// OverTime is how long past its (jittered) RekeyTime the IKE SA may
+	// live, its rekeys failing, before it is deleted: its hard lifetime
+	// (default 10% of RekeyTime; unused when RekeyTime is 0).
 	OverTime time.Duration
 	// RandTime is the upper bound of the random jitter subtracted from
-	// RekeyTime (default min(OverTime, RekeyTime/2)).
+	// RekeyTime (default min(OverTime, RekeyTime/2)); 0 is no jitter.
 	RandTime time.Duration
 	// KeyingTries is how many times keying is attempted (default 1; 0
 	// means forever).
@@ -229,13 +230,13 @@ type Child struct {
 	CloseAction     Action
 	RekeyTime       time.Duration // default 1h; 0 off
 	LifeTime        time.Duration // default RekeyTime * 1.1
-	RandTime        time.Duration // default LifeTime - RekeyTime
+	RandTime        time.Duration // default LifeTime - RekeyTime; 0 no jitter
 	RekeyBytes      uint64        // 0 off
 	LifeBytes       uint64        // default RekeyBytes * 1.1
-	RandBytes       uint64        // default LifeBytes - RekeyBytes
+	RandBytes       uint64        // default LifeBytes - RekeyBytes; 0 no jitter
 	RekeyPackets    uint64        // 0 off
 	LifePackets     uint64        // default RekeyPackets * 1.1
-	RandPackets     uint64        // default LifePackets - RekeyPackets
+	RandPackets     uint64        // default LifePackets - RekeyPackets; 0 no jitter
 	ReplayWindow    uint32        // default 32
 	ReqID           uint32        // 0: assigned
 	HWOffload, Copy bool          // rejected by the parser when set to anything but defaults

@@ -221,7 +221,7 @@ func exchangeConfig(cfg *config.Config, c *config.Connection, ch *config.Child, 
 		Local: local, Remote: remote, LocalID: lid, RemoteID: rid, LocalAuth: lauth, RemoteAuth: rauth,
 		IKEProposals: c.Proposals, ESPProposals: ch.Proposals, NoCertReq: !c.SendCertReq,
 		SendCert: exchange.SendCert(c.SendCert), Fragmentation: exchange.Fragmentation(c.Fragmentation),
-		LocalTS: lts, RemoteTS: rts, Mode: ch.Mode, ReplayWindow: ch.ReplayWindow,
+		LocalTS: lts, RemoteTS: rts, Mode: ch.Mode, ReplayWindow: ch.ReplayWindow, ForceEncap: c.Encap,
 	}, nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -83,6 +84,19 @@ type Options struct {
 	NATKeepalive time.Duration
 	// Tick is how often sessions' timers run (0: DefaultTick).
 	Tick time.Duration
+	// RekeyRetry is how long after a failed IKE or CHILD SA rekey it is
+	// tried again (0: charon's RETRY_INTERVAL 15 s less up to RETRY_JITTER
+	// 10 s at random, ike_sa.h).
+	RekeyRetry time.Duration
+}
+
+// rekeyRetry is how long a failed rekey waits before it is tried again
+// (Options.RekeyRetry).
+func (d *Daemon) rekeyRetry() time.Duration {
+	if d.opts.RekeyRetry > 0 {
+		return d.opts.RekeyRetry
+	}
+	return time.Duration(15-rand.IntN(10)) * time.Second
 }
 
 // Daemon is a running IKE key manager. Safe for concurrent use.
@@ -796,7 +810,7 @@ func (d *Daemon) Snapshot() []Stat {
 	for sa := range d.sas {
 		if sa.getState() == stateEstablished {
 			up++
-			children += uint64(sa.childCount())
+			children += uint64(sa.upCount())
 		}
 	}
 	half := uint64(len(d.halfOpen))

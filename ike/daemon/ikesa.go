@@ -40,9 +40,12 @@ func (s saState) String() string {
 // or Serve over this value as their Transport), then its Session, fed
 // with every message for the SA, a tick, and commands.
 type ikeSA struct {
-	d         *Daemon
-	conn      *connState
-	child     int
+	d     *Daemon
+	conn  *connState
+	child int
+	// initiator: this side started the IKE SA (IKE_SA_INIT); it runs
+	// Initiate rather than Serve. The role in the current IKE SA, which
+	// a rekey may change, is ikeInitiator.
 	initiator bool
 	xcfg      exchange.Config
 	halfKey   *halfKey
@@ -58,14 +61,25 @@ type ikeSA struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu          sync.Mutex // guards what List and the daemon read
-	state       saState
-	spii, spir  uint64
-	local       netip.AddrPort // our IKE address, port 500
-	remote      netip.AddrPort // the peer's, port 500 (or configured)
-	remoteNATT  netip.AddrPort // the peer's on port 4500, as last seen
-	natt        bool           // IKE moved to port 4500
-	localNAT    bool           // this side is behind a NAT (send keepalives)
+	mu         sync.Mutex // guards what List and the daemon read
+	state      saState
+	spii, spir uint64
+	// ikeInitiator: this side is the initiator of the current IKE SA:
+	// the original initiator until a rekey, then the side that
+	// initiated the last rekey (RFC 7296 §2.18).
+	ikeInitiator bool
+	local        netip.AddrPort // our IKE address, port 500
+	remote       netip.AddrPort // the peer's, port 500 (or configured)
+	remoteNATT   netip.AddrPort // the peer's on port 4500, as last seen
+	// on4500: IKE moved to port 4500, by us (a NAT detected) or by the
+	// peer (charon floats IKE_AUTH there even without a NAT). RFC 7296
+	// §2.23: once there, the IKE SA stays there.
+	on4500 bool
+	// encap: the CHILD SAs are UDP-encapsulated (RFC 3948), because
+	// IKE_SA_INIT detected a NAT or one side forced it (swanctl encap);
+	// not merely because IKE is on port 4500.
+	encap       bool
+	localNAT    bool // this side is behind a NAT (send keepalives)
 	established time.Time
 	children    []*childSA
 	localID     string
@@ -83,7 +97,7 @@ type ikeSA struct {
 
 func (d *Daemon) newSA(cs *connState, ci int, initiator bool, local, remote netip.AddrPort, xcfg exchange.Config) *ikeSA {
 	ctx, cancel := context.WithCancel(d.ctx)
-	sa := &ikeSA{d: d, conn: cs, child: ci, initiator: initiator, xcfg: xcfg,
+	sa := &ikeSA{d: d, conn: cs, child: ci, initiator: initiator, ikeInitiator: initiator, xcfg: xcfg,
 		in: make(chan inMsg, 32), cmd: make(chan func(time.Time), 8), up: make(chan struct{}),
 		ctx: ctx, cancel: cancel, local: local, remote: remote,
 		remoteNATT: netip.AddrPortFrom(remote.Addr(), NATTPort),
@@ -153,14 +167,22 @@ func (l *logAttrs) args(kv ...any) []any {
 	return append([]any{"conn", l.conn, "spi_i", fmt.Sprintf("%016x", l.spii), "spi_r", fmt.Sprintf("%016x", l.spir), "peer", l.remote.String()}, kv...)
 }
 
-// Send implements exchange.Transport: from our port 500 (or 4500 once
-// NAT traversal is on) to the peer's.
+// Send implements exchange.Transport for IKE_SA_INIT and IKE_AUTH: from
+// our port 500 to the peer's, or on port 4500 once the exchange (natt)
+// or the peer moved there.
 func (sa *ikeSA) Send(msg []byte, natt bool) error {
 	sa.noteSPIs(msg)
+	return sa.send(msg, natt)
+}
+
+// send sends msg on port 4500 if natt or if IKE is there already.
+func (sa *ikeSA) send(msg []byte, natt bool) error {
 	sa.mu.Lock()
-	la, dst := sa.local, sa.remote
 	if natt {
-		sa.natt = true
+		sa.on4500 = true
+	}
+	la, dst := sa.local, sa.remote
+	if sa.on4500 {
 		la, dst = netip.AddrPortFrom(sa.local.Addr(), NATTPort), sa.remoteNATT
 	}
 	sa.mu.Unlock()
@@ -180,12 +202,15 @@ func (sa *ikeSA) Recv(ctx context.Context) ([]byte, bool, error) {
 
 // received follows the peer's NAT mapping on port 4500 (RFC 7296 §2.23:
 // the address of the last authenticated message wins; here, the last
-// message, as the exchanges in progress authenticate what follows) and
-// notes whether this side is behind a NAT from the IKE_SA_INIT NAT-D.
+// message, as the exchanges in progress authenticate what follows),
+// notes that IKE is on port 4500 once the peer's messages come there
+// (§2.23: it stays there; our answers and requests follow), and notes
+// whether this side is behind a NAT from the IKE_SA_INIT NAT-D.
 func (sa *ikeSA) received(m inMsg) {
 	sa.mu.Lock()
-	if m.natt && m.from != sa.remoteNATT && m.from.Addr() == sa.remote.Addr() {
+	if m.natt && m.from.Addr() == sa.remote.Addr() {
 		sa.remoteNATT = m.from
+		sa.on4500 = true
 	}
 	sa.mu.Unlock()
 	h, err := message.DecodeHeader(m.b)
@@ -212,13 +237,20 @@ func (sa *ikeSA) received(m inMsg) {
 	}
 }
 
-// noteSPIs indexes the IKE SA by our SPI once a message we send shows it.
+// noteSPIs indexes the IKE SA by our SPI once a message of IKE_SA_INIT
+// or IKE_AUTH we send shows it. Established, the SPIs change only with a
+// rekey (rekeyed): messages of the replaced IKE SA (its Delete, a late
+// IKE_AUTH retransmission) carry the old ones.
 func (sa *ikeSA) noteSPIs(msg []byte) {
 	h, err := message.DecodeHeader(msg)
 	if err != nil {
 		return
 	}
 	sa.mu.Lock()
+	if sa.state != stateConnecting {
+		sa.mu.Unlock()
+		return
+	}
 	if h.SPIi != 0 {
 		sa.spii = h.SPIi
 	}
@@ -324,7 +356,11 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	d := sa.d
 	now := time.Now()
 	sa.mu.Lock()
-	sa.spii, sa.spir, sa.natt = res.SPIi, res.SPIr, res.NATT
+	sa.spii, sa.spir = res.SPIi, res.SPIr
+	// A NAT (or encap = yes) puts IKE on 4500 and encapsulates ESP; IKE
+	// may be on 4500 without it (the peer floated), which stays so.
+	sa.encap = res.NATT
+	sa.on4500 = sa.on4500 || res.NATT
 	sa.state = stateEstablished
 	sa.established = now
 	sa.mu.Unlock()
@@ -468,7 +504,7 @@ func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 			old = c
 		}
 	}
-	natt := sa.natt
+	encap := sa.encap
 	sa.mu.Unlock()
 	if old == nil {
 		wipeSA(&ev.In)
@@ -480,7 +516,7 @@ func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 	if len(lts) == 0 || len(rts) == 0 {
 		lts, rts = old.localTS, old.remoteTS
 	}
-	c, err := sa.installChild(old.cfg, old.reqid, ev.In, ev.Out, natt, lts, rts)
+	c, err := sa.installChild(old.cfg, old.reqid, ev.In, ev.Out, encap, lts, rts)
 	if err != nil {
 		d.Stats.fail("install")
 		d.log.Warn("rekeyed child install failed", sa.logger().args("child", old.name, "err", err.Error())...)
@@ -549,7 +585,7 @@ func (sa *ikeSA) outbound(ev SessionEvent) {
 	out := ev.Out
 	out.ReqID = c.reqid
 	out.Soft, out.Hard = lifetimes(c.cfg)
-	if c.natt {
+	if c.encap {
 		sa.mu.Lock()
 		out.Encap.DPort = sa.remoteNATT.Port()
 		if sa.localNAT && d.opts.NATKeepalive > 0 {
@@ -574,23 +610,28 @@ func (sa *ikeSA) outbound(ev SessionEvent) {
 	}
 }
 
-// rekeyed moves the IKE SA to its successor's SPIs (the session holds
-// the new keys): the daemon's index follows.
-func (sa *ikeSA) rekeyed(spii, spir uint64) {
+// rekeyed moves the IKE SA to its successor (the session holds the new
+// keys): its SPIs, and its role, the rekey's initiator being the new IKE
+// SA's initiator (RFC 7296 §2.18). The daemon's index gets our SPI of
+// the new SA (dispatch looks up ours only); the old one stays, as
+// messages of the old IKE SA (its Delete) still come until it is gone
+// and the session tells them apart; removeSA drops them all at the end.
+func (sa *ikeSA) rekeyed(spii, spir uint64, initiator bool, now time.Time) {
 	d := sa.d
 	sa.mu.Lock()
 	oldI, oldR := sa.spii, sa.spir
-	sa.spii, sa.spir = spii, spir
+	sa.spii, sa.spir, sa.ikeInitiator = spii, spir, initiator
+	sa.established = now
 	sa.mu.Unlock()
+	our := spir
+	if initiator {
+		our = spii
+	}
 	d.mu.Lock()
-	// The new IKE SA's initiator may be either side, so both its SPIs
-	// index it. The old SPIs stay: messages of the old IKE SA (its
-	// delete) still come until it is gone, and the session tells them
-	// apart; removeSA drops them all at the end.
-	d.bySPI[spii], d.bySPI[spir] = sa, sa
+	d.bySPI[our] = sa
 	d.mu.Unlock()
 	d.Stats.IKERekeys.Add(1)
-	d.log.Info("ike rekeyed", sa.logger().args("old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
+	d.log.Info("ike rekeyed", sa.logger().args("role", role(initiator), "old_spi_i", fmt.Sprintf("%016x", oldI), "old_spi_r", fmt.Sprintf("%016x", oldR))...)
 }
 
 // replaceDuplicates removes the older IKE SAs of the same connection
@@ -635,12 +676,11 @@ func (sa *ikeSA) retransmittedAuth(m inMsg) bool {
 	return true
 }
 
+// sendAll sends what the established IKE SA's session returned, on the
+// port IKE is on.
 func (sa *ikeSA) sendAll(out [][]byte) {
-	sa.mu.Lock()
-	natt := sa.natt
-	sa.mu.Unlock()
 	for _, b := range out {
-		if err := sa.Send(b, natt); err != nil {
+		if err := sa.send(b, false); err != nil {
 			sa.d.log.Debug("ike send", sa.logger().args("err", err.Error())...)
 		}
 	}
@@ -660,7 +700,10 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 				d.log.Warn("child of no configuration", sa.logger().args("child", ev.Child)...)
 				continue
 			}
-			c, err := sa.installChild(sa.conn.c.Children[ci], sa.conn.reqids[ci], ev.In, ev.Out, sa.natt, ev.LocalTS, ev.RemoteTS)
+			sa.mu.Lock()
+			encap := sa.encap
+			sa.mu.Unlock()
+			c, err := sa.installChild(sa.conn.c.Children[ci], sa.conn.reqids[ci], ev.In, ev.Out, encap, ev.LocalTS, ev.RemoteTS)
 			if err != nil {
 				d.Stats.fail("install")
 				d.log.Warn("child install failed", sa.logger().args("child", ev.Child, "err", err.Error())...)
@@ -673,7 +716,7 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 		case ChildOutbound:
 			sa.outbound(ev)
 		case IKERekeyed:
-			sa.rekeyed(ev.SPIi, ev.SPIr)
+			sa.rekeyed(ev.SPIi, ev.SPIr, ev.Initiator, time.Now())
 			if d.opts.KeyLog != nil && ev.KeyLog != "" {
 				d.opts.KeyLog(ev.KeyLog)
 			}
@@ -681,7 +724,9 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 			d.Stats.IKEDeleted.Add(1)
 			d.log.Info("ike deleted", sa.logger().args()...)
 			sa.setState(stateDeleting)
-			sa.afterDown(false)
+			if ev.ByPeer {
+				sa.afterDown(false)
+			}
 			return true
 		case Dead:
 			d.Stats.fail("dead")
@@ -694,9 +739,11 @@ func (sa *ikeSA) apply(evs []SessionEvent) bool {
 	return false
 }
 
-// afterDown restarts a connection whose IKE SA went away when its
-// configuration says so (start_action start with close/dpd_action
-// restart); trap policies stay in place by themselves.
+// afterDown restarts a connection whose IKE SA the peer deleted, or
+// which died, when its configuration says so (close_action or dpd_action
+// restart); trap policies stay in place by themselves. An IKE SA this
+// side deleted (terminate, its hard lifetime) is not restarted, as in
+// charon.
 func (sa *ikeSA) afterDown(dead bool) {
 	ch := sa.conn.c.Children[sa.child]
 	act := ch.CloseAction

@@ -6,7 +6,6 @@ package daemon
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/ike/config"
@@ -27,6 +26,12 @@ var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, 
 		}
 		if chc, err := childConfig(cfg, cc); err == nil {
 			opts.Children = append(opts.Children, chc)
+			if cc == ch {
+				// IKE_AUTH negotiates no KE: the PFS groups of the
+				// child's proposal apply from its first rekey on (as
+				// charon's), and its ESN choice.
+				opts.PFS, opts.ESN = chc.PFS, chc.ESN
+			}
 		}
 	}
 	s, err := exchange.NewIKESA(res, opts)
@@ -35,25 +40,45 @@ var newSession = func(sa *ikeSA, res *exchange.Result, now time.Time) (Session, 
 		return nil, err
 	}
 	a := &ikesaSession{s: s, sa: sa, suite: res.IKE, dpd: c.DPDDelay, ids: map[uint32]int{}, names: map[int]string{1: ch.Name}}
-	if c.RekeyTime > 0 {
-		a.rekeyAt = now.Add(jitter(c.RekeyTime, c.RandTime))
-	}
+	a.schedule(now)
 	return a, nil
 }
 
 // ikesaSession is a Session over exchange.IKESA. It adds the timers the
 // state machine leaves to its caller: liveness after dpd_delay of
-// silence and the IKE SA's rekey_time.
+// silence, and the IKE SA's rekey_time and hard lifetime.
 type ikesaSession struct {
-	s       *exchange.IKESA
-	sa      *ikeSA
-	suite   exchange.IKESuite
-	dpd     time.Duration
-	rekeyAt time.Time
+	s     *exchange.IKESA
+	sa    *ikeSA
+	suite exchange.IKESuite
+	dpd   time.Duration
+	// rekeyAt is when the IKE SA is rekeyed; deleteAt, when it is
+	// deleted if its rekeys keep failing (zero: never).
+	rekeyAt, deleteAt time.Time
+	// expired: the IKE SA reached deleteAt and its Delete is under way.
+	expired bool
+	// rekeying is when our rekey of the IKE SA started (zero: none is
+	// under way).
+	rekeying time.Time
+	// retry maps the IDs of CHILD SAs whose rekey failed to when it is
+	// tried again.
+	retry map[int]time.Time
 	// ids maps our inbound SPI to the CHILD SA's ID (a rekey keeps the
 	// ID); names maps IDs to the configured child.
 	ids   map[uint32]int
 	names map[int]string
+}
+
+// schedule sets the timers of an IKE SA established (or rekeyed) at
+// now, as charon's ike_sa.c set_state does: the rekey at rekey_time less
+// up to rand_time, and the delete (its hard lifetime) over_time after
+// that rekey time; without rekey_time, neither.
+func (a *ikesaSession) schedule(now time.Time) {
+	a.rekeyAt, a.deleteAt = time.Time{}, time.Time{}
+	if c := a.sa.conn.c; c.RekeyTime > 0 {
+		r := jitter(c.RekeyTime, c.RandTime)
+		a.rekeyAt, a.deleteAt = now.Add(r), now.Add(r+c.OverTime)
+	}
 }
 
 func (a *ikesaSession) AddChild(inSPI, outSPI uint32) {
@@ -67,13 +92,45 @@ func (a *ikesaSession) Handle(msg []byte, now time.Time) ([][]byte, []SessionEve
 	return out, a.events(evs), nil
 }
 
+// expiryPatience bounds how long an IKE SA past its hard lifetime waits
+// for its rekey under way (charon's IKE rekey fails at the first
+// TEMPORARY_FAILURE and retries in 6-15 s; ours retries within the
+// exchange every 2-4 s).
+const expiryPatience = 30 * time.Second
+
 func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
-	if a.dpd > 0 && now.Sub(a.s.LastReceived()) >= a.dpd && !a.s.Closed() {
+	// Liveness after dpd_delay of silence; before the first Tick the
+	// state machine has no time of its own yet (IKE_AUTH just ended), so
+	// there is no silence to speak of.
+	if last := a.s.LastReceived(); a.dpd > 0 && !last.IsZero() && now.Sub(last) >= a.dpd && !a.s.Closed() {
 		a.s.Liveness()
 	}
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {
 		a.rekeyAt = time.Time{}
-		a.s.RekeyIKE()
+		if a.s.RekeyIKE() == nil {
+			a.rekeying = now
+		}
+	}
+	for id, at := range a.retry {
+		if !now.Before(at) {
+			delete(a.retry, id)
+			a.s.RekeyChild(id) // an error: deleted meanwhile
+		}
+	}
+	// At its hard lifetime an IKE SA whose rekeys failed goes, with its
+	// CHILD SAs, by a Delete (charon's delete_ike_sa_job). A rekey under
+	// way gets its chance first, as charon's Delete waits behind it and
+	// then only ends the replaced SA: the new one lives on (and over_time
+	// = 0 does not end a connection that rekeys in time). A rekey the peer
+	// keeps answering with TEMPORARY_FAILURE waits no longer than
+	// expiryPatience.
+	hard := !a.deleteAt.IsZero() && !now.Before(a.deleteAt)
+	if hard && !a.s.Closed() && (a.rekeying.IsZero() || now.Sub(a.rekeying) >= expiryPatience) {
+		a.rekeyAt, a.deleteAt = time.Time{}, time.Time{}
+		if a.s.Delete() == nil {
+			a.expired = true
+			a.sa.d.log.Info("ike expired", a.sa.logger().args("over_time", a.sa.conn.c.OverTime.String())...)
+		}
 	}
 	out, evs := a.s.Tick(now)
 	return out, a.events(evs)
@@ -166,23 +223,42 @@ func (a *ikesaSession) events(evs []exchange.Event) []SessionEvent {
 			out = append(out, SessionEvent{Kind: ChildDeleted, OldInSPI: e.Child.In.SPI})
 		case exchange.ChildFailed:
 			a.sa.d.Stats.fail(failReason(e.Err))
-			a.sa.d.log.Warn("child negotiation failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err))...)
+			if e.ID == 0 || a.expired {
+				a.sa.d.log.Warn("child negotiation failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err))...)
+				continue
+			}
+			// A refused rekey keeps the CHILD SA (nothing was replaced):
+			// try again, as charon does (child_rekey.c
+			// schedule_delayed_rekey), until its hard lifetime.
+			d := a.sa.d.rekeyRetry()
+			if a.retry == nil {
+				a.retry = map[int]time.Time{}
+			}
+			a.retry[e.ID] = time.Now().Add(d)
+			a.sa.d.log.Warn("child rekey failed", a.sa.logger().args("id", e.ID, "err", fmt.Sprint(e.Err), "retry_in", d.String())...)
 		case exchange.IKERekeyed:
 			line, _ := KeyLogLine(&e.Suite, &exchange.Result{SPIi: e.SPIi, SPIr: e.SPIr, Keys: e.Keys})
 			a.suite = e.Suite
-			if c := a.sa.conn.c; c.RekeyTime > 0 {
-				a.rekeyAt = time.Now().Add(jitter(c.RekeyTime, c.RandTime))
+			a.rekeying = time.Time{}
+			if !a.expired {
+				a.schedule(time.Now()) // the new IKE SA's own lifetime
 			}
-			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, KeyLog: line})
+			out = append(out, SessionEvent{Kind: IKERekeyed, SPIi: e.SPIi, SPIr: e.SPIr, Initiator: e.Initiator, KeyLog: line})
 		case exchange.IKEDeleted:
-			out = append(out, SessionEvent{Kind: IKEDeleted})
+			out = append(out, SessionEvent{Kind: IKEDeleted, ByPeer: e.ByPeer})
 		case exchange.Dead:
 			out = append(out, SessionEvent{Kind: Dead})
 		case exchange.IKERekeyFailed:
 			a.sa.d.Stats.fail(failReason(e.Err))
 			a.sa.d.log.Warn("ike rekey failed", a.sa.logger().args("err", fmt.Sprint(e.Err))...)
-			// Try again well before the IKE SA's over_time runs out.
-			a.rekeyAt = time.Now().Add(time.Duration(30+rand.IntN(30)) * time.Second)
+			a.rekeying = time.Time{}
+			// Try again as charon does (ike_rekey.c schedule_delayed_rekey:
+			// RETRY_INTERVAL 15 s less up to RETRY_JITTER 10 s, ike_sa.h);
+			// deleteAt, the hard lifetime, ends the IKE SA if no rekey
+			// succeeds before.
+			if !a.expired {
+				a.rekeyAt = time.Now().Add(a.sa.d.rekeyRetry())
+			}
 		}
 	}
 	return out

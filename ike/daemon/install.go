@@ -20,7 +20,7 @@ type childSA struct {
 	mode          xfrm.Mode
 	inSPI, outSPI uint32
 	inDst, outDst netip.Addr
-	natt          bool
+	encap         bool // UDP-encapsulated (RFC 3948)
 	localTS       []message.TrafficSelector
 	remoteTS      []message.TrafficSelector
 	pols          []polKey
@@ -196,31 +196,44 @@ func (d *Daemon) installTrap(cs *connState, ci int) error {
 	return err
 }
 
-// jitter returns t less a random part of up to rand (swanctl's
-// rand_time), so that many SAs do not rekey at once.
+// jitter returns t less a random part of up to r (swanctl's rand_time),
+// so that many SAs do not rekey at once; r = 0 is no jitter. A jitter of
+// t or more is not applied (charon's would take the rekey anywhere down
+// to 0, or wrap around): short test setups set life_time = 2 rekey_time,
+// whose default rand_time is then rekey_time, and rely on rekeying at
+// rekey_time.
 func jitter(t, r time.Duration) time.Duration {
 	if t <= 0 {
 		return 0
 	}
 	if r > 0 && r < t {
-		t -= time.Duration(rand.Int64N(int64(r)))
+		t -= time.Duration(rand.Int64N(int64(r) + 1))
 	}
 	return t
 }
 
-func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
-	rand := ch.RandTime
-	if rand == 0 && ch.LifeTime > ch.RekeyTime {
-		rand = ch.LifeTime - ch.RekeyTime
+// jitterCount is jitter for rekey_bytes and rekey_packets (0: off).
+func jitterCount(n, r uint64) uint64 {
+	if r > 0 && r < n {
+		n -= rand.Uint64N(r + 1)
 	}
-	if t := jitter(ch.RekeyTime, rand); t > 0 {
+	return n
+}
+
+// lifetimes are a CHILD SA's xfrm limits as charon's child_cfg
+// get_lifetime makes them: soft at rekey_* less a random part of up to
+// rand_*, hard at life_*. The configuration has swanctl's defaults
+// applied (ike/swanctl, vici's check_lifetimes), so a zero rand_* is an
+// explicit "no jitter", not "use the default".
+func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
+	if t := jitter(ch.RekeyTime, ch.RandTime); t > 0 {
 		soft.AddSeconds = uint64((t + time.Second - 1) / time.Second)
 	}
 	if ch.LifeTime > 0 {
 		hard.AddSeconds = uint64((ch.LifeTime + time.Second - 1) / time.Second)
 	}
-	soft.Bytes, hard.Bytes = ch.RekeyBytes, ch.LifeBytes
-	soft.Packets, hard.Packets = ch.RekeyPackets, ch.LifePackets
+	soft.Bytes, hard.Bytes = jitterCount(ch.RekeyBytes, ch.RandBytes), ch.LifeBytes
+	soft.Packets, hard.Packets = jitterCount(ch.RekeyPackets, ch.RandPackets), ch.LifePackets
 	return soft, hard
 }
 
@@ -231,7 +244,7 @@ func lifetimes(ch *config.Child) (soft, hard xfrm.Lifetime) {
 // A newer outbound SA of the same reqid takes over the traffic at once
 // (the SAD prefers the newest): installing a rekeyed pair before
 // removing the old one is make-before-break.
-func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SAConfig, natt bool, lts, rts []message.TrafficSelector) (*childSA, error) {
+func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SAConfig, encap bool, lts, rts []message.TrafficSelector) (*childSA, error) {
 	d := sa.d
 	defer wipeSA(&in)
 	defer wipeSA(&out)
@@ -239,7 +252,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	in.Soft, in.Hard = lifetimes(ch)
 	out.Soft, out.Hard = in.Soft, in.Hard
 	sa.mu.Lock()
-	if natt {
+	if encap {
 		// The peer's port on 4500 as its messages come (a NAPT maps it),
 		// not the 4500 the exchange assumes.
 		p := sa.remoteNATT.Port()
@@ -250,7 +263,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	}
 	sa.mu.Unlock()
 	c := &childSA{name: ch.Name, cfg: ch, reqid: reqid, mode: ch.Mode, inSPI: in.SPI, outSPI: out.SPI,
-		inDst: in.Dst, outDst: out.Dst, natt: natt, localTS: lts, remoteTS: rts, installed: time.Now()}
+		inDst: in.Dst, outDst: out.Dst, encap: encap, localTS: lts, remoteTS: rts, installed: time.Now()}
 	// Policies first: until the SAs are in, what they cover is dropped
 	// (and counted), never sent or accepted in clear. With the inbound SA
 	// in before the policies, a packet it decrypted passed the (absent)
@@ -280,7 +293,7 @@ func (sa *ikeSA) installChild(ch *config.Child, reqid uint32, in, out xfrm.SACon
 	sa.mu.Unlock()
 	d.Stats.ChildInstalled.Add(1)
 	d.log.Info("child installed", sa.logger().args("child", ch.Name, "mode", ch.Mode.String(), "reqid", reqid,
-		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", natt,
+		"spi_in", fmt.Sprintf("0x%08x", c.inSPI), "spi_out", fmt.Sprintf("0x%08x", c.outSPI), "encap", encap,
 		"local_ts", tsStrings(lts), "remote_ts", tsStrings(rts))...)
 	return c, nil
 }
@@ -339,6 +352,34 @@ func (sa *ikeSA) childBySPI(spi uint32, dst netip.Addr) *childSA {
 		}
 	}
 	return nil
+}
+
+// rekeyedLocked reports whether c was replaced by a rekey and only
+// lingers: retiring, or the predecessor of a CHILD SA waiting for its
+// outbound SA. sa.mu is held.
+func (sa *ikeSA) rekeyedLocked(c *childSA) bool {
+	if c.retiring {
+		return true
+	}
+	for _, x := range sa.children {
+		if x.predecessor == c {
+			return true
+		}
+	}
+	return false
+}
+
+// upCount is the number of CHILD SAs up: those not replaced by a rekey.
+func (sa *ikeSA) upCount() int {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	n := 0
+	for _, c := range sa.children {
+		if !sa.rekeyedLocked(c) {
+			n++
+		}
+	}
+	return n
 }
 
 func (sa *ikeSA) ownsSPI(spi uint32, dst netip.Addr) bool { return sa.childBySPI(spi, dst) != nil }

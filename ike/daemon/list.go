@@ -15,15 +15,18 @@ import (
 
 // IKESAInfo describes one IKE SA for `ipsecstack ike list` (no keys).
 type IKESAInfo struct {
-	Conn        string      `json:"conn"`
-	State       string      `json:"state"`
-	Role        string      `json:"role"`
-	Local       string      `json:"local"`
-	Remote      string      `json:"remote"`
-	LocalID     string      `json:"local_id"`
-	RemoteID    string      `json:"remote_id"`
-	SPIi        string      `json:"spi_i"`
-	SPIr        string      `json:"spi_r"`
+	Conn     string `json:"conn"`
+	State    string `json:"state"`
+	Role     string `json:"role"`
+	Local    string `json:"local"`
+	Remote   string `json:"remote"`
+	LocalID  string `json:"local_id"`
+	RemoteID string `json:"remote_id"`
+	SPIi     string `json:"spi_i"`
+	SPIr     string `json:"spi_r"`
+	// NATT: NAT traversal is on, the CHILD SAs are UDP-encapsulated (a
+	// NAT was detected, or encap = yes). IKE may be on port 4500 without
+	// it (Local and Remote show the ports).
 	NATT        bool        `json:"natt"`
 	LocalNAT    bool        `json:"local_nat"`
 	Established string      `json:"established,omitempty"` // RFC 3339
@@ -32,7 +35,12 @@ type IKESAInfo struct {
 
 // ChildInfo describes one CHILD SA.
 type ChildInfo struct {
-	Name       string   `json:"name"`
+	Name string `json:"name"`
+	// State is INSTALLED, or REKEYED for an SA a rekey replaced that
+	// stays a moment (its inbound SA for the packets still on their way,
+	// or its outbound SA until the successor's is in), as swanctl shows
+	// it.
+	State      string   `json:"state"`
 	Mode       string   `json:"mode"`
 	ReqID      uint32   `json:"reqid"`
 	SPIIn      string   `json:"spi_in"`
@@ -72,19 +80,23 @@ func (d *Daemon) List() Listing {
 	for _, sa := range sas {
 		sa.mu.Lock()
 		local, remote := sa.local, sa.remote
-		if sa.natt {
+		if sa.on4500 {
 			local, remote = netip.AddrPortFrom(sa.local.Addr(), NATTPort), sa.remoteNATT
 		}
-		info := IKESAInfo{Conn: sa.conn.c.Name, State: sa.state.String(), Role: role(sa.initiator),
+		info := IKESAInfo{Conn: sa.conn.c.Name, State: sa.state.String(), Role: role(sa.ikeInitiator),
 			Local: local.String(), Remote: remote.String(), LocalID: sa.localID, RemoteID: sa.remoteID,
-			SPIi: fmt.Sprintf("%016x", sa.spii), SPIr: fmt.Sprintf("%016x", sa.spir), NATT: sa.natt, LocalNAT: sa.localNAT,
+			SPIi: fmt.Sprintf("%016x", sa.spii), SPIr: fmt.Sprintf("%016x", sa.spir), NATT: sa.encap, LocalNAT: sa.localNAT,
 			Children: []ChildInfo{}}
 		if !sa.established.IsZero() {
 			info.Established = sa.established.UTC().Format(time.RFC3339)
 		}
 		for _, c := range sa.children {
-			ci := ChildInfo{Name: c.name, Mode: c.mode.String(), ReqID: c.reqid,
-				SPIIn: fmt.Sprintf("%08x", c.inSPI), SPIOut: fmt.Sprintf("%08x", c.outSPI), Encap: c.natt,
+			state := "INSTALLED"
+			if sa.rekeyedLocked(c) {
+				state = "REKEYED"
+			}
+			ci := ChildInfo{Name: c.name, State: state, Mode: c.mode.String(), ReqID: c.reqid,
+				SPIIn: fmt.Sprintf("%08x", c.inSPI), SPIOut: fmt.Sprintf("%08x", c.outSPI), Encap: c.encap,
 				LocalTS: tsStrings(c.localTS), RemoteTS: tsStrings(c.remoteTS)}
 			if c.inSA != nil {
 				ci.BytesIn, ci.PacketsIn = c.inSA.Counters.Bytes.Load(), c.inSA.Counters.Packets.Load()
@@ -130,7 +142,7 @@ func (l Listing) Format() string {
 		}
 		b.WriteString("\n")
 		for _, c := range s.Children {
-			fmt.Fprintf(&b, "  %s: %s, reqid %d, ESP", c.Name, c.Mode, c.ReqID)
+			fmt.Fprintf(&b, "  %s: %s, %s, reqid %d, ESP", c.Name, c.Mode, c.State, c.ReqID)
 			if c.Encap {
 				b.WriteString(" in UDP")
 			}

@@ -74,9 +74,16 @@ type SessionEvent struct {
 	LocalTS, RemoteTS []message.TrafficSelector
 	// OldInSPI names the CHILD SA rekeyed or deleted by our inbound SPI.
 	OldInSPI uint32
-	// SPIi and SPIr are the IKE SA's new SPIs (IKERekeyed).
+	// SPIi and SPIr are the IKE SA's new SPIs (IKERekeyed); Initiator
+	// says whether this side is the new IKE SA's initiator (it initiated
+	// the rekey), so that its SPI is SPIi.
 	SPIi, SPIr uint64
+	Initiator  bool
 	// KeyLog is the new IKE SA's ikev2_decryption_table line
 	// (IKERekeyed), for Options.KeyLog.
 	KeyLog string
+	// ByPeer: the peer deleted the IKE SA (IKEDeleted); only then does
+	// the child's close_action apply, as in charon (ike_delete.c
+	// process_r reestablishes, its own deletes do not).
+	ByPeer bool
 }

@@ -150,6 +150,11 @@ type Config struct {
 	Mode xfrm.Mode
 	// ReplayWindow is given to the CHILD SAs; 0 takes 32.
 	ReplayWindow uint32
+	// ForceEncap makes the CHILD SAs UDP-encapsulated even without a NAT
+	// (swanctl encap = yes): as strongSwan does, our NAT_DETECTION_SOURCE_IP
+	// carries a random hash, so that the peer too sees a NAT and both
+	// sides move to port 4500 and encapsulate (RFC 7296 §2.23).
+	ForceEncap bool
 	// Now is the clock for certificate validity; nil is time.Now.
 	Now func() time.Time
 }

@@ -917,7 +917,7 @@ func (s *IKESA) switchIKE(old, n *ikeSA) {
 	// the old IKE SA is forgotten all the same.
 	old.expire = s.now.Add(s.giveUp())
 	s.cur = n
-	s.events = append(s.events, IKERekeyed{OldSPIi: old.spii, OldSPIr: old.spir, SPIi: n.spii, SPIr: n.spir, Suite: n.suite, Keys: n.keys})
+	s.events = append(s.events, IKERekeyed{OldSPIi: old.spii, OldSPIr: old.spir, SPIi: n.spii, SPIr: n.spir, Initiator: n.initiator, Suite: n.suite, Keys: n.keys})
 }
 
 func (s *IKESA) rekeyIKEResponse(sa *ikeSA, t *task, ps []message.Payload, now time.Time) {

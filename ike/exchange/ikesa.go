@@ -122,6 +122,10 @@ type ChildFailed struct {
 type IKERekeyed struct {
 	OldSPIi, OldSPIr uint64
 	SPIi, SPIr       uint64
+	// Initiator: this side initiated the rekey, which makes it the new
+	// IKE SA's initiator (§2.18; in a collision, of the surviving SA),
+	// whatever its role in the old one: our SPI is SPIi, else SPIr.
+	Initiator bool
 	// Suite and Keys are the new IKE SA's, for a key log.
 	Suite IKESuite
 	Keys  *ikecrypto.IKEKeys

@@ -110,7 +110,7 @@ func (i *Initiator) saInitRequest() ([]byte, error) {
 		&message.KE{Group: i.keGroup, Data: i.ke.Public()},
 		&message.Nonce{Data: i.ni},
 	)
-	ps = append(ps, natdNotifies(i.spii, 0, i.cfg.Local, i.cfg.Remote)...)
+	ps = append(ps, natdNotifies(i.spii, 0, i.cfg.Local, i.cfg.Remote, i.cfg.ForceEncap)...)
 	ps = append(ps, saInitNotifies(&i.cfg)...)
 	m := &message.Message{
 		Header:   message.Header{SPIi: i.spii, Exchange: message.IKE_SA_INIT, Flags: message.FlagInitiator},
@@ -258,7 +258,7 @@ func (i *Initiator) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 	i.msg2 = append([]byte(nil), raw...)
 	i.nr = append([]byte(nil), nonce.Data...)
 	nat, ok := natDetected(m.Payloads, i.spii, i.spir, i.cfg.Local, i.cfg.Remote)
-	i.natt = nat && ok
+	i.natt = (nat || i.cfg.ForceEncap) && ok
 	i.frag = i.cfg.Fragmentation != FragmentNo && len(notifies(m.Payloads, message.IKEV2_FRAGMENTATION_SUPPORTED)) > 0
 	i.peerHashes = hashList(m.Payloads)
 	i.certAsked = certRequested(m.Payloads)

@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"crypto/rand"
 	"crypto/subtle"
 	"net/netip"
 
@@ -10,9 +11,14 @@ import (
 
 // natdNotifies returns the NAT_DETECTION_SOURCE_IP and
 // NAT_DETECTION_DESTINATION_IP notifications of an IKE_SA_INIT message
-// (RFC 7296 §2.23) sent from local to remote.
-func natdNotifies(spii, spir uint64, local, remote netip.AddrPort) []message.Payload {
+// (RFC 7296 §2.23) sent from local to remote. With fake, the source hash
+// is random, so that the peer sees a NAT that is not there (Config.ForceEncap,
+// strongSwan's generate_natd_hash_faked).
+func natdNotifies(spii, spir uint64, local, remote netip.AddrPort, fake bool) []message.Payload {
 	src := ikecrypto.NATDetectionHash(spii, spir, local.Addr(), local.Port())
+	if fake {
+		rand.Read(src[:])
+	}
 	dst := ikecrypto.NATDetectionHash(spii, spir, remote.Addr(), remote.Port())
 	return []message.Payload{
 		&message.Notify{NotifyType: message.NAT_DETECTION_SOURCE_IP, Data: src[:]},

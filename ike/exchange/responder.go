@@ -178,7 +178,7 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		return nil, err
 	}
 	nat, ok := natDetected(m.Payloads, r.spii, 0, r.cfg.Local, r.cfg.Remote)
-	r.natt = nat && ok
+	r.natt = (nat || r.cfg.ForceEncap) && ok
 	r.frag = r.cfg.Fragmentation != FragmentNo && len(notifies(m.Payloads, message.IKEV2_FRAGMENTATION_SUPPORTED)) > 0
 	r.peerHashes = hashList(m.Payloads)
 
@@ -198,7 +198,7 @@ func (r *Responder) handleSAInit(raw []byte, m *message.Message) ([]byte, error)
 		&message.KE{Group: suite.KE, Data: pub},
 		&message.Nonce{Data: r.nr},
 	}
-	ps = append(ps, natdNotifies(r.spii, r.spir, r.cfg.Local, r.cfg.Remote)...)
+	ps = append(ps, natdNotifies(r.spii, r.spir, r.cfg.Local, r.cfg.Remote, r.cfg.ForceEncap)...)
 	if cr := certReq(r.cfg.RemoteAuth.CACerts); cr != nil && r.cfg.RemoteAuth.Method == AuthPubkey && !r.cfg.NoCertReq {
 		ps = append(ps, cr)
 	}

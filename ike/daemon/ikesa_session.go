@@ -67,6 +67,13 @@ type ikesaSession struct {
 	// ID); names maps IDs to the configured child.
 	ids   map[uint32]int
 	names map[int]string
+	// espPackets is the inbound packet count of the CHILD SAs at the
+	// last Tick; espSeen is when it last moved. Inbound ESP is a sign of
+	// life as much as an IKE message (swanctl.conf(5) dpd_delay: "only
+	// enforced if no IKE or ESP/AH packet has been received"), so a busy
+	// tunnel sends no liveness checks.
+	espPackets uint64
+	espSeen    time.Time
 }
 
 // schedule sets the timers of an IKE SA established (or rekeyed) at
@@ -102,7 +109,10 @@ func (a *ikesaSession) Tick(now time.Time) ([][]byte, []SessionEvent) {
 	// Liveness after dpd_delay of silence; before the first Tick the
 	// state machine has no time of its own yet (IKE_AUTH just ended), so
 	// there is no silence to speak of.
-	if last := a.s.LastReceived(); a.dpd > 0 && !last.IsZero() && now.Sub(last) >= a.dpd && !a.s.Closed() {
+	if n := a.sa.inboundPackets(); n != a.espPackets {
+		a.espPackets, a.espSeen = n, now
+	}
+	if last := a.s.LastReceived(); a.dpd > 0 && !last.IsZero() && now.Sub(last) >= a.dpd && now.Sub(a.espSeen) >= a.dpd && !a.s.Closed() {
 		a.s.Liveness()
 	}
 	if !a.rekeyAt.IsZero() && now.After(a.rekeyAt) {

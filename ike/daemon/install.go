@@ -398,3 +398,17 @@ func tsStrings(ts []message.TrafficSelector) []string {
 	}
 	return out
 }
+
+// inboundPackets is the number of packets the IKE SA's inbound CHILD
+// SAs have accepted (liveness: see ikesaSession.espSeen).
+func (sa *ikeSA) inboundPackets() uint64 {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	var n uint64
+	for _, c := range sa.children {
+		if c.inSA != nil {
+			n += c.inSA.Counters.Packets.Load()
+		}
+	}
+	return n
+}

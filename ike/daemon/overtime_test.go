@@ -9,6 +9,7 @@ import (
 	"github.com/ipsecstack/ipsecstack/ike/config"
 	"github.com/ipsecstack/ipsecstack/ike/exchange"
 	"github.com/ipsecstack/ipsecstack/ike/message"
+	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
@@ -122,4 +123,35 @@ func TestNoLivenessRightAfterAuth(t *testing.T) {
 		t.Errorf("A sent %d IKE messages within 0.7 s, want 2 (IKE_SA_INIT, IKE_AUTH): no liveness check yet", n)
 	}
 	waitFor(t, "A's liveness check after 1 s of silence", 3*time.Second, func() bool { return b.da.Stats.OutMessages.Load() == 3 })
+}
+
+// TestNoLivenessWhileESPFlows: inbound ESP is a sign of life, as for
+// charon (swanctl.conf(5) dpd_delay: active checks only when no IKE or
+// ESP packet came for dpd_delay): A sends no liveness check while B's
+// packets arrive on the CHILD SA for longer than dpd_delay, and sends
+// one once they stop.
+func TestNoLivenessWhileESPFlows(t *testing.T) {
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgA.Connections[0].DPDDelay = time.Second
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	// B pings A every 200 ms for 2.5 s: A's inbound SA keeps counting.
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
+		pctx, c := context.WithTimeout(ctx, time.Second)
+		_, err := testbed.Ping(pctx, b.b, addrA4, 1, 56)
+		c()
+		if err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := b.da.Stats.OutMessages.Load(); n != 2 {
+		t.Errorf("A sent %d IKE messages while ESP arrived for 2.5 s, want 2 (IKE_SA_INIT, IKE_AUTH): no liveness check", n)
+	}
+	waitFor(t, "A's liveness check after 1 s without IKE or ESP", 3*time.Second, func() bool { return b.da.Stats.OutMessages.Load() >= 3 })
 }

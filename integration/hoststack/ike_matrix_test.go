@@ -52,10 +52,16 @@ const ikeMatrixSecret = "ike-matrix-psk-0123456789abcdef"
 // default jitter; the CHILD's life_time is set to twice rekey_time since
 // the default, 110% in whole seconds, equals rekey_time this short), both
 // sides' dpd_delay, our --ike-retransmit and the time it takes.
+// charon's dpd_delay is the shorter: each side's check is due after
+// dpd_delay without IKE or ESP from the other, and a check received
+// counts, so with equal delays the first to fire keeps the other from
+// ever checking; with charon's shorter, charon checks a live peer and we
+// check only a dead one.
 const (
 	mxChildRekey  = 5 * time.Second
 	mxIKERekey    = 7 * time.Second
-	mxDPD         = 2 * time.Second
+	mxCharonDPD   = 2 * time.Second
+	mxOursDPD     = 3 * time.Second
 	mxRetransmit  = "500ms,1.5,2" // 0.5 + 0.75 + 1.125 s
 	mxRetransmitT = 2400 * time.Millisecond
 )
@@ -295,13 +301,13 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
   gw {
     local_addrs = %s
     remote_addrs = %s
-    dpd_delay = 2s
+    dpd_delay = %ds
     %s
     children { net { local_ts = 10.56.1.0/24
                      remote_ts = 10.56.2.0/24 } }
   }
 }
-%s`, charonAddr, remoteForCharon, charonAuth, secrets)
+%s`, charonAddr, remoteForCharon, int(mxCharonDPD/time.Second), charonAuth, secrets)
 	os.MkdirAll(filepath.Join(dir, "ours"), 0o700)
 	oursConf := filepath.Join(dir, "ours", "swanctl.conf")
 	os.WriteFile(oursConf, []byte(fmt.Sprintf(`connections {
@@ -323,7 +329,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
     }
   }
 }
-%s`, oursAddr, charonSeen, int(mxIKERekey/time.Second), int(mxDPD/time.Second), oursAuth,
+%s`, oursAddr, charonSeen, int(mxIKERekey/time.Second), int(mxOursDPD/time.Second), oursAuth,
 		int(mxChildRekey/time.Second), int(2*mxChildRekey/time.Second), oursSecrets)), 0o600)
 
 	cdir := filepath.Join(dir, "charon")
@@ -427,11 +433,11 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			charon.Kill()
 			killed := time.Now()
 			// dpd_delay of silence, then the liveness check and its
-			// retransmissions; 2 s of slack for the daemon's tick.
-			limit := mxDPD + mxRetransmitT + 2*time.Second
+			// retransmissions; 3 s of slack for the daemon's 1 s tick and a loaded -race run.
+			limit := mxOursDPD + mxRetransmitT + 3*time.Second
 			charon.WaitFor(t, "our daemon declaring the killed charon dead", limit, oursDown)
 			t.Logf("killed charon declared dead after %v (dpd_delay %v, retransmissions %s)",
-				time.Since(killed).Round(10*time.Millisecond), mxDPD, mxRetransmit)
+				time.Since(killed).Round(10*time.Millisecond), mxOursDPD, mxRetransmit)
 		})
 	case mxCharonNATd:
 		t.Run("dpd-charon", func(t *testing.T) {
@@ -444,7 +450,7 @@ func runMatrix(t *testing.T, auth string, topo mxTopo) {
 			nsN.sh(t, "nft", "-f", f)
 			killed := time.Now()
 			// charon: dpd_delay 2s, retransmit 0.5 s x 1.8, 2 tries.
-			charon.WaitSAs(t, "charon declaring us dead", 2*time.Second+3100*time.Millisecond+2*time.Second, charonDown)
+			charon.WaitSAs(t, "charon declaring us dead", mxCharonDPD+3100*time.Millisecond+2*time.Second, charonDown)
 			t.Logf("unreachable daemon declared dead by charon after %v", time.Since(killed).Round(10*time.Millisecond))
 			if l := charon.Log(); !strings.Contains(l, "giving up after") {
 				t.Errorf("charon's log does not say it gave up on us")

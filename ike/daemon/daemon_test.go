@@ -644,7 +644,13 @@ func TestRekeyMakeBeforeBreak(t *testing.T) {
 	})
 	time.Sleep(20 * time.Millisecond)
 	saB.do(func(time.Time) {
-		saB.apply([]SessionEvent{{Kind: ChildOutbound, OldInSPI: 0x7001, Out: pair(0x7002, addrB4, addrA4, 2)}})
+		saB.apply([]SessionEvent{{Kind: ChildOutbound, OldInSPI: 0x7001, Out: pair(0x7002, addrB4, addrA4, 2)},
+			{Kind: ChildDeleted, OldInSPI: oldInB}})
+	})
+	// A's Delete of the old pair is answered: its inbound SA goes
+	// rekeyGrace later.
+	saA.do(func(time.Time) {
+		saA.apply([]SessionEvent{{Kind: ChildDeleted, OldInSPI: oldInA}})
 	})
 	if err := <-done; err != nil {
 		t.Fatal(err)

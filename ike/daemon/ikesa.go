@@ -487,14 +487,13 @@ func (sa *ikeSA) childIndex(name string) int {
 }
 
 // rekeyGrace is how long the inbound SA of a rekeyed CHILD SA stays after
-// its successor is in: packets the peer sent on it before it switched
-// are still on their way (strongSwan removes it once the delete
-// exchange is done, a round trip later).
+// the Delete exchange of the old pair: packets the peer sealed with it
+// before it switched are still on their way.
 const rekeyGrace = 2 * time.Second
 
 // rekeyChild installs the successor of a CHILD SA (make-before-break: new
-// inbound, new outbound, which takes over outbound at once), and removes
-// the old pair rekeyGrace later.
+// inbound, new outbound, which takes over outbound at once), and retires
+// the old pair.
 func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 	d := sa.d
 	sa.mu.Lock()
@@ -536,20 +535,36 @@ func (sa *ikeSA) rekeyChild(ev SessionEvent) {
 }
 
 // retire removes a rekeyed CHILD SA: its outbound SA at once (the new
-// one has taken over), its inbound SA after rekeyGrace.
+// one has taken over), its inbound SA rekeyGrace after the Delete
+// exchange of the old pair is done (childDeleted). Not on a timer from
+// the rekey: the peer keeps sending on the old pair until that Delete
+// reaches it (as the rekey's responder it holds its new outbound SA back
+// until then), and a Delete held up by retransmissions or a loaded peer
+// would otherwise find the old inbound SA gone and its packets dropped
+// (XfrmInNoStates). strongSwan does the same (its inbound SA goes
+// delete_rekeyed_delay after the delete).
 func (sa *ikeSA) retire(old *childSA) {
 	sa.mu.Lock()
 	old.retiring = true
+	deleted := old.deleted
 	sa.mu.Unlock()
 	sa.d.eng.SAD.Delete(old.outDst, xfrm.ProtoESP, old.outSPI)
+	if deleted {
+		sa.removeLater(old)
+	}
+}
+
+// removeLater removes the inbound SA of a retired CHILD SA rekeyGrace
+// from now: packets the peer sealed with it before it switched are still
+// on their way.
+func (sa *ikeSA) removeLater(old *childSA) {
 	time.AfterFunc(rekeyGrace, func() { sa.do(func(time.Time) { sa.removeChild(old.inSPI) }) })
 }
 
 // childDeleted removes a CHILD SA the session reports deleted, except a
-// rekeyed one: the peer deletes that right after switching to the new
-// pair, while packets it sealed with the old one may still be on their
-// way, so its inbound SA stays for rekeyGrace (retire), and one whose
-// successor still waits for its outbound SA stays in use until then.
+// rekeyed one: a retired one goes rekeyGrace later (retire), and one
+// whose successor still waits for its outbound SA stays in use until
+// that is in, then retires.
 func (sa *ikeSA) childDeleted(inSPI uint32) {
 	sa.mu.Lock()
 	var c *childSA
@@ -565,11 +580,17 @@ func (sa *ikeSA) childDeleted(inSPI uint32) {
 		}
 	}
 	retiring := c != nil && c.retiring
-	sa.mu.Unlock()
-	if retiring || waiting {
-		return
+	if c != nil {
+		c.deleted = true
 	}
-	sa.removeChild(inSPI)
+	sa.mu.Unlock()
+	switch {
+	case retiring:
+		sa.removeLater(c)
+	case waiting:
+	default:
+		sa.removeChild(inSPI)
+	}
 }
 
 // outbound installs the held-back outbound SA of a rekeyed CHILD SA

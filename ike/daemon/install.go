@@ -29,9 +29,11 @@ type childSA struct {
 	// predecessor is the CHILD SA this one rekeyed, kept in use until
 	// this one's outbound SA is in (ChildOutbound).
 	predecessor *childSA
-	// retiring: replaced by a rekey; its inbound SA goes after
-	// rekeyGrace.
+	// retiring: replaced by a rekey; its inbound SA goes rekeyGrace
+	// after the Delete exchange of it (deleted).
 	retiring bool
+	// deleted: the session reported the pair deleted (ChildDeleted).
+	deleted bool
 }
 
 // polKey names an SPD entry the daemon holds: direction and selector.

@@ -14,8 +14,8 @@ import (
 
 // TestLiveRekeys runs the IKE SA state machine in the daemon: CHILD SAs
 // rekeyed every second and the IKE SA every two (both sides configured so,
-// so rekeys collide too) while TCP transfers run back to back for 6 s:
-// every transfer completes, rekeys of both kinds happen, no xfrm counter
+// so rekeys collide too) while 16 MiB TCP transfers run back to back for
+// 6 s, so every rekey falls inside one: every transfer completes, rekeys of both kinds happen, no xfrm counter
 // moves on either side (no packet met a missing SA or failed a check),
 // and nothing leaves in clear.
 func TestLiveRekeys(t *testing.T) {
@@ -34,10 +34,10 @@ func TestLiveRekeys(t *testing.T) {
 	}
 	n, total := 0, 0
 	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); n++ {
-		if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 1<<20); err != nil {
+		if _, err := testbed.TCPTransfer(ctx, b.a, addrB4, 16<<20); err != nil {
 			t.Fatalf("transfer %d: %v", n, err)
 		}
-		total += 1 << 20
+		total += 16 << 20
 	}
 	cr := b.da.Stats.ChildRekeys.Load() + b.db.Stats.ChildRekeys.Load()
 	ir := b.da.Stats.IKERekeys.Load() + b.db.Stats.IKERekeys.Load()

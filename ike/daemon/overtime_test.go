@@ -141,14 +141,19 @@ func TestNoLivenessWhileESPFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	// B pings A every 200 ms for 2.5 s: A's inbound SA keeps counting.
+	// A ping that times out on a loaded run only thins the flow; what
+	// counts is that ESP kept arriving.
+	got := 0
 	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
-		pctx, c := context.WithTimeout(ctx, time.Second)
-		_, err := testbed.Ping(pctx, b.b, addrA4, 1, 56)
-		c()
-		if err != nil {
-			t.Fatalf("ping: %v", err)
+		pctx, c := context.WithTimeout(ctx, 400*time.Millisecond)
+		if _, err := testbed.Ping(pctx, b.b, addrA4, 1, 56); err == nil {
+			got++
 		}
+		c()
 		time.Sleep(200 * time.Millisecond)
+	}
+	if got < 5 {
+		t.Fatalf("%d pings from B to A answered in 2.5 s: too little ESP to test with", got)
 	}
 	if n := b.da.Stats.OutMessages.Load(); n != 2 {
 		t.Errorf("A sent %d IKE messages while ESP arrived for 2.5 s, want 2 (IKE_SA_INIT, IKE_AUTH): no liveness check", n)

@@ -291,7 +291,7 @@ func (sa *ikeSA) runInitiator() {
 		sa.failed(err, time.Since(start))
 		return
 	}
-	sa.run(res, time.Since(start))
+	sa.run(res, time.Since(start), nil, false)
 }
 
 // runResponder answers IKE_SA_INIT and IKE_AUTH, then runs the
@@ -302,7 +302,7 @@ func (sa *ikeSA) runResponder(r *exchange.Responder) {
 	sa.resp = r
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(sa.ctx, sa.d.opts.HalfOpenTimeout)
-	res, err := exchange.Serve(ctx, r, sa)
+	res, last, lastNATT, err := exchange.ServeHeld(ctx, r, sa)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -318,7 +318,7 @@ func (sa *ikeSA) runResponder(r *exchange.Responder) {
 	}
 	sa.halfKey = nil
 	d.mu.Unlock()
-	sa.run(res, time.Since(start))
+	sa.run(res, time.Since(start), last, lastNATT)
 }
 
 func (sa *ikeSA) failed(err error, took time.Duration) {
@@ -352,7 +352,11 @@ func (sa *ikeSA) finish() {
 }
 
 // run is the established IKE SA's loop.
-func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
+// As responder, last is the IKE_AUTH response (exchange.ServeHeld): it
+// goes once the CHILD SA is installed, on the port the request came on
+// (lastNATT), so that the initiator's first packets find our inbound SA
+// and our own traffic to it finds the policies.
+func (sa *ikeSA) run(res *exchange.Result, took time.Duration, last [][]byte, lastNATT bool) {
 	d := sa.d
 	now := time.Now()
 	sa.mu.Lock()
@@ -382,6 +386,11 @@ func (sa *ikeSA) run(res *exchange.Result, took time.Duration) {
 	ch, err := sa.installChild(sa.conn.c.Children[sa.child], sa.conn.reqids[sa.child], res.In, res.Out, res.NATT, res.LocalTS, res.RemoteTS)
 	wipeSA(&res.In)
 	wipeSA(&res.Out)
+	for _, b := range last {
+		if serr := sa.Send(b, lastNATT); serr != nil {
+			d.log.Debug("ike send", sa.logger().args("err", serr.Error())...)
+		}
+	}
 	if err != nil {
 		d.Stats.fail("install")
 		d.log.Warn("child install failed", sa.logger().args("child", sa.conn.c.Children[sa.child].Name, "err", err.Error())...)

@@ -130,17 +130,9 @@ func TestRetiredInboundWaitsForDelete(t *testing.T) {
 	if n := b.da.Stats.ChildRekeys.Load(); n == 0 {
 		t.Fatal("A did not rekey the CHILD SA")
 	}
-	// The oracle: no packet of B's met a removed inbound SA. Other
-	// counters are reported: XfrmInTmplMismatch = 1 (a cleartext echo
-	// request at A, whose origin is not explained yet) was seen in 2 of
-	// about 11 runs of the whole package under -race, never alone; the
-	// leak check below watches the wire for it.
 	for _, v := range b.a.Engine.Stats.Snapshot() {
-		switch {
-		case v.Name == "XfrmInNoStates" && v.Value != 0:
+		if v.Value != 0 {
 			t.Errorf("A: %s = %d", v.Name, v.Value)
-		case v.Value != 0:
-			t.Logf("A: %s = %d", v.Name, v.Value)
 		}
 	}
 	// The oracle is A's xfrm counters above (XfrmInNoStates counted each

@@ -119,24 +119,45 @@ func roundTrip(ctx context.Context, t Transport, i *Initiator, req [][]byte, rt 
 // r.Handle, which answers a repeated request with the same response
 // (RFC 7296 §2.1), for as long as the IKE SA lives.
 func Serve(ctx context.Context, r *Responder, t Transport) (*Result, error) {
+	res, last, natt, err := ServeHeld(ctx, r, t)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range last {
+		if err := t.Send(d, natt); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// ServeHeld is Serve without sending the last response, the IKE_AUTH
+// response that brings the CHILD SA up: the caller installs the CHILD SA
+// first and then sends last on the port the request came on (natt), as
+// charon and Linux's key managers do. Otherwise the initiator, whose SAs
+// are up as soon as that response arrives, sends before this side's
+// inbound SA is there (dropped, XfrmInNoStates), and this side's own
+// traffic to the initiator finds no policy yet and leaves in clear.
+func ServeHeld(ctx context.Context, r *Responder, t Transport) (res *Result, last [][]byte, natt bool, err error) {
 	for {
 		req, natt, err := t.Recv(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, false, err
 		}
 		resp, done, err := r.Handle(req)
+		if err == nil && done {
+			return r.Result(), resp, natt, nil
+		}
 		for _, d := range resp {
 			if serr := t.Send(d, natt); serr != nil {
-				return nil, serr
+				return nil, nil, false, serr
 			}
 		}
 		switch {
 		case errors.Is(err, ErrUnexpected):
 			continue
 		case err != nil:
-			return nil, err
-		case done:
-			return r.Result(), nil
+			return nil, nil, false, err
 		}
 	}
 }

@@ -427,21 +427,29 @@ func snap(d *Daemon, name string) uint64 {
 	return 0
 }
 
+// dpdBed is the bed of the liveness tests: A, with dpd_delay 1 s, has
+// initiated an IKE SA with B (tunnel, IPv4). ctx ends with the test.
+func dpdBed(t *testing.T) (*bed, context.Context) {
+	t.Helper()
+	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
+	cfgA.Connections[0].DPDDelay = time.Second
+	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
+	b := newBed(t, 4, cfgA, cfgB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	if err := b.da.Initiate(ctx, "peer"); err != nil {
+		t.Fatal(err)
+	}
+	return b, ctx
+}
+
 // TestDPD: A checks liveness after 1 s of silence; B's daemon dies
 // without a word (its IKE SAs vanish, its sockets stay, so A's requests
 // meet nothing that answers). A declares B dead after its
 // retransmissions (0.5 s growing by 1.8, 3 tries: about 6 s) and removes
 // the SAs; the failure is counted as "dead".
 func TestDPD(t *testing.T) {
-	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
-	cfgA.Connections[0].DPDDelay = time.Second
-	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
-	b := newBed(t, 4, cfgA, cfgB)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.da.Initiate(ctx, "peer"); err != nil {
-		t.Fatal(err)
-	}
+	b, _ := dpdBed(t)
 	// While B lives, liveness checks are answered.
 	time.Sleep(2500 * time.Millisecond)
 	if l := b.da.List(); len(l.SAs) != 1 {

@@ -109,15 +109,7 @@ func TestCloseActionRestart(t *testing.T) {
 // IKE_AUTH (the first tick used to see a zero time of the last message
 // and sent one at once, winning the race against the peer's own DPD).
 func TestNoLivenessRightAfterAuth(t *testing.T) {
-	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
-	cfgA.Connections[0].DPDDelay = time.Second
-	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
-	b := newBed(t, 4, cfgA, cfgB)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.da.Initiate(ctx, "peer"); err != nil {
-		t.Fatal(err)
-	}
+	b, _ := dpdBed(t)
 	time.Sleep(700 * time.Millisecond)
 	if n := b.da.Stats.OutMessages.Load(); n != 2 {
 		t.Errorf("A sent %d IKE messages within 0.7 s, want 2 (IKE_SA_INIT, IKE_AUTH): no liveness check yet", n)
@@ -131,15 +123,7 @@ func TestNoLivenessRightAfterAuth(t *testing.T) {
 // packets arrive on the CHILD SA for longer than dpd_delay, and sends
 // one once they stop.
 func TestNoLivenessWhileESPFlows(t *testing.T) {
-	cfgA := connConfig(addrA4, addrB4, "a.test", "b.test", xfrm.ModeTunnel, config.StartNone)
-	cfgA.Connections[0].DPDDelay = time.Second
-	cfgB := connConfig(addrB4, addrA4, "b.test", "a.test", xfrm.ModeTunnel, config.StartNone)
-	b := newBed(t, 4, cfgA, cfgB)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.da.Initiate(ctx, "peer"); err != nil {
-		t.Fatal(err)
-	}
+	b, ctx := dpdBed(t)
 	// B pings A every 200 ms for 2.5 s: A's inbound SA keeps counting.
 	// A ping that times out on a loaded run only thins the flow; what
 	// counts is that ESP kept arriving.

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +17,7 @@ import (
 
 // infoDropper drops the IKE INFORMATIONAL requests (RFC 7296 §3.1:
 // exchange type 37, Response flag clear) stack A sends while armed; all
-// else passes. Parsed here from the frame's bytes.
+// else passes. Parsed from the frame's bytes (ikeExchangeOf).
 type infoDropper struct {
 	nested.Endpoint
 	lower   gstack.LinkEndpoint
@@ -50,35 +49,9 @@ func (d *infoDropper) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 	return pkts.Len(), nil
 }
 
-// isInfoRequest reports whether pkt, an Ethernet frame, is an IPv4 UDP
-// datagram from port 500 or 4500 (after the 4-byte non-ESP marker)
-// holding an IKE INFORMATIONAL request.
-func isInfoRequest(pkt *gstack.PacketBuffer) bool {
-	v := pkt.ToView()
-	defer v.Release()
-	b := v.AsSlice()
-	if len(b) < 14+20+8 || b[12] != 0x08 || b[13] != 0x00 {
-		return false
-	}
-	ip := b[14:]
-	ihl := int(ip[0]&0xf) * 4
-	if ip[9] != 17 || len(ip) < ihl+8 {
-		return false
-	}
-	udp := ip[ihl:]
-	ike := udp[8:]
-	switch binary.BigEndian.Uint16(udp[0:2]) {
-	case 500:
-	case 4500:
-		if len(ike) < 4 || binary.BigEndian.Uint32(ike) != 0 {
-			return false
-		}
-		ike = ike[4:]
-	default:
-		return false
-	}
-	return len(ike) >= 28 && ike[18] == 37 && ike[19]&0x20 == 0
-}
+// isInfoRequest reports whether pkt holds an IKE INFORMATIONAL request
+// (exchange type 37, Response flag clear).
+func isInfoRequest(pkt *gstack.PacketBuffer) bool { return ikeExchangeOf(pkt) == 37 }
 
 // TestRetiredInboundWaitsForDelete: A rekeys the CHILD SA; its Delete of
 // the old pair is lost and goes again only with the first retransmission

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
-	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
 // TestGROAfterDecrypt: the link delivers frames in batches
@@ -22,18 +21,7 @@ import (
 // GRO every decrypted segment went up on its own (TCP's
 // ValidSegmentsReceived was at least the ESP packets reinjected).
 func TestGROAfterDecrypt(t *testing.T) {
-	for _, c := range []struct {
-		name  string
-		plain bool
-		inner int
-		mode  xfrm.Mode
-	}{
-		{"transport-ipv4", false, 4, xfrm.ModeTransport},
-		{"transport-ipv6", false, 6, xfrm.ModeTransport},
-		{"tunnel-ipv4", false, 4, xfrm.ModeTunnel},
-		{"plain-ipv4", true, 4, xfrm.ModeTransport},
-		{"plain-ipv6", true, 6, xfrm.ModeTransport},
-	} {
+	for _, c := range offloadCases {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: c.mode, Inner: c.inner, Plain: c.plain, NDP: testbed.NDPBypass})
 			if err != nil {

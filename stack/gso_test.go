@@ -65,6 +65,22 @@ func tcpFrameOK(frame []byte) (payload int, err error) {
 	return len(l4) - int(l4[12]>>4)*4, nil
 }
 
+// offloadCases are the set-ups of the offload tests (segmentation
+// before sealing, GRO after decryption): ESP transport over both
+// families, ESP tunnel, and no SA at all.
+var offloadCases = []struct {
+	name  string
+	plain bool
+	inner int
+	mode  xfrm.Mode
+}{
+	{"esp-transport-ipv4", false, 4, xfrm.ModeTransport},
+	{"esp-transport-ipv6", false, 6, xfrm.ModeTransport},
+	{"esp-tunnel-ipv4", false, 4, xfrm.ModeTunnel},
+	{"plain-ipv4", true, 4, xfrm.ModeTransport},
+	{"plain-ipv6", true, 6, xfrm.ModeTransport},
+}
+
 // TestGSOSegments: the stack's TCP hands the wrapper packets of up to
 // GSOMaxSize (SupportedGSO), which it cuts into segments before IPsec.
 // With ESP, every frame on the wire is ESP and fits the link, and the
@@ -74,18 +90,7 @@ func tcpFrameOK(frame []byte) (payload int, err error) {
 // receiver's TCP takes them all. Before segmentation offload the wrapper
 // got one segment per packet (OutGSOSegments stays 0).
 func TestGSOSegments(t *testing.T) {
-	for _, c := range []struct {
-		name  string
-		plain bool
-		inner int
-		mode  xfrm.Mode
-	}{
-		{"esp-transport-ipv4", false, 4, xfrm.ModeTransport},
-		{"esp-transport-ipv6", false, 6, xfrm.ModeTransport},
-		{"esp-tunnel-ipv4", false, 4, xfrm.ModeTunnel},
-		{"plain-ipv4", true, 4, xfrm.ModeTransport},
-		{"plain-ipv6", true, 6, xfrm.ModeTransport},
-	} {
+	for _, c := range offloadCases {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: c.mode, Inner: c.inner, Plain: c.plain, NDP: testbed.NDPBypass})
 			if err != nil {

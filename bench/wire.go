@@ -99,6 +99,16 @@ func wireContenders(ipsecstack, wg string) []*wireContender {
 				link: link, suite: s.suite, setup: setupIpsecstack(ipsecstack)})
 		}
 	}
+	// ESP in UDP (RFC 3948, port 4500 both ways), the encapsulation of
+	// the strongSwan row; with --udp-gso the wrapper's runs of equal
+	// ESP-in-UDP packets cross the veth as UDP GSO frames.
+	for _, s := range []struct{ id, suite, label string }{
+		{"gcm-udp", "aes-gcm-128 tunnel udp", "ESP aes-gcm-128 UDP-encap tunnel"},
+		{"gcm-udp-gso", "aes-gcm-128 tunnel udp-gso", "ESP aes-gcm-128 UDP-encap tunnel, --udp-gso"},
+	} {
+		cs = append(cs, &wireContender{id: "afpacket-" + s.id, name: "ipsecstack afpacket, " + s.label, group: "ipsecstack",
+			link: "afpacket", suite: s.suite, setup: setupIpsecstack(ipsecstack)})
+	}
 	// The receive side as a host program sees it: daemon B publishes
 	// the host sink in B's namespace (--publish) instead of sinking
 	// inside the stack (--discard).

@@ -165,15 +165,20 @@ var wireESP = map[string]espSuite{
 }
 
 // ipsecstackSetkey is the setkey file of one side (me) of a pair.
-func ipsecstackSetkey(alg espSuite, k1, k2, a, b, me, innerA, innerB string, tunnel bool) string {
+func ipsecstackSetkey(alg espSuite, k1, k2, a, b, me, innerA, innerB string, tunnel, udp bool) string {
 	var s strings.Builder
 	s.WriteString("flush;\nspdflush;\n")
 	mode := "transport"
 	if tunnel {
 		mode = "tunnel"
 	}
-	fmt.Fprintf(&s, "add %s %s esp 0x1001 -m %s -r 128 -E %s %s;\n", a, b, mode, alg.name, k1)
-	fmt.Fprintf(&s, "add %s %s esp 0x1002 -m %s -r 128 -E %s %s;\n", b, a, mode, alg.name, k2)
+	// udp: ESP in UDP, port 4500 at both ends (setkey's esp-udp).
+	proto, pa, pb := "esp", a, b
+	if udp {
+		proto, pa, pb = "esp-udp", a+"[4500]", b+"[4500]"
+	}
+	fmt.Fprintf(&s, "add %s %s %s 0x1001 -m %s -r 128 -E %s %s;\n", pa, pb, proto, mode, alg.name, k1)
+	fmt.Fprintf(&s, "add %s %s %s 0x1002 -m %s -r 128 -E %s %s;\n", pb, pa, proto, mode, alg.name, k2)
 	self, peer, sIn, pIn := a, b, innerA, innerB
 	if me == b {
 		self, peer, sIn, pIn = b, a, innerB, innerA
@@ -246,7 +251,9 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			}
 			linkA, linkB = "tap:"+ta, "tap:"+tb
 		}
-		suite, mode, _ := strings.Cut(c.suite, " ")
+		// c.suite: "none", or "SUITE MODE [udp|udp-gso]".
+		fields := append(strings.Fields(c.suite), "", "")
+		suite, mode, encap := fields[0], fields[1], fields[2]
 		tunnel := mode == "tunnel"
 		innerA, innerB := a, b
 		if tunnel {
@@ -259,10 +266,10 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 				return fmt.Errorf("unknown suite %q", suite)
 			}
 			k1, k2 := randHex(alg.keyLen), randHex(alg.keyLen)
-			if setkeyA, err = e.writeFile(fmt.Sprintf("c%d/A.conf", idx), ipsecstackSetkey(alg, k1, k2, a, b, a, innerA, innerB, tunnel), 0o600); err != nil {
+			if setkeyA, err = e.writeFile(fmt.Sprintf("c%d/A.conf", idx), ipsecstackSetkey(alg, k1, k2, a, b, a, innerA, innerB, tunnel, encap != ""), 0o600); err != nil {
 				return err
 			}
-			if setkeyB, err = e.writeFile(fmt.Sprintf("c%d/B.conf", idx), ipsecstackSetkey(alg, k1, k2, a, b, b, innerA, innerB, tunnel), 0o600); err != nil {
+			if setkeyB, err = e.writeFile(fmt.Sprintf("c%d/B.conf", idx), ipsecstackSetkey(alg, k1, k2, a, b, b, innerA, innerB, tunnel, encap != ""), 0o600); err != nil {
 				return err
 			}
 		}
@@ -272,6 +279,9 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			args := []string{bin, "run", "--link", link, "--addr", addr + "/24", "--control", ctl, "--log-level", "warn"}
 			if setkey != "" {
 				args = append(args, "--setkey", setkey)
+			}
+			if encap == "udp-gso" {
+				args = append(args, "--udp-gso")
 			}
 			if e.pprofDir != "" {
 				args = append(args, "--pprof", wirePprofAddr)

@@ -210,13 +210,13 @@ func (c *runConfig) sideNames() []string {
 }
 
 // openEthernet opens an afpacket or tap link.
-func openEthernet(kind, name string, mtu uint32) (gstack.LinkEndpoint, error) {
+func openEthernet(kind, name string, mtu uint32, udpGSO bool) (gstack.LinkEndpoint, error) {
 	if kind == "tap" {
 		return tap.Open(name, tap.Options{MTU: mtu})
 	}
 	// RX checksum offload: veth (and other virtual links) hand us frames
 	// with partial checksums; real NICs have verified them.
-	return afpacket.Open(name, afpacket.Options{MTU: mtu, RXChecksumOffload: true})
+	return afpacket.Open(name, afpacket.Options{MTU: mtu, RXChecksumOffload: true, UDPSegmentation: udpGSO})
 }
 
 // openSides opens the --lan links and the --tun device, in NIC ID order.
@@ -232,7 +232,7 @@ func openSides(c *runConfig, wireMTU uint32, log *slog.Logger) (nics []stack.NIC
 		}
 	}()
 	for _, l := range c.LANs {
-		ep, err := openEthernet(l.Kind, l.Name, 0)
+		ep, err := openEthernet(l.Kind, l.Name, 0, false)
 		if err != nil {
 			return nics, fmt.Errorf("--lan %s:%s: %w", l.Kind, l.Name, err)
 		}

@@ -172,7 +172,7 @@ func startDaemon(parent context.Context, cfg *runConfig, log *slog.Logger) (_ *d
 
 	// 3. The link and the stack.
 	var lower gstack.LinkEndpoint
-	lower, err = openEthernet(cfg.LinkKind, cfg.LinkName, cfg.MTU)
+	lower, err = openEthernet(cfg.LinkKind, cfg.LinkName, cfg.MTU, cfg.UDPGSO)
 	if err != nil {
 		return nil, err
 	}

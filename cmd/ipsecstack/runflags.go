@@ -23,12 +23,15 @@ type runConfig struct {
 	Addrs    []netip.Prefix
 	Routes   []routeSpec
 	MTU      uint32
-	Setkey   string
-	Control  string
-	Echo     []echoSpec
-	Discard  []echoSpec // --discard: RFC 863 sinks inside the stack
-	Forward  []forwardSpec
-	Publish  []publishSpec
+	// UDPGSO sends runs of UDP datagrams of one flow and size (ESP in
+	// UDP) as UDP GSO frames on an afpacket --link.
+	UDPGSO  bool
+	Setkey  string
+	Control string
+	Echo    []echoSpec
+	Discard []echoSpec // --discard: RFC 863 sinks inside the stack
+	Forward []forwardSpec
+	Publish []publishSpec
 	// ForwardLimits bound every --forward listener.
 	ForwardLimits forwardLimits
 	// NATKeepalive is the NAT keepalive interval of the setkey file's
@@ -138,6 +141,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.Var(&routes, "route", "a static route `PREFIX=GATEWAY[,src=ADDR][,dev=NAME]` (repeatable; empty GATEWAY: on-link; src: preferred source address; dev: the --link, --lan or --tun interface it leaves by, default the one whose prefix holds GATEWAY, else --link)")
 	gw := registerGatewayFlags(fs)
 	fs.UintVar(&mtu, "mtu", 0, "link MTU `N` (default: the interface's)")
+	udpGSO := fs.Bool("udp-gso", false, "afpacket --link: send each run of same-sized UDP datagrams of one flow (ESP in UDP) as one UDP GSO frame, cut by the kernel or the receiving reader (captures on the path see it whole)")
 	fs.StringVar(&setkeyFile, "setkey", "", "apply this setkey `FILE` (KAME syntax) before the link comes up, all or nothing")
 	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
 	fs.Var(&echos, "echo", "serve echo inside the stack: tcp:PORT or udp:PORT (repeatable)")
@@ -176,6 +180,10 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		return nil, bad("--link %q: %q is not a valid interface name", link, name)
 	}
 	c.LinkKind, c.LinkName = kind, name
+	if *udpGSO && kind != "afpacket" {
+		return nil, bad("--udp-gso: only for an afpacket --link")
+	}
+	c.UDPGSO = *udpGSO
 
 	if len(addrs) == 0 {
 		return nil, bad("at least one --addr CIDR is required")

@@ -51,6 +51,15 @@ type Options struct {
 	// ClosedFunc, if set, is called when a reader stops, with the error
 	// that stopped it (nil when stopped by Close or NIC removal).
 	ClosedFunc func(tcpip.Error)
+	// UDPSegmentation sends each run of UDP datagrams of one flow and one
+	// size (ESP in UDP: the IPsec wrapper seals a TCP super-segment into
+	// such a run) as one UDP GSO frame, which the kernel carries as one
+	// packet as far as it can (through a veth whole; cut at a kernel
+	// socket, at a device without the offload, or by a reader with
+	// PACKET_VNET_HDR such as ours). A capture on the path sees the
+	// frame whole, as it sees the kernel's TSO frames, so tools that
+	// dissect ESP per datagram (tshark's ICV check) see only its first.
+	UDPSegmentation bool
 }
 
 // DefaultSocketBuffer is the default receive and send buffer of each
@@ -202,8 +211,13 @@ func Open(ifname string, opts Options) (stack.LinkEndpoint, error) {
 	// Our own readers (fdlink.UseReaders): batches of 32 frames, each
 	// batch handed to the IPsec wrapper as one, so that it can coalesce
 	// the TCP segments it decrypts (GRO after decryption); fdbased's
-	// readers deliver frame by frame. fdbased still writes.
-	fe.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc})
+	// readers deliver frame by frame. The sockets have PACKET_VNET_HDR,
+	// so the readers learn which frames are super-frames of a local
+	// sender (UDP GSO frames, cut into their datagrams) and which
+	// checksums are not computed; and our own writer (fdlink.UseWriter)
+	// puts the header before every frame, with UDP segmentation if asked.
+	fe.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc, VnetHdr: true})
+	fe.UseWriter(fdlink.WriterOptions{UDPSegmentation: opts.UDPSegmentation})
 	return &Endpoint{Endpoint: fe}, nil
 }
 
@@ -292,6 +306,13 @@ func openSocket(ifindex int, fanout bool, rcvbuf, sndbuf int) (int, error) {
 	}
 	if err := setBuffers(fd, rcvbuf, sndbuf); err != nil {
 		return fd, err
+	}
+	// A virtio_net_hdr before every frame, both ways (fdlink.UseWriter,
+	// ReaderOptions.VnetHdr): segmentation offload on send, super-frames
+	// told apart on receive. Set before bind, so no frame is read
+	// without it.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fd, fmt.Errorf("PACKET_VNET_HDR: %w", err)
 	}
 	prog := unix.SockFprog{Len: uint16(len(dropOutgoing)), Filter: &dropOutgoing[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {

@@ -44,6 +44,9 @@ type Endpoint struct {
 	// own readers (reader.go) rather than fdbased's.
 	readerOpts *ReaderOptions
 	readers    []*reader
+	// writerOpts, when set (UseWriter), has the endpoint write with its
+	// own writer (writer.go) rather than fdbased's.
+	writerOpts *WriterOptions
 	readerWG   sync.WaitGroup
 }
 
@@ -103,6 +106,9 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	defer e.mu.RUnlock()
 	if e.closed {
 		return 0, &tcpip.ErrClosedForSend{}
+	}
+	if e.writerOpts != nil {
+		return e.writePackets(pkts)
 	}
 	return e.LinkEndpoint.WritePackets(pkts)
 }

@@ -1,0 +1,248 @@
+package fdlink
+
+import (
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/rawfile"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// WriterOptions configures the endpoint's own writer (UseWriter).
+type WriterOptions struct {
+	// UDPSegmentation sends each run of consecutive UDP datagrams of one
+	// flow and one size (the last may be shorter) as one UDP GSO frame
+	// (VIRTIO_NET_HDR_GSO_UDP_L4): one skb through the kernel instead of
+	// up to udpGSOMaxSegs. The IPsec wrapper seals a TCP super-segment
+	// into such a run of ESP-in-UDP packets. The frame crosses a veth
+	// whole and is cut where it meets a kernel socket, a device without
+	// the offload, or a reader with PACKET_VNET_HDR (ours); a capture on
+	// the path (tcpdump, tshark) sees it whole, as it sees the kernel's
+	// own TSO frames.
+	UDPSegmentation bool
+}
+
+// UseWriter has the endpoint write its packet sockets itself instead of
+// through fdbased, with a virtio_net_hdr before every frame: the sockets
+// must have PACKET_VNET_HDR, and the readers (UseReaders) must be told
+// (ReaderOptions.VnetHdr). Call it before the NIC is created.
+func (e *Endpoint) UseWriter(opts WriterOptions) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.writerOpts = &opts
+}
+
+// txBatchFrames is the most frames one sendmmsg carries; a GSO frame
+// counts as one.
+const txBatchFrames = 64
+
+// txBatch is one sendmmsg's worth of headers, kept in a pool so that the
+// write path allocates nothing. Its iovecs point into its own arrays and
+// into the packets' views, so it must not grow while it is filled: flush
+// and reuse it instead.
+type txBatch struct {
+	msgs  [txBatchFrames]rawfile.MMsgHdr
+	iovs  []unix.Iovec // capacity txBatchIovs
+	vnet  [txBatchFrames][vnetHdrLen]byte
+	hdrs  [txBatchFrames][udpHeadMax]byte // a GSO frame's rewritten headers
+	heads [udpGSOMaxSegs + 1][udpHeadMax]byte
+	n     int // frames in msgs
+}
+
+// txBatchIovs bounds the iovecs of one batch: a GSO frame of
+// udpGSOMaxSegs datagrams of a few views each, or txBatchFrames plain
+// frames of a few views each.
+const txBatchIovs = 1024
+
+var txBatchPool = sync.Pool{New: func() any {
+	return &txBatch{iovs: make([]unix.Iovec, 0, txBatchIovs)}
+}}
+
+// plainVnetHdr is the header of a frame sent as it is: no offload. The
+// kernel only reads it.
+var plainVnetHdr [vnetHdrLen]byte
+
+// writePackets is WritePackets for an endpoint with its own writer; e.mu
+// is read-locked and the endpoint open.
+func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	b := txBatchPool.Get().(*txBatch)
+	defer txBatchPool.Put(b)
+	fd := e.fds[0]
+	list := pkts.AsSlice()
+	sent := 0    // packets whose frames have been sent
+	inBatch := 0 // packets whose frames are in b, not yet sent
+	b.reset()
+	flush := func() tcpip.Error {
+		if b.n == 0 {
+			return nil
+		}
+		msgs := b.msgs[:b.n]
+		for len(msgs) > 0 {
+			n, errno := rawfile.NonBlockingSendMMsg(fd, msgs)
+			if errno != 0 {
+				b.reset()
+				return tcpip.TranslateErrno(errno)
+			}
+			msgs = msgs[n:]
+		}
+		sent += inBatch
+		inBatch = 0
+		b.reset()
+		return nil
+	}
+	for i := 0; i < len(list); {
+		run := 1
+		var f udpFlow
+		if e.writerOpts.UDPSegmentation {
+			run, f = b.udpRun(list[i:])
+		}
+		need := 1 + run*maxViews
+		if b.n == len(b.msgs) || len(b.iovs)+need > cap(b.iovs) {
+			if err := flush(); err != nil {
+				return sent, err
+			}
+		}
+		if run == 1 {
+			b.addFrame(list[i])
+		} else {
+			b.addGSOFrame(list[i:i+run], f)
+		}
+		inBatch += run
+		i += run
+	}
+	if err := flush(); err != nil {
+		return sent, err
+	}
+	return sent, nil
+}
+
+// maxViews is the views a packet is expected to have at most (ours have a
+// header view and a payload view or two), for the check that a frame's
+// iovecs fit the batch. A packet of more views only makes b.iovs grow:
+// the messages already added keep pointing into the old array, which
+// their pointers keep alive.
+const maxViews = 4
+
+func (b *txBatch) reset() {
+	b.n = 0
+	b.iovs = b.iovs[:0]
+}
+
+// appendViews appends the iovecs of pkt's bytes from offset skip on.
+func (b *txBatch) appendViews(pkt *stack.PacketBuffer, skip int) {
+	views, off := pkt.AsViewList()
+	off += skip
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		b.iovs = appendIovec(b.iovs, s[off:])
+		off = 0
+	}
+}
+
+func appendIovec(iovs []unix.Iovec, s []byte) []unix.Iovec {
+	if len(s) == 0 {
+		return iovs
+	}
+	iov := unix.Iovec{Base: unsafe.SliceData(s)}
+	iov.SetLen(len(s))
+	return append(iovs, iov)
+}
+
+// addMsg closes the message whose iovecs start at first.
+func (b *txBatch) addMsg(first int) {
+	m := &b.msgs[b.n]
+	*m = rawfile.MMsgHdr{}
+	m.Msg.Iov = &b.iovs[first]
+	m.Msg.SetIovlen(len(b.iovs) - first)
+	b.n++
+}
+
+// addFrame adds pkt as a frame of its own.
+func (b *txBatch) addFrame(pkt *stack.PacketBuffer) {
+	first := len(b.iovs)
+	b.iovs = appendIovec(b.iovs, plainVnetHdr[:])
+	b.appendViews(pkt, 0)
+	b.addMsg(first)
+}
+
+// udpRun returns how many packets from the head of pkts make one UDP GSO
+// frame (1: send the first as it is), and their shape. The heads of the
+// packets it looked at are left in b.heads.
+func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
+	if len(pkts) < 2 {
+		return 1, udpFlow{}
+	}
+	first, ok := b.head(0, pkts[0])
+	if !ok {
+		return 1, udpFlow{}
+	}
+	f, ok := parseUDPFrame(first, pkts[0].Size())
+	if !ok {
+		return 1, udpFlow{}
+	}
+	limit := 0xffff - f.ipLen - 8 // an IP length field's worth of UDP payload
+	total, n := f.payload, 1
+	for n < len(pkts) && n < udpGSOMaxSegs {
+		h, ok := b.head(n, pkts[n])
+		if !ok {
+			break
+		}
+		g, ok := parseUDPFrame(h, pkts[n].Size())
+		if !ok || g.ipLen != f.ipLen || g.payload > f.payload || total+g.payload > limit || !sameUDPFlow(first, h, f.ipLen) {
+			break
+		}
+		total += g.payload
+		n++
+		if g.payload < f.payload {
+			break // a short datagram ends a run: segments are gso_size but the last
+		}
+	}
+	return n, f
+}
+
+// head copies the first udpHeadMax bytes of pkt (fewer if it is shorter)
+// into b.heads[k] and returns them; false if pkt is too short to matter.
+func (b *txBatch) head(k int, pkt *stack.PacketBuffer) ([]byte, bool) {
+	dst := b.heads[k][:]
+	n := 0
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n += copy(dst[n:], s[off:])
+		off = 0
+	}
+	return dst[:n], n >= header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize
+}
+
+// addGSOFrame adds pkts, a run udpRun found, as one UDP GSO frame: the
+// first packet's headers rewritten for the whole, then every packet's UDP
+// payload in order.
+func (b *txBatch) addGSOFrame(pkts []*stack.PacketBuffer, f udpFlow) {
+	hl := f.udpHdrsLen()
+	total := 0
+	for _, pkt := range pkts {
+		total += pkt.Size() - hl
+	}
+	hdrs := b.hdrs[b.n][:hl]
+	copy(hdrs, b.heads[0][:hl])
+	vh := gsoHeaders(hdrs, f, total, f.payload)
+	vh.encode(b.vnet[b.n][:])
+	first := len(b.iovs)
+	b.iovs = appendIovec(b.iovs, b.vnet[b.n][:])
+	b.iovs = appendIovec(b.iovs, hdrs)
+	for _, pkt := range pkts {
+		b.appendViews(pkt, hl)
+	}
+	b.addMsg(first)
+}

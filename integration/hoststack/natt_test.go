@@ -117,12 +117,19 @@ add rule ip nat postrouting oifname "%s" ip protocol { tcp, udp } masquerade to 
 // decrypting both captures with the keylogs, every ICV good.
 func TestNATTraversal(t *testing.T) {
 	require(t, "nft", "conntrack", "tshark")
-	for _, mode := range []string{"tunnel", "transport"} {
-		t.Run(mode, func(t *testing.T) { runNAT(t, mode == "tunnel") })
+	for _, mode := range []string{"tunnel", "transport", "tunnel-udp-gso"} {
+		t.Run(mode, func(t *testing.T) { runNAT(t, mode != "transport", mode == "tunnel-udp-gso") })
 	}
 }
 
-func runNAT(t *testing.T, tunnel bool) {
+// runNAT runs TestNATTraversal in tunnel or transport mode; with udpGSO,
+// both daemons run with --udp-gso, so their ESP-in-UDP runs cross the
+// veths and the NAT (forwarding and masquerading them whole) as UDP GSO
+// frames, cut by the receiving daemon's reader, and every check above
+// holds all the same (the daemons' --pcap records each ESP packet, as the
+// wrapper hands it to the link). That the frames were merged is read off
+// A's veth: the kernel counts a GSO frame as one packet.
+func runNAT(t *testing.T, tunnel, udpGSO bool) {
 	start := time.Now()
 	dir := t.TempDir()
 	nsA, nsN, nsB := newNS(t), newNS(t), newNS(t)
@@ -148,8 +155,12 @@ func runNAT(t *testing.T, tunnel bool) {
 		return p
 	}
 	common := func(name string) []string {
-		return []string{"--setkey", conf(name), "--echo", "tcp:7", "--echo", "udp:7",
+		args := []string{"--setkey", conf(name), "--echo", "tcp:7", "--echo", "udp:7",
 			"--pcap", filepath.Join(dir, name+".pcap"), "--keylog", filepath.Join(dir, name+".keys"), "--log-level", "debug"}
+		if udpGSO {
+			args = append(args, "--udp-gso")
+		}
+		return args
 	}
 	// The addresses traffic uses: the inner ones in tunnel mode; in
 	// transport mode B's own and A's as each side knows it.
@@ -216,10 +227,21 @@ func runNAT(t *testing.T, tunnel bool) {
 			t.Errorf("%s: xfrm counters moved: %v", d.name, moved)
 		}
 	}
+	txFrames := vethTxPackets(t, nsA, va)
 	dA.stop(t, syscall.SIGTERM)
 	dB.stop(t, syscall.SIGTERM)
 
 	framesA, framesB := readPcap(t, dir, "A"), readPcap(t, dir, "B")
+	sentA := 0
+	for _, u := range udpFrames(framesA) {
+		if u.proto == 17 && u.src.String() == natA {
+			sentA++
+		}
+	}
+	t.Logf("A sent %d ESP-in-UDP packets in %d frames on its veth", sentA, txFrames)
+	if udpGSO && txFrames*2 > uint64(sentA) {
+		t.Errorf("--udp-gso: A's veth carried %d frames for %d ESP-in-UDP packets; want GSO frames of many packets", txFrames, sentA)
+	}
 	host := func(a string) netip.Prefix { return netip.PrefixFrom(netip.MustParseAddr(a), 32) }
 	for _, c := range []struct {
 		name   string
@@ -263,6 +285,18 @@ func runNAT(t *testing.T, tunnel bool) {
 		checkNATTCapture(t, dir, name)
 	}
 	t.Logf("NAT traversal: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// vethTxPackets reads the kernel's count of frames sent on veth v in ns
+// (a GSO frame counts once).
+func vethTxPackets(t *testing.T, ns *netns, v string) uint64 {
+	t.Helper()
+	out := ns.sh(t, "cat", "/sys/class/net/"+v+"/statistics/tx_packets")
+	var n uint64
+	if _, err := fmt.Sscan(strings.TrimSpace(out), &n); err != nil {
+		t.Fatalf("tx_packets of %s: %q: %v", v, out, err)
+	}
+	return n
 }
 
 // checkFloat reads B's capture: the NAT's first mapping (natPorts1) and,

@@ -201,7 +201,7 @@ func testUDPSegmentation(t *testing.T, noOffload bool) {
 	add(false, 7002, 2, 500)
 	add(false, 7002, 1, 900)
 	add(true, 7003, 10, 1200)
-	const alone = 2 // frames of one datagram, sent without offload
+	const alone = 2      // frames of one datagram, sent without offload
 	const wantFrames = 5 // 7001; 7002 ×1000+500; 7002 500; 7002 900; 7003
 
 	// The peer kernel's sockets, and a plain capture of the frames.

@@ -100,11 +100,12 @@ func wireContenders(ipsecstack, wg string) []*wireContender {
 		}
 	}
 	// ESP in UDP (RFC 3948, port 4500 both ways), the encapsulation of
-	// the strongSwan row; with --udp-gso the wrapper's runs of equal
-	// ESP-in-UDP packets cross the veth as UDP GSO frames.
+	// the strongSwan row: by default (--udp-gso) the wrapper's runs of
+	// equal ESP-in-UDP packets cross the veth as UDP GSO frames; with
+	// --udp-gso=false, one frame each.
 	for _, s := range []struct{ id, suite, label string }{
-		{"gcm-udp", "aes-gcm-128 tunnel udp", "ESP aes-gcm-128 UDP-encap tunnel"},
-		{"gcm-udp-gso", "aes-gcm-128 tunnel udp-gso", "ESP aes-gcm-128 UDP-encap tunnel, --udp-gso"},
+		{"gcm-udp", "aes-gcm-128 tunnel udp-gso", "ESP aes-gcm-128 UDP-encap tunnel (UDP GSO)"},
+		{"gcm-udp-nogso", "aes-gcm-128 tunnel udp", "ESP aes-gcm-128 UDP-encap tunnel, --udp-gso=false"},
 	} {
 		cs = append(cs, &wireContender{id: "afpacket-" + s.id, name: "ipsecstack afpacket, " + s.label, group: "ipsecstack",
 			link: "afpacket", suite: s.suite, setup: setupIpsecstack(ipsecstack)})

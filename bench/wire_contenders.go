@@ -251,7 +251,8 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			}
 			linkA, linkB = "tap:"+ta, "tap:"+tb
 		}
-		// c.suite: "none", or "SUITE MODE [udp|udp-gso]".
+		// c.suite: "none", or "SUITE MODE [udp|udp-gso]": ESP in UDP,
+		// without or with (the default) UDP segmentation offload.
 		fields := append(strings.Fields(c.suite), "", "")
 		suite, mode, encap := fields[0], fields[1], fields[2]
 		tunnel := mode == "tunnel"
@@ -280,8 +281,8 @@ func setupIpsecstack(bin string) func(e *wireEnv, c *wireContender, idx int) err
 			if setkey != "" {
 				args = append(args, "--setkey", setkey)
 			}
-			if encap == "udp-gso" {
-				args = append(args, "--udp-gso")
+			if encap == "udp" {
+				args = append(args, "--udp-gso=false")
 			}
 			if e.pprofDir != "" {
 				args = append(args, "--pprof", wirePprofAddr)

@@ -47,6 +47,8 @@ type Endpoint struct {
 	// writerOpts, when set (UseWriter), has the endpoint write with its
 	// own writer (writer.go) rather than fdbased's.
 	writerOpts *WriterOptions
+	// gsoRefused is set once the kernel refused a UDP GSO frame.
+	gsoRefused atomic.Bool
 	readerWG   sync.WaitGroup
 }
 

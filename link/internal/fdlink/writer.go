@@ -49,7 +49,8 @@ type txBatch struct {
 	vnet  [txBatchFrames][vnetHdrLen]byte
 	hdrs  [txBatchFrames][udpHeadMax]byte // a GSO frame's rewritten headers
 	heads [udpGSOMaxSegs + 1][udpHeadMax]byte
-	n     int // frames in msgs
+	pkts  [txBatchFrames]int // packets in each frame
+	n     int                // frames in msgs
 }
 
 // txBatchIovs bounds the iovecs of one batch: a GSO frame of
@@ -66,43 +67,26 @@ var txBatchPool = sync.Pool{New: func() any {
 var plainVnetHdr [vnetHdrLen]byte
 
 // writePackets is WritePackets for an endpoint with its own writer; e.mu
-// is read-locked and the endpoint open.
+// is read-locked and the endpoint open. It returns how many packets went
+// out before an error.
 func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	b := txBatchPool.Get().(*txBatch)
 	defer txBatchPool.Put(b)
-	fd := e.fds[0]
 	list := pkts.AsSlice()
-	sent := 0    // packets whose frames have been sent
-	inBatch := 0 // packets whose frames are in b, not yet sent
+	gso := e.writerOpts.UDPSegmentation && !e.gsoRefused.Load()
+	sent := 0 // packets whose frames the kernel took
 	b.reset()
-	flush := func() tcpip.Error {
-		if b.n == 0 {
-			return nil
-		}
-		msgs := b.msgs[:b.n]
-		for len(msgs) > 0 {
-			n, errno := rawfile.NonBlockingSendMMsg(fd, msgs)
-			if errno != 0 {
-				b.reset()
-				return tcpip.TranslateErrno(errno)
-			}
-			msgs = msgs[n:]
-		}
-		sent += inBatch
-		inBatch = 0
-		b.reset()
-		return nil
-	}
 	for i := 0; i < len(list); {
 		run := 1
 		var f udpFlow
-		if e.writerOpts.UDPSegmentation {
+		if gso {
 			run, f = b.udpRun(list[i:])
 		}
-		need := 1 + run*maxViews
-		if b.n == len(b.msgs) || len(b.iovs)+need > cap(b.iovs) {
-			if err := flush(); err != nil {
-				return sent, err
+		if b.n == len(b.msgs) || len(b.iovs)+2+run*maxViews > cap(b.iovs) {
+			n, errno := b.send(e.fds[0])
+			sent += n
+			if errno != 0 {
+				return e.afterSendError(list, sent, errno)
 			}
 		}
 		if run == 1 {
@@ -110,13 +94,55 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		} else {
 			b.addGSOFrame(list[i:i+run], f)
 		}
-		inBatch += run
 		i += run
 	}
-	if err := flush(); err != nil {
-		return sent, err
+	if b.n > 0 {
+		n, errno := b.send(e.fds[0])
+		sent += n
+		if errno != 0 {
+			return e.afterSendError(list, sent, errno)
+		}
 	}
 	return sent, nil
+}
+
+// afterSendError handles sendmmsg's errno after the first sent packets of
+// list went out. EINVAL for a batch with GSO frames is a kernel without
+// UDP_L4 in virtio_net_hdr_to_skb (before 4.18): UDP segmentation is
+// turned off for good and the rest is sent as plain frames. Any other
+// error ends the write.
+func (e *Endpoint) afterSendError(list []*stack.PacketBuffer, sent int, errno unix.Errno) (int, tcpip.Error) {
+	if errno != unix.EINVAL || !e.writerOpts.UDPSegmentation || e.gsoRefused.Swap(true) {
+		return sent, tcpip.TranslateErrno(errno)
+	}
+	var rest stack.PacketBufferList
+	for _, pkt := range list[sent:] {
+		rest.PushBack(pkt)
+	}
+	n, err := e.writePackets(rest)
+	return sent + n, err
+}
+
+// send writes b's frames with sendmmsg on fd and empties b. It returns
+// how many packets (not frames) the kernel took, and the error that
+// stopped it, if any.
+func (b *txBatch) send(fd int) (int, unix.Errno) {
+	sent := 0
+	msgs := b.msgs[:b.n]
+	var errno unix.Errno
+	for k := 0; k < len(msgs); {
+		n, e := rawfile.NonBlockingSendMMsg(fd, msgs[k:])
+		if e != 0 {
+			errno = e
+			break
+		}
+		for _, c := range b.pkts[k : k+n] {
+			sent += c
+		}
+		k += n
+	}
+	b.reset()
+	return sent, errno
 }
 
 // maxViews is the views a packet is expected to have at most (ours have a
@@ -155,12 +181,14 @@ func appendIovec(iovs []unix.Iovec, s []byte) []unix.Iovec {
 	return append(iovs, iov)
 }
 
-// addMsg closes the message whose iovecs start at first.
-func (b *txBatch) addMsg(first int) {
+// addMsg closes the message whose iovecs start at first, a frame of
+// pkts packets.
+func (b *txBatch) addMsg(first, pkts int) {
 	m := &b.msgs[b.n]
 	*m = rawfile.MMsgHdr{}
 	m.Msg.Iov = &b.iovs[first]
 	m.Msg.SetIovlen(len(b.iovs) - first)
+	b.pkts[b.n] = pkts
 	b.n++
 }
 
@@ -169,7 +197,7 @@ func (b *txBatch) addFrame(pkt *stack.PacketBuffer) {
 	first := len(b.iovs)
 	b.iovs = appendIovec(b.iovs, plainVnetHdr[:])
 	b.appendViews(pkt, 0)
-	b.addMsg(first)
+	b.addMsg(first, 1)
 }
 
 // udpRun returns how many packets from the head of pkts make one UDP GSO
@@ -244,5 +272,5 @@ func (b *txBatch) addGSOFrame(pkts []*stack.PacketBuffer, f udpFlow) {
 	for _, pkt := range pkts {
 		b.appendViews(pkt, hl)
 	}
-	b.addMsg(first)
+	b.addMsg(first, len(pkts))
 }

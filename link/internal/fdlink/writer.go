@@ -48,9 +48,10 @@ type txBatch struct {
 	iovs  []unix.Iovec // capacity txBatchIovs
 	vnet  [txBatchFrames][vnetHdrLen]byte
 	hdrs  [txBatchFrames][udpHeadMax]byte // a GSO frame's rewritten headers
-	heads [udpGSOMaxSegs + 1][udpHeadMax]byte
-	pkts  [txBatchFrames]int // packets in each frame
-	n     int                // frames in msgs
+	heads [2][udpHeadMax]byte             // the heads udpRun compares, when not in place
+	first []byte                          // the head of the run udpRun found last
+	pkts  [txBatchFrames]int              // packets in each frame
+	n     int                             // frames in msgs
 }
 
 // txBatchIovs bounds the iovecs of one batch: a GSO frame of
@@ -201,8 +202,8 @@ func (b *txBatch) addFrame(pkt *stack.PacketBuffer) {
 }
 
 // udpRun returns how many packets from the head of pkts make one UDP GSO
-// frame (1: send the first as it is), and their shape. The heads of the
-// packets it looked at are left in b.heads.
+// frame (1: send the first as it is), and their shape. The first one's
+// head is left in b.first, for addGSOFrame.
 func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
 	if len(pkts) < 2 {
 		return 1, udpFlow{}
@@ -215,10 +216,11 @@ func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
 	if !ok {
 		return 1, udpFlow{}
 	}
+	b.first = first
 	limit := 0xffff - f.ipLen - 8 // an IP length field's worth of UDP payload
 	total, n := f.payload, 1
 	for n < len(pkts) && n < udpGSOMaxSegs {
-		h, ok := b.head(n, pkts[n])
+		h, ok := b.head(1, pkts[n])
 		if !ok {
 			break
 		}
@@ -235,22 +237,30 @@ func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
 	return n, f
 }
 
-// head copies the first udpHeadMax bytes of pkt (fewer if it is shorter)
-// into b.heads[k] and returns them; false if pkt is too short to matter.
+// head returns the first udpHeadMax bytes of pkt (fewer if it is
+// shorter): in place when its first view holds them, else copied into
+// b.heads[k]; false if pkt is too short to matter.
 func (b *txBatch) head(k int, pkt *stack.PacketBuffer) ([]byte, bool) {
+	const least = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
+	views, off := pkt.AsViewList()
+	v := views.Front()
+	for ; v != nil && off >= v.Size(); v = v.Next() {
+		off -= v.Size()
+	}
+	if v == nil {
+		return nil, false
+	}
+	if s := v.AsSlice()[off:]; len(s) >= udpHeadMax || v.Next() == nil {
+		s = s[:min(len(s), udpHeadMax)]
+		return s, len(s) >= least
+	}
 	dst := b.heads[k][:]
 	n := 0
-	views, off := pkt.AsViewList()
-	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
-		s := v.AsSlice()
-		if off >= len(s) {
-			off -= len(s)
-			continue
-		}
-		n += copy(dst[n:], s[off:])
+	for ; v != nil && n < len(dst); v = v.Next() {
+		n += copy(dst[n:], v.AsSlice()[off:])
 		off = 0
 	}
-	return dst[:n], n >= header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize
+	return dst[:n], n >= least
 }
 
 // addGSOFrame adds pkts, a run udpRun found, as one UDP GSO frame: the
@@ -263,7 +273,7 @@ func (b *txBatch) addGSOFrame(pkts []*stack.PacketBuffer, f udpFlow) {
 		total += pkt.Size() - hl
 	}
 	hdrs := b.hdrs[b.n][:hl]
-	copy(hdrs, b.heads[0][:hl])
+	copy(hdrs, b.first[:hl])
 	vh := gsoHeaders(hdrs, f, total, f.payload)
 	vh.encode(b.vnet[b.n][:])
 	first := len(b.iovs)

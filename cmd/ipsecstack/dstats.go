@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/ipsecstack/ipsecstack/control"
 	ikedaemon "github.com/ipsecstack/ipsecstack/ike/daemon"
+	"github.com/ipsecstack/ipsecstack/link/afpacket"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -26,6 +27,11 @@ type daemonStats struct {
 	st *stack.Stack
 	// ike is the IKE daemon (--ike); nil without one.
 	ike *ikedaemon.Daemon
+}
+
+// gsoCounter is a link endpoint with UDP segmentation offload: afpacket.
+type gsoCounter interface {
+	GSOCounters() afpacket.GSOCounters
 }
 
 // linkDropper is a link endpoint that can tell what the kernel dropped
@@ -68,6 +74,11 @@ type linkDropper interface {
 //	                     socket send buffer, a link down)
 //	LinkTxQueueDrops     packets dropped for a full transmit queue
 //	                     (stack.Config.TxQueue; TCP resends them)
+//	LinkTxUDPGSOFrames, LinkTxUDPGSODatagrams
+//	                     UDP GSO frames sent on afpacket links (--udp-gso)
+//	                     and the datagrams (ESP in UDP) they carried
+//	LinkRxUDPGSOFrames, LinkRxUDPGSODatagrams
+//	                     UDP GSO frames received and cut into datagrams
 //	TcpRetransSegs       TCP segments the stack sent again (gVisor's
 //	                     TCP.Retransmits; Linux's Tcp: RetransSegs)
 func (d *daemonStats) Snapshot() []xfrm.Stat {
@@ -85,8 +96,16 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		rs = new(xfrm.ReasmStats)
 	}
 	var kdrops, txdrops, qdrops, retrans uint64
+	var gso afpacket.GSOCounters
 	for _, l := range d.links {
 		kdrops += l.KernelDrops()
+		if g, ok := l.(gsoCounter); ok {
+			c := g.GSOCounters()
+			gso.TxFrames += c.TxFrames
+			gso.TxDatagrams += c.TxDatagrams
+			gso.RxFrames += c.RxFrames
+			gso.RxDatagrams += c.RxDatagrams
+		}
 	}
 	if d.st != nil {
 		retrans = d.st.Stats().TCP.Retransmits.Value()
@@ -122,6 +141,10 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "LinkRxKernelDrops", Value: kdrops},
 		{Name: "LinkTxDropped", Value: txdrops},
 		{Name: "LinkTxQueueDrops", Value: qdrops},
+		{Name: "LinkTxUDPGSOFrames", Value: gso.TxFrames},
+		{Name: "LinkTxUDPGSODatagrams", Value: gso.TxDatagrams},
+		{Name: "LinkRxUDPGSOFrames", Value: gso.RxFrames},
+		{Name: "LinkRxUDPGSODatagrams", Value: gso.RxDatagrams},
 		{Name: "TcpRetransSegs", Value: retrans},
 	}
 }

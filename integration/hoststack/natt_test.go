@@ -213,19 +213,38 @@ func runNAT(t *testing.T, tunnel, udpGSO bool) {
 			t.Fatalf("UDP echo %d bytes through the NAT via A's --forward %s: %v", size, laddr, err)
 		}
 	}
+	stats := map[string]map[string]uint64{}
 	for _, d := range []*daemon{dA, dB} {
 		out, serr, code := cli(ctx, "stats", "--control", d.control)
 		if code != 0 {
 			t.Fatalf("%s: ipsecstack stats: exit %d: %s", d.name, code, serr)
 		}
 		var moved []string
-		for name, v := range parseStats(t, out) {
+		st := parseStats(t, out)
+		stats[d.name] = st
+		for name, v := range st {
 			if v != 0 && strings.HasPrefix(name, "Xfrm") {
 				moved = append(moved, fmt.Sprintf("%s=%d", name, v))
 			}
 		}
+		// Both sides send TCP data (the echo) and so GSO frames, and
+		// cut the other's.
+		t.Logf("%s: UDP GSO frames sent %d (%d datagrams), received %d (%d datagrams)", d.name,
+			st["LinkTxUDPGSOFrames"], st["LinkTxUDPGSODatagrams"], st["LinkRxUDPGSOFrames"], st["LinkRxUDPGSODatagrams"])
+		if gso := st["LinkTxUDPGSOFrames"] > 0 && st["LinkRxUDPGSOFrames"] > 0; gso != udpGSO {
+			t.Errorf("%s: LinkTxUDPGSOFrames %d, LinkRxUDPGSOFrames %d with UDP GSO %v", d.name, st["LinkTxUDPGSOFrames"], st["LinkRxUDPGSOFrames"], udpGSO)
+		}
 		if len(moved) > 0 {
 			t.Errorf("%s: xfrm counters moved: %v", d.name, moved)
+		}
+	}
+	// Nothing is lost or merged between the veths: each GSO frame one
+	// side sent is one the other cut, with as many datagrams.
+	for _, p := range [][2]string{{"A", "B"}, {"B", "A"}} {
+		tx, rx := stats[p[0]], stats[p[1]]
+		if tx["LinkTxUDPGSOFrames"] != rx["LinkRxUDPGSOFrames"] || tx["LinkTxUDPGSODatagrams"] != rx["LinkRxUDPGSODatagrams"] {
+			t.Errorf("%s sent %d UDP GSO frames of %d datagrams, %s cut %d of %d", p[0], tx["LinkTxUDPGSOFrames"], tx["LinkTxUDPGSODatagrams"],
+				p[1], rx["LinkRxUDPGSOFrames"], rx["LinkRxUDPGSODatagrams"])
 		}
 	}
 	txFrames := vethTxPackets(t, nsA, va)

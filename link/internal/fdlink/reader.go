@@ -253,7 +253,9 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 		pkt.NetworkProtocolNumber = eth.Type()
 		pkt.RXChecksumValidated = true
 		r.pkts = append(r.pkts, pkt)
+		r.e.gso.RxDatagrams.Add(1)
 	}
+	r.e.gso.RxFrames.Add(1)
 	return true
 }
 

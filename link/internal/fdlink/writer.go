@@ -2,6 +2,7 @@ package fdlink
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,17 @@ func (e *Endpoint) UseWriter(opts WriterOptions) {
 	defer e.mu.Unlock()
 	e.writerOpts = &opts
 }
+
+// GSOStats counts the UDP GSO frames the endpoint sent and the ones its
+// readers cut, with the datagrams they carried: whether segmentation
+// offload is at work, and how much it merges.
+type GSOStats struct {
+	TxFrames, TxDatagrams atomic.Uint64
+	RxFrames, RxDatagrams atomic.Uint64
+}
+
+// GSO returns the endpoint's UDP GSO counters.
+func (e *Endpoint) GSO() *GSOStats { return &e.gso }
 
 // txBatchFrames is the most frames one sendmmsg carries; a GSO frame
 // counts as one.
@@ -84,7 +96,7 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			run, f = b.udpRun(list[i:])
 		}
 		if b.n == len(b.msgs) || len(b.iovs)+2+run*maxViews > cap(b.iovs) {
-			n, errno := b.send(e.fds[0])
+			n, errno := b.send(e.fds[0], &e.gso)
 			sent += n
 			if errno != 0 {
 				return e.afterSendError(list, sent, errno)
@@ -98,7 +110,7 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		i += run
 	}
 	if b.n > 0 {
-		n, errno := b.send(e.fds[0])
+		n, errno := b.send(e.fds[0], &e.gso)
 		sent += n
 		if errno != 0 {
 			return e.afterSendError(list, sent, errno)
@@ -127,7 +139,7 @@ func (e *Endpoint) afterSendError(list []*stack.PacketBuffer, sent int, errno un
 // send writes b's frames with sendmmsg on fd and empties b. It returns
 // how many packets (not frames) the kernel took, and the error that
 // stopped it, if any.
-func (b *txBatch) send(fd int) (int, unix.Errno) {
+func (b *txBatch) send(fd int, gso *GSOStats) (int, unix.Errno) {
 	sent := 0
 	msgs := b.msgs[:b.n]
 	var errno unix.Errno
@@ -139,6 +151,10 @@ func (b *txBatch) send(fd int) (int, unix.Errno) {
 		}
 		for _, c := range b.pkts[k : k+n] {
 			sent += c
+			if c > 1 {
+				gso.TxFrames.Add(1)
+				gso.TxDatagrams.Add(uint64(c))
+			}
 		}
 		k += n
 	}

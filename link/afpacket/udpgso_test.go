@@ -312,6 +312,18 @@ func testUDPSegmentation(t *testing.T, noOffload bool) {
 			t.Fatalf("packet %d from our reader: %v", i+1, err)
 		}
 	}
+	// The counters: three GSO frames of all but the lone datagrams, on
+	// both ends (with the offload off, the sender's kernel cut them
+	// before our reader saw them).
+	want := afpacket.GSOCounters{TxFrames: wantFrames - alone, TxDatagrams: uint64(len(sent) - alone),
+		RxFrames: wantFrames - alone, RxDatagrams: uint64(len(sent) - alone)}
+	if noOffload {
+		want.RxFrames, want.RxDatagrams = 0, 0
+	}
+	tx, rx := ep.(*afpacket.Endpoint).GSOCounters(), peerEP.(*afpacket.Endpoint).GSOCounters()
+	if got := (afpacket.GSOCounters{TxFrames: tx.TxFrames, TxDatagrams: tx.TxDatagrams, RxFrames: rx.RxFrames, RxDatagrams: rx.RxDatagrams}); got != want {
+		t.Errorf("GSO counters (sender's tx, receiver's rx) %+v, want %+v", got, want)
+	}
 	if want := len(sent) - alone; !noOffload && rec.validated != want {
 		t.Errorf("%d of %d packets delivered checksum-validated, want %d: those cut from GSO frames, whose checksums are partial", rec.validated, len(sent), want)
 	}

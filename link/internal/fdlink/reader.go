@@ -232,7 +232,10 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 		head = head[:size]
 	}
 	f, ok := parseUDPFrame(head, size)
-	if !ok {
+	if !ok || size <= f.udpHdrsLen() || (size-f.udpHdrsLen())/int(segSize) >= udpGSOMaxRxSegs {
+		// Not one datagram we can read, or cut finer than any sender
+		// of ours or the kernel's would (UDP_MAX_SEGMENTS): whole, it
+		// fails where a datagram of that size would.
 		return false
 	}
 	eth := header.Ethernet(head)
@@ -258,6 +261,10 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 	r.e.gso.RxFrames.Add(1)
 	return true
 }
+
+// udpGSOMaxRxSegs bounds the datagrams the reader cuts one frame into:
+// the kernel's UDP_MAX_SEGMENTS (128 since Linux 6.3).
+const udpGSOMaxRxSegs = 128
 
 // copyFrame copies into dst the frame's bytes from offset off on, the
 // frame being head followed by tail.

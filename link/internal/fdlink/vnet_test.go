@@ -202,3 +202,107 @@ func TestGSOHeaders(t *testing.T) {
 		t.Errorf("segment's IP header checksum does not verify")
 	}
 }
+
+// TestSplitUDP: the reader cuts a UDP GSO frame that came in through a
+// slot (its first bytes in the slot's view, the rest in the overflow)
+// into datagrams equal to those merged, and leaves a frame it cannot cut
+// safely whole: not UDP, no payload, or cut finer than UDP_MAX_SEGMENTS.
+func TestSplitUDP(t *testing.T) {
+	const mtu = 1500
+	build := func(sizes []int, v6 bool) (frame []byte, want [][]byte) {
+		var f udpFlow
+		var hdrs []byte
+		for i, n := range sizes {
+			d := udpFrameSpec{v6: v6, payload: n, dport: 4500, id: uint16(i)}.build()
+			for j := range d[len(d)-n:] {
+				d[len(d)-n+j] = byte(i + j)
+			}
+			want = append(want, d[14:])
+			if i == 0 {
+				f, _ = parseUDPFrame(d, len(d))
+				hdrs = append([]byte(nil), d[:f.udpHdrsLen()]...)
+			}
+			frame = append(frame, d[f.udpHdrsLen():]...)
+		}
+		gsoHeaders(hdrs, f, len(frame), sizes[0])
+		return append(hdrs, frame...), want
+	}
+	newSlot := func(t *testing.T, frame []byte) (*reader, *buffer.View) {
+		e := &Endpoint{}
+		r, err := newReader(e, -1, &ReaderOptions{MTU: mtu, VnetHdr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.release)
+		v := buffer.NewViewSize(r.first)
+		n := copy(v.AsSlice(), frame)
+		copy(r.overflow, frame[n:])
+		return r, v
+	}
+	for _, c := range []struct {
+		name  string
+		sizes []int
+		v6    bool
+	}{
+		{"IPv4, 40 × 1400 and a short last", append(make40(1400), 333), false},
+		{"IPv6, 3 × 1000", []int{1000, 1000, 1000}, true},
+		{"within the first view", []int{500, 500}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			frame, want := build(c.sizes, c.v6)
+			r, v := newSlot(t, frame)
+			defer v.Release()
+			if !r.splitUDP(0, v, len(frame), uint16(c.sizes[0]), "\x02\x00\x00\x00\x00\x01") {
+				t.Fatal("splitUDP refused a well-formed frame")
+			}
+			if len(r.pkts) != len(want) {
+				t.Fatalf("%d datagrams, want %d", len(r.pkts), len(want))
+			}
+			for i, pkt := range r.pkts {
+				got := pkt.Data().AsRange().ToSlice()
+				// The IPv4 ID is the first's, and the checksums differ.
+				w := append([]byte(nil), want[i]...)
+				g := append([]byte(nil), got...)
+				u := 40
+				if !c.v6 {
+					u = 20
+					copy(w[4:6], g[4:6])
+					copy(w[10:12], g[10:12])
+				}
+				copy(w[u+6:u+8], g[u+6:u+8])
+				if string(g) != string(w) || !pkt.RXChecksumValidated {
+					t.Fatalf("datagram %d differs (or not checksum-validated):\n got %x\nwant %x", i, g[:64], w[:64])
+				}
+				pkt.DecRef()
+			}
+			r.pkts = r.pkts[:0]
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		frame, _ := build([]int{2000, 2000}, false)
+		tcp := udpFrameSpec{payload: 100, proto: 6}.build()
+		for _, x := range []struct {
+			name  string
+			frame []byte
+			seg   uint16
+		}{
+			{"segments of one byte", frame, 1},
+			{"not UDP", tcp, 10},
+			{"headers only", frame[:42], 10},
+		} {
+			r, v := newSlot(t, x.frame)
+			if r.splitUDP(0, v, len(x.frame), x.seg, "\x02\x00\x00\x00\x00\x01") || len(r.pkts) != 0 {
+				t.Errorf("%s: cut into %d datagrams, want the frame left whole", x.name, len(r.pkts))
+			}
+			v.Release()
+		}
+	})
+}
+
+func make40(n int) []int {
+	s := make([]int, 40)
+	for i := range s {
+		s[i] = n
+	}
+	return s
+}

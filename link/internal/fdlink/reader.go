@@ -244,6 +244,9 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 	}
 	hl := f.udpHdrsLen()
 	tail := r.overflow[k*overflowSize:][:max(0, size-len(head))]
+	// One view per datagram, not regions of one shared chunk: gVisor's
+	// PullUp copies a whole shared chunk (copy-on-write) before it hands
+	// out a slice of it, and the wrapper pulls every datagram up.
 	for off := hl; off < size; off += int(segSize) {
 		n := min(int(segSize), size-off)
 		seg := buffer.NewViewSize(hl + n)

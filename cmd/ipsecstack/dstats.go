@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/ipsecstack/ipsecstack/control"
 	ikedaemon "github.com/ipsecstack/ipsecstack/ike/daemon"
-	"github.com/ipsecstack/ipsecstack/link/afpacket"
+	"github.com/ipsecstack/ipsecstack/link/linkstats"
 	"github.com/ipsecstack/ipsecstack/stack"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -29,9 +29,10 @@ type daemonStats struct {
 	ike *ikedaemon.Daemon
 }
 
-// gsoCounter is a link endpoint with UDP segmentation offload: afpacket.
+// gsoCounter is a link endpoint with UDP segmentation offload: afpacket
+// and tap.
 type gsoCounter interface {
-	GSOCounters() afpacket.GSOCounters
+	GSOCounters() linkstats.GSOCounters
 }
 
 // linkDropper is a link endpoint that can tell what the kernel dropped
@@ -75,7 +76,7 @@ type linkDropper interface {
 //	LinkTxQueueDrops     packets dropped for a full transmit queue
 //	                     (stack.Config.TxQueue; TCP resends them)
 //	LinkTxUDPGSOFrames, LinkTxUDPGSODatagrams
-//	                     UDP GSO frames sent on afpacket links (--udp-gso)
+//	                     UDP GSO frames sent (--udp-gso)
 //	                     and the datagrams (ESP in UDP) they carried
 //	LinkRxUDPGSOFrames, LinkRxUDPGSODatagrams
 //	                     UDP GSO frames received and cut into datagrams
@@ -96,7 +97,7 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		rs = new(xfrm.ReasmStats)
 	}
 	var kdrops, txdrops, qdrops, retrans uint64
-	var gso afpacket.GSOCounters
+	var gso linkstats.GSOCounters
 	for _, l := range d.links {
 		kdrops += l.KernelDrops()
 		if g, ok := l.(gsoCounter); ok {

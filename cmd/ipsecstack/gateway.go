@@ -212,7 +212,7 @@ func (c *runConfig) sideNames() []string {
 // openEthernet opens an afpacket or tap link.
 func openEthernet(kind, name string, mtu uint32, udpGSO bool) (gstack.LinkEndpoint, error) {
 	if kind == "tap" {
-		return tap.Open(name, tap.Options{MTU: mtu})
+		return tap.Open(name, tap.Options{MTU: mtu, UDPSegmentation: udpGSO})
 	}
 	// RX checksum offload: veth (and other virtual links) hand us frames
 	// with partial checksums; real NICs have verified them.

@@ -24,7 +24,7 @@ type runConfig struct {
 	Routes   []routeSpec
 	MTU      uint32
 	// UDPGSO sends runs of UDP datagrams of one flow and size (ESP in
-	// UDP) as UDP GSO frames on an afpacket --link.
+	// UDP) as UDP GSO frames on the --link.
 	UDPGSO  bool
 	Setkey  string
 	Control string
@@ -141,7 +141,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 	fs.Var(&routes, "route", "a static route `PREFIX=GATEWAY[,src=ADDR][,dev=NAME]` (repeatable; empty GATEWAY: on-link; src: preferred source address; dev: the --link, --lan or --tun interface it leaves by, default the one whose prefix holds GATEWAY, else --link)")
 	gw := registerGatewayFlags(fs)
 	fs.UintVar(&mtu, "mtu", 0, "link MTU `N` (default: the interface's)")
-	udpGSO := fs.Bool("udp-gso", true, "afpacket --link: send each run of same-sized UDP datagrams of one flow (ESP in UDP) as one UDP GSO frame, cut by the kernel or the receiving reader; captures on the path see it whole (=false: one frame per datagram)")
+	udpGSO := fs.Bool("udp-gso", true, "--link: send each run of same-sized UDP datagrams of one flow (ESP in UDP) as one UDP GSO frame, cut by the kernel or the receiving reader; captures on the path see it whole (=false: one frame per datagram)")
 	fs.StringVar(&setkeyFile, "setkey", "", "apply this setkey `FILE` (KAME syntax) before the link comes up, all or nothing")
 	fs.StringVar(&ctl, "control", control.DefaultPath, "control socket `PATH` (PF_KEY for setkey, JSON for stats and ping)")
 	fs.Var(&echos, "echo", "serve echo inside the stack: tcp:PORT or udp:PORT (repeatable)")
@@ -180,11 +180,7 @@ func parseRunFlags(args []string, stdout io.Writer) (*runConfig, error) {
 		return nil, bad("--link %q: %q is not a valid interface name", link, name)
 	}
 	c.LinkKind, c.LinkName = kind, name
-	if kind == "afpacket" {
-		c.UDPGSO = *udpGSO
-	} else if flagSet(fs, "udp-gso") && *udpGSO {
-		return nil, bad("--udp-gso: only for an afpacket --link")
-	}
+	c.UDPGSO = *udpGSO
 
 	if len(addrs) == 0 {
 		return nil, bad("at least one --addr CIDR is required")
@@ -453,11 +449,4 @@ func parseRetransmit(v string) (exchange.Retransmit, error) {
 		return exchange.Retransmit{}, errors.New("TRIES: want 1 to 20")
 	}
 	return exchange.Retransmit{Timeout: to, Base: base, Tries: tries}, nil
-}
-
-// flagSet reports whether the command line gave the flag named name.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }

@@ -113,21 +113,6 @@ func (e *Endpoint) Stats() Stats {
 	return e.stats
 }
 
-// GSOCounters count UDP segmentation offload since Open: the UDP GSO
-// frames sent (Options.UDPSegmentation) and received and cut, with the
-// datagrams they carried.
-type GSOCounters struct {
-	TxFrames, TxDatagrams uint64
-	RxFrames, RxDatagrams uint64
-}
-
-// GSOCounters returns the endpoint's UDP GSO counters.
-func (e *Endpoint) GSOCounters() GSOCounters {
-	g := e.GSO()
-	return GSOCounters{TxFrames: g.TxFrames.Load(), TxDatagrams: g.TxDatagrams.Load(),
-		RxFrames: g.RxFrames.Load(), RxDatagrams: g.RxDatagrams.Load()}
-}
-
 // KernelDrops returns Stats().Dropped: the frames lost to full socket
 // receive buffers since Open.
 func (e *Endpoint) KernelDrops() uint64 { return e.Stats().Dropped }

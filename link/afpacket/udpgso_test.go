@@ -20,6 +20,7 @@ import (
 
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
 	"github.com/ipsecstack/ipsecstack/link/internal/netnstest"
+	"github.com/ipsecstack/ipsecstack/link/linkstats"
 )
 
 // udpDatagram is one datagram the test sends: its ports, version and
@@ -315,13 +316,13 @@ func testUDPSegmentation(t *testing.T, noOffload bool) {
 	// The counters: three GSO frames of all but the lone datagrams, on
 	// both ends (with the offload off, the sender's kernel cut them
 	// before our reader saw them).
-	want := afpacket.GSOCounters{TxFrames: wantFrames - alone, TxDatagrams: uint64(len(sent) - alone),
+	want := linkstats.GSOCounters{TxFrames: wantFrames - alone, TxDatagrams: uint64(len(sent) - alone),
 		RxFrames: wantFrames - alone, RxDatagrams: uint64(len(sent) - alone)}
 	if noOffload {
 		want.RxFrames, want.RxDatagrams = 0, 0
 	}
 	tx, rx := ep.(*afpacket.Endpoint).GSOCounters(), peerEP.(*afpacket.Endpoint).GSOCounters()
-	if got := (afpacket.GSOCounters{TxFrames: tx.TxFrames, TxDatagrams: tx.TxDatagrams, RxFrames: rx.RxFrames, RxDatagrams: rx.RxDatagrams}); got != want {
+	if got := (linkstats.GSOCounters{TxFrames: tx.TxFrames, TxDatagrams: tx.TxDatagrams, RxFrames: rx.RxFrames, RxDatagrams: rx.RxDatagrams}); got != want {
 		t.Errorf("GSO counters (sender's tx, receiver's rx) %+v, want %+v", got, want)
 	}
 	if want := len(sent) - alone; !noOffload && rec.validated != want {

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/link/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/link/internal/fdlink"
@@ -35,13 +34,18 @@ type Options struct {
 	// ClosedFunc, if set, is called when the reader stops, with the error
 	// that stopped it (nil when stopped by Close or NIC removal).
 	ClosedFunc func(tcpip.Error)
+	// UDPSegmentation sends each run of UDP datagrams of one flow and one
+	// size (ESP in UDP) as one UDP GSO frame, as afpacket's option of the
+	// same name does; the kernel cuts it where it leaves the bridge or
+	// meets a socket.
+	UDPSegmentation bool
 }
 
 // Open creates the TAP device name (or attaches to an existing persistent
 // one), brings it up and returns an Ethernet endpoint on it. A device that
 // Open created disappears when the endpoint is closed.
 func Open(name string, opts Options) (stack.LinkEndpoint, error) {
-	fd, err := fdlink.OpenDevice("tap", name, "%", tun.OpenTAP)
+	fd, err := fdlink.OpenDevice("tap", name, "%", openVnetTAP)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +72,15 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		return fail("configure", err)
 	}
 
+	// Receive offloads: the kernel may hand us frames with the checksum
+	// not yet computed (flagged in the virtio_net_hdr) and UDP GSO frames
+	// whole, which the reader cuts; USO needs Linux 6.2, so without it
+	// the kernel cuts and sums every frame for us, as before.
+	if err := setOffload(fd, tunFCsum|tunFUSO4|tunFUSO6); err != nil {
+		if err := setOffload(fd, 0); err != nil {
+			return fail("TUNSETOFFLOAD", err)
+		}
+	}
 	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:               []int{fd},
 		MTU:               mtu,
@@ -88,6 +101,12 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	}
 	le := fdlink.New(ep, []int{fd, drops.FD()})
 	le.SetAddr = func(a tcpip.LinkAddress) { _ = setTXFilter(fd, a) }
+	// Our own reader and writer (fdlink.UseReaders, UseWriter): a batch
+	// of frames per wake-up handed to the IPsec wrapper as one (GRO after
+	// decryption; fdbased delivers frame by frame), the virtio_net_hdr
+	// IFF_VNET_HDR puts before every frame, and UDP GSO frames both ways.
+	le.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc, VnetHdr: true, Readv: true})
+	le.UseWriter(fdlink.WriterOptions{UDPSegmentation: opts.UDPSegmentation, Writev: true})
 	return &Endpoint{Endpoint: le, drops: drops}, nil
 }
 
@@ -109,12 +128,49 @@ func (e *Endpoint) KernelDrops() uint64 {
 	return v
 }
 
+// openVnetTAP opens the TAP device name (creating it if it does not
+// exist) with IFF_VNET_HDR: a struct virtio_net_hdr before every frame,
+// both ways, as gVisor's tun.OpenTAP does without it.
+func openVnetTAP(name string) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h): what the kernel may
+// hand us unfinished.
+const (
+	tunFCsum = 0x01 // TUN_F_CSUM: checksums left partial
+	tunFUSO4 = 0x20 // TUN_F_USO4: UDP GSO frames over IPv4, whole
+	tunFUSO6 = 0x40 // TUN_F_USO6: over IPv6
+)
+
+func setOffload(fd int, flags int) error {
+	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+}
+
 // setTXFilter makes the kernel drop, before they reach us, frames whose
-// destination is neither mac nor a group address, like a NIC's MAC filter.
-// This is not just an optimisation: fdbased's readv dispatcher treats a
-// unicast frame for another MAC as the end of input and stops reading, so
-// one stray frame (a stale neighbour entry, a flooded bridge port) would
-// silently end all reception.
+// destination is neither mac nor a group address, like a NIC's MAC filter:
+// a bridge floods unicast for hosts it has not learnt to every port, and
+// reading those only to drop them costs a read each. (fdbased's readv
+// dispatcher, which read TAPs before our reader, even stopped reading for
+// good at the first one.)
 func setTXFilter(fd int, mac tcpip.LinkAddress) error {
 	// struct tun_filter { __u16 flags; __u16 count; __u8 addr[][ETH_ALEN]; }
 	var f struct {

@@ -1,12 +1,14 @@
 package fdlink
 
 import (
+	"encoding/binary"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -34,7 +36,11 @@ type ReaderOptions struct {
 	MTU uint32
 	// RXChecksumOffload marks received packets' checksums as validated.
 	RXChecksumOffload bool
-	// VnetHdr says the sockets have PACKET_VNET_HDR: every frame comes
+	// Readv reads a descriptor that is no socket (a TAP device) with
+	// readv, a frame per call, instead of recvmmsg.
+	Readv bool
+	// VnetHdr says the sockets have PACKET_VNET_HDR (a TAP: IFF_VNET_HDR):
+	// every frame comes
 	// after a virtio_net_hdr. A UDP GSO frame (a run of datagrams a local
 	// sender handed the kernel as one, which crossed a veth whole) is cut
 	// into its datagrams; a frame whose checksum the header says is not
@@ -141,7 +147,13 @@ func (r *reader) run() {
 			r.msgs[k].Msg.Flags = 0
 			r.msgs[k].Len = 0
 		}
-		n, errno := rawfile.BlockingRecvMMsgUntilStopped(r.EFD, r.fd, r.msgs)
+		var n int
+		var errno unix.Errno
+		if r.opts.Readv {
+			n, errno = r.readv()
+		} else {
+			n, errno = rawfile.BlockingRecvMMsgUntilStopped(r.EFD, r.fd, r.msgs)
+		}
 		if n == -1 || errno != 0 {
 			// As fdbased: nil when stopped (Close), else the error.
 			if r.opts.ClosedFunc != nil {
@@ -155,6 +167,28 @@ func (r *reader) run() {
 		}
 		r.dispatch(n)
 	}
+}
+
+// readv fills the slots as recvmmsg would from a descriptor that is no
+// socket (a TAP device: one frame per read): it waits for the first
+// frame, then reads what else is queued, up to a batch, without waiting.
+func (r *reader) readv() (int, unix.Errno) {
+	iov := func(k int) []unix.Iovec { return r.iovs[r.perSlot*k:][:r.perSlot] }
+	n, errno := rawfile.BlockingReadvUntilStopped(r.EFD, r.fd, iov(0))
+	if n == -1 || errno != 0 {
+		return n, errno
+	}
+	r.msgs[0].Len = uint32(n)
+	k := 1
+	for ; k < len(r.msgs); k++ {
+		v := iov(k)
+		m, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(r.fd), uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+		if e != 0 {
+			break // EAGAIN: the queue is empty; any other error shows on the next blocking read
+		}
+		r.msgs[k].Len = uint32(m)
+	}
+	return k, 0
 }
 
 // dispatch hands the n frames read to the stack.
@@ -198,6 +232,11 @@ func (r *reader) dispatch(n int) {
 		if dst := eth.DestinationAddress(); dst != addr && dst[0]&1 == 0 {
 			v.Release() // unicast to another MAC (promiscuous mode)
 			continue
+		}
+		if vh.flags&vnetNeedsCsum != 0 && !r.opts.RXChecksumOffload {
+			// The stack verifies checksums on this link: finish the one
+			// a local sender left to the device, as the device would.
+			finishChecksum(v.AsSlice(), vh)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
 		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
@@ -254,6 +293,11 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 		copy(b, head[:hl])
 		segmentHeaders(b, f.ipLen, n)
 		copyFrame(b[hl:], head, tail, off)
+		if f.ipLen == header.IPv6MinimumSize && !r.opts.RXChecksumOffload {
+			// IPv6 has no "no checksum": the stack verifies checksums
+			// on this link, so give the segment its own.
+			udpChecksum6(b)
+		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(seg)})
 		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
 		pkt.NetworkProtocolNumber = eth.Type()
@@ -268,6 +312,35 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 // udpGSOMaxRxSegs bounds the datagrams the reader cuts one frame into:
 // the kernel's UDP_MAX_SEGMENTS (128 since Linux 6.3).
 const udpGSOMaxRxSegs = 128
+
+// finishChecksum completes the transport checksum of frame, whose
+// virtio_net_hdr (h, with NEEDS_CSUM) says where it starts and where it
+// goes: the field holds the pseudo-header sum, and the checksum is the
+// complement of the sum from csum_start to the end (skb_checksum_help).
+// A header that points outside the frame is left alone: the stack then
+// finds the checksum bad and drops the packet.
+func finishChecksum(frame []byte, h vnetHdr) {
+	start, at := int(h.csumStart), int(h.csumStart)+int(h.csumOffset)
+	if start >= len(frame) || at+2 > len(frame) || at < start {
+		return
+	}
+	binary.BigEndian.PutUint16(frame[at:], ^checksum.Checksum(frame[start:], 0))
+}
+
+// udpChecksum6 writes the UDP checksum of seg, an Ethernet frame of one
+// UDP datagram over IPv6 without extension headers (RFC 8200 §8.1).
+func udpChecksum6(seg []byte) {
+	const eth = header.EthernetMinimumSize
+	ip := header.IPv6(seg[eth:])
+	u := header.UDP(seg[eth+header.IPv6MinimumSize:])
+	u.SetChecksum(0)
+	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), u.Length())
+	c := ^checksum.Checksum(u, sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	u.SetChecksum(c)
+}
 
 // copyFrame copies into dst the frame's bytes from offset off on, the
 // frame being head followed by tail.

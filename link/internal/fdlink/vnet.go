@@ -178,14 +178,16 @@ func gsoHeaders(hdrs []byte, f udpFlow, total, segSize int) vnetHdr {
 
 // segmentHeaders rewrites hdrs, the Ethernet, IP and UDP headers of a
 // received UDP GSO frame, into those of one of its segments, of payload
-// bytes. The checksum of the segment is left as it came (partial, or
-// zero): the receiver marks the segment as checksum-validated, since a
-// GSO frame comes from a local sender that has not computed it.
+// bytes. An IPv4 segment gets no UDP checksum (0, RFC 768); an IPv6
+// one's is left as it came (partial) for the caller to finish or not: a
+// GSO frame comes from a local sender that left the sums to the device.
 func segmentHeaders(hdrs []byte, ipLen, payload int) {
 	const eth = header.EthernetMinimumSize
 	udpLen := uint16(header.UDPMinimumSize + payload)
-	header.UDP(hdrs[eth+ipLen:]).SetLength(udpLen)
+	u := header.UDP(hdrs[eth+ipLen:])
+	u.SetLength(udpLen)
 	if ipLen == header.IPv4MinimumSize {
+		u.SetChecksum(0)
 		ip := header.IPv4(hdrs[eth:])
 		ip.SetTotalLength(uint16(ipLen) + udpLen)
 		ip.SetChecksum(0)

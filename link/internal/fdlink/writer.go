@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/link/linkstats"
 )
 
 // WriterOptions configures the endpoint's own writer (UseWriter).
@@ -24,6 +26,9 @@ type WriterOptions struct {
 	// the path (tcpdump, tshark) sees it whole, as it sees the kernel's
 	// own TSO frames.
 	UDPSegmentation bool
+	// Writev writes a descriptor that is no socket (a TAP device) with
+	// writev, a frame per call, instead of sendmmsg.
+	Writev bool
 }
 
 // UseWriter has the endpoint write its packet sockets itself instead of
@@ -44,8 +49,12 @@ type GSOStats struct {
 	RxFrames, RxDatagrams atomic.Uint64
 }
 
-// GSO returns the endpoint's UDP GSO counters.
-func (e *Endpoint) GSO() *GSOStats { return &e.gso }
+// GSOCounters returns the endpoint's UDP GSO counters, read now.
+func (e *Endpoint) GSOCounters() linkstats.GSOCounters {
+	g := &e.gso
+	return linkstats.GSOCounters{TxFrames: g.TxFrames.Load(), TxDatagrams: g.TxDatagrams.Load(),
+		RxFrames: g.RxFrames.Load(), RxDatagrams: g.RxDatagrams.Load()}
+}
 
 // txBatchFrames is the most frames one sendmmsg carries; a GSO frame
 // counts as one.
@@ -96,7 +105,7 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			run, f = b.udpRun(list[i:])
 		}
 		if b.n == len(b.msgs) || len(b.iovs)+2+run*maxViews > cap(b.iovs) {
-			n, errno := b.send(e.fds[0], &e.gso)
+			n, errno := b.send(e.fds[0], e.writerOpts.Writev, &e.gso)
 			sent += n
 			if errno != 0 {
 				return e.afterSendError(list, sent, errno)
@@ -110,7 +119,7 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		i += run
 	}
 	if b.n > 0 {
-		n, errno := b.send(e.fds[0], &e.gso)
+		n, errno := b.send(e.fds[0], e.writerOpts.Writev, &e.gso)
 		sent += n
 		if errno != 0 {
 			return e.afterSendError(list, sent, errno)
@@ -139,12 +148,20 @@ func (e *Endpoint) afterSendError(list []*stack.PacketBuffer, sent int, errno un
 // send writes b's frames with sendmmsg on fd and empties b. It returns
 // how many packets (not frames) the kernel took, and the error that
 // stopped it, if any.
-func (b *txBatch) send(fd int, gso *GSOStats) (int, unix.Errno) {
+func (b *txBatch) send(fd int, writev bool, gso *GSOStats) (int, unix.Errno) {
 	sent := 0
 	msgs := b.msgs[:b.n]
 	var errno unix.Errno
 	for k := 0; k < len(msgs); {
-		n, e := rawfile.NonBlockingSendMMsg(fd, msgs[k:])
+		var n int
+		var e unix.Errno
+		if writev {
+			m := &msgs[k].Msg
+			_, _, e = unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(m.Iov)), uintptr(m.Iovlen))
+			n = 1
+		} else {
+			n, e = rawfile.NonBlockingSendMMsg(fd, msgs[k:])
+		}
 		if e != 0 {
 			errno = e
 			break

@@ -39,7 +39,18 @@ type Options struct {
 	// same name does; the kernel cuts it where it leaves the bridge or
 	// meets a socket.
 	UDPSegmentation bool
+	// TxQueueLen is the most frames the kernel queues for us to read
+	// (the device's txqueuelen) before it drops them; 0 means
+	// DefaultTxQueueLen. A larger queue the device already has is kept.
+	TxQueueLen int
 }
+
+// DefaultTxQueueLen is the default TxQueueLen: 4096 frames, some 6 MiB
+// of full-size frames, where a new TAP queues 1000. As afpacket's socket
+// buffers, it holds what arrives at a few hundred MB/s while the reader
+// is not scheduled for some milliseconds; every frame dropped there costs
+// TCP a retransmission. The drops are counted (KernelDrops).
+const DefaultTxQueueLen = 4096
 
 // Open creates the TAP device name (or attaches to an existing persistent
 // one), brings it up and returns an Ethernet endpoint on it. A device that
@@ -70,6 +81,13 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	mtu, err := fdlink.Up(name, opts.MTU)
 	if err != nil {
 		return fail("configure", err)
+	}
+	qlen := opts.TxQueueLen
+	if qlen <= 0 {
+		qlen = DefaultTxQueueLen
+	}
+	if err := raiseTxQueueLen(name, qlen); err != nil {
+		return fail("txqueuelen", err)
 	}
 
 	// Receive offloads: the kernel may hand us frames with the checksum
@@ -151,6 +169,31 @@ func openVnetTAP(name string) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// raiseTxQueueLen sets the txqueuelen of interface name to n frames,
+// unless it is already as long.
+func raiseTxQueueLen(name string, n int) error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFTXQLEN: %w", err)
+	}
+	if int(ifr.Uint32()) >= n {
+		return nil
+	}
+	ifr.SetUint32(uint32(n))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFTXQLEN %d: %w", n, err)
+	}
+	return nil
 }
 
 // TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h): what the kernel may

@@ -3,6 +3,7 @@
 package tap_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -117,12 +118,15 @@ func TestKernelDropsCounted(t *testing.T) {
 	mac := tcpip.LinkAddress("\x02\x11\x22\x33\x44\x55")
 	ep := openIn(t, ns, name, tap.Options{Address: mac}).(*tap.Endpoint)
 	defer ep.Close()
+	if out := ns.Run(t, "ip", "link", "show", name); !strings.Contains(out, fmt.Sprintf("qlen %d", tap.DefaultTxQueueLen)) {
+		t.Errorf("txqueuelen not raised to %d: %s", tap.DefaultTxQueueLen, out)
+	}
 	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", name)
 	ns.Run(t, "ip", "neigh", "replace", "192.0.2.2", "lladdr", "02:11:22:33:44:55", "dev", name, "nud", "permanent")
 	if n := ep.KernelDrops(); n != 0 {
 		t.Fatalf("%d drops before any traffic", n)
 	}
-	const burst = 2000 // the TAP queues 500 (txqueuelen) or 1000 frames
+	const burst = 3 * tap.DefaultTxQueueLen // the TAP queues DefaultTxQueueLen frames
 	if err := ns.Do(func() error {
 		c, err := net.Dial("udp", "192.0.2.2:9")
 		if err != nil {

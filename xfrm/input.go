@@ -40,7 +40,10 @@ func (sp *SecPath) release() {
 // proto the upper-layer protocol found after it and payload the bytes from
 // the IPsec header on; payload is decrypted in place. Input returns the
 // decapsulated IP packet, already checked against the inbound policy, for
-// re-injection, or nil when the packet was dropped (and counted).
+// re-injection, or nil when the packet was dropped (and counted). The
+// packet returned is the last buffer taken from a, or, when a is an
+// InPlaceAllocator that offers the received buffer, possibly a prefix of
+// that buffer.
 func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []byte {
 	return e.input(hdr, proto, payload, a, nil)
 }
@@ -189,9 +192,13 @@ func (e *Engine) decapTunnel(outer, inner []byte, nh uint8, sp *SecPath, a Alloc
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
-	out := a.Alloc(len(inner))
+	ecn := ecnOf(outer) // before an in-place move overwrites outer
+	out := inPlace(a, outer, 0, inner)
+	if out == nil {
+		out = a.Alloc(len(inner))
+	}
 	copy(out, inner)
-	if !decapECN(ecnOf(outer), out) {
+	if !decapECN(ecn, out) {
 		// CE on the outer header over a Not-ECT inner packet: the
 		// congestion mark cannot be passed on, and forwarding the
 		// packet would hide it (RFC 6040 §4.2). Linux's xfrm counts a
@@ -650,7 +657,12 @@ func rebuildTransport(hdr []byte, nh uint8, payload []byte, a Allocator) []byte 
 		if ihl < 20 || ihl > len(hdr) || ihl+len(payload) > 0xffff {
 			return nil
 		}
-		out := a.Alloc(ihl + len(payload))
+		// In place (see inPlace) the header is already where it goes
+		// and the first copy moves nothing.
+		out := inPlace(a, hdr, ihl, payload)
+		if out == nil {
+			out = a.Alloc(ihl + len(payload))
+		}
 		copy(out, hdr[:ihl])
 		copy(out[ihl:], payload)
 		out[9] = nh
@@ -662,7 +674,10 @@ func rebuildTransport(hdr []byte, nh uint8, payload []byte, a Allocator) []byte 
 	if len(payload) > 0xffff {
 		return nil
 	}
-	out := a.Alloc(40 + len(payload))
+	out := inPlace(a, hdr, 40, payload)
+	if out == nil {
+		out = a.Alloc(40 + len(payload))
+	}
 	copy(out, hdr[:40])
 	copy(out[40:], payload)
 	out[6] = nh

@@ -849,8 +849,76 @@ func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
 	if n < pkt.Data().Size() {
 		pkt.Data().CapLength(n)
 	}
+	if !pkt.RXChecksumValidated && dataOffset(pkt) != 0 {
+		// gVisor's GRO checks a TCP checksum with
+		// PacketData.ChecksumAtOffset, whose offset counts from the
+		// start of the packet's buffer, giving it an offset into the
+		// data: for a packet whose data does not start its buffer
+		// (every frame from the link, its link header consumed, and a
+		// packet decapsulated in place) it sums the wrong bytes, the
+		// check fails and the packet goes up unmerged. So check here,
+		// with the right offset, and tell GRO the result
+		// (RXChecksumValidated); a segment that fails goes up past
+		// GRO, for TCP to count and drop, so that no chance pass of
+		// GRO's misplaced check can merge it.
+		if tcp, ok := tcpChecksumOK(pkt); tcp && !ok {
+			rx.up.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+			return
+		} else if tcp {
+			pkt.RXChecksumValidated = true
+		}
+	}
 
 	rx.gro.Enqueue(pkt)
+}
+
+// dataOffset is where pkt's data starts in its buffer, the origin of
+// PacketData.ChecksumAtOffset: the headers reserved, pushed or consumed
+// before it (a received frame's link header).
+func dataOffset(pkt *stack.PacketBuffer) int {
+	return pkt.AvailableHeaderBytes() + pkt.HeaderSize()
+}
+
+// tcpChecksumOK checks the TCP checksum of pkt, an IP packet in its data
+// cut to its IP length, when it has the shape GRO coalesces: TCP right
+// after an IPv4 header without options that is no fragment, or right
+// after the fixed IPv6 header. tcp is false for any other packet (GRO
+// passes those up as they are).
+func tcpChecksumOK(pkt *stack.PacketBuffer) (tcp, ok bool) {
+	var l4, l4len int
+	var src, dst tcpip.Address
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		b, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
+		if !ok {
+			return false, false
+		}
+		h := header.IPv4(b)
+		if h.HeaderLength() != header.IPv4MinimumSize || h.TransportProtocol() != header.TCPProtocolNumber || h.More() || h.FragmentOffset() != 0 {
+			return false, false
+		}
+		l4, l4len = header.IPv4MinimumSize, int(h.TotalLength())-header.IPv4MinimumSize
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	case header.IPv6ProtocolNumber:
+		b, ok := pkt.Data().PullUp(header.IPv6MinimumSize)
+		if !ok {
+			return false, false
+		}
+		h := header.IPv6(b)
+		if h.TransportProtocol() != header.TCPProtocolNumber {
+			return false, false
+		}
+		l4, l4len = header.IPv6MinimumSize, int(h.PayloadLength())
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	default:
+		return false, false
+	}
+	if l4len < header.TCPMinimumSize || l4+l4len != pkt.Data().Size() {
+		return false, false
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
+	xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(dataOffset(pkt)+l4))
+	return true, xsum == 0xffff
 }
 
 // rxBatch is the state of one batch of received frames
@@ -914,7 +982,7 @@ func (rx *rxBatch) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 			tcp := header.TCP(b[l4:])
 			tcp.SetChecksum(0)
 			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
-			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(l4))
+			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(dataOffset(pkt)+l4))
 			tcp.SetChecksum(^xsum)
 		}
 	}

@@ -290,6 +290,13 @@ func (a *viewAlloc) release() {
 
 var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
 
+// outListPool holds WritePackets' lists of packets for the link, so that
+// the list a GSO packet's segments fill (tens of entries) is not grown
+// from nothing, a few allocations, on every call. A link's WritePackets
+// does not keep the list (a link that queues packets takes references to
+// them), so the list is the writer's again once it returns.
+var outListPool = sync.Pool{New: func() any { return new(stack.PacketBufferList) }}
+
 // WritePackets is the output hook: every packet leaving the NIC passes here
 // with its Ethernet header already added.
 //
@@ -308,7 +315,11 @@ var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buf
 // cost is that writers without a queue seal one at a time; with a queue
 // there is one writer anyway.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	var out stack.PacketBufferList
+	out := outListPool.Get().(*stack.PacketBufferList)
+	defer func() {
+		out.Reset() // our references; the link took its own
+		outListPool.Put(out)
+	}()
 	n := 0
 	e.sealMu.Lock()
 	for _, pkt := range pkts.AsSlice() {
@@ -321,16 +332,15 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			out.PushBack(pkt)
 			continue
 		}
-		e.output(pkt, &out)
+		e.output(pkt, out)
 	}
-	defer out.DecRef()
 	if out.Len() == 0 {
 		e.sealMu.Unlock()
 		return n, nil
 	}
 	e.sendMu.Lock()
 	e.sealMu.Unlock()
-	sent, err := e.lower.WritePackets(out)
+	sent, err := e.lower.WritePackets(*out)
 	e.sendMu.Unlock()
 	if err != nil {
 		e.Stats.OutLinkDropped.Add(uint64(out.Len() - sent))

@@ -826,7 +826,7 @@ func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
 // received packet pkt whose data is b (a's InPlace buffer, or nil): pkt
 // itself when out was built in b, else the last view taken from a.
 func (e *Endpoint) reinjectResult(out, b []byte, pkt *stack.PacketBuffer, a *viewAlloc, rx *rxBatch) {
-	if pkt != nil && len(b) > 0 && &out[0] == &b[0] {
+	if pkt != nil && len(b) > 0 && len(out) > 0 && &out[0] == &b[0] {
 		a.release()
 		e.reinjectPacket(pkt, out, rx)
 		return

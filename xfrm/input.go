@@ -48,17 +48,36 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 	return e.input(hdr, proto, payload, a, nil)
 }
 
+// inputState is what the layers of one inbound packet hold until it is
+// done: the SAs used (references) and the decompression scratch.
+type inputState struct {
+	sp   SecPath
+	comp *[]byte // decompression scratch, if used
+}
+
+func (st *inputState) release() {
+	st.sp.release()
+	if st.comp != nil {
+		compBufs.Put(st.comp)
+		st.comp = nil
+	}
+}
+
 // input is Input and InputEncap: enc is the UDP encapsulation the
-// outermost ESP header came in, nil when none.
+// outermost ESP header came in, nil when none. The state is released in
+// this small frame, whose one defer the compiler open-codes: in
+// inputLayers, with its many returns, the defers cost a deferred-call
+// record and, at every return, a walk of the runtime's defer machinery,
+// on every packet.
 func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn) []byte {
-	var sp SecPath
-	defer sp.release()
-	var comp *[]byte // decompression scratch, if used
-	defer func() {
-		if comp != nil {
-			compBufs.Put(comp)
-		}
-	}()
+	var st inputState
+	defer st.release()
+	return e.inputLayers(hdr, proto, payload, a, enc, &st)
+}
+
+// inputLayers is input's loop over the IPsec headers of a packet.
+func (e *Engine) inputLayers(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn, st *inputState) []byte {
+	sp := &st.sp
 	src, dst, ok := addrs(hdr)
 	if !ok {
 		e.Stats.InHdrError.Add(1)
@@ -96,10 +115,10 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 		case ProtoAH:
 			inner, nh, ok = e.inputAH(sa, hdr, payload)
 		default:
-			if comp == nil {
-				comp = compBufs.Get().(*[]byte)
+			if st.comp == nil {
+				st.comp = compBufs.Get().(*[]byte)
 			}
-			inner, nh, ok = e.inputIPComp(sa, hdr, payload, *comp)
+			inner, nh, ok = e.inputIPComp(sa, hdr, payload, *st.comp)
 			if ok && sp.n > 1 {
 				// payload may live in the scratch buffer (IPComp after
 				// IPComp is not a bundle anyone builds): refuse.
@@ -125,17 +144,17 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 			// tunnel-mode one as XfrmInStateModeError).
 			return nil
 		case c.Mode == ModeTunnel && (nh == innerIPv4 || nh == innerIPv6):
-			return e.decapTunnel(hdr, inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, sp, a)
 		case c.Mode == ModeTunnel:
 			e.Stats.InStateModeError.Add(1)
 			return nil
 		case nh == uint8(ProtoESP) || nh == uint8(ProtoAH) || nh == uint8(ProtoIPComp):
 			proto, payload = Proto(nh), inner
 			continue
-		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, &sp):
+		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, sp):
 			// IP-in-IP under a transport SA: an IPComp tunnel's packet
 			// that was not worth compressing (RFC 3173 §2.2).
-			return e.decapTunnel(hdr, inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, sp, a)
 		default:
 			out := rebuildTransport(hdr, nh, inner, a)
 			if out == nil {
@@ -145,7 +164,7 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 			if enc != nil {
 				fixTransportChecksum(out)
 			}
-			return e.finishInput(out, &sp, a)
+			return e.finishInput(out, sp, a)
 		}
 	}
 }

@@ -35,8 +35,8 @@ import (
 // csumOK skips the checksum check: the link verified it (RX checksum
 // offload; on a veth the frame carries only the partial pseudo-header
 // sum, CHECKSUM_PARTIAL, which Linux's UDP layer trusts as it does
-// CHECKSUM_UNNECESSARY).
-func (e *Endpoint) encapInput(b []byte, l4off int, rx *rxBatch, csumOK bool) (v inboundVerdict, handled bool) {
+// CHECKSUM_UNNECESSARY). pkt is as for classify.
+func (e *Endpoint) encapInput(b []byte, pkt *stack.PacketBuffer, l4off int, rx *rxBatch, csumOK bool) (v inboundVerdict, handled bool) {
 	var hdr []byte
 	var src, dst tcpip.Address
 	switch b[0] >> 4 {
@@ -78,11 +78,14 @@ func (e *Endpoint) encapInput(b []byte, l4off int, rx *rxBatch, csumOK bool) (v 
 	e.Stats.InIPsec.Add(1)
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
-	if out := e.engine.InputEncap(hdr, u, a); out == nil {
+	a.rx = e.inPlaceBuffer(b, pkt)
+	out := e.engine.InputEncap(hdr, u, a)
+	a.rx = nil
+	if out == nil {
 		a.release()
 		return inConsumed, true
 	}
-	e.reinject(a.take(), rx)
+	e.reinjectResult(out, b, pkt, a, rx)
 	return inConsumed, true
 }
 

@@ -245,11 +245,17 @@ func (e *Endpoint) upper() stack.NetworkDispatcher {
 
 // viewAlloc hands the engine pooled gVisor views and remembers the last.
 // As an xfrm.Emitter it keeps the packets of a tunnel that carries one
-// packet in pieces.
+// packet in pieces. As an xfrm.InPlaceAllocator it offers the engine's
+// input path the received packet, rx, when the glue set it (see
+// inPlaceBuffer).
 type viewAlloc struct {
 	views   []*buffer.View
 	emitted []*buffer.View
+	rx      []byte
 }
+
+// InPlace implements xfrm.InPlaceAllocator.
+func (a *viewAlloc) InPlace() []byte { return a.rx }
 
 // Emit implements xfrm.Emitter: the piece is the last view taken.
 func (a *viewAlloc) Emit([]byte) { a.emitted = append(a.emitted, a.take()) }
@@ -284,6 +290,13 @@ func (a *viewAlloc) release() {
 
 var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
 
+// outListPool holds WritePackets' lists of packets for the link, so that
+// the list a GSO packet's segments fill (tens of entries) is not grown
+// from nothing, a few allocations, on every call. A link's WritePackets
+// does not keep the list (a link that queues packets takes references to
+// them), so the list is the writer's again once it returns.
+var outListPool = sync.Pool{New: func() any { return new(stack.PacketBufferList) }}
+
 // WritePackets is the output hook: every packet leaving the NIC passes here
 // with its Ethernet header already added.
 //
@@ -302,7 +315,11 @@ var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buf
 // cost is that writers without a queue seal one at a time; with a queue
 // there is one writer anyway.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	var out stack.PacketBufferList
+	out := outListPool.Get().(*stack.PacketBufferList)
+	defer func() {
+		out.Reset() // our references; the link took its own
+		outListPool.Put(out)
+	}()
 	n := 0
 	e.sealMu.Lock()
 	for _, pkt := range pkts.AsSlice() {
@@ -315,16 +332,15 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			out.PushBack(pkt)
 			continue
 		}
-		e.output(pkt, &out)
+		e.output(pkt, out)
 	}
-	defer out.DecRef()
 	if out.Len() == 0 {
 		e.sealMu.Unlock()
 		return n, nil
 	}
 	e.sendMu.Lock()
 	e.sealMu.Unlock()
-	sent, err := e.lower.WritePackets(out)
+	sent, err := e.lower.WritePackets(*out)
 	e.sendMu.Unlock()
 	if err != nil {
 		e.Stats.OutLinkDropped.Add(uint64(out.Len() - sent))
@@ -667,18 +683,20 @@ func (e *Endpoint) inbound(pkt *stack.PacketBuffer, rx *rxBatch) inboundVerdict 
 			if _, dst, ok := ipAddrs(b); ok && !e.fwd.isLocal(dst) {
 				// An IPv6 fragment to forward: checked and
 				// forwarded as it is (classifyForward).
-				return e.classify(b, rx, false)
+				return e.classify(b, nil, rx, false)
 			}
 		}
 		e.reassemble(b, &fi, rx)
 		return inConsumed
 	}
-	return e.classify(b, rx, pkt.RXChecksumValidated)
+	return e.classify(b, pkt, rx, pkt.RXChecksumValidated)
 }
 
 // classify runs the inbound check on a whole datagram b. csumOK says the
-// link verified its transport checksum (RX checksum offload).
-func (e *Endpoint) classify(b []byte, rx *rxBatch, csumOK bool) inboundVerdict {
+// link verified its transport checksum (RX checksum offload). pkt is the
+// received packet whose data b is, from its first byte, or nil when b is
+// a buffer of our own (a reassembled datagram): see inPlaceBuffer.
+func (e *Endpoint) classify(b []byte, pkt *stack.PacketBuffer, rx *rxBatch, csumOK bool) inboundVerdict {
 	var f xfrm.Flow
 	l4off, err := xfrm.ParseFlow(b, &f)
 	if err != nil {
@@ -690,14 +708,14 @@ func (e *Endpoint) classify(b []byte, rx *rxBatch, csumOK bool) inboundVerdict {
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
-		if v, handled := e.encapInput(b, l4off, rx, csumOK); handled {
+		if v, handled := e.encapInput(b, pkt, l4off, rx, csumOK); handled {
 			return v
 		}
 	}
 	switch xfrm.Proto(f.Proto) {
 	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
 		e.Stats.InIPsec.Add(1)
-		if e.fastInput(b, xfrm.Proto(f.Proto), &f, rx) {
+		if e.fastInput(b, pkt, xfrm.Proto(f.Proto), &f, rx) {
 			return inConsumed
 		}
 		return inPass
@@ -732,7 +750,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 		v.Release()
 		return
 	}
-	switch e.classify(whole, rx, false) {
+	switch e.classify(whole, nil, rx, false) {
 	case inPass:
 		e.deliver(v, rx)
 		return
@@ -744,8 +762,9 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 
 // fastInput decapsulates a whole IPsec packet whose IPsec header directly
 // follows a valid IP header (no IPv6 extension headers, no fragment) and
-// whose SA we hold. It reports false to leave the packet to the IP layer.
-func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow, rx *rxBatch) bool {
+// whose SA we hold (pkt as for classify). It reports false to leave the
+// packet to the IP layer.
+func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto, f *xfrm.Flow, rx *rxBatch) bool {
 	var hlen int
 	switch b[0] >> 4 {
 	case 4:
@@ -773,12 +792,74 @@ func (e *Endpoint) fastInput(b []byte, proto xfrm.Proto, f *xfrm.Flow, rx *rxBat
 	}
 	a := allocPool.Get().(*viewAlloc)
 	defer allocPool.Put(a)
-	if out := e.engine.Input(b[:hlen], proto, b[hlen:], a); out == nil {
+	a.rx = e.inPlaceBuffer(b, pkt)
+	out := e.engine.Input(b[:hlen], proto, b[hlen:], a)
+	a.rx = nil
+	if out == nil {
 		a.release()
 		return true
 	}
-	e.reinject(a.take(), rx)
+	e.reinjectResult(out, b, pkt, a, rx)
 	return true
+}
+
+// inPlaceBuffer returns b, the data of the received packet pkt from its
+// first byte, for the engine to decapsulate in (xfrm.InPlaceAllocator),
+// or nil: when pkt is nil, or on a gateway, whose forwarding path
+// (forwardIn) takes the packet as a view of its own. The engine writes
+// into b only once the packet is authenticated, and b is ours alone:
+// inbound's PullUp gave us the received buffer unshared (gVisor's PullUp
+// copies a chunk another view shares), and the packet is consumed here
+// whatever the engine decides. Decapsulating in place saves taking,
+// zeroing and filling a new view per packet and a new PacketBuffer to
+// carry it: a transport-mode packet's payload moves up by the ESP header
+// and IV behind its header, which stays; a tunnel's inner packet moves to
+// the start.
+func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
+	if pkt == nil || e.fwd != nil {
+		return nil
+	}
+	return b
+}
+
+// reinjectResult re-injects out, the packet the engine returned for the
+// received packet pkt whose data is b (a's InPlace buffer, or nil): pkt
+// itself when out was built in b, else the last view taken from a.
+func (e *Endpoint) reinjectResult(out, b []byte, pkt *stack.PacketBuffer, a *viewAlloc, rx *rxBatch) {
+	if pkt != nil && len(b) > 0 && len(out) > 0 && &out[0] == &b[0] {
+		a.release()
+		e.reinjectPacket(pkt, out, rx)
+		return
+	}
+	e.reinject(a.take(), rx)
+}
+
+// reinjectPacket is reinject for a packet the engine decapsulated in
+// place: pkt's data now starts with the IP packet ip, which it is cut to
+// (the ESP trailer and ICV, and any link padding, stay behind it, outside
+// the packet), and what held for the packet received no longer does: its
+// protocol may differ (a tunnel), and the link verified no checksum of
+// the inner packet (the NIC sets RXChecksumValidated again from its
+// capabilities, as for any packet delivered). Not for gateways
+// (inPlaceBuffer), so there is no forwarding to decide.
+func (e *Endpoint) reinjectPacket(pkt *stack.PacketBuffer, ip []byte, rx *rxBatch) {
+	pkt.Data().CapLength(len(ip))
+	proto := header.IPv6ProtocolNumber
+	if ip[0]>>4 == 4 {
+		proto = header.IPv4ProtocolNumber
+	}
+	pkt.NetworkProtocolNumber = proto
+	pkt.RXChecksumValidated = false
+	e.Stats.Reinjected.Add(1)
+	d := e.upper()
+	if d == nil {
+		return
+	}
+	if rx != nil {
+		rx.enqueue(pkt)
+		return
+	}
+	d.DeliverNetworkPacket(proto, pkt)
 }
 
 // reinject gives a decapsulated IP packet back to the stack above, past
@@ -849,8 +930,76 @@ func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
 	if n < pkt.Data().Size() {
 		pkt.Data().CapLength(n)
 	}
+	if !pkt.RXChecksumValidated && dataOffset(pkt) != 0 {
+		// gVisor's GRO checks a TCP checksum with
+		// PacketData.ChecksumAtOffset, whose offset counts from the
+		// start of the packet's buffer, giving it an offset into the
+		// data: for a packet whose data does not start its buffer
+		// (every frame from the link, its link header consumed, and a
+		// packet decapsulated in place) it sums the wrong bytes, the
+		// check fails and the packet goes up unmerged. So check here,
+		// with the right offset, and tell GRO the result
+		// (RXChecksumValidated); a segment that fails goes up past
+		// GRO, for TCP to count and drop, so that no chance pass of
+		// GRO's misplaced check can merge it.
+		if tcp, ok := tcpChecksumOK(pkt); tcp && !ok {
+			rx.up.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+			return
+		} else if tcp {
+			pkt.RXChecksumValidated = true
+		}
+	}
 
 	rx.gro.Enqueue(pkt)
+}
+
+// dataOffset is where pkt's data starts in its buffer, the origin of
+// PacketData.ChecksumAtOffset: the headers reserved, pushed or consumed
+// before it (a received frame's link header).
+func dataOffset(pkt *stack.PacketBuffer) int {
+	return pkt.AvailableHeaderBytes() + pkt.HeaderSize()
+}
+
+// tcpChecksumOK checks the TCP checksum of pkt, an IP packet in its data
+// cut to its IP length, when it has the shape GRO coalesces: TCP right
+// after an IPv4 header without options that is no fragment, or right
+// after the fixed IPv6 header. tcp is false for any other packet (GRO
+// passes those up as they are).
+func tcpChecksumOK(pkt *stack.PacketBuffer) (tcp, ok bool) {
+	var l4, l4len int
+	var src, dst tcpip.Address
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		b, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
+		if !ok {
+			return false, false
+		}
+		h := header.IPv4(b)
+		if h.HeaderLength() != header.IPv4MinimumSize || h.TransportProtocol() != header.TCPProtocolNumber || h.More() || h.FragmentOffset() != 0 {
+			return false, false
+		}
+		l4, l4len = header.IPv4MinimumSize, int(h.TotalLength())-header.IPv4MinimumSize
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	case header.IPv6ProtocolNumber:
+		b, ok := pkt.Data().PullUp(header.IPv6MinimumSize)
+		if !ok {
+			return false, false
+		}
+		h := header.IPv6(b)
+		if h.TransportProtocol() != header.TCPProtocolNumber {
+			return false, false
+		}
+		l4, l4len = header.IPv6MinimumSize, int(h.PayloadLength())
+		src, dst = h.SourceAddress(), h.DestinationAddress()
+	default:
+		return false, false
+	}
+	if l4len < header.TCPMinimumSize || l4+l4len != pkt.Data().Size() {
+		return false, false
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
+	xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(dataOffset(pkt)+l4))
+	return true, xsum == 0xffff
 }
 
 // rxBatch is the state of one batch of received frames
@@ -914,7 +1063,7 @@ func (rx *rxBatch) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 			tcp := header.TCP(b[l4:])
 			tcp.SetChecksum(0)
 			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4len))
-			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(l4))
+			xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(dataOffset(pkt)+l4))
 			tcp.SetChecksum(^xsum)
 		}
 	}

@@ -46,11 +46,13 @@ func TestGROAfterDecrypt(t *testing.T) {
 			if !c.plain && esp < frames/2 {
 				t.Errorf("%d ESP packets decrypted of %d frames: the transfer did not go over ESP", esp, frames)
 			}
-			// Coalescing needs frames queued behind each other: ESP
-			// decryption makes the receiver the slower side; in clear
-			// the receiver keeps up and batches are mostly of one frame,
-			// so there only the transfer's integrity is checked.
-			if !c.plain && segs >= frames*3/4 {
+			// In clear too: the frames from the link have their link
+			// header consumed, and gVisor's GRO, which checks the TCP
+			// checksum at an offset into the data with an API that
+			// counts from the buffer's start, failed every one of them
+			// and merged none (6624 TCP segments for 6625 frames)
+			// until the wrapper checked them itself (rxBatch.enqueue).
+			if segs >= frames*3/4 {
 				t.Errorf("TCP received %d segments for %d frames: nothing coalesced", segs, frames)
 			}
 			for _, st := range p.B.Engine.Stats.Snapshot() {

@@ -40,22 +40,44 @@ func (sp *SecPath) release() {
 // proto the upper-layer protocol found after it and payload the bytes from
 // the IPsec header on; payload is decrypted in place. Input returns the
 // decapsulated IP packet, already checked against the inbound policy, for
-// re-injection, or nil when the packet was dropped (and counted).
+// re-injection, or nil when the packet was dropped (and counted). The
+// packet returned is the last buffer taken from a, or, when a is an
+// InPlaceAllocator that offers the received buffer, possibly a prefix of
+// that buffer.
 func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []byte {
 	return e.input(hdr, proto, payload, a, nil)
 }
 
+// inputState is what the layers of one inbound packet hold until it is
+// done: the SAs used (references) and the decompression scratch.
+type inputState struct {
+	sp   SecPath
+	comp *[]byte // decompression scratch, if used
+}
+
+func (st *inputState) release() {
+	st.sp.release()
+	if st.comp != nil {
+		compBufs.Put(st.comp)
+		st.comp = nil
+	}
+}
+
 // input is Input and InputEncap: enc is the UDP encapsulation the
-// outermost ESP header came in, nil when none.
+// outermost ESP header came in, nil when none. The state is released in
+// this small frame, whose one defer the compiler open-codes: in
+// inputLayers, with its many returns, the defers cost a deferred-call
+// record and, at every return, a walk of the runtime's defer machinery,
+// on every packet.
 func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn) []byte {
-	var sp SecPath
-	defer sp.release()
-	var comp *[]byte // decompression scratch, if used
-	defer func() {
-		if comp != nil {
-			compBufs.Put(comp)
-		}
-	}()
+	var st inputState
+	defer st.release()
+	return e.inputLayers(hdr, proto, payload, a, enc, &st)
+}
+
+// inputLayers is input's loop over the IPsec headers of a packet.
+func (e *Engine) inputLayers(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn, st *inputState) []byte {
+	sp := &st.sp
 	src, dst, ok := addrs(hdr)
 	if !ok {
 		e.Stats.InHdrError.Add(1)
@@ -93,10 +115,10 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 		case ProtoAH:
 			inner, nh, ok = e.inputAH(sa, hdr, payload)
 		default:
-			if comp == nil {
-				comp = compBufs.Get().(*[]byte)
+			if st.comp == nil {
+				st.comp = compBufs.Get().(*[]byte)
 			}
-			inner, nh, ok = e.inputIPComp(sa, hdr, payload, *comp)
+			inner, nh, ok = e.inputIPComp(sa, hdr, payload, *st.comp)
 			if ok && sp.n > 1 {
 				// payload may live in the scratch buffer (IPComp after
 				// IPComp is not a bundle anyone builds): refuse.
@@ -122,17 +144,17 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 			// tunnel-mode one as XfrmInStateModeError).
 			return nil
 		case c.Mode == ModeTunnel && (nh == innerIPv4 || nh == innerIPv6):
-			return e.decapTunnel(hdr, inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, sp, a)
 		case c.Mode == ModeTunnel:
 			e.Stats.InStateModeError.Add(1)
 			return nil
 		case nh == uint8(ProtoESP) || nh == uint8(ProtoAH) || nh == uint8(ProtoIPComp):
 			proto, payload = Proto(nh), inner
 			continue
-		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, &sp):
+		case (nh == innerIPv4 || nh == innerIPv6) && e.ipcompTunnel(src, dst, sp):
 			// IP-in-IP under a transport SA: an IPComp tunnel's packet
 			// that was not worth compressing (RFC 3173 §2.2).
-			return e.decapTunnel(hdr, inner, nh, &sp, a)
+			return e.decapTunnel(hdr, inner, nh, sp, a)
 		default:
 			out := rebuildTransport(hdr, nh, inner, a)
 			if out == nil {
@@ -142,7 +164,7 @@ func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc
 			if enc != nil {
 				fixTransportChecksum(out)
 			}
-			return e.finishInput(out, &sp, a)
+			return e.finishInput(out, sp, a)
 		}
 	}
 }
@@ -189,9 +211,13 @@ func (e *Engine) decapTunnel(outer, inner []byte, nh uint8, sp *SecPath, a Alloc
 		e.Stats.InStateModeError.Add(1)
 		return nil
 	}
-	out := a.Alloc(len(inner))
+	ecn := ecnOf(outer) // before an in-place move overwrites outer
+	out := inPlace(a, outer, 0, inner)
+	if out == nil {
+		out = a.Alloc(len(inner))
+	}
 	copy(out, inner)
-	if !decapECN(ecnOf(outer), out) {
+	if !decapECN(ecn, out) {
 		// CE on the outer header over a Not-ECT inner packet: the
 		// congestion mark cannot be passed on, and forwarding the
 		// packet would hide it (RFC 6040 §4.2). Linux's xfrm counts a
@@ -650,7 +676,12 @@ func rebuildTransport(hdr []byte, nh uint8, payload []byte, a Allocator) []byte 
 		if ihl < 20 || ihl > len(hdr) || ihl+len(payload) > 0xffff {
 			return nil
 		}
-		out := a.Alloc(ihl + len(payload))
+		// In place (see inPlace) the header is already where it goes
+		// and the first copy moves nothing.
+		out := inPlace(a, hdr, ihl, payload)
+		if out == nil {
+			out = a.Alloc(ihl + len(payload))
+		}
 		copy(out, hdr[:ihl])
 		copy(out[ihl:], payload)
 		out[9] = nh
@@ -662,7 +693,10 @@ func rebuildTransport(hdr []byte, nh uint8, payload []byte, a Allocator) []byte 
 	if len(payload) > 0xffff {
 		return nil
 	}
-	out := a.Alloc(40 + len(payload))
+	out := inPlace(a, hdr, 40, payload)
+	if out == nil {
+		out = a.Alloc(40 + len(payload))
+	}
 	copy(out, hdr[:40])
 	copy(out[40:], payload)
 	out[6] = nh

@@ -216,7 +216,7 @@ func Open(ifname string, opts Options) (stack.LinkEndpoint, error) {
 	// sender (UDP GSO frames, cut into their datagrams) and which
 	// checksums are not computed; and our own writer (fdlink.UseWriter)
 	// puts the header before every frame, with UDP segmentation if asked.
-	fe.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc, VnetHdr: true})
+	fe.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc})
 	fe.UseWriter(fdlink.WriterOptions{UDPSegmentation: opts.UDPSegmentation})
 	return &Endpoint{Endpoint: fe}, nil
 }
@@ -308,7 +308,7 @@ func openSocket(ifindex int, fanout bool, rcvbuf, sndbuf int) (int, error) {
 		return fd, err
 	}
 	// A virtio_net_hdr before every frame, both ways (fdlink.UseWriter,
-	// ReaderOptions.VnetHdr): segmentation offload on send, super-frames
+	// the readers): segmentation offload on send, super-frames
 	// told apart on receive. Set before bind, so no frame is read
 	// without it.
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {

@@ -86,7 +86,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	if qlen <= 0 {
 		qlen = DefaultTxQueueLen
 	}
-	if err := raiseTxQueueLen(name, qlen); err != nil {
+	if err := fdlink.RaiseTxQueueLen(name, qlen); err != nil {
 		return fail("txqueuelen", err)
 	}
 
@@ -123,7 +123,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	// of frames per wake-up handed to the IPsec wrapper as one (GRO after
 	// decryption; fdbased delivers frame by frame), the virtio_net_hdr
 	// IFF_VNET_HDR puts before every frame, and UDP GSO frames both ways.
-	le.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc, VnetHdr: true, Readv: true})
+	le.UseReaders(fdlink.ReaderOptions{MTU: mtu, RXChecksumOffload: opts.RXChecksumOffload, ClosedFunc: opts.ClosedFunc, Readv: true})
 	le.UseWriter(fdlink.WriterOptions{UDPSegmentation: opts.UDPSegmentation, Writev: true})
 	return &Endpoint{Endpoint: le, drops: drops}, nil
 }
@@ -169,31 +169,6 @@ func openVnetTAP(name string) (int, error) {
 		return -1, err
 	}
 	return fd, nil
-}
-
-// raiseTxQueueLen sets the txqueuelen of interface name to n frames,
-// unless it is already as long.
-func raiseTxQueueLen(name string, n int) error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
-		return fmt.Errorf("SIOCGIFTXQLEN: %w", err)
-	}
-	if int(ifr.Uint32()) >= n {
-		return nil
-	}
-	ifr.SetUint32(uint32(n))
-	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
-		return fmt.Errorf("SIOCSIFTXQLEN %d: %w", n, err)
-	}
-	return nil
 }
 
 // TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h): what the kernel may

@@ -49,7 +49,7 @@ type Endpoint struct {
 	writerOpts *WriterOptions
 	// gsoRefused is set once the kernel refused a UDP GSO frame.
 	gsoRefused atomic.Bool
-	gso        GSOStats
+	gso        gsoStats
 	readerWG   sync.WaitGroup
 }
 

@@ -42,3 +42,28 @@ func Up(name string, mtu uint32) (uint32, error) {
 	}
 	return ifr.Uint32(), nil
 }
+
+// RaiseTxQueueLen sets the txqueuelen of interface name to n frames,
+// unless it is already as long.
+func RaiseTxQueueLen(name string, n int) error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFTXQLEN: %w", err)
+	}
+	if int(ifr.Uint32()) >= n {
+		return nil
+	}
+	ifr.SetUint32(uint32(n))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFTXQLEN %d: %w", n, err)
+	}
+	return nil
+}

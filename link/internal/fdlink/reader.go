@@ -39,14 +39,6 @@ type ReaderOptions struct {
 	// Readv reads a descriptor that is no socket (a TAP device) with
 	// readv, a frame per call, instead of recvmmsg.
 	Readv bool
-	// VnetHdr says the sockets have PACKET_VNET_HDR (a TAP: IFF_VNET_HDR):
-	// every frame comes
-	// after a virtio_net_hdr. A UDP GSO frame (a run of datagrams a local
-	// sender handed the kernel as one, which crossed a veth whole) is cut
-	// into its datagrams; a frame whose checksum the header says is not
-	// yet computed (NEEDS_CSUM) or already verified (DATA_VALID) is
-	// delivered as checksum-validated.
-	VnetHdr bool
 	// ClosedFunc, if set, is called when a reader stops: with the error
 	// that stopped it, or nil when stopped by Close (as fdbased does).
 	ClosedFunc func(tcpip.Error)
@@ -60,6 +52,11 @@ const readerBatch = 32
 // overflowSize is the room past the first view of each slot: an IPv4 or
 // IPv6 packet of up to 64 KiB in one frame.
 const overflowSize = 1 << 16
+
+// perSlot is the iovecs of each slot: the virtio_net_hdr every frame
+// comes after (the sockets have PACKET_VNET_HDR, a TAP IFF_VNET_HDR, as
+// the writer needs), the first view, the overflow.
+const perSlot = 3
 
 // UseReaders has the endpoint read its packet sockets with its own
 // readers instead of fdbased's: recvmmsg of readerBatch frames, delivered
@@ -79,9 +76,8 @@ type reader struct {
 	opts     *ReaderOptions
 	first    int // size of each slot's view
 	msgs     []rawfile.MMsgHdr
-	iovs     []unix.Iovec // perSlot per slot
-	perSlot  int          // iovecs per slot: [vnet header,] view, overflow
-	vnet     []byte       // VnetHdr: readerBatch × vnetHdrLen
+	iovs     []unix.Iovec // perSlot per slot: vnet header, view, overflow
+	vnet     []byte       // readerBatch × vnetHdrLen
 	views    []*buffer.View
 	overflow []byte // mmap'ed: readerBatch × overflowSize, touched only by large frames
 	pkts     []*stack.PacketBuffer
@@ -97,22 +93,17 @@ func newReader(e *Endpoint, fd int, opts *ReaderOptions) (*reader, error) {
 		unix.Close(sfd.EFD)
 		return nil, err
 	}
-	r := &reader{StopFD: sfd, fd: fd, e: e, opts: opts, first: int(opts.MTU) + 18, perSlot: 2,
+	r := &reader{StopFD: sfd, fd: fd, e: e, opts: opts, first: int(opts.MTU) + 18,
 		msgs:  make([]rawfile.MMsgHdr, readerBatch),
 		views: make([]*buffer.View, readerBatch), overflow: ov}
-	if opts.VnetHdr {
-		r.perSlot = 3
-		r.vnet = make([]byte, readerBatch*vnetHdrLen)
-	}
-	r.iovs = make([]unix.Iovec, r.perSlot*readerBatch)
+	r.vnet = make([]byte, readerBatch*vnetHdrLen)
+	r.iovs = make([]unix.Iovec, perSlot*readerBatch)
 	for k := range r.msgs {
-		slot := r.iovs[r.perSlot*k:][:r.perSlot]
-		if opts.VnetHdr {
-			slot[0].Base = &r.vnet[k*vnetHdrLen]
-			slot[0].SetLen(vnetHdrLen)
-		}
-		slot[r.perSlot-1].Base = &ov[k*overflowSize]
-		slot[r.perSlot-1].SetLen(overflowSize)
+		slot := r.iovs[perSlot*k:][:perSlot]
+		slot[0].Base = &r.vnet[k*vnetHdrLen]
+		slot[0].SetLen(vnetHdrLen)
+		slot[2].Base = &ov[k*overflowSize]
+		slot[2].SetLen(overflowSize)
 	}
 	return r, nil
 }
@@ -138,12 +129,12 @@ func (r *reader) run() {
 			if r.views[k] == nil {
 				v := buffer.NewViewSize(r.first)
 				r.views[k] = v
-				iov := &r.iovs[r.perSlot*k+r.perSlot-2]
+				iov := &r.iovs[perSlot*k+1]
 				iov.Base = unsafe.SliceData(v.AsSlice())
 				iov.SetLen(r.first)
 			}
-			r.msgs[k].Msg.Iov = &r.iovs[r.perSlot*k]
-			r.msgs[k].Msg.SetIovlen(r.perSlot)
+			r.msgs[k].Msg.Iov = &r.iovs[perSlot*k]
+			r.msgs[k].Msg.SetIovlen(perSlot)
 			r.msgs[k].Msg.Flags = 0
 			r.msgs[k].Len = 0
 		}
@@ -173,7 +164,7 @@ func (r *reader) run() {
 // socket (a TAP device: one frame per read): it waits for the first
 // frame, then reads what else is queued, up to a batch, without waiting.
 func (r *reader) readv() (int, unix.Errno) {
-	iov := func(k int) []unix.Iovec { return r.iovs[r.perSlot*k:][:r.perSlot] }
+	iov := func(k int) []unix.Iovec { return r.iovs[perSlot*k:][:perSlot] }
 	n, errno := rawfile.BlockingReadvUntilStopped(r.EFD, r.fd, iov(0))
 	if n == -1 || errno != 0 {
 		return n, errno
@@ -199,13 +190,10 @@ func (r *reader) dispatch(n int) {
 	for k := 0; k < n; k++ {
 		v := r.views[k]
 		r.views[k] = nil
-		size := int(r.msgs[k].Len)
+		size := int(r.msgs[k].Len) - vnetHdrLen
 		var vh vnetHdr
-		if r.opts.VnetHdr {
-			size -= vnetHdrLen
-			if size >= 0 {
-				vh.decode(r.vnet[k*vnetHdrLen:])
-			}
+		if size >= 0 {
+			vh.decode(r.vnet[k*vnetHdrLen:])
 		}
 		if r.msgs[k].Msg.Flags&unix.MSG_TRUNC != 0 || size < header.EthernetMinimumSize {
 			v.Release() // larger than 64 KiB, or a runt: nothing sends that
@@ -286,6 +274,7 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 	// One view per datagram, not regions of one shared chunk: gVisor's
 	// PullUp copies a whole shared chunk (copy-on-write) before it hands
 	// out a slice of it, and the wrapper pulls every datagram up.
+	var segs uint64
 	for off := hl; off < size; off += int(segSize) {
 		n := min(int(segSize), size-off)
 		seg := buffer.NewViewSize(hl + n)
@@ -303,9 +292,10 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 		pkt.NetworkProtocolNumber = eth.Type()
 		pkt.RXChecksumValidated = true
 		r.pkts = append(r.pkts, pkt)
-		r.e.gso.RxDatagrams.Add(1)
+		segs++
 	}
 	r.e.gso.RxFrames.Add(1)
+	r.e.gso.RxDatagrams.Add(segs)
 	return true
 }
 

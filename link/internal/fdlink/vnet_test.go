@@ -229,7 +229,7 @@ func TestSplitUDP(t *testing.T) {
 	}
 	newSlot := func(t *testing.T, frame []byte) (*reader, *buffer.View) {
 		e := &Endpoint{}
-		r, err := newReader(e, -1, &ReaderOptions{MTU: mtu, VnetHdr: true})
+		r, err := newReader(e, -1, &ReaderOptions{MTU: mtu})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,18 +33,18 @@ type WriterOptions struct {
 
 // UseWriter has the endpoint write its packet sockets itself instead of
 // through fdbased, with a virtio_net_hdr before every frame: the sockets
-// must have PACKET_VNET_HDR, and the readers (UseReaders) must be told
-// (ReaderOptions.VnetHdr). Call it before the NIC is created.
+// must have PACKET_VNET_HDR (a TAP IFF_VNET_HDR), which the readers
+// (UseReaders) expect too. Call it before the NIC is created.
 func (e *Endpoint) UseWriter(opts WriterOptions) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.writerOpts = &opts
 }
 
-// GSOStats counts the UDP GSO frames the endpoint sent and the ones its
+// gsoStats counts the UDP GSO frames the endpoint sent and the ones its
 // readers cut, with the datagrams they carried: whether segmentation
 // offload is at work, and how much it merges.
-type GSOStats struct {
+type gsoStats struct {
 	TxFrames, TxDatagrams atomic.Uint64
 	RxFrames, RxDatagrams atomic.Uint64
 }
@@ -148,7 +148,7 @@ func (e *Endpoint) afterSendError(list []*stack.PacketBuffer, sent int, errno un
 // send writes b's frames with sendmmsg on fd and empties b. It returns
 // how many packets (not frames) the kernel took, and the error that
 // stopped it, if any.
-func (b *txBatch) send(fd int, writev bool, gso *GSOStats) (int, unix.Errno) {
+func (b *txBatch) send(fd int, writev bool, gso *gsoStats) (int, unix.Errno) {
 	sent := 0
 	msgs := b.msgs[:b.n]
 	var errno unix.Errno

@@ -3,7 +3,7 @@ package fdlink
 import (
 	"encoding/binary"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -21,7 +21,6 @@ const (
 	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum at csum_start+csum_offset not yet computed
 	vnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksum verified
 
-	vnetGSONone  = 0
 	vnetGSOUDPL4 = 5 // VIRTIO_NET_HDR_GSO_UDP_L4: gso_size-byte UDP payloads, one datagram each
 	vnetGSOECN   = 0x80
 )
@@ -146,26 +145,17 @@ func sameUDPFlow(a, b []byte, ipLen int) bool {
 // checksum itself (__udp_gso_segment, inet_gso_segment).
 func gsoHeaders(hdrs []byte, f udpFlow, total, segSize int) vnetHdr {
 	const eth = header.EthernetMinimumSize
-	udpLen := uint16(header.UDPMinimumSize + total)
+	setUDPLengths(hdrs, f.ipLen, total)
 	u := header.UDP(hdrs[eth+f.ipLen:])
-	u.SetLength(udpLen)
-	var src, dst []byte
+	var src, dst tcpip.Address
 	if f.ipLen == header.IPv4MinimumSize {
 		ip := header.IPv4(hdrs[eth:])
-		ip.SetTotalLength(uint16(f.ipLen) + udpLen)
-		ip.SetChecksum(0)
-		ip.SetChecksum(^ip.CalculateChecksum())
-		src, dst = ip[12:16], ip[16:20]
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
 	} else {
 		ip := header.IPv6(hdrs[eth:])
-		ip.SetPayloadLength(udpLen)
-		src, dst = ip[8:24], ip[24:40]
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
 	}
-	sum := checksum.Checksum(src, 0)
-	sum = checksum.Checksum(dst, sum)
-	sum = checksum.Combine(sum, uint16(header.UDPProtocolNumber))
-	sum = checksum.Combine(sum, udpLen)
-	u.SetChecksum(sum)
+	u.SetChecksum(header.PseudoHeaderChecksum(header.UDPProtocolNumber, src, dst, u.Length()))
 	return vnetHdr{
 		flags:      vnetNeedsCsum,
 		gsoType:    vnetGSOUDPL4,
@@ -182,12 +172,20 @@ func gsoHeaders(hdrs []byte, f udpFlow, total, segSize int) vnetHdr {
 // one's is left as it came (partial) for the caller to finish or not: a
 // GSO frame comes from a local sender that left the sums to the device.
 func segmentHeaders(hdrs []byte, ipLen, payload int) {
+	setUDPLengths(hdrs, ipLen, payload)
+	if ipLen == header.IPv4MinimumSize {
+		header.UDP(hdrs[header.EthernetMinimumSize+ipLen:]).SetChecksum(0)
+	}
+}
+
+// setUDPLengths sets the UDP and IP lengths in hdrs, the Ethernet, IP
+// (header length ipLen) and UDP headers of a datagram of payload bytes,
+// and an IPv4 header's checksum.
+func setUDPLengths(hdrs []byte, ipLen, payload int) {
 	const eth = header.EthernetMinimumSize
 	udpLen := uint16(header.UDPMinimumSize + payload)
-	u := header.UDP(hdrs[eth+ipLen:])
-	u.SetLength(udpLen)
+	header.UDP(hdrs[eth+ipLen:]).SetLength(udpLen)
 	if ipLen == header.IPv4MinimumSize {
-		u.SetChecksum(0)
 		ip := header.IPv4(hdrs[eth:])
 		ip.SetTotalLength(uint16(ipLen) + udpLen)
 		ip.SetChecksum(0)

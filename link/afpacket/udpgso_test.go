@@ -19,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/link/afpacket"
+	"github.com/ipsecstack/ipsecstack/link/internal/linktest"
 	"github.com/ipsecstack/ipsecstack/link/internal/netnstest"
 	"github.com/ipsecstack/ipsecstack/link/linkstats"
 )
@@ -63,7 +64,7 @@ func (d udpDatagram) frame(dstMAC net.HardwareAddr, id uint16) []byte {
 		binary.BigEndian.PutUint16(ip[4:], id)
 		ip = append(ip, gsoSrc4...)
 		ip = append(ip, gsoDst4...)
-		binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip, 0))
+		binary.BigEndian.PutUint16(ip[10:], ^linktest.OnesSum(ip, 0))
 		f = append(f, ip...)
 		src, dst = gsoSrc4, gsoDst4
 	}
@@ -76,21 +77,6 @@ func (d udpDatagram) frame(dstMAC net.HardwareAddr, id uint16) []byte {
 	return append(f, u...)
 }
 
-// onesSum is the RFC 1071 one's complement sum of b added to sum.
-func onesSum(b []byte, sum uint32) uint16 {
-	for len(b) > 1 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
-}
-
 // udpChecksum is the UDP checksum of segment u (its checksum field zero)
 // between src and dst (RFC 768, RFC 8200 §8.1).
 func udpChecksum(src, dst, u []byte) uint16 {
@@ -99,7 +85,7 @@ func udpChecksum(src, dst, u []byte) uint16 {
 	ph = append(ph, dst...)
 	ph = append(ph, 0, 17)
 	ph = binary.BigEndian.AppendUint16(ph, uint16(len(u)))
-	s := ^onesSum(u, uint32(onesSum(ph, 0)))
+	s := ^linktest.OnesSum(u, uint32(linktest.OnesSum(ph, 0)))
 	if s == 0 {
 		s = 0xffff
 	}
@@ -360,7 +346,7 @@ func checkUDPFrame(f []byte) error {
 	f = f[14:]
 	var src, dst, u []byte
 	if f[0]>>4 == 4 {
-		if onesSum(f[:20], 0) != 0xffff {
+		if linktest.OnesSum(f[:20], 0) != 0xffff {
 			return fmt.Errorf("bad IPv4 header checksum")
 		}
 		src, dst, u = f[12:16], f[16:20], f[20:binary.BigEndian.Uint16(f[2:])]

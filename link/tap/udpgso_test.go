@@ -161,14 +161,7 @@ func udp4Frame(dst net.HardwareAddr, src tcpip.LinkAddress, id uint16, payload [
 	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1}
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
 	binary.BigEndian.PutUint16(ip[4:], id)
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(ip[10:], ^linktest.OnesSum(ip, 0))
 	u := []byte{0x1c, 0x21, 0x1c, 0x20, 0, 0, 0, 0}
 	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
 	return append(append(append(f, ip...), u...), payload...)

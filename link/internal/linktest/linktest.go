@@ -195,3 +195,20 @@ func Transfer(t testing.TB, ln net.Listener, dial func(context.Context) (net.Con
 		t.Fatal("server did not finish within 30s")
 	}
 }
+
+// OnesSum is the RFC 1071 one's complement sum of b added to sum, folded
+// to 16 bits: the tests' own, so that their checksums owe nothing to
+// gVisor's checksum package, which the code under test uses.
+func OnesSum(b []byte, sum uint32) uint16 {
+	for len(b) > 1 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}

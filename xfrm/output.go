@@ -22,49 +22,6 @@ type Emitter interface {
 	Emit(pkt []byte)
 }
 
-// InPlaceAllocator is an Allocator through which the caller of Input or
-// InputEncap also offers the buffer the packet arrived in, so that the
-// decapsulated packet is built there instead of being copied into a new
-// buffer from Alloc.
-type InPlaceAllocator interface {
-	Allocator
-	// InPlace returns the received packet, starting with the IP header
-	// Input or InputEncap is given as hdr (the same memory), with the
-	// IPsec payload further on in it, or nil. The engine may then
-	// overwrite it: once the packet is authenticated, a transport-mode
-	// packet's header stays where it is and its payload is moved up
-	// behind it, and a tunnel's inner packet is moved to the start.
-	// When it does, the packet Input returns is a prefix of this
-	// buffer (it starts at its first byte), not a buffer from Alloc.
-	InPlace() []byte
-}
-
-// inPlace returns the prefix of a's received buffer (InPlaceAllocator)
-// that holds an n-byte header followed by inner, when hdr starts that
-// buffer and inner lies in it at least n bytes after its start; the caller
-// leaves or writes the header there and moves inner behind it (copy
-// handles the overlap). Every byte of the prefix is then the header's or
-// inner's: nothing of the received packet beyond them (ESP trailer, ICV)
-// is in it. Otherwise inPlace returns nil and the caller allocates.
-func inPlace(a Allocator, hdr []byte, n int, inner []byte) []byte {
-	ipa, ok := a.(InPlaceAllocator)
-	if !ok || len(hdr) == 0 || len(inner) == 0 {
-		return nil
-	}
-	buf := ipa.InPlace()
-	if len(buf) == 0 || &buf[0] != &hdr[0] {
-		return nil
-	}
-	// inner shares buf's backing array when it is a slice of it; the
-	// pointer comparison below proves it (a 3-index slice that lowered
-	// inner's capacity just fails it).
-	off := cap(buf) - cap(inner)
-	if off < n || off+len(inner) > len(buf) || &buf[off] != &inner[0] {
-		return nil
-	}
-	return buf[:n+len(inner)]
-}
-
 // HeapAllocator allocates with make; for tests and tools.
 type HeapAllocator struct{}
 

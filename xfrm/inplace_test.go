@@ -189,3 +189,125 @@ func TestInputInPlace(t *testing.T) {
 		})
 	}
 }
+
+// outPlaceAlloc is the sending side's OutPlaceAllocator in these tests: it
+// offers buf with the packet at off, and counts the buffers it allocates.
+type outPlaceAlloc struct {
+	buf    []byte
+	off    int
+	allocs int
+}
+
+func (a *outPlaceAlloc) Alloc(n int) []byte              { a.allocs++; return make([]byte, n) }
+func (a *outPlaceAlloc) OutPlace() (buf []byte, off int) { return a.buf, a.off }
+
+// TestOutputInPlace: with an OutPlaceAllocator whose buffer has room
+// around the packet, Output seals a single ESP SA's packet where it lies,
+// without allocating and without writing a byte outside the protected
+// packet it returns, and a receiver decapsulates that packet to the
+// sender's cleartext (the oracle: the packet as it was before sealing,
+// kept aside). Where the room is too small, or the SA is AH, or an
+// earlier SA of the bundle (IPComp that compressed) already moved the
+// packet, Output allocates as before.
+func TestOutputInPlace(t *testing.T) {
+	v4sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
+	v6sel := Selector{Src: exactPrefix(bA), Dst: exactPrefix(bB)}
+	esp := func(src, dst netip.Addr, mode Mode) SAConfig { return espSA(0x800, src, dst, mode) }
+	tun := func(src, dst netip.Addr) []Template {
+		return []Template{{Proto: ProtoESP, Mode: ModeTunnel, Src: src, Dst: dst, Level: LevelRequire}}
+	}
+	tr := func(protos ...Proto) []Template {
+		var ts []Template
+		for _, p := range protos {
+			ts = append(ts, Template{Proto: p, Mode: ModeTransport, Level: LevelRequire})
+		}
+		return ts
+	}
+	const roomy = 128
+	cases := []struct {
+		name    string
+		sel     Selector
+		tmpl    []Template
+		sas     []SAConfig
+		pkt     func(n int) []byte
+		encap   bool
+		head    int // room before the packet
+		inPlace bool
+	}{
+		{name: "esp transport v4", sel: v4sel, tmpl: tr(ProtoESP), sas: []SAConfig{esp(eA4, eB4, ModeTransport)},
+			pkt: func(n int) []byte { return udpPkt(eA4, eB4, n) }, head: roomy, inPlace: true},
+		{name: "esp transport v6, exact room", sel: v6sel, tmpl: tr(ProtoESP), sas: []SAConfig{esp(bA, bB, ModeTransport)},
+			pkt: func(n int) []byte { return udpPkt(bA, bB, n) }, head: 8 + 8, inPlace: true},
+		{name: "esp transport v6, a byte short", sel: v6sel, tmpl: tr(ProtoESP), sas: []SAConfig{esp(bA, bB, ModeTransport)},
+			pkt: func(n int) []byte { return udpPkt(bA, bB, n) }, head: 8 + 8 - 1, inPlace: false},
+		{name: "esp tunnel v4", sel: v4sel, tmpl: tun(eA4, eB4), sas: []SAConfig{esp(eA4, eB4, ModeTunnel)},
+			pkt: func(n int) []byte { return udpPkt(eA4, eB4, n) }, head: roomy, inPlace: true},
+		{name: "esp tunnel v6 in v4, exact room", sel: v6sel, tmpl: tun(eA4, eB4), sas: []SAConfig{esp(eA4, eB4, ModeTunnel)},
+			pkt: func(n int) []byte { return udpPkt(bA, bB, n) }, head: 20 + 8 + 8, inPlace: true},
+		{name: "esp-in-udp transport v4", sel: v4sel, tmpl: tr(ProtoESP), sas: []SAConfig{encSA(eA4, eB4, ModeTransport)},
+			pkt: func(n int) []byte { return udpPkt(eA4, eB4, n) }, encap: true, head: roomy, inPlace: true},
+		{name: "esp-in-udp tunnel v6", sel: v6sel, tmpl: tun(bA, bB), sas: []SAConfig{encSA(bA, bB, ModeTunnel)},
+			pkt: func(n int) []byte { return udpPkt(bA, bB, n) }, encap: true, head: roomy, inPlace: true},
+		{name: "ah transport v6", sel: v6sel, tmpl: tr(ProtoAH), sas: []SAConfig{bundleSA(t, ProtoAH, 0x801, bA, bB, ModeTransport)},
+			pkt: func(n int) []byte { return udpPkt(bA, bB, n) }, head: roomy, inPlace: false},
+		{name: "ipcomp+esp transport v6", sel: v6sel, tmpl: tr(ProtoIPComp, ProtoESP),
+			sas: []SAConfig{bundleSA(t, ProtoIPComp, 0x804, bA, bB, ModeTransport), bundleSA(t, ProtoESP, 0x805, bA, bB, ModeTransport)},
+			pkt: udpPacket6, head: roomy, inPlace: false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, heap, _ := inPlaceEngines(t, c.sel, c.tmpl, c.sas...)
+			for _, n := range []int{1400, 600, 20, 0} {
+				want := c.pkt(n)
+				space := bytes.Repeat([]byte{0xa5}, c.head+len(want)+64)
+				copy(space[c.head:], want)
+				a := &outPlaceAlloc{buf: space, off: c.head}
+				uncompressed := func() (k uint64) {
+					out.SAD.Walk(func(sa *SA) bool {
+						k += sa.Counters.Uncompressed.Load()
+						return true
+					})
+					return k
+				}
+				u0 := uncompressed()
+				v, wire := out.Output(space[c.head:c.head+len(want)], a)
+				// A payload IPComp left uncompressed (RFC 3173 §2.2)
+				// reaches ESP where it was: in place after all.
+				wantInPlace := c.inPlace || uncompressed() != u0
+				if v != VerdictProtected {
+					t.Fatalf("n %d: output verdict %v (stats %v)", n, v, out.Stats.Snapshot())
+				}
+				start := cap(space) - cap(wire)
+				in := start >= 0 && start < len(space) && &space[start] == &wire[0]
+				if in != wantInPlace {
+					t.Errorf("n %d: sealed in place: %v, want %v", n, in, wantInPlace)
+				}
+				if in {
+					if a.allocs != 0 {
+						t.Errorf("n %d: %d buffers allocated for an in-place seal", n, a.allocs)
+					}
+					for i, b := range space {
+						if (i < start || i >= start+len(wire)) && b != 0xa5 {
+							t.Fatalf("n %d: byte %d outside the packet [%d, %d) written", n, i, start, start+len(wire))
+						}
+					}
+				}
+				b := bytes.Clone(wire)
+				hl := ipHdrLen(b)
+				var got []byte
+				if c.encap {
+					got = heap.InputEncap(b[:hl], b[hl:], HeapAllocator{})
+				} else {
+					proto := Proto(b[9])
+					if b[0]>>4 == 6 {
+						proto = Proto(b[6])
+					}
+					got = heap.Input(b[:hl], proto, b[hl:], HeapAllocator{})
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("n %d: decapsulated %x\nwant %x (receiver stats %v)", n, got, want, heap.Stats.Snapshot())
+				}
+			}
+		})
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+
+	"github.com/ipsecstack/ipsecstack/xfrm/esp"
 )
 
 // Allocator supplies buffers for packets the engine builds. The stack glue
@@ -20,6 +22,36 @@ type Allocator interface {
 type Emitter interface {
 	Allocator
 	Emit(pkt []byte)
+}
+
+// OutPlaceAllocator is an Allocator through which the caller of Output
+// also offers the buffer the packet lies in, with room before and after
+// it, so that an ESP SA seals the packet where it is instead of into a
+// new buffer from Alloc: the output counterpart of InPlaceAllocator. The
+// caller then gives up the packet's bytes: Output may overwrite all of
+// the buffer.
+type OutPlaceAllocator interface {
+	Allocator
+	// OutPlace returns buf and off such that the packet given to Output
+	// is buf[off:off+len(pkt)] (the same memory).
+	OutPlace() (buf []byte, off int)
+}
+
+// outPlace returns the part of a's buffer (OutPlaceAllocator) that holds
+// the total bytes of a packet built around pkt with pkt head bytes from
+// its start, when pkt lies in that buffer with room for it; otherwise nil
+// and the caller allocates. The pointer check makes only the packet the
+// caller gave Output qualify, not an earlier SA's output in a bundle.
+func outPlace(a Allocator, pkt []byte, head, total int) []byte {
+	opa, ok := a.(OutPlaceAllocator)
+	if !ok || len(pkt) == 0 {
+		return nil
+	}
+	buf, off := opa.OutPlace()
+	if off < head || off >= len(buf) || &buf[off] != &pkt[0] || off-head+total > len(buf) {
+		return nil
+	}
+	return buf[off-head : off-head+total]
 }
 
 // HeapAllocator allocates with make; for tests and tools.
@@ -43,7 +75,8 @@ const maxBundle = 4
 
 // Output applies the outbound SPD to the IP packet pkt (starting at its IP
 // header). On VerdictProtected it returns the protected packet, built in a
-// buffer from a; pkt is not modified.
+// buffer from a, or around pkt in the buffer a OutPlaceAllocator offers;
+// pkt is not modified unless a is an OutPlaceAllocator.
 //
 // An ICMP error that its own selectors leave in clear is also decided by
 // the reversed flow of the packet it quotes (RFC 4301 §6.2, see
@@ -216,7 +249,14 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 		if peer != nil {
 			u = UDPHeaderLen
 		}
-		out := a.Alloc(hlen + u + t.SealedLen(len(payload)))
+		total := hlen + u + t.SealedLen(len(payload))
+		// In place the header moves forward to make room for the ESP
+		// (and UDP) header and the IV, which leaves the payload where
+		// Seal wants it.
+		out := outPlace(a, pkt, u+esp.HeaderLen+t.IVLen(), total)
+		if out == nil {
+			out = a.Alloc(total)
+		}
 		copy(out, pkt[:hlen])
 		out[nhOff] = uint8(ProtoESP)
 		t.Seal(out[hlen+u:], c.SPI, seq, c.ESN, payload, nh)
@@ -259,7 +299,11 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			return out, true
 		}
 		if peer := sa.outPeer.Load(); peer != nil {
-			out := a.Alloc(hlen + UDPHeaderLen + t.SealedLen(len(pkt)))
+			total := hlen + UDPHeaderLen + t.SealedLen(len(pkt))
+			out := outPlace(a, pkt, hlen+UDPHeaderLen+esp.HeaderLen+t.IVLen(), total)
+			if out == nil {
+				out = a.Alloc(total)
+			}
 			e.outerHeader(out[:hlen], c.Src, peer.Addr, tos, df, Proto(ProtoUDP))
 			t.Seal(out[hlen+UDPHeaderLen:], c.SPI, seq, c.ESN, pkt, inner)
 			if !e.setLength(out, c.Dst.Is4()) {
@@ -268,7 +312,11 @@ func (e *Engine) applyOut(sa *SA, pkt []byte, a Allocator) ([]byte, bool) {
 			encapOut(sa, out, hlen, peer)
 			return out, true
 		}
-		out := a.Alloc(hlen + t.SealedLen(len(pkt)))
+		total := hlen + t.SealedLen(len(pkt))
+		out := outPlace(a, pkt, hlen+esp.HeaderLen+t.IVLen(), total)
+		if out == nil {
+			out = a.Alloc(total)
+		}
 		e.outerHeader(out[:hlen], c.Src, c.Dst, tos, df, ProtoESP)
 		t.Seal(out[hlen:], c.SPI, seq, c.ESN, pkt, inner)
 		if !e.setLength(out, c.Dst.Is4()) {

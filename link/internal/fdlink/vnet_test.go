@@ -6,6 +6,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/link/frame"
 )
 
 // udpFrameSpec describes a test frame, built byte by byte (RFC 791, RFC
@@ -114,32 +116,42 @@ func TestUDPRun(t *testing.T) {
 		{"at most udpGSOMaxSegs", many(with(d, func(s *udpFrameSpec) { s.payload = 100 }), udpGSOMaxSegs+5), udpGSOMaxSegs, udpGSOMaxSegs * 100},
 		{"at most an IP length of payload", many(with(d, func(s *udpFrameSpec) { s.payload = 1400 }), 50), 46, 46 * 1400},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			var pkts []*stack.PacketBuffer
-			for _, s := range c.pkts {
-				pkts = append(pkts, s.pkt())
-			}
-			defer func() {
-				for _, p := range pkts {
-					p.DecRef()
+		// Each run as PacketBuffers and as frames in the caller's bytes
+		// (frame.Frame.Bytes, the IPsec wrapper's sealed packets).
+		for _, kind := range []string{"packets", "bytes"} {
+			t.Run(c.name+"/"+kind, func(t *testing.T) {
+				var frames []frame.Frame
+				for _, s := range c.pkts {
+					if kind == "bytes" {
+						frames = append(frames, frame.Frame{Bytes: s.build()})
+					} else {
+						frames = append(frames, frame.Frame{Packet: s.pkt()})
+					}
 				}
-			}()
-			b := &txBatch{}
-			n, f := b.udpRun(pkts)
-			if n != c.want {
-				t.Fatalf("run of %d, want %d", n, c.want)
-			}
-			if n == 1 {
-				return
-			}
-			total := 0
-			for _, p := range pkts[:n] {
-				total += p.Size() - f.udpHdrsLen()
-			}
-			if total != c.total || f.payload != c.pkts[0].payload {
-				t.Fatalf("run payload %d, segment %d; want %d, %d", total, f.payload, c.total, c.pkts[0].payload)
-			}
-		})
+				defer func() {
+					for _, f := range frames {
+						if f.Packet != nil {
+							f.Packet.DecRef()
+						}
+					}
+				}()
+				b := &txBatch{}
+				n, f := b.udpRun(frames)
+				if n != c.want {
+					t.Fatalf("run of %d, want %d", n, c.want)
+				}
+				if n == 1 {
+					return
+				}
+				total := 0
+				for i := range frames[:n] {
+					total += frames[i].Size() - f.udpHdrsLen()
+				}
+				if total != c.total || f.payload != c.pkts[0].payload {
+					t.Fatalf("run payload %d, segment %d; want %d, %d", total, f.payload, c.total, c.pkts[0].payload)
+				}
+			})
+		}
 	}
 }
 

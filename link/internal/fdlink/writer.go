@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipsecstack/ipsecstack/link/frame"
 	"github.com/ipsecstack/ipsecstack/link/linkstats"
 )
 
@@ -88,13 +89,52 @@ var txBatchPool = sync.Pool{New: func() any {
 // kernel only reads it.
 var plainVnetHdr [vnetHdrLen]byte
 
+// framesPool holds the frame lists writePackets makes of its packets.
+var framesPool = sync.Pool{New: func() any { return new([]frame.Frame) }}
+
 // writePackets is WritePackets for an endpoint with its own writer; e.mu
 // is read-locked and the endpoint open. It returns how many packets went
 // out before an error.
 func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	fp := framesPool.Get().(*[]frame.Frame)
+	frames := (*fp)[:0]
+	for _, pkt := range pkts.AsSlice() {
+		frames = append(frames, frame.Frame{Packet: pkt})
+	}
+	n, err := e.writeFrames(frames)
+	clear(frames)
+	*fp = frames[:0]
+	framesPool.Put(fp)
+	return n, err
+}
+
+// CanWriteFrames implements frame.Writer: the endpoint writes its sockets
+// itself (UseWriter) and is open.
+func (e *Endpoint) CanWriteFrames() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.writerOpts != nil && !e.closed
+}
+
+// WriteFrames implements frame.Writer.
+func (e *Endpoint) WriteFrames(frames []frame.Frame) (int, tcpip.Error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	if e.writerOpts == nil {
+		return 0, &tcpip.ErrNotSupported{}
+	}
+	return e.writeFrames(frames)
+}
+
+// writeFrames writes frames with the endpoint's own writer; e.mu is
+// read-locked and the endpoint open. It returns how many frames (packets)
+// went out before an error.
+func (e *Endpoint) writeFrames(list []frame.Frame) (int, tcpip.Error) {
 	b := txBatchPool.Get().(*txBatch)
 	defer txBatchPool.Put(b)
-	list := pkts.AsSlice()
 	gso := e.writerOpts.UDPSegmentation && !e.gsoRefused.Load()
 	sent := 0 // packets whose frames the kernel took
 	b.reset()
@@ -112,7 +152,7 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			}
 		}
 		if run == 1 {
-			b.addFrame(list[i])
+			b.addFrame(&list[i])
 		} else {
 			b.addGSOFrame(list[i:i+run], f)
 		}
@@ -133,15 +173,11 @@ func (e *Endpoint) writePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 // UDP_L4 in virtio_net_hdr_to_skb (before 4.18): UDP segmentation is
 // turned off for good and the rest is sent as plain frames. Any other
 // error ends the write.
-func (e *Endpoint) afterSendError(list []*stack.PacketBuffer, sent int, errno unix.Errno) (int, tcpip.Error) {
+func (e *Endpoint) afterSendError(list []frame.Frame, sent int, errno unix.Errno) (int, tcpip.Error) {
 	if errno != unix.EINVAL || !e.writerOpts.UDPSegmentation || e.gsoRefused.Swap(true) {
 		return sent, tcpip.TranslateErrno(errno)
 	}
-	var rest stack.PacketBufferList
-	for _, pkt := range list[sent:] {
-		rest.PushBack(pkt)
-	}
-	n, err := e.writePackets(rest)
+	n, err := e.writeFrames(list[sent:])
 	return sent + n, err
 }
 
@@ -191,9 +227,13 @@ func (b *txBatch) reset() {
 	b.iovs = b.iovs[:0]
 }
 
-// appendViews appends the iovecs of pkt's bytes from offset skip on.
-func (b *txBatch) appendViews(pkt *stack.PacketBuffer, skip int) {
-	views, off := pkt.AsViewList()
+// appendFrame appends the iovecs of f's bytes from offset skip on.
+func (b *txBatch) appendFrame(f *frame.Frame, skip int) {
+	if f.Bytes != nil {
+		b.iovs = appendIovec(b.iovs, f.Bytes[skip:])
+		return
+	}
+	views, off := f.Packet.AsViewList()
 	off += skip
 	for v := views.Front(); v != nil; v = v.Next() {
 		s := v.AsSlice()
@@ -226,22 +266,22 @@ func (b *txBatch) addMsg(first, pkts int) {
 	b.n++
 }
 
-// addFrame adds pkt as a frame of its own.
-func (b *txBatch) addFrame(pkt *stack.PacketBuffer) {
+// addFrame adds f as a frame of its own.
+func (b *txBatch) addFrame(f *frame.Frame) {
 	first := len(b.iovs)
 	b.iovs = appendIovec(b.iovs, plainVnetHdr[:])
-	b.appendViews(pkt, 0)
+	b.appendFrame(f, 0)
 	b.addMsg(first, 1)
 }
 
-// udpRun returns how many packets from the head of pkts make one UDP GSO
+// udpRun returns how many frames from the head of pkts make one UDP GSO
 // frame (1: send the first as it is), and their shape. The first one's
 // head is left in b.first, for addGSOFrame.
-func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
+func (b *txBatch) udpRun(pkts []frame.Frame) (int, udpFlow) {
 	if len(pkts) < 2 {
 		return 1, udpFlow{}
 	}
-	first, ok := b.head(0, pkts[0])
+	first, ok := b.head(0, &pkts[0])
 	if !ok {
 		return 1, udpFlow{}
 	}
@@ -253,7 +293,7 @@ func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
 	limit := 0xffff - f.ipLen - 8 // an IP length field's worth of UDP payload
 	total, n := f.payload, 1
 	for n < len(pkts) && n < udpGSOMaxSegs {
-		h, ok := b.head(1, pkts[n])
+		h, ok := b.head(1, &pkts[n])
 		if !ok {
 			break
 		}
@@ -270,12 +310,16 @@ func (b *txBatch) udpRun(pkts []*stack.PacketBuffer) (int, udpFlow) {
 	return n, f
 }
 
-// head returns the first udpHeadMax bytes of pkt (fewer if it is
-// shorter): in place when its first view holds them, else copied into
-// b.heads[k]; false if pkt is too short to matter.
-func (b *txBatch) head(k int, pkt *stack.PacketBuffer) ([]byte, bool) {
+// head returns the first udpHeadMax bytes of f (fewer if it is
+// shorter): in place when its bytes or its first view hold them, else
+// copied into b.heads[k]; false if f is too short to matter.
+func (b *txBatch) head(k int, f *frame.Frame) ([]byte, bool) {
 	const least = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
-	views, off := pkt.AsViewList()
+	if f.Bytes != nil {
+		s := f.Bytes[:min(len(f.Bytes), udpHeadMax)]
+		return s, len(s) >= least
+	}
+	views, off := f.Packet.AsViewList()
 	v := views.Front()
 	for ; v != nil && off >= v.Size(); v = v.Next() {
 		off -= v.Size()
@@ -299,11 +343,11 @@ func (b *txBatch) head(k int, pkt *stack.PacketBuffer) ([]byte, bool) {
 // addGSOFrame adds pkts, a run udpRun found, as one UDP GSO frame: the
 // first packet's headers rewritten for the whole, then every packet's UDP
 // payload in order.
-func (b *txBatch) addGSOFrame(pkts []*stack.PacketBuffer, f udpFlow) {
+func (b *txBatch) addGSOFrame(pkts []frame.Frame, f udpFlow) {
 	hl := f.udpHdrsLen()
 	total := 0
-	for _, pkt := range pkts {
-		total += pkt.Size() - hl
+	for i := range pkts {
+		total += pkts[i].Size() - hl
 	}
 	hdrs := b.hdrs[b.n][:hl]
 	copy(hdrs, b.first[:hl])
@@ -312,8 +356,8 @@ func (b *txBatch) addGSOFrame(pkts []*stack.PacketBuffer, f udpFlow) {
 	first := len(b.iovs)
 	b.iovs = appendIovec(b.iovs, b.vnet[b.n][:])
 	b.iovs = appendIovec(b.iovs, hdrs)
-	for _, pkt := range pkts {
-		b.appendViews(pkt, hl)
+	for i := range pkts {
+		b.appendFrame(&pkts[i], hl)
 	}
 	b.addMsg(first, len(pkts))
 }

@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
+	"github.com/ipsecstack/ipsecstack/link/frame"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
 
@@ -91,6 +92,10 @@ type LinkStats struct {
 	// that were larger than one segment.
 	OutGSOPackets  atomic.Uint64
 	OutGSOSegments atomic.Uint64
+	// OutFrames counts the segments sent as frames built in the
+	// wrapper's own buffers, to a link that takes them (outputRaw):
+	// sealed in place, never a gVisor packet.
+	OutFrames atomic.Uint64
 }
 
 // Endpoint wraps a link endpoint with Ethernet framing and runs every
@@ -98,7 +103,10 @@ type LinkStats struct {
 // NIC is created on.
 type Endpoint struct {
 	nested.Endpoint
-	lower  stack.LinkEndpoint
+	lower stack.LinkEndpoint
+	// frames is lower as a frame.Writer, when it is one: outputGSO then
+	// builds, seals and frames segments in buffers of its own.
+	frames frame.Writer
 	engine *xfrm.Engine
 	// noGSO turns segmentation offload (SupportedGSO) off; set before
 	// the NIC is created.
@@ -142,6 +150,7 @@ var _ stack.GSOEndpoint = (*Endpoint)(nil)
 // NewEndpoint wraps lower, an Ethernet link endpoint, with engine.
 func NewEndpoint(lower stack.LinkEndpoint, engine *xfrm.Engine) *Endpoint {
 	e := &Endpoint{lower: lower, engine: engine}
+	e.frames, _ = lower.(frame.Writer)
 	e.Endpoint.Init(lower, e)
 	e.wireMTU.Store(lower.MTU())
 	return e
@@ -290,13 +299,6 @@ func (a *viewAlloc) release() {
 
 var allocPool = sync.Pool{New: func() any { return &viewAlloc{views: make([]*buffer.View, 0, 4)} }}
 
-// outListPool holds WritePackets' lists of packets for the link, so that
-// the list a GSO packet's segments fill (tens of entries) is not grown
-// from nothing, a few allocations, on every call. A link's WritePackets
-// does not keep the list (a link that queues packets takes references to
-// them), so the list is the writer's again once it returns.
-var outListPool = sync.Pool{New: func() any { return new(stack.PacketBufferList) }}
-
 // WritePackets is the output hook: every packet leaving the NIC passes here
 // with its Ethernet header already added.
 //
@@ -314,12 +316,18 @@ var outListPool = sync.Pool{New: func() any { return new(stack.PacketBufferList)
 // state lock to assign the number and the qdisc keeping its order). The
 // cost is that writers without a queue seal one at a time; with a queue
 // there is one writer anyway.
+//
+// To a link that takes frames (frame.Writer: fdlink's own writer, memlink)
+// the packets go as one ordered list of frames, the TCP segments among
+// them built, sealed and framed in the wrapper's buffers (outputRaw).
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	out := outListPool.Get().(*stack.PacketBufferList)
+	out := outQueuePool.Get().(*outQueue)
 	defer func() {
-		out.Reset() // our references; the link took its own
-		outListPool.Put(out)
+		out.reset() // our references; the link took its own
+		outQueuePool.Put(out)
 	}()
+	fw := e.frames
+	out.raw = fw != nil && fw.CanWriteFrames()
 	n := 0
 	e.sealMu.Lock()
 	for _, pkt := range pkts.AsSlice() {
@@ -329,21 +337,27 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		default:
 			// ARP and other non-IP frames carry no IP flow.
 			pkt.IncRef()
-			out.PushBack(pkt)
+			out.push(pkt)
 			continue
 		}
 		e.output(pkt, out)
 	}
-	if out.Len() == 0 {
+	if out.len() == 0 {
 		e.sealMu.Unlock()
 		return n, nil
 	}
 	e.sendMu.Lock()
 	e.sealMu.Unlock()
-	sent, err := e.lower.WritePackets(*out)
+	var sent int
+	var err tcpip.Error
+	if out.raw {
+		sent, err = fw.WriteFrames(out.frames)
+	} else {
+		sent, err = e.lower.WritePackets(out.pkts)
+	}
 	e.sendMu.Unlock()
 	if err != nil {
-		e.Stats.OutLinkDropped.Add(uint64(out.Len() - sent))
+		e.Stats.OutLinkDropped.Add(uint64(out.len() - sent))
 		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
 			// fdbased's non-blocking write found the socket's send
 			// buffer full. Nothing wakes a writer that waits on the
@@ -357,7 +371,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return n, nil
 }
 
-func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+func (e *Endpoint) output(pkt *stack.PacketBuffer, out *outQueue) {
 	e.watchConfig()
 	if t := pkt.GSOOptions.Type; (t == stack.GSOTCPv4 || t == stack.GSOTCPv6) && !pkt.NetworkPacketInfo.IsForwardedPacket {
 		e.outputGSO(pkt, out)
@@ -378,7 +392,7 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *stack.PacketBufferList) 
 // what is to be sent. ip is a private copy: the caller's (seg nil), or
 // owned by seg, which a packet sent in clear takes over (outputIP then
 // reports true; otherwise seg stays the caller's).
-func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View, out *stack.PacketBufferList) (took bool) {
+func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View, out *outQueue) (took bool) {
 	if len(ip) > int(e.WireMTU()) && len(ip) >= header.IPv4MinimumSize && ip[0]>>4 == 4 &&
 		ip[6]&0x40 != 0 && !pkt.NetworkPacketInfo.IsForwardedPacket {
 		// A local packet with DF that will be fragmented whatever IPsec
@@ -427,7 +441,7 @@ func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View
 // The payload is copied once, from the stack's buffer into the segment;
 // a segment that is sealed is built in one scratch buffer reused for the
 // next, a segment sent in clear is handed to the link.
-func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferList) {
+func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *outQueue) {
 	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
 	v4 := pkt.GSOOptions.Type == stack.GSOTCPv4
 	if len(th) < header.TCPMinimumSize || int(header.TCP(th).DataOffset()) != len(th) ||
@@ -450,20 +464,25 @@ func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferLis
 		e.Stats.OutDropped.Add(1)
 		return
 	}
-	nseg := 1
+	c := gsoCut{nh: nh, th: th, payload: &payload, v4: v4, mss: mss, total: total, nseg: 1}
 	if total > 0 {
-		nseg = (total + mss - 1) / mss
+		c.nseg = (total + mss - 1) / mss
 	}
 	e.Stats.OutGSOPackets.Add(1)
-	seq0 := header.TCP(th).SequenceNumber()
-	var id0 uint16
-	var src, dst tcpip.Address
+	c.seq0 = header.TCP(th).SequenceNumber()
 	if v4 {
 		h := header.IPv4(nh)
-		id0, src, dst = h.ID(), h.SourceAddress(), h.DestinationAddress()
+		c.id0, c.src, c.dst = h.ID(), h.SourceAddress(), h.DestinationAddress()
 	} else {
 		h := header.IPv6(nh)
-		src, dst = h.SourceAddress(), h.DestinationAddress()
+		c.src, c.dst = h.SourceAddress(), h.DestinationAddress()
+	}
+	// Segments are built, sealed and framed in buffers of ours when the
+	// link takes frames (outputRaw), unless a segment will be fragmented
+	// whatever IPsec does (outputIP clears its DF first).
+	raw := out.raw && hl+mss <= min(int(e.WireMTU()), maxRawSegment)
+	if ll := len(pkt.LinkHeader().Slice()); ll != 0 && ll != header.EthernetMinimumSize {
+		raw = false
 	}
 	var scratch *buffer.View
 	defer func() {
@@ -471,54 +490,93 @@ func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferLis
 			scratch.Release()
 		}
 	}()
-	for i := 0; i < nseg; i++ {
-		off := i * mss
-		n := min(mss, total-off)
-		if scratch == nil {
-			scratch = buffer.NewViewSize(hl + mss)
+	for i := 0; i < c.nseg; i++ {
+		n := c.segLen(i)
+		if c.nseg > 1 {
+			e.Stats.OutGSOSegments.Add(1)
 		}
-		b := scratch.AsSlice()[:hl+n]
-		copy(b, nh)
-		copy(b[len(nh):], th)
-		if n > 0 {
-			if _, err := payload.ReadAt(b[hl:], int64(off)); err != nil && err != io.EOF {
+		if raw {
+			fb := getFrameBuf(frameHeadroom + hl + n + frameTailroom)
+			b := fb.b[frameHeadroom : frameHeadroom+hl+n]
+			if !c.segment(b, i) {
+				fb.free()
 				e.engine.Stats.OutError.Add(1)
 				e.Stats.OutDropped.Add(1)
 				return
 			}
+			e.outputRaw(pkt, fb, b, out, &c, i)
+			continue
 		}
-		if v4 {
-			h := header.IPv4(b)
-			h.SetTotalLength(uint16(hl + n))
-			h.SetID(id0 + uint16(i))
-			h.SetChecksum(0)
-			h.SetChecksum(^h.CalculateChecksum())
-		} else {
-			header.IPv6(b).SetPayloadLength(uint16(hl + n - header.IPv6MinimumSize))
+		if scratch == nil {
+			scratch = buffer.NewViewSize(hl + mss)
 		}
-		tcp := header.TCP(b[len(nh):])
-		tcp.SetSequenceNumber(seq0 + uint32(off))
-		flags := tcp.Flags()
-		if i > 0 {
-			flags &^= header.TCPFlagCwr
+		b := scratch.AsSlice()[:hl+n]
+		if !c.segment(b, i) {
+			e.engine.Stats.OutError.Add(1)
+			e.Stats.OutDropped.Add(1)
+			return
 		}
-		if i < nseg-1 {
-			flags &^= header.TCPFlagFin | header.TCPFlagPsh
-		}
-		tcp.SetFlags(uint8(flags))
-		tcp.SetChecksum(0)
-		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(th)+n))
-		tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
-		if nseg > 1 {
-			e.Stats.OutGSOSegments.Add(1)
-		}
-		if i == nseg-1 || n < mss {
+		if i == c.nseg-1 || n < mss {
 			scratch.CapLength(hl + n)
 		}
 		if e.outputIP(pkt, b, scratch, out) {
 			scratch = nil // the link has it
 		}
 	}
+}
+
+// gsoCut cuts the segments of one GSO packet (see outputGSO).
+type gsoCut struct {
+	nh, th     []byte // the packet's IP and TCP headers
+	payload    *buffer.Buffer
+	v4         bool
+	mss, total int // segment size, payload bytes
+	nseg       int
+	seq0       uint32
+	id0        uint16
+	src, dst   tcpip.Address
+}
+
+// segLen is the payload length of segment i.
+func (c *gsoCut) segLen(i int) int { return min(c.mss, c.total-i*c.mss) }
+
+// segment builds segment i into b, which is exactly its length: the
+// headers with its sequence number, IP length (and IPv4 ID and header
+// checksum), flags and TCP checksum, then its payload. It fails only if
+// the payload cannot be read.
+func (c *gsoCut) segment(b []byte, i int) bool {
+	off, n := i*c.mss, c.segLen(i)
+	hl := len(c.nh) + len(c.th)
+	copy(b, c.nh)
+	copy(b[len(c.nh):], c.th)
+	if n > 0 {
+		if _, err := c.payload.ReadAt(b[hl:], int64(off)); err != nil && err != io.EOF {
+			return false
+		}
+	}
+	if c.v4 {
+		h := header.IPv4(b)
+		h.SetTotalLength(uint16(hl + n))
+		h.SetID(c.id0 + uint16(i))
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+	} else {
+		header.IPv6(b).SetPayloadLength(uint16(hl + n - header.IPv6MinimumSize))
+	}
+	tcp := header.TCP(b[len(c.nh):])
+	tcp.SetSequenceNumber(c.seq0 + uint32(off))
+	flags := tcp.Flags()
+	if i > 0 {
+		flags &^= header.TCPFlagCwr
+	}
+	if i < c.nseg-1 {
+		flags &^= header.TCPFlagFin | header.TCPFlagPsh
+	}
+	tcp.SetFlags(uint8(flags))
+	tcp.SetChecksum(0)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, c.src, c.dst, uint16(len(c.th)+n))
+	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+	return true
 }
 
 // sendWire queues wire, the IP packet to send for orig (inner before
@@ -545,15 +603,15 @@ func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *stack.PacketBufferLis
 // (OutDFCleared), never fragmented silently: the stack gave it to us to
 // send whole or fragmented, as Linux's IP_PMTUDISC_WANT does for
 // datagrams larger than the path MTU.
-func (e *Endpoint) sendWire(orig *stack.PacketBuffer, inner, wire []byte, view *buffer.View, out *stack.PacketBufferList) {
+func (e *Endpoint) sendWire(orig *stack.PacketBuffer, inner, wire []byte, view *buffer.View, out *outQueue) {
 	mtu := e.pathMTU(wire)
 	if len(wire) <= mtu {
 		if view == nil {
 			orig.IncRef()
-			out.PushBack(orig)
+			out.push(orig)
 			return
 		}
-		out.PushBack(e.newPacket(orig, view))
+		out.push(e.newPacket(orig, view))
 		return
 	}
 	if !e.mayFragment(orig, inner, wire, mtu) {
@@ -593,7 +651,7 @@ func (e *Endpoint) mayFragment(orig *stack.PacketBuffer, inner, wire []byte, mtu
 
 // fragmentAndQueue queues ip (owned by view, or copied when view is nil)
 // as fragments of at most mtu bytes modelled on orig.
-func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, mtu int, out *stack.PacketBufferList) {
+func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *buffer.View, mtu int, out *outQueue) {
 	frags, err := fragment(ip, mtu, e.fragID.Add(1))
 	if view != nil {
 		view.Release()
@@ -605,7 +663,7 @@ func (e *Endpoint) fragmentAndQueue(orig *stack.PacketBuffer, ip []byte, view *b
 	}
 	for _, f := range frags {
 		e.Stats.OutFragments.Add(1)
-		out.PushBack(e.newPacket(orig, f))
+		out.push(e.newPacket(orig, f))
 	}
 }
 

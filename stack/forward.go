@@ -262,7 +262,7 @@ func (e *Endpoint) forward4(v *buffer.View) {
 // own (RFC 4301 §8.1 lets a gateway choose; the peer gateway then
 // forwards the fragments and need not reassemble outer ones). With
 // ClampMSS a TCP SYN first has its MSS option lowered to fit.
-func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *stack.PacketBufferList) {
+func (e *Endpoint) forwardOut(pkt *stack.PacketBuffer, ip []byte, out *outQueue) {
 	var f xfrm.Flow
 	if _, err := xfrm.ParseFlow(ip, &f); err != nil {
 		// Linux's __xfrm_route_forward: a forwarded packet whose
@@ -361,7 +361,7 @@ func (e *Endpoint) tooBig(ip []byte, mtu int) {
 
 // fragmentInner fragments the forwarded IPv4 packet ip to mtu before
 // IPsec and sends each fragment through the out policies.
-func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, out *stack.PacketBufferList) {
+func (e *Endpoint) fragmentInner(pkt *stack.PacketBuffer, ip []byte, mtu int, out *outQueue) {
 	frags, err := fragment(ip, mtu, e.fragID.Add(1))
 	if err != nil {
 		e.engine.Stats.OutError.Add(1)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
 	"github.com/ipsecstack/ipsecstack/internal/testbed"
 	"github.com/ipsecstack/ipsecstack/xfrm"
 )
@@ -89,58 +91,82 @@ var offloadCases = []struct {
 // IP and TCP checksums computed by an independent RFC 1071 sum, and the
 // receiver's TCP takes them all. Before segmentation offload the wrapper
 // got one segment per packet (OutGSOSegments stays 0).
+//
+// Each case runs twice: on memlink as it is, a frame.Writer, to which the
+// wrapper sends every segment as a frame of its own buffer, sealed in
+// place (OutFrames counts them all); and behind a wrapper that hides
+// that, as on a link that takes only gVisor packets (OutFrames stays 0).
 func TestGSOSegments(t *testing.T) {
 	for _, c := range offloadCases {
-		t.Run(c.name, func(t *testing.T) {
-			p, err := testbed.New(testbed.Config{Suite: testbed.Suites[0], Mode: c.mode, Inner: c.inner, Plain: c.plain, NDP: testbed.NDPBypass})
-			if err != nil {
-				t.Fatal(err)
+		for _, frames := range []bool{true, false} {
+			name := c.name + "/frames"
+			if !frames {
+				name = c.name + "/packets"
 			}
-			defer p.Close()
-			capt := newCapture(p)
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := p.StartServers(ctx); err != nil {
-				t.Fatal(err)
-			}
-			const n = 2 << 20
-			if _, err := testbed.TCPTransfer(ctx, p.A, p.AddrB, n); err != nil {
-				t.Fatalf("tcp A->B: %v", err)
-			}
-			if got := p.A.Endpoint.Stats.OutGSOSegments.Load(); got == 0 {
-				t.Fatalf("OutGSOSegments = 0: the stack sent no packet larger than a segment")
-			}
-			mtu := int(p.A.Endpoint.WireMTU())
-			payload, tcpFrames := 0, 0
-			for _, f := range capt.of("A") {
-				if len(f)-14 > mtu {
-					t.Fatalf("frame of %d bytes on a link of MTU %d", len(f)-14, mtu)
-				}
-				fi, ok := parseFrame(f)
-				if !ok || fi.proto != 6 {
-					continue
-				}
-				if !c.plain {
-					t.Fatalf("TCP in clear on a protected pair: %v -> %v", fi.src, fi.dst)
-				}
-				tcpFrames++
-				np, err := tcpFrameOK(f)
-				if err != nil {
-					t.Fatalf("segment %d: %v", tcpFrames, err)
-				}
-				payload += np
-			}
-			if c.plain && payload < n {
-				t.Fatalf("%d TCP payload bytes on the wire, want at least %d", payload, n)
-			}
-			if leaks, frames := p.Leaks(); len(leaks) > 0 {
-				t.Fatalf("cleartext leaks (%d frames inspected):\n%v", frames, leaks)
-			}
-			for _, st := range p.A.Engine.Stats.Snapshot() {
-				if st.Value != 0 {
-					t.Errorf("A: %s = %d, want 0", st.Name, st.Value)
-				}
-			}
-		})
+			t.Run(name, func(t *testing.T) { testGSOSegments(t, c.plain, c.inner, c.mode, frames) })
+		}
+	}
+}
+
+// packetsOnly hides a link's frame.Writer.
+type packetsOnly struct{ gstack.LinkEndpoint }
+
+func testGSOSegments(t *testing.T, plain bool, inner int, mode xfrm.Mode, frames bool) {
+	cfg := testbed.Config{Suite: testbed.Suites[0], Mode: mode, Inner: inner, Plain: plain, NDP: testbed.NDPBypass}
+	if !frames {
+		cfg.WrapLinkA = func(l gstack.LinkEndpoint) gstack.LinkEndpoint { return packetsOnly{l} }
+	}
+	p, err := testbed.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	capt := newCapture(p)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.StartServers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2 << 20
+	if _, err := testbed.TCPTransfer(ctx, p.A, p.AddrB, n); err != nil {
+		t.Fatalf("tcp A->B: %v", err)
+	}
+	if got := p.A.Endpoint.Stats.OutGSOSegments.Load(); got == 0 {
+		t.Fatalf("OutGSOSegments = 0: the stack sent no packet larger than a segment")
+	}
+	st := &p.A.Endpoint.Stats
+	if nf, gp := st.OutFrames.Load(), st.OutGSOPackets.Load(); frames && nf < gp || !frames && nf != 0 {
+		t.Fatalf("OutFrames = %d after %d GSO packets (%d segments cut); frames: %v", nf, gp, st.OutGSOSegments.Load(), frames)
+	}
+	mtu := int(p.A.Endpoint.WireMTU())
+	payload, tcpFrames := 0, 0
+	for _, f := range capt.of("A") {
+		if len(f)-14 > mtu {
+			t.Fatalf("frame of %d bytes on a link of MTU %d", len(f)-14, mtu)
+		}
+		fi, ok := parseFrame(f)
+		if !ok || fi.proto != 6 {
+			continue
+		}
+		if !plain {
+			t.Fatalf("TCP in clear on a protected pair: %v -> %v", fi.src, fi.dst)
+		}
+		tcpFrames++
+		np, err := tcpFrameOK(f)
+		if err != nil {
+			t.Fatalf("segment %d: %v", tcpFrames, err)
+		}
+		payload += np
+	}
+	if plain && payload < n {
+		t.Fatalf("%d TCP payload bytes on the wire, want at least %d", payload, n)
+	}
+	if leaks, seen := p.Leaks(); len(leaks) > 0 {
+		t.Fatalf("cleartext leaks (%d frames inspected):\n%v", seen, leaks)
+	}
+	for _, st := range p.A.Engine.Stats.Snapshot() {
+		if st.Value != 0 {
+			t.Errorf("A: %s = %d, want 0", st.Name, st.Value)
+		}
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ipsecstack/ipsecstack/link/frame"
 )
 
 // Direction says whether a frame seen by a tap was sent or received by the
@@ -332,31 +334,84 @@ func (*Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
 // fresh buffer that the peer's stack will own. Frames lost on the wire
 // (oversize, peer queue full) still count as written, as on a real NIC.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	e.mu.RLock()
-	closed, mtu := e.closed, e.mtu
-	e.mu.RUnlock()
-	if closed {
-		return 0, &tcpip.ErrClosedForSend{}
+	mtu, err := e.open()
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		n++
-		size := pkt.Size()
-		if mtu != 0 && size > int(mtu)+header.EthernetMinimumSize {
-			e.stats.oversize.Add(1)
-			continue
-		}
-		v := buffer.NewView(size)
-		for _, s := range pkt.AsSlices() {
-			v.Write(s)
-		}
-		if fn := e.tap.Load(); fn != nil {
-			(*fn)(Out, v.AsSlice())
-		}
-		e.stats.sent.Add(1)
-		e.peer.receive(v)
+		e.sendPacket(pkt, mtu)
 	}
 	return n, nil
+}
+
+// CanWriteFrames implements frame.Writer.
+func (e *Endpoint) CanWriteFrames() bool {
+	_, err := e.open()
+	return err == nil
+}
+
+// WriteFrames implements frame.Writer. Like WritePackets it copies every
+// frame into a view of its own for the peer.
+func (e *Endpoint) WriteFrames(frames []frame.Frame) (int, tcpip.Error) {
+	mtu, err := e.open()
+	if err != nil {
+		return 0, err
+	}
+	for i := range frames {
+		f := &frames[i]
+		if f.Bytes == nil {
+			e.sendPacket(f.Packet, mtu)
+			continue
+		}
+		if e.oversize(len(f.Bytes), mtu) {
+			continue
+		}
+		e.send(buffer.NewViewWithData(f.Bytes))
+	}
+	return len(frames), nil
+}
+
+// open returns the link's MTU, or an error once it is closed.
+func (e *Endpoint) open() (uint32, tcpip.Error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	return e.mtu, nil
+}
+
+// oversize counts and reports a frame of size bytes too big for mtu.
+func (e *Endpoint) oversize(size int, mtu uint32) bool {
+	if mtu != 0 && size > int(mtu)+header.EthernetMinimumSize {
+		e.stats.oversize.Add(1)
+		return true
+	}
+	return false
+}
+
+// sendPacket copies pkt into a frame for the peer.
+func (e *Endpoint) sendPacket(pkt *stack.PacketBuffer, mtu uint32) {
+	size := pkt.Size()
+	if e.oversize(size, mtu) {
+		return
+	}
+	v := buffer.NewView(size)
+	for _, s := range pkt.AsSlices() {
+		v.Write(s)
+	}
+	e.send(v)
+}
+
+// send shows the frame in v to the tap and hands it to the peer.
+func (e *Endpoint) send(v *buffer.View) {
+	if fn := e.tap.Load(); fn != nil {
+		(*fn)(Out, v.AsSlice())
+	}
+	e.stats.sent.Add(1)
+	e.peer.receive(v)
 }
 
 // receive queues a frame for delivery, applying the MAC filter a NIC does in

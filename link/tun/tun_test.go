@@ -3,6 +3,7 @@
 package tun_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -53,6 +54,8 @@ func TestLinuxPeer(t *testing.T) {
 	}
 	if out := ns.Run(t, "ip", "link", "show", name); !strings.Contains(out, "mtu 1400") || !strings.Contains(out, ",UP") || !strings.Contains(out, "link/none") {
 		t.Errorf("kernel side not an L3 device up with mtu 1400: %s", out)
+	} else if want := fmt.Sprintf("qlen %d", tun.DefaultTxQueueLen); !strings.Contains(out, want) {
+		t.Errorf("kernel side without %s (DefaultTxQueueLen): %s", want, out)
 	}
 	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", name)
 	ns.Run(t, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", name, "nodad")
@@ -85,7 +88,7 @@ func TestKernelDropsCounted(t *testing.T) {
 	netnstest.Require(t)
 	ns := netnstest.New(t)
 	name := netnstest.UniqueName("tn")
-	ep := openIn(t, ns, name, tun.Options{}).(*tun.Endpoint)
+	ep := openIn(t, ns, name, tun.Options{TxQueueLen: 500}).(*tun.Endpoint)
 	defer ep.Close()
 	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", name)
 	if n := ep.KernelDrops(); n != 0 {

@@ -97,3 +97,29 @@ func BenchmarkSADLookup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSADFindOutbound is the outbound SA search a protected packet
+// makes for its template, among a few SAs and many.
+func BenchmarkSADFindOutbound(b *testing.B) {
+	for _, n := range []int{4, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			e := NewEngine()
+			defer e.Close()
+			src := netip.MustParseAddr("192.0.2.9")
+			dsts := make([]netip.Addr, n)
+			for i := range n {
+				dsts[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+				if _, err := e.AddSA(bundleSA(b, ProtoESP, uint32(0x1000+i), src, dsts[i], ModeTransport)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			t := Template{Proto: ProtoESP, Mode: ModeTransport}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if e.SAD.FindOutbound(&t, src, dsts[i%n], nil) == nil {
+					b.Fatal("not found")
+				}
+			}
+		})
+	}
+}

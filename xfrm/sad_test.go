@@ -9,15 +9,21 @@ import (
 // TestSADLookupSharedSPI: Lookup finds an SA by destination, protocol
 // and SPI, all three (RFC 4301 §4.1), also when SAs share an SPI: under
 // another destination (an IPv4 address and the IPv6 address that maps
-// it are two), or another protocol. The oracle is a walk of every SA,
-// compared field by field. Deleting and flushing SAs leaves the others
-// found and the removed ones not.
+// it are two), or another protocol, and when more SAs share one than
+// Lookup compares one by one (maxSPIShare). The oracle is a walk of
+// every SA, compared field by field. Deleting and flushing SAs leaves the
+// others found and the removed ones not.
 func TestSADLookupSharedSPI(t *testing.T) {
 	const spi = 0x1234
 	d1, d2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	mapped := netip.AddrFrom16(d1.As16())
 	src := netip.MustParseAddr("192.0.2.9")
 	src6 := netip.MustParseAddr("2001:db8::9")
+	type query struct {
+		dst   netip.Addr
+		proto Proto
+		spi   uint32
+	}
 	e := NewEngine()
 	t.Cleanup(e.Close)
 	for _, c := range []SAConfig{
@@ -31,17 +37,12 @@ func TestSADLookupSharedSPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	type query struct {
-		dst   netip.Addr
-		proto Proto
-		spi   uint32
+	// More SAs with the SPI than Lookup compares one by one.
+	var crowd []netip.Addr
+	for i := range maxSPIShare + 2 {
+		crowd = append(crowd, netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}))
 	}
-	queries := []query{
-		{d1, ProtoESP, spi}, {d2, ProtoESP, spi}, {d1, ProtoAH, spi}, {mapped, ProtoESP, spi},
-		{d1, ProtoESP, spi + 1}, {d2, ProtoAH, spi}, {mapped, ProtoAH, spi},
-		{netip.MustParseAddr("192.0.2.3"), ProtoESP, spi}, {d1, ProtoIPComp, spi}, {d1, ProtoESP, spi + 2},
-	}
-	check := func(step string) {
+	check := func(step string, queries []query) {
 		t.Helper()
 		for _, q := range queries {
 			var want *SA
@@ -56,23 +57,44 @@ func TestSADLookupSharedSPI(t *testing.T) {
 			}
 		}
 	}
-	check("added")
+	var crowdQ []query
+	for _, d := range append(crowd, netip.MustParseAddr("198.51.100.200")) {
+		crowdQ = append(crowdQ, query{d, ProtoESP, spi + 7}, query{d, ProtoAH, spi + 7})
+	}
+	for i, d := range crowd {
+		if _, err := e.AddSA(bundleSA(t, ProtoESP, spi+7, src, d, ModeTransport)); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("%d sharing", i+1), crowdQ)
+	}
+	for i, d := range crowd {
+		if _, err := e.SAD.Delete(d, ProtoESP, spi+7); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("%d sharing", len(crowd)-i-1), crowdQ)
+	}
+	queries := []query{
+		{d1, ProtoESP, spi}, {d2, ProtoESP, spi}, {d1, ProtoAH, spi}, {mapped, ProtoESP, spi},
+		{d1, ProtoESP, spi + 1}, {d2, ProtoAH, spi}, {mapped, ProtoAH, spi},
+		{netip.MustParseAddr("192.0.2.3"), ProtoESP, spi}, {d1, ProtoIPComp, spi}, {d1, ProtoESP, spi + 2},
+	}
+	check("added", queries)
 	if _, err := e.SAD.Delete(d1, ProtoESP, spi); err != nil {
 		t.Fatal(err)
 	}
-	check("one deleted")
+	check("one deleted", queries)
 	if _, err := e.SAD.Delete(mapped, ProtoESP, spi); err != nil {
 		t.Fatal(err)
 	}
-	check("two deleted")
+	check("two deleted", queries)
 	if _, err := e.AddSA(bundleSA(t, ProtoESP, spi, src, d1, ModeTransport)); err != nil {
 		t.Fatal(err)
 	}
-	check("added again")
+	check("added again", queries)
 	e.SAD.Flush(ProtoAH)
-	check("AH flushed")
+	check("AH flushed", queries)
 	e.SAD.Flush(0)
-	check("flushed")
+	check("flushed", queries)
 }
 
 // BenchmarkSADLookup is the inbound SA lookup every IPsec packet makes,

@@ -773,7 +773,7 @@ func (e *Endpoint) classify(b []byte, pkt *stack.PacketBuffer, rx *rxBatch, csum
 	switch xfrm.Proto(f.Proto) {
 	case xfrm.ProtoESP, xfrm.ProtoAH, xfrm.ProtoIPComp:
 		e.Stats.InIPsec.Add(1)
-		if e.fastInput(b, pkt, xfrm.Proto(f.Proto), &f, rx) {
+		if e.fastInput(b, pkt, xfrm.Proto(f.Proto), rx) {
 			return inConsumed
 		}
 		return inPass
@@ -822,7 +822,7 @@ func (e *Endpoint) reassemble(b []byte, fi *xfrm.FragInfo, rx *rxBatch) {
 // follows a valid IP header (no IPv6 extension headers, no fragment) and
 // whose SA we hold (pkt as for classify). It reports false to leave the
 // packet to the IP layer.
-func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto, f *xfrm.Flow, rx *rxBatch) bool {
+func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto, rx *rxBatch) bool {
 	var hlen int
 	switch b[0] >> 4 {
 	case 4:
@@ -842,17 +842,16 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 	default:
 		return false
 	}
-	spi, ok := xfrm.PacketSPI(proto, b[hlen:])
-	if !ok || e.engine.SAD.Lookup(f.Dst, proto, spi) == nil {
+	a := allocPool.Get().(*viewAlloc)
+	defer allocPool.Put(a)
+	a.rx = e.inPlaceBuffer(b, pkt)
+	out, ours := e.engine.TryInput(b[:hlen], proto, b[hlen:], a)
+	a.rx = nil
+	if !ours {
 		// Truncated or not ours: the IP layer decides (forwarding, or
 		// the handler counts XfrmInHdrError or XfrmInNoStates).
 		return false
 	}
-	a := allocPool.Get().(*viewAlloc)
-	defer allocPool.Put(a)
-	a.rx = e.inPlaceBuffer(b, pkt)
-	out := e.engine.Input(b[:hlen], proto, b[hlen:], a)
-	a.rx = nil
 	if out == nil {
 		a.release()
 		return true

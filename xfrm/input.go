@@ -91,6 +91,31 @@ func (e *Engine) Input(hdr []byte, proto Proto, payload []byte, a Allocator) []b
 	return e.input(hdr, proto, payload, a, nil)
 }
 
+// TryInput is Input for a packet that may not be for the engine: when
+// its outermost IPsec header is truncated or names no SA in the SAD, it
+// returns handled false and counts nothing, leaving the packet to the
+// caller (a link's fast path, whose IP layer then decides: forwarding,
+// or its protocol handler counts XfrmInHdrError or XfrmInNoStates).
+// Otherwise it is Input, with the SA it found: one SAD lookup per
+// packet, where asking the SAD first and calling Input would cost two.
+func (e *Engine) TryInput(hdr []byte, proto Proto, payload []byte, a Allocator) (out []byte, handled bool) {
+	_, dst, ok := addrs(hdr)
+	if !ok {
+		return nil, false
+	}
+	spi, ok := PacketSPI(proto, payload)
+	if !ok {
+		return nil, false
+	}
+	sa := e.SAD.Lookup(dst, proto, spi)
+	if sa == nil {
+		return nil, false
+	}
+	var st inputState
+	defer st.release()
+	return e.inputLayers(hdr, proto, payload, a, nil, sa, &st), true
+}
+
 // inputState is what the layers of one inbound packet hold until it is
 // done: the SAs used (references) and the decompression scratch.
 type inputState struct {
@@ -115,11 +140,13 @@ func (st *inputState) release() {
 func (e *Engine) input(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn) []byte {
 	var st inputState
 	defer st.release()
-	return e.inputLayers(hdr, proto, payload, a, enc, &st)
+	return e.inputLayers(hdr, proto, payload, a, enc, nil, &st)
 }
 
-// inputLayers is input's loop over the IPsec headers of a packet.
-func (e *Engine) inputLayers(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn, st *inputState) []byte {
+// inputLayers is input's loop over the IPsec headers of a packet. first,
+// when not nil, is what the SAD holds for the outermost header, already
+// looked up (TryInput).
+func (e *Engine) inputLayers(hdr []byte, proto Proto, payload []byte, a Allocator, enc *encapIn, first *SA, st *inputState) []byte {
 	sp := &st.sp
 	src, dst, ok := addrs(hdr)
 	if !ok {
@@ -140,7 +167,11 @@ func (e *Engine) inputLayers(hdr []byte, proto Proto, payload []byte, a Allocato
 			e.Stats.InHdrError.Add(1)
 			return nil
 		}
-		sa := e.SAD.Lookup(dst, proto, spi)
+		sa := first
+		if sa == nil {
+			sa = e.SAD.Lookup(dst, proto, spi)
+		}
+		first = nil
 		if sa == nil || !sa.tryGet() {
 			e.Stats.InNoStates.Add(1)
 			return nil

@@ -1,16 +1,12 @@
 package stack
 
 import (
-	"bytes"
 	"encoding/binary"
-	"net/netip"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/xfrm"
@@ -34,47 +30,10 @@ func TestInboundAllocFree(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector makes sync.Pool drop buffers")
 	}
-	us, peer := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	key := xfrm.Algorithm{Name: "rfc4106(gcm(aes))", Key: bytes.Repeat([]byte{9}, 20)}
-	for _, c := range []struct {
-		name  string
-		mode  xfrm.Mode
-		encap bool
-	}{
-		{"transport", xfrm.ModeTransport, false},
-		{"tunnel", xfrm.ModeTunnel, false},
-		{"esp-in-udp transport", xfrm.ModeTransport, true},
-	} {
+	us, peer := inboundUs, inboundPeer
+	for _, c := range inboundCases {
 		t.Run(c.name, func(t *testing.T) {
-			ch := channel.New(16, 1500, "\x02\x00\x00\x00\x00\x01")
-			defer ch.Close()
-			s, err := New(Config{Link: ethernet.New(ch), Addrs: []netip.Prefix{netip.PrefixFrom(us, 24)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			sa := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: 0x1234, Src: peer, Dst: us, Mode: c.mode, ReplayWindow: 64, AEAD: key}
-			if c.encap {
-				sa.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500}
-			}
-			tmpl := xfrm.Template{Proto: xfrm.ProtoESP, Mode: c.mode, Level: xfrm.LevelRequire}
-			if c.mode == xfrm.ModeTunnel {
-				tmpl.Src, tmpl.Dst = peer, us
-			}
-			sel := xfrm.Selector{Src: netip.PrefixFrom(peer, 32), Dst: netip.PrefixFrom(us, 32)}
-			sender := xfrm.NewEngine()
-			defer sender.Close()
-			for _, e := range []*xfrm.Engine{s.Engine, sender} {
-				if _, err := e.AddSA(sa); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := s.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirIn, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := sender.AddPolicy(&xfrm.Policy{Dir: xfrm.DirOut, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
-				t.Fatal(err)
-			}
+			s, sender := newInboundESP(t, c.mode, c.encap)
 			up := &countingDispatcher{}
 			e := s.Endpoint
 			e.mu.Lock()

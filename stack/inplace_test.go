@@ -76,48 +76,10 @@ func inPlaceUDP(src, dst netip.Addr, n int) []byte {
 // GRO) or alone. A packet after a larger one in the same batch shows
 // nothing of it.
 func TestInboundInPlace(t *testing.T) {
-	us, peer := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	key := xfrm.Algorithm{Name: "rfc4106(gcm(aes))", Key: bytes.Repeat([]byte{9}, 20)}
-	for _, c := range []struct {
-		name  string
-		mode  xfrm.Mode
-		encap bool
-	}{
-		{"transport", xfrm.ModeTransport, false},
-		{"tunnel", xfrm.ModeTunnel, false},
-		{"esp-in-udp transport", xfrm.ModeTransport, true},
-	} {
+	us, peer := inboundUs, inboundPeer
+	for _, c := range inboundCases {
 		t.Run(c.name, func(t *testing.T) {
-			ch := channel.New(16, 1500, "\x02\x00\x00\x00\x00\x01")
-			defer ch.Close()
-			s, err := New(Config{Link: ethernet.New(ch), Addrs: []netip.Prefix{netip.PrefixFrom(us, 24)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			sa := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: 0x1234, Src: peer, Dst: us, Mode: c.mode, ReplayWindow: 64, AEAD: key}
-			if c.encap {
-				sa.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500}
-			}
-			tmpl := xfrm.Template{Proto: xfrm.ProtoESP, Mode: c.mode, Level: xfrm.LevelRequire}
-			if c.mode == xfrm.ModeTunnel {
-				tmpl.Src, tmpl.Dst = peer, us
-			}
-			sel := xfrm.Selector{Src: netip.PrefixFrom(peer, 32), Dst: netip.PrefixFrom(us, 32)}
-			// The peer: an engine of its own with the same SA outbound.
-			sender := xfrm.NewEngine()
-			defer sender.Close()
-			for _, e := range []*xfrm.Engine{s.Engine, sender} {
-				if _, err := e.AddSA(sa); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := s.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirIn, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := sender.AddPolicy(&xfrm.Policy{Dir: xfrm.DirOut, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
-				t.Fatal(err)
-			}
+			s, sender := newInboundESP(t, c.mode, c.encap)
 			rec := &pktRecorder{}
 			defer rec.release()
 			e := s.Endpoint
@@ -171,4 +133,57 @@ func TestInboundInPlace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The receiving stack's and its peer's addresses in the inbound tests.
+var inboundUs, inboundPeer = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+
+// inboundCases are the SA kinds the inbound tests receive with.
+var inboundCases = []struct {
+	name  string
+	mode  xfrm.Mode
+	encap bool
+}{
+	{"transport", xfrm.ModeTransport, false},
+	{"tunnel", xfrm.ModeTunnel, false},
+	{"esp-in-udp transport", xfrm.ModeTransport, true},
+}
+
+// newInboundESP returns a stack at inboundUs on a channel link that
+// requires ESP (mode, UDP-encapsulated with encap) from inboundPeer, and
+// the peer: an engine of its own with the same SA outbound.
+func newInboundESP(t *testing.T, mode xfrm.Mode, encap bool) (*Stack, *xfrm.Engine) {
+	t.Helper()
+	us, peer := inboundUs, inboundPeer
+	key := xfrm.Algorithm{Name: "rfc4106(gcm(aes))", Key: bytes.Repeat([]byte{9}, 20)}
+	ch := channel.New(16, 1500, "\x02\x00\x00\x00\x00\x01")
+	t.Cleanup(ch.Close)
+	s, err := New(Config{Link: ethernet.New(ch), Addrs: []netip.Prefix{netip.PrefixFrom(us, 24)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	sa := xfrm.SAConfig{Proto: xfrm.ProtoESP, SPI: 0x1234, Src: peer, Dst: us, Mode: mode, ReplayWindow: 64, AEAD: key}
+	if encap {
+		sa.Encap = xfrm.Encap{Type: xfrm.EncapESPInUDP, SPort: 4500, DPort: 4500}
+	}
+	tmpl := xfrm.Template{Proto: xfrm.ProtoESP, Mode: mode, Level: xfrm.LevelRequire}
+	if mode == xfrm.ModeTunnel {
+		tmpl.Src, tmpl.Dst = peer, us
+	}
+	sel := xfrm.Selector{Src: netip.PrefixFrom(peer, 32), Dst: netip.PrefixFrom(us, 32)}
+	sender := xfrm.NewEngine()
+	t.Cleanup(sender.Close)
+	for _, e := range []*xfrm.Engine{s.Engine, sender} {
+		if _, err := e.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Engine.AddPolicy(&xfrm.Policy{Dir: xfrm.DirIn, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sender.AddPolicy(&xfrm.Policy{Dir: xfrm.DirOut, Sel: sel, Action: xfrm.ActionProtect, Templates: []xfrm.Template{tmpl}}); err != nil {
+		t.Fatal(err)
+	}
+	return s, sender
 }

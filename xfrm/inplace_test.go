@@ -44,6 +44,21 @@ func inPlaceEngines(t *testing.T, sel Selector, tmpl []Template, sas ...SAConfig
 	return es[0], es[1], es[2]
 }
 
+// tunnelTemplate is a required tunnel template of proto from src to dst.
+func tunnelTemplate(proto Proto, src, dst netip.Addr) []Template {
+	return []Template{{Proto: proto, Mode: ModeTunnel, Src: src, Dst: dst, Level: LevelRequire}}
+}
+
+// transportTemplates is a bundle of required transport templates, one
+// per protocol in output order.
+func transportTemplates(protos ...Proto) []Template {
+	var ts []Template
+	for _, p := range protos {
+		ts = append(ts, Template{Proto: p, Mode: ModeTransport, Level: LevelRequire})
+	}
+	return ts
+}
+
 // ipHdrLen is the length of the IP header a receiving IP layer would hand
 // Input for a packet without IPv6 extension headers.
 func ipHdrLen(p []byte) int {
@@ -68,16 +83,7 @@ func TestInputInPlace(t *testing.T) {
 	v4sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
 	v6sel := Selector{Src: exactPrefix(bA), Dst: exactPrefix(bB)}
 	esp := func(src, dst netip.Addr, mode Mode) SAConfig { return espSA(0x800, src, dst, mode) }
-	tun := func(proto Proto, src, dst netip.Addr) []Template {
-		return []Template{{Proto: proto, Mode: ModeTunnel, Src: src, Dst: dst, Level: LevelRequire}}
-	}
-	tr := func(protos ...Proto) []Template {
-		var ts []Template
-		for _, p := range protos {
-			ts = append(ts, Template{Proto: p, Mode: ModeTransport, Level: LevelRequire})
-		}
-		return ts
-	}
+	tun, tr := tunnelTemplate, transportTemplates
 	cases := []struct {
 		name    string
 		sel     Selector
@@ -213,16 +219,8 @@ func TestOutputInPlace(t *testing.T) {
 	v4sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
 	v6sel := Selector{Src: exactPrefix(bA), Dst: exactPrefix(bB)}
 	esp := func(src, dst netip.Addr, mode Mode) SAConfig { return espSA(0x800, src, dst, mode) }
-	tun := func(src, dst netip.Addr) []Template {
-		return []Template{{Proto: ProtoESP, Mode: ModeTunnel, Src: src, Dst: dst, Level: LevelRequire}}
-	}
-	tr := func(protos ...Proto) []Template {
-		var ts []Template
-		for _, p := range protos {
-			ts = append(ts, Template{Proto: p, Mode: ModeTransport, Level: LevelRequire})
-		}
-		return ts
-	}
+	tun := func(src, dst netip.Addr) []Template { return tunnelTemplate(ProtoESP, src, dst) }
+	tr := transportTemplates
 	const roomy = 128
 	cases := []struct {
 		name    string

@@ -44,6 +44,15 @@ func inPlaceEngines(t *testing.T, sel Selector, tmpl []Template, sas ...SAConfig
 	return es[0], es[1], es[2]
 }
 
+// uncompressedCount sums the packets e's IPComp SAs sent uncompressed.
+func uncompressedCount(e *Engine) (k uint64) {
+	e.SAD.Walk(func(sa *SA) bool {
+		k += sa.Counters.Uncompressed.Load()
+		return true
+	})
+	return k
+}
+
 // tunnelTemplate is a required tunnel template of proto from src to dst.
 func tunnelTemplate(proto Proto, src, dst netip.Addr) []Template {
 	return []Template{{Proto: proto, Mode: ModeTunnel, Src: src, Dst: dst, Level: LevelRequire}}
@@ -132,14 +141,7 @@ func TestInputInPlace(t *testing.T) {
 			var prev []byte // the previous, larger, wire packet
 			for _, n := range []int{1400, 600, 20, 0} {
 				want := c.pkt(n)
-				uncompressed := func() (k uint64) {
-					out.SAD.Walk(func(sa *SA) bool {
-						k += sa.Counters.Uncompressed.Load()
-						return true
-					})
-					return k
-				}
-				u0 := uncompressed()
+				u0 := uncompressedCount(out)
 				v, wire := out.Output(want, HeapAllocator{})
 				if v != VerdictProtected {
 					t.Fatalf("n %d: output verdict %v", n, v)
@@ -147,7 +149,7 @@ func TestInputInPlace(t *testing.T) {
 				// A payload IPComp did not shrink goes without an IPComp
 				// header (RFC 3173 §2.2): nothing to decompress, so the
 				// inner packet is in the received buffer after all.
-				wantInPlace := c.inPlace || uncompressed() != u0
+				wantInPlace := c.inPlace || uncompressedCount(out) != u0
 				if c.ce {
 					wire[1] |= tCE
 					want = bytes.Clone(want)
@@ -260,18 +262,11 @@ func TestOutputInPlace(t *testing.T) {
 				space := bytes.Repeat([]byte{0xa5}, c.head+len(want)+64)
 				copy(space[c.head:], want)
 				a := &outPlaceAlloc{buf: space, off: c.head}
-				uncompressed := func() (k uint64) {
-					out.SAD.Walk(func(sa *SA) bool {
-						k += sa.Counters.Uncompressed.Load()
-						return true
-					})
-					return k
-				}
-				u0 := uncompressed()
+				u0 := uncompressedCount(out)
 				v, wire := out.Output(space[c.head:c.head+len(want)], a)
 				// A payload IPComp left uncompressed (RFC 3173 §2.2)
 				// reaches ESP where it was: in place after all.
-				wantInPlace := c.inPlace || uncompressed() != u0
+				wantInPlace := c.inPlace || uncompressedCount(out) != u0
 				if v != VerdictProtected {
 					t.Fatalf("n %d: output verdict %v (stats %v)", n, v, out.Stats.Snapshot())
 				}

@@ -438,9 +438,11 @@ func (e *Endpoint) outputIP(pkt *stack.PacketBuffer, ip []byte, seg *buffer.View
 // left the TCP checksum to us (GSO.NeedsCsum), also for packets that need
 // no cutting, so every packet of a GSO connection comes here.
 //
-// The payload is copied once, from the stack's buffer into the segment;
-// a segment that is sealed is built in one scratch buffer reused for the
-// next, a segment sent in clear is handed to the link.
+// The payload is copied once, from the stack's buffer into the segment.
+// To a link that takes frames each segment is built in a frame buffer of
+// its own, sealed there and handed to the link as a frame (outputRaw).
+// Otherwise a segment that is sealed is built in one scratch view reused
+// for the next, and a segment sent in clear is handed to the link.
 func (e *Endpoint) outputGSO(pkt *stack.PacketBuffer, out *outQueue) {
 	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
 	v4 := pkt.GSOOptions.Type == stack.GSOTCPv4

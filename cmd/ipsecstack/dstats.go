@@ -80,6 +80,9 @@ type linkDropper interface {
 //	                     and the datagrams (ESP in UDP) they carried
 //	LinkRxUDPGSOFrames, LinkRxUDPGSODatagrams
 //	                     UDP GSO frames received and cut into datagrams
+//	LinkTxDirectFrames   TCP segments the IPsec wrapper built (and
+//	                     sealed) in buffers of its own and handed to the
+//	                     link as frames, without a gVisor packet
 //	TcpRetransSegs       TCP segments the stack sent again (gVisor's
 //	                     TCP.Retransmits; Linux's Tcp: RetransSegs)
 func (d *daemonStats) Snapshot() []xfrm.Stat {
@@ -96,7 +99,7 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 	} else {
 		rs = new(xfrm.ReasmStats)
 	}
-	var kdrops, txdrops, qdrops, retrans uint64
+	var kdrops, txdrops, qdrops, retrans, direct uint64
 	var gso linkstats.GSOCounters
 	for _, l := range d.links {
 		kdrops += l.KernelDrops()
@@ -112,7 +115,9 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		retrans = d.st.Stats().TCP.Retransmits.Value()
 		infos := d.st.NICInfo()
 		for _, id := range d.st.NICs() {
-			txdrops += d.st.EndpointOf(id).Stats.OutLinkDropped.Load()
+			ls := &d.st.EndpointOf(id).Stats
+			txdrops += ls.OutLinkDropped.Load()
+			direct += ls.OutFrames.Load()
 			if info, ok := infos[id]; ok {
 				qdrops += info.Stats.TxPacketsDroppedNoBufferSpace.Value()
 			}
@@ -146,6 +151,7 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "LinkTxUDPGSODatagrams", Value: gso.TxDatagrams},
 		{Name: "LinkRxUDPGSOFrames", Value: gso.RxFrames},
 		{Name: "LinkRxUDPGSODatagrams", Value: gso.RxDatagrams},
+		{Name: "LinkTxDirectFrames", Value: direct},
 		{Name: "TcpRetransSegs", Value: retrans},
 	}
 }

@@ -34,6 +34,7 @@ func TestLinkDropsShown(t *testing.T) {
 	}
 	defer st.Close()
 	st.Endpoint.Stats.OutLinkDropped.Add(3)
+	st.Endpoint.Stats.OutFrames.Add(5)
 	ds := &daemonStats{eng: st.Engine, links: []linkDropper{fakeDropper(4), fakeDropper(3)}, st: st}
 	got := map[string]uint64{}
 	for _, s := range ds.Snapshot() {
@@ -42,8 +43,9 @@ func TestLinkDropsShown(t *testing.T) {
 	if _, ok := got["TcpRetransSegs"]; !ok {
 		t.Error("stats: no TcpRetransSegs")
 	}
-	if got["LinkRxKernelDrops"] != 7 || got["LinkTxDropped"] != 3 {
-		t.Errorf("stats: LinkRxKernelDrops %d, LinkTxDropped %d; want 7, 3", got["LinkRxKernelDrops"], got["LinkTxDropped"])
+	if got["LinkRxKernelDrops"] != 7 || got["LinkTxDropped"] != 3 || got["LinkTxDirectFrames"] != 5 {
+		t.Errorf("stats: LinkRxKernelDrops %d, LinkTxDropped %d, LinkTxDirectFrames %d; want 7, 3, 5",
+			got["LinkRxKernelDrops"], got["LinkTxDropped"], got["LinkTxDirectFrames"])
 	}
 	srv := httptest.NewServer(metricsHandler(st, ds))
 	defer srv.Close()
@@ -56,6 +58,7 @@ func TestLinkDropsShown(t *testing.T) {
 	for _, want := range []string{
 		`ipsecstack_daemon_stat_total{stat="LinkRxKernelDrops"} 7`,
 		`ipsecstack_daemon_stat_total{stat="LinkTxDropped"} 3`,
+		`ipsecstack_daemon_stat_total{stat="LinkTxDirectFrames"} 5`,
 		`ipsecstack_link_packets_total{event="out_link_dropped"} 3`,
 	} {
 		if !strings.Contains(string(body), want) {

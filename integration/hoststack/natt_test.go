@@ -234,6 +234,13 @@ func runNAT(t *testing.T, tunnel, udpGSO bool) {
 		if gso := st["LinkTxUDPGSOFrames"] > 0 && st["LinkRxUDPGSOFrames"] > 0; gso != udpGSO {
 			t.Errorf("%s: LinkTxUDPGSOFrames %d, LinkRxUDPGSOFrames %d with UDP GSO %v", d.name, st["LinkTxUDPGSOFrames"], st["LinkRxUDPGSOFrames"], udpGSO)
 		}
+		// Every TCP segment took the frame path (built, sealed in
+		// place and written from the wrapper's buffer), also with
+		// --pcap, which records frames as they go down: the captures
+		// tshark checks below are of those frames.
+		if st["LinkTxDirectFrames"] == 0 {
+			t.Errorf("%s: LinkTxDirectFrames 0: no segment took the frame path", d.name)
+		}
 		if len(moved) > 0 {
 			t.Errorf("%s: xfrm counters moved: %v", d.name, moved)
 		}

@@ -19,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipsecstack/ipsecstack/link/frame"
 	"github.com/ipsecstack/ipsecstack/link/memlink"
 )
 
@@ -124,6 +125,8 @@ func Tap(w *Writer) func(dir memlink.Direction, frame []byte) {
 type Endpoint struct {
 	nested.Endpoint
 	w *Writer
+	// frames is the endpoint below as a frame.Writer, when it is one.
+	frames frame.Writer
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -133,6 +136,7 @@ var _ stack.NetworkDispatcher = (*Endpoint)(nil)
 // EthernetHeader, memlink), so that its frames are written to w.
 func NewEndpoint(lower stack.LinkEndpoint, w *Writer) *Endpoint {
 	e := &Endpoint{w: w}
+	e.frames, _ = lower.(frame.Writer)
 	e.Endpoint.Init(lower, e)
 	return e
 }
@@ -145,6 +149,30 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		_ = e.w.writeParts(now, pkt.Size(), pkt.AsSlices())
 	}
 	return e.Endpoint.WritePackets(pkts)
+}
+
+// CanWriteFrames implements frame.Writer: the wrapper takes frames when
+// the endpoint below it does, so that a capture does not change the path
+// the wrapper above sends on.
+func (e *Endpoint) CanWriteFrames() bool {
+	return e.frames != nil && e.frames.CanWriteFrames()
+}
+
+// WriteFrames implements frame.Writer: frames are recorded as they go
+// down, as WritePackets records packets.
+func (e *Endpoint) WriteFrames(frames []frame.Frame) (int, tcpip.Error) {
+	if e.frames == nil {
+		return 0, &tcpip.ErrNotSupported{}
+	}
+	now := time.Now()
+	for i := range frames {
+		if f := &frames[i]; f.Bytes != nil {
+			_ = e.w.WritePacket(now, f.Bytes)
+		} else {
+			_ = e.w.writeParts(now, f.Packet.Size(), f.Packet.AsSlices())
+		}
+	}
+	return e.frames.WriteFrames(frames)
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: the lower

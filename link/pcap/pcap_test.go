@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ipsecstack/ipsecstack/link/frame"
 	"github.com/ipsecstack/ipsecstack/link/internal/linktest"
 	"github.com/ipsecstack/ipsecstack/link/memlink"
 	"github.com/ipsecstack/ipsecstack/link/pcap"
@@ -178,3 +181,65 @@ func runTshark(t *testing.T, tshark, path string) {
 		}
 	}
 }
+
+// TestFramesRecorded: over a link that takes frames (memlink), the
+// wrapper takes them too (so that --pcap does not turn the IPsec
+// wrapper's frame path off), records each, whether bytes or a packet, and
+// passes them down unchanged; over a link that does not, it says so.
+func TestFramesRecorded(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := pcap.NewWriter(&buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, eb := memlink.NewPair(macA, macB, 1500)
+	defer ea.Close()
+	defer eb.Close()
+	var mu sync.Mutex
+	var seen [][]byte
+	ea.SetTap(func(d memlink.Direction, f []byte) {
+		if d == memlink.Out {
+			mu.Lock()
+			seen = append(seen, bytes.Clone(f))
+			mu.Unlock()
+		}
+	})
+	e := pcap.NewEndpoint(ea, w)
+	if !e.CanWriteFrames() {
+		t.Fatal("CanWriteFrames false over memlink")
+	}
+	eth := func(fill byte, n int) []byte {
+		f := bytes.Repeat([]byte{fill}, n)
+		copy(f, macB)
+		copy(f[6:], macA)
+		f[12], f[13] = 0x08, 0x00
+		return f
+	}
+	want := [][]byte{eth(0x11, 100), eth(0x22, 60)}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(want[1])})
+	defer pkt.DecRef()
+	n, terr := e.WriteFrames([]frame.Frame{{Bytes: want[0]}, {Packet: pkt}})
+	if terr != nil || n != 2 {
+		t.Fatalf("WriteFrames = %d, %v", n, terr)
+	}
+	_, frames, err := pcap.ReadAll(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(frames) != 2 || len(seen) != 2 {
+		t.Fatalf("%d frames recorded, %d sent, want 2 and 2", len(frames), len(seen))
+	}
+	for i := range want {
+		if !bytes.Equal(frames[i], want[i]) || !bytes.Equal(seen[i], want[i]) {
+			t.Errorf("frame %d: recorded % x, sent % x, want % x", i, frames[i], seen[i], want[i])
+		}
+	}
+	if pcap.NewEndpoint(packetsOnly{ea}, w).CanWriteFrames() {
+		t.Error("CanWriteFrames true over a link without frame.Writer")
+	}
+}
+
+// packetsOnly hides a link's frame.Writer.
+type packetsOnly struct{ stack.LinkEndpoint }

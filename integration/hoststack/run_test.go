@@ -342,11 +342,13 @@ func udpEcho(ns *netns, addr string, size int) error {
 // after the xfrm ones (and /metrics exports as ipsecstack_daemon_stat_total).
 var daemonStatNames = []string{"PfkeyNotifyDropped", "ControlReplyTooLarge", "ForwardTCPRefused",
 	"ForwardTCPIdleClosed", "ForwardUDPRefused", "ForwardUDPEvicted", "ForwardUDPIdleClosed",
-	"PfkeyHandlerPanics", "AcquireEvicted", "ReasmReqds", "ReasmOKs", "ReasmFails", "ReasmTimeout", "ReasmEvicted"}
+	"PfkeyHandlerPanics", "AcquireEvicted", "ReasmReqds", "ReasmOKs", "ReasmFails", "ReasmTimeout", "ReasmEvicted",
+	"LinkTxDirectFrames"}
 
 // activityStats count work done, not trouble: clean traffic moves them
-// (8000-byte UDP arrives as fragments, reassembled before the policy check).
-var activityStats = map[string]bool{"ReasmReqds": true, "ReasmOKs": true}
+// (8000-byte UDP arrives as fragments, reassembled before the policy check;
+// TCP segments go out by the frame path).
+var activityStats = map[string]bool{"ReasmReqds": true, "ReasmOKs": true, "LinkTxDirectFrames": true}
 
 // parseStats reads `ipsecstack stats` output: every line NAME<TAB>VALUE,
 // the 28 Linux xfrm_stat names and then the daemon's own counters.

@@ -45,12 +45,9 @@ type Options struct {
 	TxQueueLen int
 }
 
-// DefaultTxQueueLen is the default TxQueueLen: 4096 frames, some 6 MiB
-// of full-size frames, where a new TAP queues 1000. As afpacket's socket
-// buffers, it holds what arrives at a few hundred MB/s while the reader
-// is not scheduled for some milliseconds; every frame dropped there costs
-// TCP a retransmission. The drops are counted (KernelDrops).
-const DefaultTxQueueLen = 4096
+// DefaultTxQueueLen is the default TxQueueLen, the one every link of
+// ours asks for (fdlink.DefaultTxQueueLen).
+const DefaultTxQueueLen = fdlink.DefaultTxQueueLen
 
 // Open creates the TAP device name (or attaches to an existing persistent
 // one), brings it up and returns an Ethernet endpoint on it. A device that
@@ -82,11 +79,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	if err != nil {
 		return fail("configure", err)
 	}
-	qlen := opts.TxQueueLen
-	if qlen <= 0 {
-		qlen = DefaultTxQueueLen
-	}
-	if err := fdlink.RaiseTxQueueLen(name, qlen); err != nil {
+	if err := fdlink.RaiseTxQueueLen(name, opts.TxQueueLen); err != nil {
 		return fail("txqueuelen", err)
 	}
 

@@ -35,13 +35,9 @@ type Options struct {
 	TxQueueLen int
 }
 
-// DefaultTxQueueLen is the default TxQueueLen: 4096 packets where a new
-// TUN queues 500. Host TCP sends into the device in bursts of a
-// congestion window; at 500 the kernel dropped hundreds of packets per
-// 256 MiB (bench --wire's --tun row: 285 drops, 42 retransmits) while
-// the reader was not scheduled for a few milliseconds. As TAP's
-// (tap.DefaultTxQueueLen), the drops are counted (KernelDrops).
-const DefaultTxQueueLen = 4096
+// DefaultTxQueueLen is the default TxQueueLen, the one every link of
+// ours asks for (fdlink.DefaultTxQueueLen).
+const DefaultTxQueueLen = fdlink.DefaultTxQueueLen
 
 // Open creates the TUN device name (or attaches to an existing persistent
 // one), brings it up and returns an L3 endpoint on it: packets carry no
@@ -61,11 +57,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: device %q: configure: %w", name, err)
 	}
-	qlen := opts.TxQueueLen
-	if qlen <= 0 {
-		qlen = DefaultTxQueueLen
-	}
-	if err := fdlink.RaiseTxQueueLen(name, qlen); err != nil {
+	if err := fdlink.RaiseTxQueueLen(name, opts.TxQueueLen); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: device %q: txqueuelen: %w", name, err)
 	}

@@ -29,8 +29,8 @@ type daemonStats struct {
 	ike *ikedaemon.Daemon
 }
 
-// gsoCounter is a link endpoint with UDP segmentation offload: afpacket
-// and tap.
+// gsoCounter is a link endpoint with segmentation offload: afpacket and
+// tap (UDP GSO), tun (TCP TSO received).
 type gsoCounter interface {
 	GSOCounters() linkstats.GSOCounters
 }
@@ -80,6 +80,12 @@ type linkDropper interface {
 //	                     and the datagrams (ESP in UDP) they carried
 //	LinkRxUDPGSOFrames, LinkRxUDPGSODatagrams
 //	                     UDP GSO frames received and cut into datagrams
+//	LinkRxTSOFrames, LinkRxTSOSegments
+//	                     TCP TSO frames the host's TCP handed the --tun
+//	                     device, and the segments they were cut into
+//	LinkTxTSOFrames, LinkTxTSOSegments
+//	                     TSO frames written to the --tun device, and the
+//	                     in-order TCP segments each merged
 //	LinkTxDirectFrames   TCP segments the IPsec wrapper built (and
 //	                     sealed) in buffers of its own and handed to the
 //	                     link as frames, without a gVisor packet
@@ -109,6 +115,10 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 			gso.TxDatagrams += c.TxDatagrams
 			gso.RxFrames += c.RxFrames
 			gso.RxDatagrams += c.RxDatagrams
+			gso.RxTSOFrames += c.RxTSOFrames
+			gso.RxTSOSegments += c.RxTSOSegments
+			gso.TxTSOFrames += c.TxTSOFrames
+			gso.TxTSOSegments += c.TxTSOSegments
 		}
 	}
 	if d.st != nil {
@@ -151,6 +161,10 @@ func (d *daemonStats) Snapshot() []xfrm.Stat {
 		{Name: "LinkTxUDPGSODatagrams", Value: gso.TxDatagrams},
 		{Name: "LinkRxUDPGSOFrames", Value: gso.RxFrames},
 		{Name: "LinkRxUDPGSODatagrams", Value: gso.RxDatagrams},
+		{Name: "LinkRxTSOFrames", Value: gso.RxTSOFrames},
+		{Name: "LinkRxTSOSegments", Value: gso.RxTSOSegments},
+		{Name: "LinkTxTSOFrames", Value: gso.TxTSOFrames},
+		{Name: "LinkTxTSOSegments", Value: gso.TxTSOSegments},
 		{Name: "LinkTxDirectFrames", Value: direct},
 		{Name: "TcpRetransSegs", Value: retrans},
 	}

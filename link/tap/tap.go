@@ -53,7 +53,7 @@ const DefaultTxQueueLen = fdlink.DefaultTxQueueLen
 // one), brings it up and returns an Ethernet endpoint on it. A device that
 // Open created disappears when the endpoint is closed.
 func Open(name string, opts Options) (stack.LinkEndpoint, error) {
-	fd, err := fdlink.OpenDevice("tap", name, "%", openVnetTAP)
+	fd, err := fdlink.OpenDevice("tap", name, "%", fdlink.OpenVnetTAP)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +87,8 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	// not yet computed (flagged in the virtio_net_hdr) and UDP GSO frames
 	// whole, which the reader cuts; USO needs Linux 6.2, so without it
 	// the kernel cuts and sums every frame for us, as before.
-	if err := setOffload(fd, tunFCsum|tunFUSO4|tunFUSO6); err != nil {
-		if err := setOffload(fd, 0); err != nil {
+	if err := fdlink.SetOffload(fd, fdlink.TunFCsum|fdlink.TunFUSO4|fdlink.TunFUSO6); err != nil {
+		if err := fdlink.SetOffload(fd, 0); err != nil {
 			return fail("TUNSETOFFLOAD", err)
 		}
 	}
@@ -137,43 +137,6 @@ func (e *Endpoint) KernelDrops() uint64 {
 	var v uint64
 	e.Control(func([]int) { v = e.drops.Read() })
 	return v
-}
-
-// openVnetTAP opens the TAP device name (creating it if it does not
-// exist) with IFF_VNET_HDR: a struct virtio_net_hdr before every frame,
-// both ways, as gVisor's tun.OpenTAP does without it.
-func openVnetTAP(name string) (int, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h): what the kernel may
-// hand us unfinished.
-const (
-	tunFCsum = 0x01 // TUN_F_CSUM: checksums left partial
-	tunFUSO4 = 0x20 // TUN_F_USO4: UDP GSO frames over IPv4, whole
-	tunFUSO6 = 0x40 // TUN_F_USO6: over IPv6
-)
-
-func setOffload(fd int, flags int) error {
-	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
 }
 
 // setTXFilter makes the kernel drop, before they reach us, frames whose

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	gtun "gvisor.dev/gvisor/pkg/tcpip/link/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/link/internal/fdlink"
@@ -41,27 +40,40 @@ const DefaultTxQueueLen = fdlink.DefaultTxQueueLen
 
 // Open creates the TUN device name (or attaches to an existing persistent
 // one), brings it up and returns an L3 endpoint on it: packets carry no
-// link header, and fdbased tells IPv4 from IPv6 by the version nibble. A
-// device that Open created disappears when the endpoint is closed.
+// link header, and the reader tells IPv4 from IPv6 by the version nibble.
+// A device that Open created disappears when the endpoint is closed.
 //
-// The kernel hands a TUN without IFF_VNET_HDR complete checksums (it
-// offers no checksum offload to such a device), so received checksums are
-// verified as on any link.
+// The device is opened with IFF_VNET_HDR and asks the kernel for TCP
+// segmentation offload (TUN_F_TSO4, TUN_F_TSO6) with partial checksums
+// (TUN_F_CSUM), as wireguard-go's TUN does: the host's TCP then hands the
+// device segments of up to 64 KiB, one read each, which the reader cuts
+// into the wire-sized segments a NIC would send, with their checksums
+// (fdlink's splitTCP), and a packet whose checksum the kernel left to the
+// device gets it there too. A kernel that refuses the offloads hands
+// whole packets, as it does to a device without IFF_VNET_HDR. Received
+// checksums are verified as on any link.
 func Open(name string, opts Options) (stack.LinkEndpoint, error) {
-	fd, err := fdlink.OpenDevice("tun", name, "%/ \t", gtun.Open)
+	fd, err := fdlink.OpenDevice("tun", name, "%/ \t", fdlink.OpenVnetTUN)
 	if err != nil {
 		return nil, err
 	}
+	fail := func(what string, err error) (stack.LinkEndpoint, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun: device %q: %s: %w", name, what, err)
+	}
 	mtu, err := fdlink.Up(name, opts.MTU)
 	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun: device %q: configure: %w", name, err)
+		return fail("configure", err)
 	}
 	if err := fdlink.RaiseTxQueueLen(name, opts.TxQueueLen); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun: device %q: txqueuelen: %w", name, err)
+		return fail("txqueuelen", err)
 	}
-	ep, err := fdbased.New(&fdbased.Options{
+	if err := fdlink.SetOffload(fd, fdlink.TunFCsum|fdlink.TunFTSO4|fdlink.TunFTSO6); err != nil {
+		if err := fdlink.SetOffload(fd, 0); err != nil {
+			return fail("TUNSETOFFLOAD", err)
+		}
+	}
+	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:            []int{fd},
 		MTU:            mtu,
 		EthernetHeader: false,
@@ -71,16 +83,21 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		PacketDispatchMode: fdbased.Readv,
 	})
 	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun: device %q: fdbased endpoint: %w", name, err)
+		return fail("fdbased endpoint", err)
 	}
 	drops, err := fdlink.OpenTxDropped(name)
 	if err != nil {
 		ep.Close()
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun: device %q: drop counter: %w", name, err)
+		return fail("drop counter", err)
 	}
-	return &Endpoint{Endpoint: fdlink.New(ep, []int{fd, drops.FD()}), drops: drops}, nil
+	le := fdlink.New(ep, []int{fd, drops.FD()})
+	// Our own reader and writer, which know the virtio_net_hdr: frames
+	// read in batches and TSO frames cut; runs of in-order TCP segments
+	// written as one TSO frame, everything else after a header that
+	// asks for no offload.
+	le.UseReaders(fdlink.ReaderOptions{MTU: mtu, ClosedFunc: opts.ClosedFunc, Readv: true, L3: true})
+	le.UseWriter(fdlink.WriterOptions{Writev: true, TCPCoalesce: true})
+	return &Endpoint{Endpoint: le, drops: drops}, nil
 }
 
 // Endpoint is the link endpoint Open returns.

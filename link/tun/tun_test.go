@@ -62,6 +62,8 @@ func TestLinuxPeer(t *testing.T) {
 	s := linktest.NewStack(t, ep, netip.MustParsePrefix("192.0.2.2/24"), netip.MustParsePrefix("2001:db8::2/64"))
 	netnstest.CheckPeer(t, s, ns, netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1"))
 	netnstest.CheckPeer(t, s, ns, netip.MustParseAddr("2001:db8::2"), netip.MustParseAddr("2001:db8::1"))
+	g := ep.(*tun.Endpoint).GSOCounters()
+	t.Logf("TSO: %d frames cut into %d segments; %d frames written, merging %d", g.RxTSOFrames, g.RxTSOSegments, g.TxTSOFrames, g.TxTSOSegments)
 }
 
 // TestCleanup checks that closing the endpoint removes the device it made.

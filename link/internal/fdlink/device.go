@@ -54,3 +54,51 @@ func forbidden(forbid string) string {
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
+
+// OpenVnetTAP opens the TAP device name, creating it if it does not
+// exist, with IFF_VNET_HDR: a struct virtio_net_hdr before every frame,
+// both ways, as gVisor's tun.OpenTAP does without it.
+func OpenVnetTAP(name string) (int, error) { return openVnet(name, unix.IFF_TAP) }
+
+// OpenVnetTUN is OpenVnetTAP for a TUN device (gVisor's tun.Open).
+func OpenVnetTUN(name string) (int, error) { return openVnet(name, unix.IFF_TUN) }
+
+// openVnet opens the TUN or TAP (kind) device name with IFF_NO_PI and
+// IFF_VNET_HDR, non-blocking.
+func openVnet(name string, kind uint16) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	ifr.SetUint16(kind | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h): what the kernel may
+// hand a device opened with IFF_VNET_HDR unfinished.
+const (
+	TunFCsum = 0x01 // TUN_F_CSUM: checksums left partial
+	TunFTSO4 = 0x02 // TUN_F_TSO4: TCP TSO frames over IPv4, whole
+	TunFTSO6 = 0x04 // TUN_F_TSO6: over IPv6
+	TunFUSO4 = 0x20 // TUN_F_USO4: UDP GSO frames over IPv4, whole
+	TunFUSO6 = 0x40 // TUN_F_USO6: over IPv6
+)
+
+// SetOffload tells the kernel which offloads (Tun* flags) the device's
+// reader takes: TUNSETOFFLOAD.
+func SetOffload(fd int, flags int) error {
+	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+}

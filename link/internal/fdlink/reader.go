@@ -39,6 +39,9 @@ type ReaderOptions struct {
 	// Readv reads a descriptor that is no socket (a TAP device) with
 	// readv, a frame per call, instead of recvmmsg.
 	Readv bool
+	// L3 says frames are IP packets without a link header (a TUN
+	// device), each of the version its first nibble says.
+	L3 bool
 	// ClosedFunc, if set, is called when a reader stops: with the error
 	// that stopped it, or nil when stopped by Close (as fdbased does).
 	ClosedFunc func(tcpip.Error)
@@ -200,8 +203,14 @@ func (r *reader) dispatch(n int) {
 			continue
 		}
 		validated := r.opts.RXChecksumOffload || vh.flags&(vnetNeedsCsum|vnetDataValid) != 0
-		if vh.gsoType&^vnetGSOECN == vnetGSOUDPL4 && vh.gsoSize != 0 {
-			if r.splitUDP(k, v, size, vh.gsoSize, addr) {
+		switch vh.gsoType &^ vnetGSOECN {
+		case vnetGSOUDPL4:
+			if vh.gsoSize != 0 && !r.opts.L3 && r.splitUDP(k, v, size, vh.gsoSize, addr) {
+				v.Release()
+				continue
+			}
+		case vnetGSOTCPv4, vnetGSOTCPv6:
+			if vh.gsoSize != 0 && r.splitTCP(k, v, size, vh.gsoSize, addr) {
 				v.Release()
 				continue
 			}
@@ -216,9 +225,9 @@ func (r *reader) dispatch(n int) {
 		} else {
 			v.CapLength(size)
 		}
-		eth := header.Ethernet(v.AsSlice())
-		if dst := eth.DestinationAddress(); dst != addr && dst[0]&1 == 0 {
-			v.Release() // unicast to another MAC (promiscuous mode)
+		proto, ok := r.frameProto(v.AsSlice(), addr)
+		if !ok {
+			v.Release()
 			continue
 		}
 		if vh.flags&vnetNeedsCsum != 0 && !r.opts.RXChecksumOffload {
@@ -227,8 +236,10 @@ func (r *reader) dispatch(n int) {
 			finishChecksum(v.AsSlice(), vh)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
-		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-		pkt.NetworkProtocolNumber = eth.Type()
+		if !r.opts.L3 {
+			pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+		}
+		pkt.NetworkProtocolNumber = proto
 		pkt.RXChecksumValidated = validated
 		r.pkts = append(r.pkts, pkt)
 	}
@@ -298,6 +309,81 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 	r.e.gso.RxDatagrams.Add(segs)
 	return true
 }
+
+// frameProto returns the network protocol of frame, or false for a frame
+// to drop: on an Ethernet link, one unicast to another MAC (promiscuous
+// mode); on an L3 link, one that is neither IPv4 nor IPv6.
+func (r *reader) frameProto(frame []byte, addr tcpip.LinkAddress) (tcpip.NetworkProtocolNumber, bool) {
+	if r.opts.L3 {
+		switch frame[0] >> 4 {
+		case 4:
+			return header.IPv4ProtocolNumber, true
+		case 6:
+			return header.IPv6ProtocolNumber, true
+		}
+		return 0, false
+	}
+	eth := header.Ethernet(frame)
+	if dst := eth.DestinationAddress(); dst != addr && dst[0]&1 == 0 {
+		return 0, false
+	}
+	return eth.Type(), true
+}
+
+// splitTCP cuts slot k's frame of size bytes, a TSO frame (one TCP
+// segment of up to 64 KiB, its first bytes in v) of a local sender, into
+// the segments of segSize payload bytes a device would have sent
+// (tcpSegmentHeaders), each with its checksums, and queues them in
+// r.pkts, checksum-validated. A TUN gateway asks the kernel for such
+// frames (TUN_F_TSO4, TUN_F_TSO6): one read of 64 KiB instead of some
+// forty, and the kernel's TCP spared cutting them; what it forwards
+// must still be wire-sized. It reports false, leaving the frame to be
+// delivered whole, if it cannot read its headers; v stays the caller's.
+func (r *reader) splitTCP(k int, v *buffer.View, size int, segSize uint16, addr tcpip.LinkAddress) bool {
+	head := v.AsSlice()
+	if size < len(head) {
+		head = head[:size]
+	}
+	l2 := header.EthernetMinimumSize
+	if r.opts.L3 {
+		l2 = 0
+	}
+	f, ok := parseTCPFrame(head, size, l2)
+	if !ok || (size-f.hdrsLen())/int(segSize) >= tsoMaxRxSegs {
+		return false
+	}
+	proto, ok := r.frameProto(head, addr)
+	if !ok {
+		return true // dropped
+	}
+	hl := f.hdrsLen()
+	tail := r.overflow[k*overflowSize:][:max(0, size-len(head))]
+	var segs uint64
+	for off := hl; off < size; off += int(segSize) {
+		n := min(int(segSize), size-off)
+		seg := buffer.NewViewSize(hl + n)
+		b := seg.AsSlice()
+		copy(b, head[:hl])
+		tcpSegmentHeaders(b, f, off-hl, int(segs), n, off+n >= size)
+		copyFrame(b[hl:], head, tail, off)
+		tcpSegmentChecksum(b, f)
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(seg)})
+		if l2 > 0 {
+			pkt.LinkHeader().Consume(l2)
+		}
+		pkt.NetworkProtocolNumber = proto
+		pkt.RXChecksumValidated = true
+		r.pkts = append(r.pkts, pkt)
+		segs++
+	}
+	r.e.gso.RxTSOFrames.Add(1)
+	r.e.gso.RxTSOSegments.Add(segs)
+	return true
+}
+
+// tsoMaxRxSegs bounds the segments the reader cuts one TSO frame into:
+// the kernel's default gso_max_segs (GSO_MAX_SEGS).
+const tsoMaxRxSegs = 65535
 
 // udpGSOMaxRxSegs bounds the datagrams the reader cuts one frame into:
 // the kernel's UDP_MAX_SEGMENTS (128 since Linux 6.3).

@@ -30,6 +30,10 @@ type WriterOptions struct {
 	// Writev writes a descriptor that is no socket (a TAP device) with
 	// writev, a frame per call, instead of sendmmsg.
 	Writev bool
+	// TCPCoalesce, on an L3 link (a TUN device), sends each run of
+	// consecutive in-order TCP segments of one flow as one TSO frame
+	// (tcpcoalesce.go).
+	TCPCoalesce bool
 }
 
 // UseWriter has the endpoint write its packet sockets itself instead of
@@ -48,13 +52,21 @@ func (e *Endpoint) UseWriter(opts WriterOptions) {
 type gsoStats struct {
 	TxFrames, TxDatagrams atomic.Uint64
 	RxFrames, RxDatagrams atomic.Uint64
+	// RxTSOFrames, RxTSOSegments: the TCP TSO frames a reader cut
+	// (splitTCP), and the segments they made; TxTSOFrames,
+	// TxTSOSegments: the TSO frames the writer sent (tcpRun), and the
+	// segments they merged.
+	RxTSOFrames, RxTSOSegments atomic.Uint64
+	TxTSOFrames, TxTSOSegments atomic.Uint64
 }
 
 // GSOCounters returns the endpoint's UDP GSO counters, read now.
 func (e *Endpoint) GSOCounters() linkstats.GSOCounters {
 	g := &e.gso
 	return linkstats.GSOCounters{TxFrames: g.TxFrames.Load(), TxDatagrams: g.TxDatagrams.Load(),
-		RxFrames: g.RxFrames.Load(), RxDatagrams: g.RxDatagrams.Load()}
+		RxFrames: g.RxFrames.Load(), RxDatagrams: g.RxDatagrams.Load(),
+		RxTSOFrames: g.RxTSOFrames.Load(), RxTSOSegments: g.RxTSOSegments.Load(),
+		TxTSOFrames: g.TxTSOFrames.Load(), TxTSOSegments: g.TxTSOSegments.Load()}
 }
 
 // txBatchFrames is the most frames one sendmmsg carries; a GSO frame
@@ -69,10 +81,11 @@ type txBatch struct {
 	msgs  [txBatchFrames]rawfile.MMsgHdr
 	iovs  []unix.Iovec // capacity txBatchIovs
 	vnet  [txBatchFrames][vnetHdrLen]byte
-	hdrs  [txBatchFrames][udpHeadMax]byte // a GSO frame's rewritten headers
-	heads [2][udpHeadMax]byte             // the heads udpRun compares, when not in place
+	hdrs  [txBatchFrames][tcpHeadMax]byte // a GSO or TSO frame's rewritten headers
+	heads [2][tcpHeadMax]byte             // the heads udpRun and tcpRun compare, when not in place
 	first []byte                          // the head of the run udpRun found last
 	pkts  [txBatchFrames]int              // packets in each frame
+	tso   [txBatchFrames]bool             // a frame of several is TCP (TSO), not UDP (GSO)
 	n     int                             // frames in msgs
 }
 
@@ -141,8 +154,12 @@ func (e *Endpoint) writeFrames(list []frame.Frame) (int, tcpip.Error) {
 	for i := 0; i < len(list); {
 		run := 1
 		var f udpFlow
-		if gso {
+		var ts tcpSeg
+		switch {
+		case gso:
 			run, f = b.udpRun(list[i:])
+		case e.writerOpts.TCPCoalesce:
+			run, ts = b.tcpRun(list[i:])
 		}
 		if b.n == len(b.msgs) || len(b.iovs)+2+run*maxViews > cap(b.iovs) {
 			n, errno := b.send(e.fds[0], e.writerOpts.Writev, &e.gso)
@@ -151,10 +168,13 @@ func (e *Endpoint) writeFrames(list []frame.Frame) (int, tcpip.Error) {
 				return e.afterSendError(list, sent, errno)
 			}
 		}
-		if run == 1 {
+		switch {
+		case run == 1:
 			b.addFrame(&list[i])
-		} else {
+		case gso:
 			b.addGSOFrame(list[i:i+run], f)
+		default:
+			b.addTSOFrame(list[i:i+run], ts)
 		}
 		i += run
 	}
@@ -202,9 +222,13 @@ func (b *txBatch) send(fd int, writev bool, gso *gsoStats) (int, unix.Errno) {
 			errno = e
 			break
 		}
-		for _, c := range b.pkts[k : k+n] {
+		for j, c := range b.pkts[k : k+n] {
 			sent += c
-			if c > 1 {
+			switch {
+			case c > 1 && b.tso[k+j]:
+				gso.TxTSOFrames.Add(1)
+				gso.TxTSOSegments.Add(uint64(c))
+			case c > 1:
 				gso.TxFrames.Add(1)
 				gso.TxDatagrams.Add(uint64(c))
 			}
@@ -263,6 +287,7 @@ func (b *txBatch) addMsg(first, pkts int) {
 	m.Msg.Iov = &b.iovs[first]
 	m.Msg.SetIovlen(len(b.iovs) - first)
 	b.pkts[b.n] = pkts
+	b.tso[b.n] = false
 	b.n++
 }
 
@@ -281,7 +306,7 @@ func (b *txBatch) udpRun(pkts []frame.Frame) (int, udpFlow) {
 	if len(pkts) < 2 {
 		return 1, udpFlow{}
 	}
-	first, ok := b.head(0, &pkts[0])
+	first, ok := b.head(0, &pkts[0], udpHeadMax, udpHeadLeast)
 	if !ok {
 		return 1, udpFlow{}
 	}
@@ -293,7 +318,7 @@ func (b *txBatch) udpRun(pkts []frame.Frame) (int, udpFlow) {
 	limit := 0xffff - f.ipLen - 8 // an IP length field's worth of UDP payload
 	total, n := f.payload, 1
 	for n < len(pkts) && n < udpGSOMaxSegs {
-		h, ok := b.head(1, &pkts[n])
+		h, ok := b.head(1, &pkts[n], udpHeadMax, udpHeadLeast)
 		if !ok {
 			break
 		}
@@ -310,13 +335,16 @@ func (b *txBatch) udpRun(pkts []frame.Frame) (int, udpFlow) {
 	return n, f
 }
 
-// head returns the first udpHeadMax bytes of f (fewer if it is
-// shorter): in place when its bytes or its first view hold them, else
-// copied into b.heads[k]; false if f is too short to matter.
-func (b *txBatch) head(k int, f *frame.Frame) ([]byte, bool) {
-	const least = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
+// udpHeadLeast is the shortest frame udpRun reads: Ethernet, IPv4 and
+// UDP headers.
+const udpHeadLeast = header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize
+
+// head returns the first max bytes of f (fewer if it is shorter): in
+// place when its bytes or its first view hold them, else copied into
+// b.heads[k]; false if f is shorter than least bytes.
+func (b *txBatch) head(k int, f *frame.Frame, max, least int) ([]byte, bool) {
 	if f.Bytes != nil {
-		s := f.Bytes[:min(len(f.Bytes), udpHeadMax)]
+		s := f.Bytes[:min(len(f.Bytes), max)]
 		return s, len(s) >= least
 	}
 	views, off := f.Packet.AsViewList()
@@ -327,11 +355,11 @@ func (b *txBatch) head(k int, f *frame.Frame) ([]byte, bool) {
 	if v == nil {
 		return nil, false
 	}
-	if s := v.AsSlice()[off:]; len(s) >= udpHeadMax || v.Next() == nil {
-		s = s[:min(len(s), udpHeadMax)]
+	if s := v.AsSlice()[off:]; len(s) >= max || v.Next() == nil {
+		s = s[:min(len(s), max)]
 		return s, len(s) >= least
 	}
-	dst := b.heads[k][:]
+	dst := b.heads[k][:max]
 	n := 0
 	for ; v != nil && n < len(dst); v = v.Next() {
 		n += copy(dst[n:], v.AsSlice()[off:])

@@ -764,7 +764,7 @@ func (e *Endpoint) classify(b []byte, pkt *stack.PacketBuffer, rx *rxBatch, csum
 		return inDrop
 	}
 	if e.fwd != nil && !e.fwd.isLocal(f.Dst) {
-		return e.classifyForward(b, l4off, &f)
+		return e.classifyForward(b, l4off, &f, rx)
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
@@ -924,7 +924,7 @@ func (e *Endpoint) reinjectPacket(pkt *stack.PacketBuffer, ip []byte, rx *rxBatc
 // reinject gives a decapsulated IP packet back to the stack above, past
 // the inbound check (the engine has checked it against the SAs used).
 func (e *Endpoint) reinject(ip *buffer.View, rx *rxBatch) {
-	if !e.forwardIn(ip) {
+	if !e.forwardIn(ip, rx) {
 		return
 	}
 	e.Stats.Reinjected.Add(1)
@@ -960,6 +960,10 @@ func (e *Endpoint) deliver(ip *buffer.View, rx *rxBatch) {
 // tunnel's TFC padding, RFC 4303 §2.7) would become data of a merged
 // segment.
 func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
+	if rx.direct {
+		rx.up.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		return
+	}
 	var n int
 	switch pkt.NetworkProtocolNumber {
 	case header.IPv4ProtocolNumber:
@@ -1071,6 +1075,12 @@ type rxBatch struct {
 	// fixTCP: the link below has no receive checksum offload, so the
 	// NIC has TCP check every checksum (see DeliverNetworkPacket).
 	fixTCP bool
+
+	// direct: a gateway's batch, whose packets for the stack go up as
+	// they are, without GRO; fwd holds the IPv4 packets it forwards,
+	// written out at the end of the batch (flushForwards).
+	direct bool
+	fwd    []*buffer.View
 }
 
 var rxBatchPool = sync.Pool{New: func() any {
@@ -1155,10 +1165,27 @@ func (e *Endpoint) DeliverNetworkPackets(pkts []*stack.PacketBuffer) {
 		// A gateway: what it forwards must leave as it came, never
 		// merged with other packets (gVisor's own IPv6 forwarding
 		// would find a merged packet too big for the next link), and
-		// what it takes itself is the odd control packet.
+		// what it takes itself is the odd control packet: no GRO. The
+		// IPv4 packets it forwards itself go out together at the end
+		// of the batch (forward4).
+		rx := rxBatchPool.Get().(*rxBatch)
+		rx.up, rx.direct = d, true
 		for _, pkt := range pkts {
-			e.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+			proto := pkt.NetworkProtocolNumber
+			if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
+				switch e.inbound(pkt, rx) {
+				case inDrop:
+					e.Stats.InDropped.Add(1)
+					continue
+				case inConsumed:
+					continue
+				}
+			}
+			d.DeliverNetworkPacket(proto, pkt)
 		}
+		e.flushForwards(rx)
+		rx.up, rx.direct = nil, false
+		rxBatchPool.Put(rx)
 		return
 	}
 	rx := rxBatchPool.Get().(*rxBatch)

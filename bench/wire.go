@@ -119,8 +119,8 @@ func wireContenders(ipsecstack, wg string) []*wireContender {
 		cs = append(cs, &wireContender{id: "publish-" + s.id, name: "ipsecstack afpacket, " + s.label + ", --publish to a host sink",
 			group: "ipsecstack", link: "afpacket", suite: s.suite, publish: true, setup: setupIpsecstack(ipsecstack)})
 	}
+	cs = append(cs, tunContenders(ipsecstack)...)
 	cs = append(cs,
-		tunContender(ipsecstack),
 		&wireContender{id: "wireguard-go", name: "wireguard-go (TUN), kernel TCP", group: "wireguard-go", setup: setupWireguard(wg)},
 		&wireContender{id: "strongswan", name: "strongSwan kernel-libipsec, ESP aes-gcm-128 UDP-encap tunnel", group: "strongswan", setup: setupStrongswan})
 	return cs

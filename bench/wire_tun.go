@@ -13,19 +13,30 @@ import (
 // --forward or --publish relay) and the daemons forward between their TUN
 // and the veth, with ESP aes-gcm-128 tunnel mode between the TUN subnets.
 
-// tunContender is the row beside wireguard-go's.
-func tunContender(ipsecstack string) *wireContender {
-	return &wireContender{id: "tun-gcm-tunnel", name: "ipsecstack --tun (TUN), ESP aes-gcm-128 tunnel, kernel TCP",
-		group: "ipsecstack", suite: "aes-gcm-128 tunnel", setup: setupIpsecstackTun(ipsecstack)}
+// tunContenders are the rows beside wireguard-go's: ESP, and ESP in UDP
+// (port 4500, with UDP GSO on the veth) as wireguard-go's UDP and the
+// strongSwan row's encapsulation.
+func tunContenders(ipsecstack string) []*wireContender {
+	return []*wireContender{
+		{id: "tun-gcm-tunnel", name: "ipsecstack --tun (TUN), ESP aes-gcm-128 tunnel, kernel TCP",
+			group: "ipsecstack", suite: "aes-gcm-128 tunnel", setup: setupIpsecstackTun(ipsecstack, false)},
+		{id: "tun-gcm-udp", name: "ipsecstack --tun (TUN), ESP aes-gcm-128 UDP-encap tunnel (UDP GSO), kernel TCP",
+			group: "ipsecstack", suite: "aes-gcm-128 tunnel udp-gso", setup: setupIpsecstackTun(ipsecstack, true)},
+	}
 }
 
 // tunSetkey is one gateway's setkey file: the SA pair between the veth
-// addresses and the out, in and fwd policies between the TUN subnets.
-func tunSetkey(alg espSuite, k1, k2, a, b, netA, netB string, me int) string {
+// addresses (ESP in UDP 4500 with udp) and the out, in and fwd policies
+// between the TUN subnets.
+func tunSetkey(alg espSuite, k1, k2, a, b, netA, netB string, me int, udp bool) string {
 	var s strings.Builder
 	s.WriteString("flush;\nspdflush;\n")
-	fmt.Fprintf(&s, "add %s %s esp 0x1001 -m tunnel -r 128 -E %s %s;\n", a, b, alg.name, k1)
-	fmt.Fprintf(&s, "add %s %s esp 0x1002 -m tunnel -r 128 -E %s %s;\n", b, a, alg.name, k2)
+	proto, pa, pb := "esp", a, b
+	if udp {
+		proto, pa, pb = "esp-udp", a+"[4500]", b+"[4500]"
+	}
+	fmt.Fprintf(&s, "add %s %s %s 0x1001 -m tunnel -r 128 -E %s %s;\n", pa, pb, proto, alg.name, k1)
+	fmt.Fprintf(&s, "add %s %s %s 0x1002 -m tunnel -r 128 -E %s %s;\n", pb, pa, proto, alg.name, k2)
 	self, peer, sNet, pNet := a, b, netA, netB
 	if me == 1 {
 		self, peer, sNet, pNet = b, a, netB, netA
@@ -40,7 +51,7 @@ func tunSetkey(alg espSuite, k1, k2, a, b, netA, netB string, me int) string {
 // setupIpsecstackTun: in each namespace a daemon on its veth end
 // (AF_PACKET) with a TUN device; the host gives the TUN its address and a
 // route to the other side's TUN subnet through it, as with wireguard-go.
-func setupIpsecstackTun(bin string) func(e *wireEnv, c *wireContender, idx int) error {
+func setupIpsecstackTun(bin string, udp bool) func(e *wireEnv, c *wireContender, idx int) error {
 	return func(e *wireEnv, c *wireContender, idx int) error {
 		a, b := fmt.Sprintf("10.77.%d.1", idx), fmt.Sprintf("10.77.%d.2", idx)
 		nsA, nsB, vA, vB, err := e.vethPair(c, "", "")
@@ -56,7 +67,7 @@ func setupIpsecstackTun(bin string) func(e *wireEnv, c *wireContender, idx int) 
 		os.MkdirAll(dir, 0o700)
 		nss, links, addrs := [2]string{nsA, nsB}, [2]string{vA, vB}, [2]string{a, b}
 		for i := range 2 {
-			conf, err := e.writeFile(fmt.Sprintf("c%d/T%c.conf", idx, 'A'+i), tunSetkey(alg, k1, k2, a, b, nets[0], nets[1], i), 0o600)
+			conf, err := e.writeFile(fmt.Sprintf("c%d/T%c.conf", idx, 'A'+i), tunSetkey(alg, k1, k2, a, b, nets[0], nets[1], i, udp), 0o600)
 			if err != nil {
 				return err
 			}
@@ -65,6 +76,9 @@ func setupIpsecstackTun(bin string) func(e *wireEnv, c *wireContender, idx int) 
 			args := []string{bin, "run", "--link", "afpacket:" + links[i], "--addr", addrs[i] + "/24",
 				"--tun", tun, "--tun-addr", stacks[i], "--route", nets[1-i] + "=" + addrs[1-i],
 				"--setkey", conf, "--control", ctl, "--log-level", "warn"}
+			if e.pprofDir != "" {
+				args = append(args, "--pprof", wirePprofAddr)
+			}
 			p, err := e.start(fmt.Sprintf("%s daemon %c", c.name, 'A'+i), nss[i], false, nil, args...)
 			if err != nil {
 				return err
@@ -74,6 +88,10 @@ func setupIpsecstackTun(bin string) func(e *wireEnv, c *wireContender, idx int) 
 				return err
 			}
 			c.controls = append(c.controls, ctl)
+			if e.pprofDir != "" {
+				c.pprofDir = e.pprofDir
+				c.pprofNS = append(c.pprofNS, nss[i])
+			}
 			if err := e.sh("ip", "-n", nss[i], "addr", "add", hosts[i]+"/24", "dev", tun); err != nil {
 				return err
 			}

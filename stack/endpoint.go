@@ -378,6 +378,15 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *outQueue) {
 		return
 	}
 	linkLen := len(pkt.LinkHeader().Slice())
+	if pkt.NetworkPacketInfo.IsForwardedPacket && e.fwd != nil {
+		// A forwarded packet's buffer is ours alone (forward4 built it
+		// on the received one, gVisor's IPv6 forwarding on a copy): its
+		// IP packet, when in one piece, is read and changed where it is.
+		if ip := ipInPlace(pkt, linkLen); ip != nil {
+			e.forwardOut(pkt, ip, out)
+			return
+		}
+	}
 	v := pkt.ToView()
 	defer v.Release()
 	ip := v.AsSlice()[linkLen:]
@@ -386,6 +395,26 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *outQueue) {
 		return
 	}
 	e.outputIP(pkt, ip, nil, out)
+}
+
+// ipInPlace returns pkt's IP packet, past its link header of linkLen
+// bytes, as a slice of its buffer when it lies in one view; else nil.
+func ipInPlace(pkt *stack.PacketBuffer, linkLen int) []byte {
+	views, off := pkt.AsViewList()
+	off += linkLen
+	n := pkt.Size() - linkLen
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		if len(b)-off < n || n <= 0 {
+			return nil
+		}
+		return b[off : off+n]
+	}
+	return nil
 }
 
 // outputIP runs the IP packet ip of pkt through the engine and queues
@@ -764,7 +793,7 @@ func (e *Endpoint) classify(b []byte, pkt *stack.PacketBuffer, rx *rxBatch, csum
 		return inDrop
 	}
 	if e.fwd != nil && !e.fwd.isLocal(f.Dst) {
-		return e.classifyForward(b, l4off, &f, rx)
+		return e.classifyForward(b, pkt, l4off, &f, rx)
 	}
 	if f.Proto == xfrm.ProtoUDP && !f.Opaque && e.engine.SAD.IsEncapPort(f.Dst, f.DstPort) {
 		// RFC 3948 §2.2: ESP, a keepalive or IKE (see encapInput).
@@ -864,9 +893,10 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 
 // inPlaceBuffer returns b, the data of the received packet pkt from its
 // first byte, for the engine to decapsulate in (xfrm.InPlaceAllocator),
-// or nil: when pkt is nil, or on a gateway, whose forwarding path
-// (forwardIn) takes the packet as a view of its own. The engine writes
-// into b only once the packet is authenticated, and b is ours alone:
+// or nil when pkt is nil. (A gateway's forwarding path, which takes the
+// packet as a view of its own, gets one of pkt's buffer: ownView.) The
+// engine writes into b only once the packet is authenticated, and b is
+// ours alone:
 // inbound's PullUp gave us the received buffer unshared (gVisor's PullUp
 // copies a chunk another view shares), and the packet is consumed here
 // whatever the engine decides. Decapsulating in place saves taking,
@@ -875,7 +905,7 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 // and IV behind its header, which stays; a tunnel's inner packet moves to
 // the start.
 func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
-	if pkt == nil || e.fwd != nil {
+	if pkt == nil {
 		return nil
 	}
 	return b
@@ -887,6 +917,12 @@ func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
 func (e *Endpoint) reinjectResult(out, b []byte, pkt *stack.PacketBuffer, a *viewAlloc, rx *rxBatch) {
 	if pkt != nil && len(b) > 0 && len(out) > 0 && &out[0] == &b[0] {
 		a.release()
+		if e.fwd != nil {
+			// A gateway's packet, to forward or to take: as a view of
+			// its own, the received buffer's.
+			e.reinject(ownView(pkt, out), rx)
+			return
+		}
 		e.reinjectPacket(pkt, out, rx)
 		return
 	}
@@ -900,7 +936,7 @@ func (e *Endpoint) reinjectResult(out, b []byte, pkt *stack.PacketBuffer, a *vie
 // protocol may differ (a tunnel), and the link verified no checksum of
 // the inner packet (the NIC sets RXChecksumValidated again from its
 // capabilities, as for any packet delivered). Not for gateways
-// (inPlaceBuffer), so there is no forwarding to decide.
+// (reinjectResult), so there is no forwarding to decide.
 func (e *Endpoint) reinjectPacket(pkt *stack.PacketBuffer, ip []byte, rx *rxBatch) {
 	pkt.Data().CapLength(len(ip))
 	proto := header.IPv6ProtocolNumber
@@ -1021,6 +1057,45 @@ func (rx *rxBatch) enqueue(pkt *stack.PacketBuffer) {
 // before it (a received frame's link header).
 func dataOffset(pkt *stack.PacketBuffer) int {
 	return pkt.AvailableHeaderBytes() + pkt.HeaderSize()
+}
+
+// dataView returns a view of the first n bytes of pkt's data that shares
+// pkt's buffer (no copy), or nil when they do not lie in one of its
+// views. Writing through it writes pkt's buffer: for a packet the
+// endpoint consumes, whose buffer is then the view's alone.
+func dataView(pkt *stack.PacketBuffer, n int) *buffer.View {
+	views, _ := pkt.AsViewList()
+	off := dataOffset(pkt)
+	for v := views.Front(); v != nil; v = v.Next() {
+		if off >= v.Size() {
+			off -= v.Size()
+			continue
+		}
+		if v.Size()-off < n {
+			return nil
+		}
+		c := v.Clone()
+		c.TrimFront(off)
+		c.CapLength(n)
+		return c
+	}
+	return nil
+}
+
+// ownView returns b, the first bytes of pkt's data (pkt may be nil), as a
+// view of its own: pkt's buffer itself when it can (dataView), else a
+// copy.
+func ownView(pkt *stack.PacketBuffer, b []byte) *buffer.View {
+	if pkt != nil {
+		if v := dataView(pkt, len(b)); v != nil && len(b) > 0 && &v.AsSlice()[0] == &b[0] {
+			return v
+		} else if v != nil {
+			v.Release()
+		}
+	}
+	v := buffer.NewViewSize(len(b))
+	copy(v.AsSlice(), b)
+	return v
 }
 
 // tcpChecksumOK checks the TCP checksum of pkt, an IP packet in its data

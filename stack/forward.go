@@ -156,7 +156,7 @@ func (e *Endpoint) local(dst netip.Addr) bool {
 // packet whose TTL runs out here is answered with Time Exceeded (see
 // expired). ESP, AH and IPComp to another host are forwarded like any
 // packet, as Linux does: they are some other gateway's.
-func (e *Endpoint) classifyForward(b []byte, l4off int, f *xfrm.Flow, rx *rxBatch) inboundVerdict {
+func (e *Endpoint) classifyForward(b []byte, pkt *stack.PacketBuffer, l4off int, f *xfrm.Flow, rx *rxBatch) inboundVerdict {
 	if !e.engine.CheckForward(f, nil) {
 		return inDrop
 	}
@@ -169,9 +169,7 @@ func (e *Endpoint) classifyForward(b []byte, l4off int, f *xfrm.Flow, rx *rxBatc
 	e.Stats.InChecked.Add(1)
 	e.Stats.InForwarded.Add(1)
 	if b[0]>>4 == 4 {
-		v := buffer.NewViewSize(len(b))
-		copy(v.AsSlice(), b)
-		e.forward4(v, rx)
+		e.forward4(ownView(pkt, b), rx)
 		return inConsumed
 	}
 	return inPass

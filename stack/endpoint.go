@@ -893,8 +893,11 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 
 // inPlaceBuffer returns b, the data of the received packet pkt from its
 // first byte, for the engine to decapsulate in (xfrm.InPlaceAllocator),
-// or nil when pkt is nil. (A gateway's forwarding path, which takes the
-// packet as a view of its own, gets one of pkt's buffer: ownView.) The
+// or nil: when pkt is nil, or on a gateway, whose forwarding path
+// (forwardIn) takes the packet as a view of its own: decrypted into a
+// new view, it is that view's alone, where a view of the received buffer
+// would share it with pkt until the batch ends, and gVisor's first
+// PullUp of the forwarded packet would copy it (copy-on-write). The
 // engine writes into b only once the packet is authenticated, and b is
 // ours alone:
 // inbound's PullUp gave us the received buffer unshared (gVisor's PullUp
@@ -905,7 +908,7 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 // and IV behind its header, which stays; a tunnel's inner packet moves to
 // the start.
 func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
-	if pkt == nil {
+	if pkt == nil || e.fwd != nil {
 		return nil
 	}
 	return b
@@ -917,12 +920,6 @@ func (e *Endpoint) inPlaceBuffer(b []byte, pkt *stack.PacketBuffer) []byte {
 func (e *Endpoint) reinjectResult(out, b []byte, pkt *stack.PacketBuffer, a *viewAlloc, rx *rxBatch) {
 	if pkt != nil && len(b) > 0 && len(out) > 0 && &out[0] == &b[0] {
 		a.release()
-		if e.fwd != nil {
-			// A gateway's packet, to forward or to take: as a view of
-			// its own, the received buffer's.
-			e.reinject(ownView(pkt, out), rx)
-			return
-		}
 		e.reinjectPacket(pkt, out, rx)
 		return
 	}
@@ -1082,12 +1079,19 @@ func dataView(pkt *stack.PacketBuffer, n int) *buffer.View {
 	return nil
 }
 
-// ownView returns b, the first bytes of pkt's data (pkt may be nil), as a
-// view of its own: pkt's buffer itself when it can (dataView), else a
-// copy.
+// ownView returns b, the first bytes of the data of pkt (which the caller
+// consumes; pkt may be nil), as a view of its own: pkt's buffer itself
+// when it can (dataView), else a copy. A packet whose data starts its
+// buffer (no link header: a TUN's) then lets go of the buffer, which is
+// the view's alone: shared, gVisor's first PullUp of the forwarded packet
+// would copy it (copy-on-write), as it does for a frame whose link header
+// pkt keeps.
 func ownView(pkt *stack.PacketBuffer, b []byte) *buffer.View {
 	if pkt != nil {
 		if v := dataView(pkt, len(b)); v != nil && len(b) > 0 && &v.AsSlice()[0] == &b[0] {
+			if dataOffset(pkt) == 0 {
+				pkt.Data().CapLength(0)
+			}
 			return v
 		} else if v != nil {
 			v.Release()

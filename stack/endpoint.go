@@ -721,12 +721,16 @@ func (e *Endpoint) newPacket(orig *stack.PacketBuffer, v *buffer.View) *stack.Pa
 // packets go up to the protocol handlers; cleartext packets first pass the
 // inbound policy check.
 func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	d := e.upper()
-	if d == nil {
-		return
+	if d := e.upper(); d != nil {
+		e.deliverUp(d, proto, pkt, nil)
 	}
+}
+
+// deliverUp is DeliverNetworkPacket to the stack's dispatcher d, within
+// a gateway's batch rx (nil for none).
+func (e *Endpoint) deliverUp(d stack.NetworkDispatcher, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, rx *rxBatch) {
 	if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-		switch e.inbound(pkt, nil) {
+		switch e.inbound(pkt, rx) {
 		case inDrop:
 			e.Stats.InDropped.Add(1)
 			return
@@ -1250,17 +1254,7 @@ func (e *Endpoint) DeliverNetworkPackets(pkts []*stack.PacketBuffer) {
 		rx := rxBatchPool.Get().(*rxBatch)
 		rx.up, rx.direct = d, true
 		for _, pkt := range pkts {
-			proto := pkt.NetworkProtocolNumber
-			if proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber {
-				switch e.inbound(pkt, rx) {
-				case inDrop:
-					e.Stats.InDropped.Add(1)
-					continue
-				case inConsumed:
-					continue
-				}
-			}
-			d.DeliverNetworkPacket(proto, pkt)
+			e.deliverUp(d, pkt.NetworkProtocolNumber, pkt, rx)
 		}
 		e.flushForwards(rx)
 		rx.up, rx.direct = nil, false

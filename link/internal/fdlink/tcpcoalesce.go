@@ -174,15 +174,7 @@ func (b *txBatch) addTSOFrame(pkts []frame.Frame, s tcpSeg) {
 	// The checksum is left to the host as to a device: the field holds
 	// the pseudo-header sum (NEEDS_CSUM).
 	binary.BigEndian.PutUint16(tcp[16:], ps)
-	vh := vnetHdr{flags: vnetNeedsCsum, gsoType: gsoType, hdrLen: uint16(hl), gsoSize: uint16(s.payload),
-		csumStart: uint16(f.ipLen), csumOffset: 16}
-	vh.encode(b.vnet[b.n][:])
-	first := len(b.iovs)
-	b.iovs = appendIovec(b.iovs, b.vnet[b.n][:])
-	b.iovs = appendIovec(b.iovs, hdrs)
-	for i := range pkts {
-		b.appendFrame(&pkts[i], hl)
-	}
-	b.addMsg(first, len(pkts))
+	b.addMerged(vnetHdr{flags: vnetNeedsCsum, gsoType: gsoType, hdrLen: uint16(hl), gsoSize: uint16(s.payload),
+		csumStart: uint16(f.ipLen), csumOffset: 16}, hdrs, pkts)
 	b.tso[b.n-1] = true
 }

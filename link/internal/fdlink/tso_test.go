@@ -56,6 +56,23 @@ func tsoFrame(v6 bool, l2 int, payload []byte, flags header.TCPFlags) []byte {
 	return b
 }
 
+// slotWith returns a reader with the options opts whose slot 0 holds
+// frame, as a read would leave it (its first view, then the overflow),
+// and that view; both are released at the test's end.
+func slotWith(t *testing.T, opts ReaderOptions, frame []byte) (*reader, *buffer.View) {
+	t.Helper()
+	r, err := newReader(&Endpoint{}, -1, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.release)
+	v := buffer.NewViewSize(r.first)
+	t.Cleanup(v.Release)
+	n := copy(v.AsSlice(), frame)
+	copy(r.overflow, frame[n:])
+	return r, v
+}
+
 // TestSplitTCP cuts TSO frames as a TUN's and a TAP's reader would and
 // checks every segment against what the kernel's tcp_gso_segment makes
 // of it: valid IP and TCP checksums (gVisor's checks), contiguous
@@ -82,15 +99,7 @@ func TestSplitTCP(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			frame := tsoFrame(c.v6, c.l2, payload[:c.size], c.flags)
-			r, err := newReader(&Endpoint{}, -1, &ReaderOptions{MTU: mtu, L3: c.l2 == 0})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.release()
-			v := buffer.NewViewSize(r.first)
-			defer v.Release()
-			n := copy(v.AsSlice(), frame)
-			copy(r.overflow, frame[n:])
+			r, v := slotWith(t, ReaderOptions{MTU: mtu, L3: c.l2 == 0}, frame)
 			if !r.splitTCP(0, v, len(frame), uint16(c.segSize), "\x02\x00\x00\x00\x00\x01") {
 				t.Fatal("splitTCP refused a well-formed frame")
 			}
@@ -188,18 +197,10 @@ func TestSplitTCP(t *testing.T) {
 				return b
 			}()},
 		} {
-			r, err := newReader(&Endpoint{}, -1, &ReaderOptions{MTU: mtu, L3: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			v := buffer.NewViewSize(r.first)
-			n := copy(v.AsSlice(), bad.frame)
-			copy(r.overflow, bad.frame[n:])
+			r, v := slotWith(t, ReaderOptions{MTU: mtu, L3: true}, bad.frame)
 			if r.splitTCP(0, v, len(bad.frame), 1448, "") || len(r.pkts) != 0 {
 				t.Errorf("%s: splitTCP took it", bad.name)
 			}
-			v.Release()
-			r.release()
 		}
 	})
 }
@@ -209,15 +210,7 @@ func TestSplitTCP(t *testing.T) {
 func tcpSegs(t *testing.T, v6 bool, payload []byte, segSize int, flags header.TCPFlags) [][]byte {
 	t.Helper()
 	frame := tsoFrame(v6, 0, payload, flags)
-	r, err := newReader(&Endpoint{}, -1, &ReaderOptions{MTU: 1500, L3: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.release()
-	v := buffer.NewViewSize(r.first)
-	defer v.Release()
-	n := copy(v.AsSlice(), frame)
-	copy(r.overflow, frame[n:])
+	r, v := slotWith(t, ReaderOptions{MTU: 1500, L3: true}, frame)
 	if !r.splitTCP(0, v, len(frame), uint16(segSize), "") {
 		t.Fatal("splitTCP refused the frame")
 	}
@@ -334,15 +327,7 @@ func TestTCPRun(t *testing.T) {
 				t.Fatalf("virtio_net_hdr %+v for a run of %d of %d-byte segments", vh, n, s.payload)
 			}
 			// Cut again as the host would; the segments must come back.
-			r, err := newReader(&Endpoint{}, -1, &ReaderOptions{MTU: 1500, L3: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.release()
-			v := buffer.NewViewSize(r.first)
-			defer v.Release()
-			k := copy(v.AsSlice(), merged)
-			copy(r.overflow, merged[k:])
+			r, v := slotWith(t, ReaderOptions{MTU: 1500, L3: true}, merged)
 			if !r.splitTCP(0, v, len(merged), vh.gsoSize, "") || len(r.pkts) != n {
 				t.Fatalf("the merged frame cuts into %d segments, want %d", len(r.pkts), n)
 			}

@@ -239,18 +239,6 @@ func TestSplitUDP(t *testing.T) {
 		gsoHeaders(hdrs, f, len(frame), sizes[0])
 		return append(hdrs, frame...), want
 	}
-	newSlot := func(t *testing.T, frame []byte) (*reader, *buffer.View) {
-		e := &Endpoint{}
-		r, err := newReader(e, -1, &ReaderOptions{MTU: mtu})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(r.release)
-		v := buffer.NewViewSize(r.first)
-		n := copy(v.AsSlice(), frame)
-		copy(r.overflow, frame[n:])
-		return r, v
-	}
 	for _, c := range []struct {
 		name  string
 		sizes []int
@@ -262,8 +250,7 @@ func TestSplitUDP(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			frame, want := build(c.sizes, c.v6)
-			r, v := newSlot(t, frame)
-			defer v.Release()
+			r, v := slotWith(t, ReaderOptions{MTU: mtu}, frame)
 			if !r.splitUDP(0, v, len(frame), uint16(c.sizes[0]), "\x02\x00\x00\x00\x00\x01") {
 				t.Fatal("splitUDP refused a well-formed frame")
 			}
@@ -314,11 +301,10 @@ func TestSplitUDP(t *testing.T) {
 			{"not UDP", tcp, 10},
 			{"headers only", frame[:42], 10},
 		} {
-			r, v := newSlot(t, x.frame)
+			r, v := slotWith(t, ReaderOptions{MTU: mtu}, x.frame)
 			if r.splitUDP(0, v, len(x.frame), x.seg, "\x02\x00\x00\x00\x00\x01") || len(r.pkts) != 0 {
 				t.Errorf("%s: cut into %d datagrams, want the frame left whole", x.name, len(r.pkts))
 			}
-			v.Release()
 		}
 	})
 }

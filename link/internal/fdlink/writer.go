@@ -379,13 +379,19 @@ func (b *txBatch) addGSOFrame(pkts []frame.Frame, f udpFlow) {
 	}
 	hdrs := b.hdrs[b.n][:hl]
 	copy(hdrs, b.first[:hl])
-	vh := gsoHeaders(hdrs, f, total, f.payload)
+	b.addMerged(gsoHeaders(hdrs, f, total, f.payload), hdrs, pkts)
+}
+
+// addMerged adds pkts as one frame: the virtio_net_hdr vh, the merged
+// headers hdrs (b.hdrs[b.n]), then every packet's bytes past its own
+// headers (as long as hdrs) in order.
+func (b *txBatch) addMerged(vh vnetHdr, hdrs []byte, pkts []frame.Frame) {
 	vh.encode(b.vnet[b.n][:])
 	first := len(b.iovs)
 	b.iovs = appendIovec(b.iovs, b.vnet[b.n][:])
 	b.iovs = appendIovec(b.iovs, hdrs)
 	for i := range pkts {
-		b.appendFrame(&pkts[i], hl)
+		b.appendFrame(&pkts[i], len(hdrs))
 	}
 	b.addMsg(first, len(pkts))
 }

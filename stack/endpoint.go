@@ -400,21 +400,30 @@ func (e *Endpoint) output(pkt *stack.PacketBuffer, out *outQueue) {
 // ipInPlace returns pkt's IP packet, past its link header of linkLen
 // bytes, as a slice of its buffer when it lies in one view; else nil.
 func ipInPlace(pkt *stack.PacketBuffer, linkLen int) []byte {
-	views, off := pkt.AsViewList()
-	off += linkLen
 	n := pkt.Size() - linkLen
+	v, off := viewAt(pkt, pkt.AvailableHeaderBytes()+linkLen, n)
+	if v == nil || n <= 0 {
+		return nil
+	}
+	return v.AsSlice()[off : off+n]
+}
+
+// viewAt returns the view of pkt's buffer that holds the n bytes at
+// offset off of the buffer, and their offset in it; nil when they do not
+// lie in one view.
+func viewAt(pkt *stack.PacketBuffer, off, n int) (*buffer.View, int) {
+	views, _ := pkt.AsViewList()
 	for v := views.Front(); v != nil; v = v.Next() {
-		b := v.AsSlice()
-		if off >= len(b) {
-			off -= len(b)
+		if off >= v.Size() {
+			off -= v.Size()
 			continue
 		}
-		if len(b)-off < n || n <= 0 {
-			return nil
+		if v.Size()-off < n {
+			return nil, 0
 		}
-		return b[off : off+n]
+		return v, off
 	}
-	return nil
+	return nil, 0
 }
 
 // outputIP runs the IP packet ip of pkt through the engine and queues
@@ -1065,22 +1074,14 @@ func dataOffset(pkt *stack.PacketBuffer) int {
 // views. Writing through it writes pkt's buffer: for a packet the
 // endpoint consumes, whose buffer is then the view's alone.
 func dataView(pkt *stack.PacketBuffer, n int) *buffer.View {
-	views, _ := pkt.AsViewList()
-	off := dataOffset(pkt)
-	for v := views.Front(); v != nil; v = v.Next() {
-		if off >= v.Size() {
-			off -= v.Size()
-			continue
-		}
-		if v.Size()-off < n {
-			return nil
-		}
-		c := v.Clone()
-		c.TrimFront(off)
-		c.CapLength(n)
-		return c
+	v, off := viewAt(pkt, dataOffset(pkt), n)
+	if v == nil {
+		return nil
 	}
-	return nil
+	c := v.Clone()
+	c.TrimFront(off)
+	c.CapLength(n)
+	return c
 }
 
 // ownView returns b, the first bytes of the data of pkt (which the caller

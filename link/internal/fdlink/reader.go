@@ -276,38 +276,55 @@ func (r *reader) splitUDP(k int, v *buffer.View, size int, segSize uint16, addr 
 		// fails where a datagram of that size would.
 		return false
 	}
-	eth := header.Ethernet(head)
-	if dst := eth.DestinationAddress(); dst != addr && dst[0]&1 == 0 {
-		return true // unicast to another MAC (promiscuous mode): dropped
+	proto, ok := r.frameProto(head, addr)
+	if !ok {
+		return true // dropped
 	}
-	hl := f.udpHdrsLen()
+	segs := r.cut(k, head, size, f.udpHdrsLen(), int(segSize), header.EthernetMinimumSize, proto,
+		func(seg []byte, _, _, n int, _ bool) {
+			segmentHeaders(seg, f.ipLen, n)
+			if f.ipLen == header.IPv6MinimumSize && !r.opts.RXChecksumOffload {
+				// IPv6 has no "no checksum": the stack verifies checksums
+				// on this link, so give the segment its own.
+				udpChecksum6(seg)
+			}
+		})
+	r.e.gso.RxFrames.Add(1)
+	r.e.gso.RxDatagrams.Add(segs)
+	return true
+}
+
+// cut cuts slot k's frame of size bytes, whose first bytes are head,
+// into segments of at most segSize bytes past its hl bytes of headers
+// (l2 of them the link's), and queues them in r.pkts as packets of
+// protocol proto, checksum-validated: each a copy of the headers and
+// its bytes of the frame, which finish then makes a segment of (index
+// counts the segments, off is where its bytes start past the headers, n
+// is how many, last marks the frame's last). It returns how many it made.
+// One view per segment, not regions of one shared chunk: gVisor's PullUp
+// copies a whole shared chunk (copy-on-write) before it hands out a
+// slice of it, and the wrapper pulls every packet up.
+func (r *reader) cut(k int, head []byte, size, hl, segSize, l2 int, proto tcpip.NetworkProtocolNumber,
+	finish func(seg []byte, index, off, n int, last bool)) uint64 {
 	tail := r.overflow[k*overflowSize:][:max(0, size-len(head))]
-	// One view per datagram, not regions of one shared chunk: gVisor's
-	// PullUp copies a whole shared chunk (copy-on-write) before it hands
-	// out a slice of it, and the wrapper pulls every datagram up.
 	var segs uint64
-	for off := hl; off < size; off += int(segSize) {
-		n := min(int(segSize), size-off)
+	for off := hl; off < size; off += segSize {
+		n := min(segSize, size-off)
 		seg := buffer.NewViewSize(hl + n)
 		b := seg.AsSlice()
 		copy(b, head[:hl])
-		segmentHeaders(b, f.ipLen, n)
 		copyFrame(b[hl:], head, tail, off)
-		if f.ipLen == header.IPv6MinimumSize && !r.opts.RXChecksumOffload {
-			// IPv6 has no "no checksum": the stack verifies checksums
-			// on this link, so give the segment its own.
-			udpChecksum6(b)
-		}
+		finish(b, int(segs), off-hl, n, off+n >= size)
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(seg)})
-		pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-		pkt.NetworkProtocolNumber = eth.Type()
+		if l2 > 0 {
+			pkt.LinkHeader().Consume(l2)
+		}
+		pkt.NetworkProtocolNumber = proto
 		pkt.RXChecksumValidated = true
 		r.pkts = append(r.pkts, pkt)
 		segs++
 	}
-	r.e.gso.RxFrames.Add(1)
-	r.e.gso.RxDatagrams.Add(segs)
-	return true
+	return segs
 }
 
 // frameProto returns the network protocol of frame, or false for a frame
@@ -356,26 +373,11 @@ func (r *reader) splitTCP(k int, v *buffer.View, size int, segSize uint16, addr 
 	if !ok {
 		return true // dropped
 	}
-	hl := f.hdrsLen()
-	tail := r.overflow[k*overflowSize:][:max(0, size-len(head))]
-	var segs uint64
-	for off := hl; off < size; off += int(segSize) {
-		n := min(int(segSize), size-off)
-		seg := buffer.NewViewSize(hl + n)
-		b := seg.AsSlice()
-		copy(b, head[:hl])
-		tcpSegmentHeaders(b, f, off-hl, int(segs), n, off+n >= size)
-		copyFrame(b[hl:], head, tail, off)
-		tcpSegmentChecksum(b, f)
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(seg)})
-		if l2 > 0 {
-			pkt.LinkHeader().Consume(l2)
-		}
-		pkt.NetworkProtocolNumber = proto
-		pkt.RXChecksumValidated = true
-		r.pkts = append(r.pkts, pkt)
-		segs++
-	}
+	segs := r.cut(k, head, size, f.hdrsLen(), int(segSize), l2, proto,
+		func(seg []byte, index, off, n int, last bool) {
+			tcpSegmentHeaders(seg, f, off, index, n, last)
+			tcpSegmentChecksum(seg, f)
+		})
 	r.e.gso.RxTSOFrames.Add(1)
 	r.e.gso.RxTSOSegments.Add(segs)
 	return true

@@ -33,6 +33,9 @@ type tcpSeg struct {
 	payload int
 	seq     uint32
 	flags   header.TCPFlags
+	// last: of the first segment of a run (tcpRun), the flags of the
+	// run's last, which the merged frame carries (PSH).
+	last header.TCPFlags
 }
 
 // readTCPSeg reads the segment in frame fr whose first bytes are head.
@@ -71,8 +74,9 @@ func sameTCPFlow(a, b []byte, f tcpFlow) bool {
 const mergeableFlags = header.TCPFlagAck | header.TCPFlagPsh
 
 // tcpRun returns how many frames from the head of pkts make one TSO
-// frame (1: send the first as it is), and the first one's shape. The
-// first one's head is left in b.first, for addTSOFrame.
+// frame (1: send the first as it is), and the first one's shape, with
+// the last one's flags. The first one's head is left in b.first, for
+// addTSOFrame.
 func (b *txBatch) tcpRun(pkts []frame.Frame) (int, tcpSeg) {
 	if len(pkts) < 2 {
 		return 1, tcpSeg{}
@@ -86,6 +90,7 @@ func (b *txBatch) tcpRun(pkts []frame.Frame) (int, tcpSeg) {
 		return 1, tcpSeg{}
 	}
 	b.first = first
+	s.last = s.flags
 	limit := 0xffff - s.f.ipLen - s.f.tcpLen // an IP length field's worth of TCP payload
 	total, next, n := s.payload, s.seq+uint32(s.payload), 1
 	for n < len(pkts) {
@@ -100,6 +105,7 @@ func (b *txBatch) tcpRun(pkts []frame.Frame) (int, tcpSeg) {
 		}
 		total += g.payload
 		next += uint32(g.payload)
+		s.last = g.flags
 		n++
 		if g.payload < s.payload || g.flags&header.TCPFlagPsh != 0 {
 			break // a short segment or PSH ends a run, as in GRO
@@ -115,66 +121,35 @@ func tcpChecksumOK(head []byte, fr *frame.Frame, f tcpFlow) bool {
 	if fr.Bytes != nil {
 		sum = checksum.Checksum(fr.Bytes[f.ipLen:], 0)
 	} else {
-		views, off := fr.Packet.AsViewList()
-		var c checksum.Checksumer
-		skip := off + f.ipLen
-		for v := views.Front(); v != nil; v = v.Next() {
-			s := v.AsSlice()
-			if skip >= len(s) {
-				skip -= len(s)
-				continue
-			}
-			c.Add(s[skip:])
-			skip = 0
-		}
-		sum = c.Checksum()
+		// ChecksumAtOffset counts its offset from the start of the
+		// packet's buffer, where the packet starts past its headroom.
+		sum = fr.Packet.Data().ChecksumAtOffset(fr.Packet.AvailableHeaderBytes() + f.ipLen)
 	}
-	l4len := uint16(fr.Size() - f.ipLen)
-	var ps uint16
-	if head[0]>>4 == 4 {
-		ip := header.IPv4(head)
-		ps = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), l4len)
-	} else {
-		ip := header.IPv6(head)
-		ps = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), l4len)
-	}
-	return checksum.Combine(ps, sum) == 0xffff
+	return checksum.Combine(tcpPseudoSum(head, fr.Size()-f.ipLen), sum) == 0xffff
 }
 
 // addTSOFrame adds pkts, a run tcpRun found, as one TSO frame: the first
 // segment's headers with the whole run's length and the last one's flags
-// (PSH), then every segment's payload in order.
+// (PSH), then every segment's payload in order. The checksum is left to
+// the host as to a device: the field holds the pseudo-header sum
+// (NEEDS_CSUM).
 func (b *txBatch) addTSOFrame(pkts []frame.Frame, s tcpSeg) {
 	f := s.f
-	hl := f.hdrsLen()
-	total := 0
-	for i := range pkts {
-		total += pkts[i].Size() - hl
-	}
-	hdrs := b.hdrs[b.n][:hl]
-	copy(hdrs, b.first[:hl])
-	last, _ := b.head(1, &pkts[len(pkts)-1], tcpHeadMax, hl)
+	hdrs, total := b.mergedHeaders(pkts, f.hdrsLen())
 	tcp := header.TCP(hdrs[f.ipLen:])
-	tcp.SetFlags(uint8(header.TCP(last[f.ipLen:]).Flags()))
-	l4len := uint16(f.tcpLen + total)
+	tcp.SetFlags(uint8(s.last))
+	l4len := f.tcpLen + total
 	gsoType := uint8(vnetGSOTCPv6)
-	var ps uint16
 	if hdrs[0]>>4 == 4 {
 		gsoType = vnetGSOTCPv4
 		ip := header.IPv4(hdrs)
-		ip.SetTotalLength(uint16(f.ipLen) + l4len)
+		ip.SetTotalLength(uint16(f.ipLen + l4len))
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
-		ps = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), l4len)
 	} else {
-		ip := header.IPv6(hdrs)
-		ip.SetPayloadLength(l4len)
-		ps = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), l4len)
+		header.IPv6(hdrs).SetPayloadLength(uint16(l4len))
 	}
-	// The checksum is left to the host as to a device: the field holds
-	// the pseudo-header sum (NEEDS_CSUM).
-	binary.BigEndian.PutUint16(tcp[16:], ps)
-	b.addMerged(vnetHdr{flags: vnetNeedsCsum, gsoType: gsoType, hdrLen: uint16(hl), gsoSize: uint16(s.payload),
+	binary.BigEndian.PutUint16(tcp[16:], tcpPseudoSum(hdrs, l4len))
+	b.addMerged(vnetHdr{flags: vnetNeedsCsum, gsoType: gsoType, hdrLen: uint16(len(hdrs)), gsoSize: uint16(s.payload),
 		csumStart: uint16(f.ipLen), csumOffset: 16}, hdrs, pkts)
-	b.tso[b.n-1] = true
 }

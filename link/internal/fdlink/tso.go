@@ -101,14 +101,17 @@ func tcpSegmentHeaders(hdrs []byte, f tcpFlow, off, index, n int, last bool) {
 func tcpSegmentChecksum(seg []byte, f tcpFlow) {
 	ipb := seg[f.l2:]
 	l4 := ipb[f.ipLen:]
-	var sum uint16
-	if ipb[0]>>4 == 4 {
-		ip := header.IPv4(ipb)
-		sum = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(l4)))
-	} else {
-		ip := header.IPv6(ipb)
-		sum = header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(l4)))
-	}
 	binary.BigEndian.PutUint16(l4[16:], 0)
-	binary.BigEndian.PutUint16(l4[16:], ^checksum.Checksum(l4, sum))
+	binary.BigEndian.PutUint16(l4[16:], ^checksum.Checksum(l4, tcpPseudoSum(ipb, len(l4))))
+}
+
+// tcpPseudoSum is the pseudo-header checksum of a TCP segment of l4len
+// bytes after the IPv4 or IPv6 header ip.
+func tcpPseudoSum(ip []byte, l4len int) uint16 {
+	if ip[0]>>4 == 4 {
+		h := header.IPv4(ip)
+		return header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.SourceAddress(), h.DestinationAddress(), uint16(l4len))
+	}
+	h := header.IPv6(ip)
+	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.SourceAddress(), h.DestinationAddress(), uint16(l4len))
 }

@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ipsecstack/ipsecstack/link/frame"
 )
@@ -295,48 +296,59 @@ func TestTCPRun(t *testing.T) {
 			return append(segs, more...)
 		}(), 45},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			frames := make([]frame.Frame, len(c.segs))
-			for i, s := range c.segs {
-				frames[i] = frame.Frame{Bytes: s}
-			}
-			b := txBatchPool.Get().(*txBatch)
-			defer txBatchPool.Put(b)
-			b.reset()
-			n, s := b.tcpRun(frames)
-			if n != c.want {
-				t.Fatalf("run of %d, want %d", n, c.want)
-			}
-			if n == 1 {
-				return
-			}
-			b.addTSOFrame(frames[:n], s)
-			// The frame: its virtio_net_hdr, then the iovecs.
-			var vh vnetHdr
-			vh.decode(b.vnet[0][:])
-			var merged []byte
-			for _, iov := range b.iovs[1:] {
-				merged = append(merged, unsafe.Slice(iov.Base, iov.Len)...)
-			}
-			wantType := uint8(vnetGSOTCPv4)
-			if merged[0]>>4 == 6 {
-				wantType = vnetGSOTCPv6
-			}
-			if vh.gsoType != wantType || vh.flags != vnetNeedsCsum || int(vh.gsoSize) != s.payload || int(vh.hdrLen) != s.f.hdrsLen() ||
-				int(vh.csumStart) != s.f.ipLen || vh.csumOffset != 16 || !b.tso[0] || b.pkts[0] != n {
-				t.Fatalf("virtio_net_hdr %+v for a run of %d of %d-byte segments", vh, n, s.payload)
-			}
-			// Cut again as the host would; the segments must come back.
-			r, v := slotWith(t, ReaderOptions{MTU: 1500, L3: true}, merged)
-			if !r.splitTCP(0, v, len(merged), vh.gsoSize, "") || len(r.pkts) != n {
-				t.Fatalf("the merged frame cuts into %d segments, want %d", len(r.pkts), n)
-			}
-			for i, pkt := range r.pkts {
-				if got := pkt.Data().AsRange().ToSlice(); !bytes.Equal(got, c.segs[i]) {
-					t.Errorf("segment %d differs after the round trip:\n got %x\nwant %x", i, got[:60], c.segs[i][:60])
+		// Each run as frames in the caller's bytes and as PacketBuffers
+		// with headroom before the packet (as a forwarded one has): the
+		// checksum is read both ways.
+		for _, kind := range []string{"bytes", "packets"} {
+			t.Run(c.name+"/"+kind, func(t *testing.T) {
+				frames := make([]frame.Frame, len(c.segs))
+				for i, s := range c.segs {
+					if kind == "bytes" {
+						frames[i] = frame.Frame{Bytes: s}
+						continue
+					}
+					pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 16, Payload: buffer.MakeWithData(s)})
+					defer pkt.DecRef()
+					frames[i] = frame.Frame{Packet: pkt}
 				}
-				pkt.DecRef()
-			}
-		})
+				b := txBatchPool.Get().(*txBatch)
+				defer txBatchPool.Put(b)
+				b.reset()
+				n, s := b.tcpRun(frames)
+				if n != c.want {
+					t.Fatalf("run of %d, want %d", n, c.want)
+				}
+				if n == 1 {
+					return
+				}
+				b.addTSOFrame(frames[:n], s)
+				// The frame: its virtio_net_hdr, then the iovecs.
+				var vh vnetHdr
+				vh.decode(b.vnet[0][:])
+				var merged []byte
+				for _, iov := range b.iovs[1:] {
+					merged = append(merged, unsafe.Slice(iov.Base, iov.Len)...)
+				}
+				wantType := uint8(vnetGSOTCPv4)
+				if merged[0]>>4 == 6 {
+					wantType = vnetGSOTCPv6
+				}
+				if vh.gsoType != wantType || vh.flags != vnetNeedsCsum || int(vh.gsoSize) != s.payload || int(vh.hdrLen) != s.f.hdrsLen() ||
+					int(vh.csumStart) != s.f.ipLen || vh.csumOffset != 16 || b.pkts[0] != n {
+					t.Fatalf("virtio_net_hdr %+v for a run of %d of %d-byte segments", vh, n, s.payload)
+				}
+				// Cut again as the host would; the segments must come back.
+				r, v := slotWith(t, ReaderOptions{MTU: 1500, L3: true}, merged)
+				if !r.splitTCP(0, v, len(merged), vh.gsoSize, "") || len(r.pkts) != n {
+					t.Fatalf("the merged frame cuts into %d segments, want %d", len(r.pkts), n)
+				}
+				for i, pkt := range r.pkts {
+					if got := pkt.Data().AsRange().ToSlice(); !bytes.Equal(got, c.segs[i]) {
+						t.Errorf("segment %d differs after the round trip:\n got %x\nwant %x", i, got[:60], c.segs[i][:60])
+					}
+					pkt.DecRef()
+				}
+			})
+		}
 	}
 }

@@ -85,7 +85,6 @@ type txBatch struct {
 	heads [2][tcpHeadMax]byte             // the heads udpRun and tcpRun compare, when not in place
 	first []byte                          // the head of the run udpRun found last
 	pkts  [txBatchFrames]int              // packets in each frame
-	tso   [txBatchFrames]bool             // a frame of several is TCP (TSO), not UDP (GSO)
 	n     int                             // frames in msgs
 }
 
@@ -224,13 +223,17 @@ func (b *txBatch) send(fd int, writev bool, gso *gsoStats) (int, unix.Errno) {
 		}
 		for j, c := range b.pkts[k : k+n] {
 			sent += c
-			switch {
-			case c > 1 && b.tso[k+j]:
-				gso.TxTSOFrames.Add(1)
-				gso.TxTSOSegments.Add(uint64(c))
-			case c > 1:
+			if c == 1 {
+				continue
+			}
+			// A frame of several: its virtio_net_hdr (addMerged) says
+			// which offload.
+			if b.vnet[k+j][1]&^vnetGSOECN == vnetGSOUDPL4 {
 				gso.TxFrames.Add(1)
 				gso.TxDatagrams.Add(uint64(c))
+			} else {
+				gso.TxTSOFrames.Add(1)
+				gso.TxTSOSegments.Add(uint64(c))
 			}
 		}
 		k += n
@@ -287,7 +290,6 @@ func (b *txBatch) addMsg(first, pkts int) {
 	m.Msg.Iov = &b.iovs[first]
 	m.Msg.SetIovlen(len(b.iovs) - first)
 	b.pkts[b.n] = pkts
-	b.tso[b.n] = false
 	b.n++
 }
 
@@ -372,14 +374,21 @@ func (b *txBatch) head(k int, f *frame.Frame, max, least int) ([]byte, bool) {
 // first packet's headers rewritten for the whole, then every packet's UDP
 // payload in order.
 func (b *txBatch) addGSOFrame(pkts []frame.Frame, f udpFlow) {
-	hl := f.udpHdrsLen()
-	total := 0
+	hdrs, total := b.mergedHeaders(pkts, f.udpHdrsLen())
+	b.addMerged(gsoHeaders(hdrs, f, total, f.payload), hdrs, pkts)
+}
+
+// mergedHeaders returns the next frame's header buffer (b.hdrs[b.n])
+// holding the first hl bytes of the run's first packet (b.first), for
+// the caller to rewrite for the whole run, and the bytes the run's
+// packets carry past their hl bytes of headers.
+func (b *txBatch) mergedHeaders(pkts []frame.Frame, hl int) (hdrs []byte, total int) {
 	for i := range pkts {
 		total += pkts[i].Size() - hl
 	}
-	hdrs := b.hdrs[b.n][:hl]
+	hdrs = b.hdrs[b.n][:hl]
 	copy(hdrs, b.first[:hl])
-	b.addMerged(gsoHeaders(hdrs, f, total, f.payload), hdrs, pkts)
+	return hdrs, total
 }
 
 // addMerged adds pkts as one frame: the virtio_net_hdr vh, the merged

@@ -88,9 +88,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 	// whole, which the reader cuts; USO needs Linux 6.2, so without it
 	// the kernel cuts and sums every frame for us, as before.
 	if err := fdlink.SetOffload(fd, fdlink.TunFCsum|fdlink.TunFUSO4|fdlink.TunFUSO6); err != nil {
-		if err := fdlink.SetOffload(fd, 0); err != nil {
-			return fail("TUNSETOFFLOAD", err)
-		}
+		return fail("TUNSETOFFLOAD", err)
 	}
 	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:               []int{fd},

@@ -69,9 +69,7 @@ func Open(name string, opts Options) (stack.LinkEndpoint, error) {
 		return fail("txqueuelen", err)
 	}
 	if err := fdlink.SetOffload(fd, fdlink.TunFCsum|fdlink.TunFTSO4|fdlink.TunFTSO6); err != nil {
-		if err := fdlink.SetOffload(fd, 0); err != nil {
-			return fail("TUNSETOFFLOAD", err)
-		}
+		return fail("TUNSETOFFLOAD", err)
 	}
 	ep, err := fdlink.NewFDBased(&fdbased.Options{
 		FDs:            []int{fd},

@@ -98,7 +98,12 @@ const (
 )
 
 // SetOffload tells the kernel which offloads (Tun* flags) the device's
-// reader takes: TUNSETOFFLOAD.
+// reader takes (TUNSETOFFLOAD), or, when the kernel refuses them (too
+// old for one of them), none: the kernel then hands over every packet
+// whole and summed, as to a device without IFF_VNET_HDR.
 func SetOffload(fd int, flags int) error {
-	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags) == nil {
+		return nil
+	}
+	return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0)
 }

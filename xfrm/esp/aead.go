@@ -148,6 +148,10 @@ func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 }
 
 func (e *aeadEngine) zero() {
+	// Go's AEADs keep their key schedules out of reach; ours can wipe.
+	if z, ok := e.aead.(interface{ Zero() }); ok {
+		z.Zero()
+	}
 	clear(e.salt[:])
 	e.ivSalt = 0
 	e.aead = nil

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/ipsecstack/ipsecstack/xfrm/esp/internal/aesgcm"
 )
 
 // Kind says which slot of an SA an algorithm fills.
@@ -292,10 +294,15 @@ func newCCMAES(key []byte, icvLen int) (cipher.AEAD, error) {
 	return newCCM(b, 11, icvLen)
 }
 
-// newGCM builds AES-GCM. Go's GCM refuses tags shorter than 12 bytes, so an
-// 8-byte ICV runs a full-tag GCM and truncates (see aead.go): a truncated
-// GCM tag is by definition the prefix of the full one (SP 800-38D §5.2.1.2).
+// newGCM builds AES-GCM: the VAES/AVX-512 one where the CPU has it
+// (internal/aesgcm, about twice Go's speed and any ICV from 8 bytes), else
+// Go's. Go's GCM refuses tags shorter than 12 bytes, so there an 8-byte ICV
+// runs a full-tag GCM and truncates (see aead.go): a truncated GCM tag is
+// by definition the prefix of the full one (SP 800-38D §5.2.1.2).
 func newGCM(key []byte, icvLen int) (cipher.AEAD, error) {
+	if aesgcm.Supported() {
+		return aesgcm.New(key, icvLen)
+	}
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err

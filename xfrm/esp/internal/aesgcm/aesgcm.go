@@ -1,0 +1,209 @@
+// Package aesgcm is AES-GCM (NIST SP 800-38D) with a 96-bit nonce for
+// CPUs with VAES and VPCLMULQDQ on 512-bit registers (AVX-512). Go's own
+// AES-GCM interleaves AES-NI and PCLMULQDQ on 128-bit registers, one block
+// per instruction; here one instruction takes four blocks, and the counter
+// mode and GHASH each run sixteen blocks per loop, which on such CPUs
+// roughly doubles the speed. It also takes tags of 8 to 16 bytes natively
+// (RFC 4106's 8- and 12-byte ICVs), where Go's GCM stops at 12.
+//
+// The layout follows the usual split (Gueron and Kounavis, "Intel
+// Carry-Less Multiplication Instruction and its Usage for Computing the GCM
+// Mode"): GHASH works on byte-reversed blocks with the hash key
+// pre-multiplied by x, so that a product needs no bit reflection, and
+// reduces with two folds by the constant 0xc2 || 0^120 || 1.
+package aesgcm
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"unsafe"
+)
+
+const (
+	// NonceSize is the only nonce length supported: 96 bits, RFC 4106's
+	// salt || IV.
+	NonceSize = 12
+	blockSize = 16
+	htabLen   = 32 * blockSize
+)
+
+var (
+	// ErrUnsupported is returned by New when the CPU lacks VAES,
+	// VPCLMULQDQ or AVX-512 (or the OS does not save its registers).
+	ErrUnsupported = errors.New("aesgcm: CPU lacks VAES/VPCLMULQDQ/AVX-512")
+	errOpen        = errors.New("aesgcm: message authentication failed")
+)
+
+// AEAD is AES-GCM keyed once; it implements crypto/cipher.AEAD and is safe
+// for concurrent use.
+type AEAD struct {
+	// rk is the expanded key schedule, rounds+1 16-byte round keys.
+	rk     [15 * blockSize]byte
+	rounds int
+	// htab holds H^17, H^16, …, H^1 in GHASH's working representation
+	// (byte-reversed, times x), the order in which blocks are multiplied,
+	// then zeros: the last step loads four registers of powers from any
+	// entry.
+	htab    [htabLen]byte
+	tagSize int
+}
+
+// Supported reports whether this CPU runs the package.
+func Supported() bool { return supported }
+
+// New returns AES-GCM with a 12-byte nonce and tagSize-byte tags (8 to 16)
+// for a 16-, 24- or 32-byte key.
+func New(key []byte, tagSize int) (*AEAD, error) {
+	if !supported {
+		return nil, ErrUnsupported
+	}
+	if tagSize < 8 || tagSize > 16 {
+		return nil, errors.New("aesgcm: tag size must be 8 to 16 bytes")
+	}
+	g := &AEAD{tagSize: tagSize}
+	switch len(key) {
+	case 16:
+		g.rounds = 10
+	case 24:
+		g.rounds = 12
+	case 32:
+		g.rounds = 14
+	default:
+		return nil, errors.New("aesgcm: key must be 16, 24 or 32 bytes")
+	}
+	expandKey(&g.rk, key, g.rounds)
+	var h [blockSize]byte
+	encryptBlock(&g.rk, g.rounds, &h, &h)
+	// H as a 128-bit integer (byte 0 most significant), times x modulo
+	// the reflected polynomial: the working representation of H.
+	hi, lo := binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:])
+	carry := hi >> 63
+	hi, lo = hi<<1|lo>>63, lo<<1
+	if carry != 0 {
+		hi ^= 0xc200000000000000
+		lo ^= 1
+	}
+	binary.LittleEndian.PutUint64(h[:8], lo)
+	binary.LittleEndian.PutUint64(h[8:], hi)
+	ghashInit(&h, &g.htab)
+	clear(h[:])
+	return g, nil
+}
+
+// NonceSize returns 12.
+func (g *AEAD) NonceSize() int { return NonceSize }
+
+// Overhead returns the tag size.
+func (g *AEAD) Overhead() int { return g.tagSize }
+
+// Zero wipes the key schedule and hash key table; the AEAD must not be
+// used afterwards.
+func (g *AEAD) Zero() {
+	clear(g.rk[:])
+	clear(g.htab[:])
+}
+
+// Seal encrypts and authenticates plaintext, authenticates aad and
+// appends the result to dst. dst may alias plaintext exactly.
+func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
+	if len(nonce) != NonceSize {
+		panic("aesgcm: incorrect nonce length given to GCM")
+	}
+	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
+		panic("aesgcm: message too large for GCM")
+	}
+	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
+	if inexactOverlap(out, plaintext) {
+		panic("aesgcm: invalid buffer overlap of output and input")
+	}
+	if anyOverlap(out, aad) {
+		panic("aesgcm: invalid buffer overlap of output and additional data")
+	}
+	var ctr [blockSize]byte
+	copy(ctr[:], nonce)
+	ctr[15] = 2
+	ct := out[:len(plaintext)]
+	g.xorKeyStream(&ctr, ct, plaintext)
+	var tag [blockSize]byte
+	g.tag(&tag, nonce, aad, ct)
+	copy(out[len(plaintext):], tag[:g.tagSize])
+	return ret
+}
+
+// Open authenticates ciphertext (with its tag) and aad and, if they are
+// authentic, decrypts and appends the plaintext to dst. dst may alias
+// ciphertext exactly. Nothing is written when authentication fails.
+func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
+	if len(nonce) != NonceSize {
+		panic("aesgcm: incorrect nonce length given to GCM")
+	}
+	if len(ciphertext) < g.tagSize || uint64(len(ciphertext)) > (1<<32-2)*blockSize+uint64(g.tagSize) {
+		return nil, errOpen
+	}
+	ct := ciphertext[:len(ciphertext)-g.tagSize]
+	var tag [blockSize]byte
+	g.tag(&tag, nonce, aad, ct)
+	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
+		return nil, errOpen
+	}
+	ret, out := sliceForAppend(dst, len(ct))
+	if inexactOverlap(out, ct) {
+		panic("aesgcm: invalid buffer overlap of output and input")
+	}
+	if anyOverlap(out, aad) {
+		panic("aesgcm: invalid buffer overlap of output and additional data")
+	}
+	var ctr [blockSize]byte
+	copy(ctr[:], nonce)
+	ctr[15] = 2
+	g.xorKeyStream(&ctr, out, ct)
+	return ret, nil
+}
+
+// xorKeyStream XORs src into dst with the counter-mode keystream starting
+// at counter block ctr (inc32 on its last four bytes, big-endian).
+func (g *AEAD) xorKeyStream(ctr *[blockSize]byte, dst, src []byte) {
+	if len(src) > 0 {
+		ctrXOR(&g.rk, g.rounds, ctr, dst[:len(src)], src)
+	}
+}
+
+// tag computes the full 16-byte GCM tag of aad and ct into t.
+func (g *AEAD) tag(t *[blockSize]byte, nonce, aad, ct []byte) {
+	var acc, lens [blockSize]byte
+	if len(aad) > 0 {
+		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
+	}
+	binary.BigEndian.PutUint64(lens[:8], uint64(len(aad))*8)
+	binary.BigEndian.PutUint64(lens[8:], uint64(len(ct))*8)
+	copy(t[:], nonce)
+	t[12], t[13], t[14], t[15] = 0, 0, 0, 1
+	ghash(&g.htab, &acc, ct, &lens, &g.rk, g.rounds, t)
+}
+
+// sliceForAppend extends in by n bytes, returning the whole slice and the
+// new tail (as crypto/cipher does).
+func sliceForAppend(in []byte, n int) (head, tail []byte) {
+	if total := len(in) + n; cap(in) >= total {
+		head = in[:total]
+	} else {
+		head = make([]byte, total)
+		copy(head, in)
+	}
+	tail = head[len(in):]
+	return
+}
+
+func anyOverlap(x, y []byte) bool {
+	return len(x) > 0 && len(y) > 0 &&
+		uintptr(unsafe.Pointer(&x[0])) <= uintptr(unsafe.Pointer(&y[len(y)-1])) &&
+		uintptr(unsafe.Pointer(&y[0])) <= uintptr(unsafe.Pointer(&x[len(x)-1]))
+}
+
+func inexactOverlap(x, y []byte) bool {
+	if len(x) == 0 || len(y) == 0 || &x[0] == &y[0] {
+		return false
+	}
+	return anyOverlap(x, y)
+}

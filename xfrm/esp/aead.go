@@ -5,6 +5,8 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"sync"
+
+	"github.com/ipsecstack/ipsecstack/xfrm/esp/internal/aesgcm"
 )
 
 // aeadEngine runs a combined-mode cipher (RFC 4106, 4309, 7634): nonce =
@@ -14,6 +16,9 @@ import (
 // and the ICV is GCM's tag over an empty plaintext.
 type aeadEngine struct {
 	aead cipher.AEAD
+	// vgcm is aead when it is our AES-GCM (not GMAC): called directly, its
+	// nonce and AAD stay on the stack, and the scratch pool is skipped.
+	vgcm *aesgcm.AEAD
 	// ivSalt is XORed into the sequence number to make the explicit IV
 	// (see seqIV): random per transform, so that two SAs with one key
 	// never share a nonce.
@@ -53,6 +58,9 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 		return nil, err
 	}
 	e := &aeadEngine{aead: aead, ivSalt: ivSalt, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
+	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short && len(salt) == 4 {
+		e.vgcm = g
+	}
 	copy(e.salt[:], salt)
 	e.scratch.New = func() any { return new(aeadScratch) }
 	return e, nil
@@ -71,6 +79,19 @@ func (e *aeadEngine) params(s *aeadScratch, b []byte, seq uint64, esn bool) (non
 	binary.BigEndian.PutUint32(s.aad[4:8], uint32(seq>>32))
 	copy(s.aad[8:12], b[4:8])
 	return nonce, s.aad[:]
+}
+
+// directParams is params for vgcm, on the caller's stack.
+func (e *aeadEngine) directParams(nonce *[12]byte, esnAAD *[12]byte, b []byte, seq uint64, esn bool) []byte {
+	copy(nonce[:4], e.salt[:])
+	copy(nonce[4:], b[HeaderLen:HeaderLen+8])
+	if !esn {
+		return b[:HeaderLen]
+	}
+	copy(esnAAD[0:4], b[0:4])
+	binary.BigEndian.PutUint32(esnAAD[4:8], uint32(seq>>32))
+	copy(esnAAD[8:12], b[4:8])
+	return esnAAD[:]
 }
 
 // gmacTag computes the RFC 4543 ICV of packet b (ICV field excluded) into
@@ -96,6 +117,14 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 	} else {
 		binary.BigEndian.PutUint64(iv, seqIV(seq, e.ivSalt))
 	}
+	if e.vgcm != nil {
+		var nonce [12]byte
+		var esnAAD [12]byte
+		aad := e.directParams(&nonce, &esnAAD, b, seq, esn)
+		pt := b[HeaderLen+8 : len(b)-e.icvLen]
+		e.vgcm.Seal(pt[:0], nonce[:], pt, aad)
+		return
+	}
 	s := e.scratch.Get().(*aeadScratch)
 	if e.gmac {
 		copy(b[len(b)-e.icvLen:], e.gmacTag(s, b, seq, esn))
@@ -115,6 +144,16 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 }
 
 func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
+	if e.vgcm != nil {
+		var nonce [12]byte
+		var esnAAD [12]byte
+		aad := e.directParams(&nonce, &esnAAD, b, seq, esn)
+		off := HeaderLen + 8
+		if _, err := e.vgcm.Open(b[off:off], nonce[:], b[off:], aad); err != nil {
+			return nil, ErrICV
+		}
+		return b[off : len(b)-e.icvLen], nil
+	}
 	s := e.scratch.Get().(*aeadScratch)
 	defer e.scratch.Put(s)
 	off := HeaderLen + 8
@@ -155,5 +194,6 @@ func (e *aeadEngine) zero() {
 	clear(e.salt[:])
 	e.ivSalt = 0
 	e.aead = nil
+	e.vgcm = nil
 	e.scratch = sync.Pool{}
 }

@@ -120,20 +120,32 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	if anyOverlap(out, aad) {
 		panic("aesgcm: invalid buffer overlap of output and additional data")
 	}
-	var ctr [blockSize]byte
+	ct := out[:len(plaintext)]
+	var ctr, acc, tag [blockSize]byte
 	copy(ctr[:], nonce)
 	ctr[15] = 2
-	ct := out[:len(plaintext)]
-	g.xorKeyStream(&ctr, ct, plaintext)
-	var tag [blockSize]byte
-	g.tag(&tag, nonce, aad, ct)
+	if len(aad) > 0 {
+		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
+	}
+	// Whole 256-byte chunks go through the stitched loop, which leaves the
+	// last chunk's GHASH to finish; the rest is counter mode alone.
+	n := len(plaintext) &^ 255
+	if n > 0 {
+		gcmSeal256(&g.rk, g.rounds, &ctr, &g.htab, &acc, ct[:n], plaintext[:n])
+		advance(&ctr, n)
+	}
+	if n < len(plaintext) {
+		ctrXOR(&g.rk, g.rounds, &ctr, ct[n:], plaintext[n:])
+	}
+	g.finish(&tag, &acc, nonce, len(aad), ct[max(n-256, 0):], len(ct))
 	copy(out[len(plaintext):], tag[:g.tagSize])
 	return ret
 }
 
 // Open authenticates ciphertext (with its tag) and aad and, if they are
 // authentic, decrypts and appends the plaintext to dst. dst may alias
-// ciphertext exactly. Nothing is written when authentication fails.
+// ciphertext exactly. When authentication fails, what was written to dst
+// is zeroed (as crypto/cipher does).
 func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if len(nonce) != NonceSize {
 		panic("aesgcm: incorrect nonce length given to GCM")
@@ -142,11 +154,6 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 		return nil, errOpen
 	}
 	ct := ciphertext[:len(ciphertext)-g.tagSize]
-	var tag [blockSize]byte
-	g.tag(&tag, nonce, aad, ct)
-	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
-		return nil, errOpen
-	}
 	ret, out := sliceForAppend(dst, len(ct))
 	if inexactOverlap(out, ct) {
 		panic("aesgcm: invalid buffer overlap of output and input")
@@ -154,32 +161,44 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if anyOverlap(out, aad) {
 		panic("aesgcm: invalid buffer overlap of output and additional data")
 	}
-	var ctr [blockSize]byte
+	var ctr, acc, tag [blockSize]byte
 	copy(ctr[:], nonce)
 	ctr[15] = 2
-	g.xorKeyStream(&ctr, out, ct)
-	return ret, nil
-}
-
-// xorKeyStream XORs src into dst with the counter-mode keystream starting
-// at counter block ctr (inc32 on its last four bytes, big-endian).
-func (g *AEAD) xorKeyStream(ctr *[blockSize]byte, dst, src []byte) {
-	if len(src) > 0 {
-		ctrXOR(&g.rk, g.rounds, ctr, dst[:len(src)], src)
-	}
-}
-
-// tag computes the full 16-byte GCM tag of aad and ct into t.
-func (g *AEAD) tag(t *[blockSize]byte, nonce, aad, ct []byte) {
-	var acc, lens [blockSize]byte
 	if len(aad) > 0 {
 		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
 	}
-	binary.BigEndian.PutUint64(lens[:8], uint64(len(aad))*8)
-	binary.BigEndian.PutUint64(lens[8:], uint64(len(ct))*8)
+	// Whole 256-byte chunks are hashed and decrypted in one pass; the rest
+	// is hashed, and decrypted only once the tag is known good.
+	n := len(ct) &^ 255
+	if n > 0 {
+		gcmOpen256(&g.rk, g.rounds, &ctr, &g.htab, &acc, out[:n], ct[:n])
+		advance(&ctr, n)
+	}
+	g.finish(&tag, &acc, nonce, len(aad), ct[n:], len(ct))
+	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
+		clear(out[:n])
+		return nil, errOpen
+	}
+	if n < len(ct) {
+		ctrXOR(&g.rk, g.rounds, &ctr, out[n:], ct[n:])
+	}
+	return ret, nil
+}
+
+// advance moves counter block ctr n bytes on (inc32).
+func advance(ctr *[blockSize]byte, n int) {
+	binary.BigEndian.PutUint32(ctr[12:], binary.BigEndian.Uint32(ctr[12:])+uint32(n/blockSize))
+}
+
+// finish absorbs rest (the ciphertext not yet hashed) and the length block
+// into acc and writes the full 16-byte tag to t.
+func (g *AEAD) finish(t, acc *[blockSize]byte, nonce []byte, aadLen int, rest []byte, ctLen int) {
+	var lens [blockSize]byte
+	binary.BigEndian.PutUint64(lens[:8], uint64(aadLen)*8)
+	binary.BigEndian.PutUint64(lens[8:], uint64(ctLen)*8)
 	copy(t[:], nonce)
 	t[12], t[13], t[14], t[15] = 0, 0, 0, 1
-	ghash(&g.htab, &acc, ct, &lens, &g.rk, g.rounds, t)
+	ghash(&g.htab, acc, rest, &lens, &g.rk, g.rounds, t)
 }
 
 // sliceForAppend extends in by n bytes, returning the whole slice and the

@@ -29,6 +29,18 @@ func ghash(htab *[htabLen]byte, acc *[blockSize]byte, data []byte, lenBlk *[bloc
 //go:noescape
 func ghashInit(h *[blockSize]byte, htab *[htabLen]byte)
 
+// gcmSeal256 encrypts src (len a multiple of 256) into dst and absorbs all
+// of the ciphertext but its last 256 bytes into acc.
+//
+//go:noescape
+func gcmSeal256(rk *[15 * blockSize]byte, rounds int, ctr *[blockSize]byte, htab *[htabLen]byte, acc *[blockSize]byte, dst, src []byte)
+
+// gcmOpen256 absorbs src (len a multiple of 256) into acc and decrypts it
+// into dst.
+//
+//go:noescape
+func gcmOpen256(rk *[15 * blockSize]byte, rounds int, ctr *[blockSize]byte, htab *[htabLen]byte, acc *[blockSize]byte, dst, src []byte)
+
 // encryptBlock encrypts one block with AES-NI.
 //
 //go:noescape

@@ -458,3 +458,247 @@ encLoop:
 	AESENCLAST X1, X0
 	MOVOU      X0, (DI)
 	RET
+
+// The stitched loops below keep the round keys in Z16-Z30, the counters
+// in Z0, GHASH's accumulator in X13 and its sums in Z8-Z10, and read the
+// powers of H from memory: thirty-two registers hold no more.
+
+// GHFIRST starts a sixteen-block product: the four blocks at mem, the
+// accumulator added to the first, times the four powers at tab.
+#define GHFIRST(mem, tab) \
+	VMOVDQU64  mem, Z5; \
+	VPSHUFB    Z31, Z5, Z5; \
+	VPXORQ     Z13, Z5, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z8; \
+	VPCLMULQDQ $0x11, tab, Z5, Z9; \
+	VPCLMULQDQ $0x01, tab, Z5, Z10; \
+	VPCLMULQDQ $0x10, tab, Z5, Z6; \
+	VPXORQ     Z6, Z10, Z10
+
+// GHNEXT adds the next four blocks at mem times the powers at tab.
+#define GHNEXT(mem, tab) \
+	VMOVDQU64  mem, Z5; \
+	VPSHUFB    Z31, Z5, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z6; \
+	VPCLMULQDQ $0x11, tab, Z5, Z7; \
+	VPCLMULQDQ $0x01, tab, Z5, Z11; \
+	VPCLMULQDQ $0x10, tab, Z5, Z12; \
+	VPXORQ     Z6, Z8, Z8; \
+	VPXORQ     Z7, Z9, Z9; \
+	VPTERNLOGD $0x96, Z11, Z12, Z10
+
+// GHREDUCE sums the lanes and reduces into X13 (the polynomial read from
+// memory, X30 holding a round key here).
+#define GHREDUCE \
+	VEXTRACTI64X4 $1, Z8, Y6; \
+	VEXTRACTI64X4 $1, Z9, Y7; \
+	VEXTRACTI64X4 $1, Z10, Y11; \
+	VPXORQ        Y6, Y8, Y8; \
+	VPXORQ        Y7, Y9, Y9; \
+	VPXORQ        Y11, Y10, Y10; \
+	VEXTRACTI32X4 $1, Y8, X6; \
+	VEXTRACTI32X4 $1, Y9, X7; \
+	VEXTRACTI32X4 $1, Y10, X11; \
+	VPXORQ        X6, X8, X8; \
+	VPXORQ        X7, X9, X9; \
+	VPXORQ        X11, X10, X10; \
+	VPSLLDQ       $8, X10, X11; \
+	VPSRLDQ       $8, X10, X10; \
+	VPXORQ        X11, X8, X8; \
+	VPXORQ        X10, X9, X9; \
+	VPCLMULQDQ    $0x10, poly<>(SB), X8, X11; \
+	VPSHUFD       $0x4e, X8, X8; \
+	VPXORQ        X11, X8, X8; \
+	VPCLMULQDQ    $0x10, poly<>(SB), X8, X11; \
+	VPSHUFD       $0x4e, X8, X8; \
+	VPXORQ        X11, X8, X8; \
+	VPXORQ        X9, X8, X13
+
+// LOADKEYS broadcasts the round keys at R10 (R8 rounds) into Z16-Z30.
+#define LOADKEYS \
+	VBROADCASTI32X4 0(R10), Z16; \
+	VBROADCASTI32X4 16(R10), Z17; \
+	VBROADCASTI32X4 32(R10), Z18; \
+	VBROADCASTI32X4 48(R10), Z19; \
+	VBROADCASTI32X4 64(R10), Z20; \
+	VBROADCASTI32X4 80(R10), Z21; \
+	VBROADCASTI32X4 96(R10), Z22; \
+	VBROADCASTI32X4 112(R10), Z23; \
+	VBROADCASTI32X4 128(R10), Z24; \
+	VBROADCASTI32X4 144(R10), Z25; \
+	VBROADCASTI32X4 160(R10), Z26; \
+	VBROADCASTI32X4 176(R10), Z27; \
+	VBROADCASTI32X4 192(R10), Z28; \
+	VBROADCASTI32X4 208(R10), Z29; \
+	MOVQ            R8, DX; \
+	SHLQ            $4, DX; \
+	VBROADCASTI32X4 (R10)(DX*1), Z30
+
+// COUNTERS4 makes the next sixteen counter blocks in Z1-Z4, whitened
+// with round key 0.
+#define COUNTERS4 \
+	VPSHUFB Z15, Z0, Z1; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z2; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z3; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z4; \
+	VPADDD  Z14, Z0, Z0; \
+	VPXORQ  Z16, Z1, Z1; \
+	VPXORQ  Z16, Z2, Z2; \
+	VPXORQ  Z16, Z3, Z3; \
+	VPXORQ  Z16, Z4, Z4
+
+// XORSTORE4 XORs the keystream in Z1-Z4 with 256 bytes at SI into DI.
+#define XORSTORE4 \
+	VAESENCLAST Z30, Z1, Z1; \
+	VAESENCLAST Z30, Z2, Z2; \
+	VAESENCLAST Z30, Z3, Z3; \
+	VAESENCLAST Z30, Z4, Z4; \
+	VPXORQ      0(SI), Z1, Z1; \
+	VPXORQ      64(SI), Z2, Z2; \
+	VPXORQ      128(SI), Z3, Z3; \
+	VPXORQ      192(SI), Z4, Z4; \
+	VMOVDQU64   Z1, 0(DI); \
+	VMOVDQU64   Z2, 64(DI); \
+	VMOVDQU64   Z3, 128(DI); \
+	VMOVDQU64   Z4, 192(DI)
+
+// SETUP loads the keys, constants, counters and accumulator once the
+// arguments of gcmSeal256 or gcmOpen256 are in their registers.
+#define SETUP \
+	LOADKEYS; \
+	VMOVDQU64       bswapMask<>(SB), Z31; \
+	VMOVDQU64       ctrShuf<>(SB), Z15; \
+	VMOVDQU64       ctrInc4<>(SB), Z14; \
+	VBROADCASTI32X4 (R11), Z0; \
+	VPSHUFB         Z15, Z0, Z0; \
+	VPADDD          ctrInit<>(SB), Z0, Z0; \
+	VMOVDQU64       (BX), X13
+
+// func gcmSeal256(rk *[240]byte, rounds int, ctr *[16]byte, htab *[512]byte, acc *[16]byte, dst, src []byte)
+//
+// gcmSeal256 encrypts len(src) bytes, a multiple of 256, and absorbs all
+// but the last 256 bytes of ciphertext into acc: each chunk's GHASH runs
+// beside the next chunk's AES, reading back what was just stored.
+TEXT ·gcmSeal256(SB), NOSPLIT, $0-88
+	MOVQ rk+0(FP), R10
+	MOVQ rounds+8(FP), R8
+	MOVQ ctr+16(FP), R11
+	MOVQ htab+24(FP), AX
+	MOVQ acc+32(FP), BX
+	MOVQ dst_base+40(FP), DI
+	MOVQ src_base+64(FP), SI
+	MOVQ src_len+72(FP), CX
+	SETUP
+	XORQ R9, R9
+
+seal256:
+	CMPQ  CX, $256
+	JB    sealDone
+	COUNTERS4
+	TESTQ R9, R9
+	JZ    sealFirst
+	GHFIRST(-256(DI), 16(AX))
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	GHNEXT(-192(DI), 80(AX))
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	GHNEXT(-128(DI), 144(AX))
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	GHNEXT(-64(DI), 208(AX))
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+	GHREDUCE
+	JMP   sealRounds
+
+sealFirst:
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+
+sealRounds:
+	AESROUND4(Z25)
+	CMPQ R8, $10
+	JEQ  sealLast
+	AESROUND4(Z26)
+	AESROUND4(Z27)
+	CMPQ R8, $12
+	JEQ  sealLast
+	AESROUND4(Z28)
+	AESROUND4(Z29)
+
+sealLast:
+	XORSTORE4
+	MOVQ $1, R9
+	ADDQ $256, SI
+	ADDQ $256, DI
+	SUBQ $256, CX
+	JMP  seal256
+
+sealDone:
+	VMOVDQU64 X13, (BX)
+	VZEROUPPER
+	RET
+
+// func gcmOpen256(rk *[240]byte, rounds int, ctr *[16]byte, htab *[512]byte, acc *[16]byte, dst, src []byte)
+//
+// gcmOpen256 absorbs len(src) bytes of ciphertext, a multiple of 256, into
+// acc and decrypts them, GHASH and AES of each chunk side by side.
+TEXT ·gcmOpen256(SB), NOSPLIT, $0-88
+	MOVQ rk+0(FP), R10
+	MOVQ rounds+8(FP), R8
+	MOVQ ctr+16(FP), R11
+	MOVQ htab+24(FP), AX
+	MOVQ acc+32(FP), BX
+	MOVQ dst_base+40(FP), DI
+	MOVQ src_base+64(FP), SI
+	MOVQ src_len+72(FP), CX
+	SETUP
+
+open256:
+	CMPQ CX, $256
+	JB   openDone
+	COUNTERS4
+	GHFIRST(0(SI), 16(AX))
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	GHNEXT(64(SI), 80(AX))
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	GHNEXT(128(SI), 144(AX))
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	GHNEXT(192(SI), 208(AX))
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+	GHREDUCE
+	AESROUND4(Z25)
+	CMPQ R8, $10
+	JEQ  openLast
+	AESROUND4(Z26)
+	AESROUND4(Z27)
+	CMPQ R8, $12
+	JEQ  openLast
+	AESROUND4(Z28)
+	AESROUND4(Z29)
+
+openLast:
+	XORSTORE4
+	ADDQ $256, SI
+	ADDQ $256, DI
+	SUBQ $256, CX
+	JMP  open256
+
+openDone:
+	VMOVDQU64 X13, (BX)
+	VZEROUPPER
+	RET

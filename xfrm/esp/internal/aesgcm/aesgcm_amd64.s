@@ -487,6 +487,26 @@ encLoop:
 	VPXORQ     Z7, Z9, Z9; \
 	VPTERNLOGD $0x96, Z11, Z12, Z10
 
+// GHFIRSTREG and GHNEXTREG are GHFIRST and GHNEXT on blocks in a register.
+#define GHFIRSTREG(r, tab) \
+	VPSHUFB    Z31, r, Z5; \
+	VPXORQ     Z13, Z5, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z8; \
+	VPCLMULQDQ $0x11, tab, Z5, Z9; \
+	VPCLMULQDQ $0x01, tab, Z5, Z10; \
+	VPCLMULQDQ $0x10, tab, Z5, Z6; \
+	VPXORQ     Z6, Z10, Z10
+
+#define GHNEXTREG(r, tab) \
+	VPSHUFB    Z31, r, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z6; \
+	VPCLMULQDQ $0x11, tab, Z5, Z7; \
+	VPCLMULQDQ $0x01, tab, Z5, Z11; \
+	VPCLMULQDQ $0x10, tab, Z5, Z12; \
+	VPXORQ     Z6, Z8, Z8; \
+	VPXORQ     Z7, Z9, Z9; \
+	VPTERNLOGD $0x96, Z11, Z12, Z10
+
 // GHREDUCE sums the lanes and reduces into X13 (the polynomial read from
 // memory, X30 holding a round key here).
 #define GHREDUCE \
@@ -581,7 +601,7 @@ encLoop:
 //
 // gcmSeal256 encrypts len(src) bytes, a multiple of 256, and absorbs all
 // but the last 256 bytes of ciphertext into acc: each chunk's GHASH runs
-// beside the next chunk's AES, reading back what was just stored.
+// beside the next chunk's AES, from the registers that made it.
 TEXT ·gcmSeal256(SB), NOSPLIT, $0-88
 	MOVQ rk+0(FP), R10
 	MOVQ rounds+8(FP), R8
@@ -597,25 +617,28 @@ TEXT ·gcmSeal256(SB), NOSPLIT, $0-88
 seal256:
 	CMPQ  CX, $256
 	JB    sealDone
-	COUNTERS4
 	TESTQ R9, R9
 	JZ    sealFirst
-	GHFIRST(-256(DI), 16(AX))
+	// Z1-Z4 hold the previous chunk's ciphertext: hash it, byte-swapped
+	// into Z5, while the new counters go through the rounds.
+	GHFIRSTREG(Z1, 16(AX))
+	GHNEXTREG(Z2, 80(AX))
+	GHNEXTREG(Z3, 144(AX))
+	GHNEXTREG(Z4, 208(AX))
+	COUNTERS4
 	AESROUND4(Z17)
 	AESROUND4(Z18)
-	GHNEXT(-192(DI), 80(AX))
 	AESROUND4(Z19)
 	AESROUND4(Z20)
-	GHNEXT(-128(DI), 144(AX))
+	GHREDUCE
 	AESROUND4(Z21)
 	AESROUND4(Z22)
-	GHNEXT(-64(DI), 208(AX))
 	AESROUND4(Z23)
 	AESROUND4(Z24)
-	GHREDUCE
 	JMP   sealRounds
 
 sealFirst:
+	COUNTERS4
 	AESROUND4(Z17)
 	AESROUND4(Z18)
 	AESROUND4(Z19)

@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"sync"
 
-	"github.com/ipsecstack/ipsecstack/xfrm/esp/internal/aesgcm"
+	"github.com/ipsecstack/ipsecstack/internal/aesgcm"
 )
 
 // aeadEngine runs a combined-mode cipher (RFC 4106, 4309, 7634): nonce =

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/ipsecstack/ipsecstack/xfrm/esp/internal/aesgcm"
+	"github.com/ipsecstack/ipsecstack/internal/aesgcm"
 )
 
 // Kind says which slot of an SA an algorithm fills.
@@ -294,13 +294,16 @@ func newCCMAES(key []byte, icvLen int) (cipher.AEAD, error) {
 	return newCCM(b, 11, icvLen)
 }
 
+// useVAESGCM selects internal/aesgcm; tests clear it to run Go's GCM.
+var useVAESGCM = aesgcm.Supported()
+
 // newGCM builds AES-GCM: the VAES/AVX-512 one where the CPU has it
 // (internal/aesgcm, about twice Go's speed and any ICV from 8 bytes), else
 // Go's. Go's GCM refuses tags shorter than 12 bytes, so there an 8-byte ICV
 // runs a full-tag GCM and truncates (see aead.go): a truncated GCM tag is
 // by definition the prefix of the full one (SP 800-38D §5.2.1.2).
 func newGCM(key []byte, icvLen int) (cipher.AEAD, error) {
-	if aesgcm.Supported() {
+	if useVAESGCM {
 		return aesgcm.New(key, icvLen)
 	}
 	b, err := aes.NewCipher(key)

@@ -104,6 +104,11 @@ func (g *AEAD) Zero() {
 	clear(g.htab[:])
 }
 
+// Zeroed reports whether Zero has wiped the key material (for tests).
+func (g *AEAD) Zeroed() bool {
+	return g.rk == [len(g.rk)]byte{} && g.htab == [htabLen]byte{}
+}
+
 // Seal encrypts and authenticates plaintext, authenticates aad and
 // appends the result to dst. dst may alias plaintext exactly.
 func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {

@@ -92,6 +92,22 @@ func TestAgainstStdlib(t *testing.T) {
 	}
 }
 
+// TestZero checks that Zero wipes the key schedule and the hash key table.
+func TestZero(t *testing.T) {
+	skipUnsupported(t)
+	g, err := New(bytes.Repeat([]byte{7}, 16), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Zeroed() {
+		t.Fatal("a fresh key schedule reads as zeroed")
+	}
+	g.Zero()
+	if !g.Zeroed() {
+		t.Fatal("key schedule or hash key table survives Zero")
+	}
+}
+
 // TestCounterWrap starts the 32-bit block counter just below 2^32: inc32
 // wraps within the last four bytes (SP 800-38D §6.2), never carrying into
 // the nonce.

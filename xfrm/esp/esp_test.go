@@ -408,9 +408,13 @@ func TestZero(t *testing.T) {
 		packet := tr.Seal(nil, 1, 1, false, []byte("x"), 4)
 		switch e := tr.eng.(type) {
 		case *aeadEngine:
+			g := e.vgcm
 			tr.Zero()
-			if e.salt != [4]byte{} || e.aead != nil {
+			if e.salt != [4]byte{} || e.aead != nil || e.vgcm != nil {
 				t.Errorf("%s: salt or cipher survives Zero", c.name)
+			}
+			if g != nil && !g.Zeroed() {
+				t.Errorf("%s: AES-GCM key schedule survives Zero", c.name)
 			}
 		case *cbcEngine:
 			tr.Zero()

@@ -140,7 +140,8 @@ func (t *Transform) padLen(n int) int {
 }
 
 // Zero wipes the key material: the salt and the cipher and MAC keys the
-// transform keeps, and drops its cipher objects. Go's cipher.Block and
+// transform keeps, and AES-GCM's key schedule and hash key table where it
+// is internal/aesgcm, and drops its cipher objects. Go's cipher.Block and
 // cipher.AEAD values keep expanded key schedules that cannot be reached to
 // wipe them; dropping the references lets the GC reclaim them. Seal and
 // Open fail (nil, ErrZeroed) afterwards. Call it only once no other

@@ -119,19 +119,10 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 		panic("aesgcm: message too large for GCM")
 	}
 	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
-	if inexactOverlap(out, plaintext) {
-		panic("aesgcm: invalid buffer overlap of output and input")
-	}
-	if anyOverlap(out, aad) {
-		panic("aesgcm: invalid buffer overlap of output and additional data")
-	}
 	ct := out[:len(plaintext)]
-	var ctr, acc, tag [blockSize]byte
-	copy(ctr[:], nonce)
-	ctr[15] = 2
-	if len(aad) > 0 {
-		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
-	}
+	checkOverlap(ct, plaintext, aad)
+	ctr, acc := g.begin(nonce, aad)
+	var tag [blockSize]byte
 	// Whole 256-byte chunks go through the stitched loop, which leaves the
 	// last chunk's GHASH to finish; the rest is counter mode alone.
 	n := len(plaintext) &^ 255
@@ -160,18 +151,9 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	}
 	ct := ciphertext[:len(ciphertext)-g.tagSize]
 	ret, out := sliceForAppend(dst, len(ct))
-	if inexactOverlap(out, ct) {
-		panic("aesgcm: invalid buffer overlap of output and input")
-	}
-	if anyOverlap(out, aad) {
-		panic("aesgcm: invalid buffer overlap of output and additional data")
-	}
-	var ctr, acc, tag [blockSize]byte
-	copy(ctr[:], nonce)
-	ctr[15] = 2
-	if len(aad) > 0 {
-		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
-	}
+	checkOverlap(out, ct, aad)
+	ctr, acc := g.begin(nonce, aad)
+	var tag [blockSize]byte
 	// Whole 256-byte chunks are hashed and decrypted in one pass; the rest
 	// is hashed, and decrypted only once the tag is known good.
 	n := len(ct) &^ 255
@@ -188,6 +170,28 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 		ctrXOR(&g.rk, g.rounds, &ctr, out[n:], ct[n:])
 	}
 	return ret, nil
+}
+
+// begin returns the first counter block of the data, J0+1, and GHASH's
+// accumulator with aad absorbed.
+func (g *AEAD) begin(nonce, aad []byte) (ctr, acc [blockSize]byte) {
+	copy(ctr[:], nonce)
+	ctr[15] = 2
+	if len(aad) > 0 {
+		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
+	}
+	return ctr, acc
+}
+
+// checkOverlap panics, as crypto/cipher does, when out overlaps in other
+// than exactly, or overlaps aad at all.
+func checkOverlap(out, in, aad []byte) {
+	if inexactOverlap(out, in) {
+		panic("aesgcm: invalid buffer overlap of output and input")
+	}
+	if anyOverlap(out, aad) {
+		panic("aesgcm: invalid buffer overlap of output and additional data")
+	}
 }
 
 // advance moves counter block ctr n bytes on (inc32).

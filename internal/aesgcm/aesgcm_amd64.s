@@ -215,37 +215,38 @@ ctrDone:
 	VPXORQ     t1, h, h; \
 	VPTERNLOGD $0x96, t2, t3, m
 
-// FOLDLANES sums the four lanes of Z8 (lo), Z9 (hi), Z10 (mid) into their
-// low 128 bits.
-#define FOLDLANES \
-	VEXTRACTI64X4 $1, Z8, Y11; \
-	VEXTRACTI64X4 $1, Z9, Y12; \
-	VEXTRACTI64X4 $1, Z10, Y13; \
-	VPXORQ        Y11, Y8, Y8; \
-	VPXORQ        Y12, Y9, Y9; \
-	VPXORQ        Y13, Y10, Y10; \
-	VEXTRACTI32X4 $1, Y8, X11; \
-	VEXTRACTI32X4 $1, Y9, X12; \
-	VEXTRACTI32X4 $1, Y10, X13; \
-	VPXORQ        X11, X8, X8; \
-	VPXORQ        X12, X9, X9; \
-	VPXORQ        X13, X10, X10
+// FOLD sums the four lanes of Z8 (lo), Z9 (hi) and Z10 (middle) into
+// their low 128 bits, with three scratch registers named as Y and X.
+#define FOLD(y0, y1, y2, x0, x1, x2) \
+	VEXTRACTI64X4 $1, Z8, y0; \
+	VEXTRACTI64X4 $1, Z9, y1; \
+	VEXTRACTI64X4 $1, Z10, y2; \
+	VPXORQ        y0, Y8, Y8; \
+	VPXORQ        y1, Y9, Y9; \
+	VPXORQ        y2, Y10, Y10; \
+	VEXTRACTI32X4 $1, Y8, x0; \
+	VEXTRACTI32X4 $1, Y9, x1; \
+	VEXTRACTI32X4 $1, Y10, x2; \
+	VPXORQ        x0, X8, X8; \
+	VPXORQ        x1, X9, X9; \
+	VPXORQ        x2, X10, X10
 
-// REDUCE turns the 256-bit product X9:X8 with middle X10 into X0: the
-// middle is split over both halves, then two folds by the polynomial in
-// X30 reduce the low half into the high one.
-#define REDUCE \
-	VPSLLDQ    $8, X10, X11; \
+// REDUCE turns the 256-bit product X9:X8 with middle X10 into out: the
+// middle is split over both halves, then two folds by the polynomial
+// (a register or memory) reduce the low half into the high one; t is
+// scratch.
+#define REDUCE(t, poly, out) \
+	VPSLLDQ    $8, X10, t; \
 	VPSRLDQ    $8, X10, X10; \
-	VPXORQ     X11, X8, X8; \
+	VPXORQ     t, X8, X8; \
 	VPXORQ     X10, X9, X9; \
-	VPCLMULQDQ $0x01, X8, X30, X11; \
+	VPCLMULQDQ $0x10, poly, X8, t; \
 	VPSHUFD    $0x4e, X8, X8; \
-	VPXORQ     X11, X8, X8; \
-	VPCLMULQDQ $0x01, X8, X30, X11; \
+	VPXORQ     t, X8, X8; \
+	VPCLMULQDQ $0x10, poly, X8, t; \
 	VPSHUFD    $0x4e, X8, X8; \
-	VPXORQ     X11, X8, X8; \
-	VPXORQ     X9, X8, X0
+	VPXORQ     t, X8, X8; \
+	VPXORQ     X9, X8, out
 
 // MASK sets k to the byte mask of min(DX, 64) bytes (BX holds 64, R13
 // all ones, R8 zero) and takes 64 off DX, not below zero.
@@ -315,8 +316,8 @@ ghash256:
 	CLMUL4ACC(Z17, Z2, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
 	CLMUL4ACC(Z18, Z3, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
 	CLMUL4ACC(Z19, Z4, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
-	FOLDLANES
-	REDUCE
+	FOLD(Y11, Y12, Y13, X11, X12, X13)
+	REDUCE(X11, X30, X0)
 	ADDQ      $256, SI
 	SUBQ      $256, CX
 	CMPQ      CX, $256
@@ -397,8 +398,8 @@ j0Loop:
 	VAESENCLAST 16(DX), X2, X2
 
 fold:
-	FOLDLANES
-	REDUCE
+	FOLD(Y11, Y12, Y13, X11, X12, X13)
+	REDUCE(X11, X30, X0)
 	TESTQ R10, R10
 	JZ    ghashStore
 	VPSHUFB   X31, X0, X3
@@ -429,7 +430,7 @@ initLoop:
 	VPCLMULQDQ $0x01, X19, X1, X10
 	VPCLMULQDQ $0x10, X19, X1, X11
 	VPXORQ     X11, X10, X10
-	REDUCE
+	REDUCE(X11, X30, X0)
 	VMOVDQA64  X0, X1
 	VMOVDQU64  X1, (BX)(DX*1)
 	SUBQ       $16, DX
@@ -507,32 +508,11 @@ encLoop:
 	VPXORQ     Z7, Z9, Z9; \
 	VPTERNLOGD $0x96, Z11, Z12, Z10
 
-// GHREDUCE sums the lanes and reduces into X13 (the polynomial read from
-// memory, X30 holding a round key here).
+// GHREDUCE sums the lanes and reduces into X13, for the stitched loops
+// (X30 holds a round key there, so the polynomial is read from memory).
 #define GHREDUCE \
-	VEXTRACTI64X4 $1, Z8, Y6; \
-	VEXTRACTI64X4 $1, Z9, Y7; \
-	VEXTRACTI64X4 $1, Z10, Y11; \
-	VPXORQ        Y6, Y8, Y8; \
-	VPXORQ        Y7, Y9, Y9; \
-	VPXORQ        Y11, Y10, Y10; \
-	VEXTRACTI32X4 $1, Y8, X6; \
-	VEXTRACTI32X4 $1, Y9, X7; \
-	VEXTRACTI32X4 $1, Y10, X11; \
-	VPXORQ        X6, X8, X8; \
-	VPXORQ        X7, X9, X9; \
-	VPXORQ        X11, X10, X10; \
-	VPSLLDQ       $8, X10, X11; \
-	VPSRLDQ       $8, X10, X10; \
-	VPXORQ        X11, X8, X8; \
-	VPXORQ        X10, X9, X9; \
-	VPCLMULQDQ    $0x10, poly<>(SB), X8, X11; \
-	VPSHUFD       $0x4e, X8, X8; \
-	VPXORQ        X11, X8, X8; \
-	VPCLMULQDQ    $0x10, poly<>(SB), X8, X11; \
-	VPSHUFD       $0x4e, X8, X8; \
-	VPXORQ        X11, X8, X8; \
-	VPXORQ        X9, X8, X13
+	FOLD(Y6, Y7, Y11, X6, X7, X11); \
+	REDUCE(X11, poly<>(SB), X13)
 
 // LOADKEYS broadcasts the round keys at R10 (R8 rounds) into Z16-Z30.
 #define LOADKEYS \

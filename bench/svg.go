@@ -63,6 +63,9 @@ func writeSVGs(dir string, r *Results) error {
 	for _, x := range r.List {
 		switch x.Suite {
 		case "tcp":
+			if x.Metric != "throughput" {
+				continue
+			}
 			if strings.HasSuffix(x.Case, " vs wireguard-go") {
 				if !seen["wg"] {
 					seen["wg"] = true

@@ -107,6 +107,11 @@ type contender struct {
 	dial  func(context.Context) (tcpConn, error)
 	close func()
 	rates []float64
+	// cpu is the process's CPU seconds per GB of each transfer: both
+	// stacks, the harness and whatever else the process runs, alike for
+	// every contender. It moves less with the machine's speed than the
+	// rates do.
+	cpu []float64
 }
 
 func ipsecDial(p *testbed.Pair, port uint16) func(context.Context) (tcpConn, error) {
@@ -207,11 +212,13 @@ func runTCP(o opts, r *Results) error {
 	for round := 0; round < rounds; round++ {
 		for k := range cs {
 			c := cs[(k+round)%len(cs)]
+			cpu0 := cpuTime()
 			rate, err := transfer(ctx, c.dial, size)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			c.rates = append(c.rates, rate/1e6)
+			c.cpu = append(c.cpu, (cpuTime()-cpu0).Seconds()/(float64(size)/1e9))
 		}
 	}
 	plain, wgc := cs[0], cs[len(cs)-1]
@@ -229,6 +236,16 @@ func runTCP(o opts, r *Results) error {
 			n += targetNote(ratio(c, plain), 0.8)
 		}
 		r.rate("tcp", c.name, "throughput", "MB/s", median(c.rates), median(plain.rates), ratio(c, plain), "plain gVisor", n)
+	}
+	// CPU per GB, where a lower value is better: the ratio is plain's over
+	// the contender's, so that above 1 is still faster.
+	for _, c := range cs[1 : len(cs)-1] {
+		var v []float64
+		for i := range c.cpu {
+			v = append(v, plain.cpu[i]/c.cpu[i])
+		}
+		r.rate("tcp", c.name, "CPU per GB", "s/GB", median(c.cpu), median(plain.cpu), median(v), "plain gVisor",
+			"the process's CPU (both stacks) per GB moved; ratio = plain's / this one's")
 	}
 	for _, c := range cs[:len(cs)-1] {
 		n := ""

@@ -58,7 +58,7 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 		return nil, err
 	}
 	e := &aeadEngine{aead: aead, ivSalt: ivSalt, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
-	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short && len(salt) == 4 {
+	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short {
 		e.vgcm = g
 	}
 	copy(e.salt[:], salt)
@@ -66,32 +66,21 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 	return e, nil
 }
 
-// params fills the nonce and picks the AAD for packet b.
-func (e *aeadEngine) params(s *aeadScratch, b []byte, seq uint64, esn bool) (nonce, aad []byte) {
-	copy(s.nonce[:e.saltLen], e.salt[:])
-	copy(s.nonce[e.saltLen:], b[HeaderLen:HeaderLen+8])
-	nonce = s.nonce[:e.saltLen+8]
+// params fills nonce and picks the AAD for packet b; with ESN the AAD is
+// assembled in esnAAD. The arrays are the scratch's, or for vgcm the
+// caller's own (on its stack: vgcm is not called through an interface).
+func (e *aeadEngine) params(nonce, esnAAD *[12]byte, b []byte, seq uint64, esn bool) (n, aad []byte) {
+	copy(nonce[:e.saltLen], e.salt[:])
+	copy(nonce[e.saltLen:], b[HeaderLen:HeaderLen+8])
+	n = nonce[:e.saltLen+8]
 	if !esn {
 		// Without ESN the AAD is the header itself (RFC 4106 §5).
-		return nonce, b[:HeaderLen]
-	}
-	copy(s.aad[0:4], b[0:4])
-	binary.BigEndian.PutUint32(s.aad[4:8], uint32(seq>>32))
-	copy(s.aad[8:12], b[4:8])
-	return nonce, s.aad[:]
-}
-
-// directParams is params for vgcm, on the caller's stack.
-func (e *aeadEngine) directParams(nonce *[12]byte, esnAAD *[12]byte, b []byte, seq uint64, esn bool) []byte {
-	copy(nonce[:4], e.salt[:])
-	copy(nonce[4:], b[HeaderLen:HeaderLen+8])
-	if !esn {
-		return b[:HeaderLen]
+		return n, b[:HeaderLen]
 	}
 	copy(esnAAD[0:4], b[0:4])
 	binary.BigEndian.PutUint32(esnAAD[4:8], uint32(seq>>32))
 	copy(esnAAD[8:12], b[4:8])
-	return esnAAD[:]
+	return n, esnAAD[:]
 }
 
 // gmacTag computes the RFC 4543 ICV of packet b (ICV field excluded) into
@@ -99,7 +88,7 @@ func (e *aeadEngine) directParams(nonce *[12]byte, esnAAD *[12]byte, b []byte, s
 // high sequence half goes between SPI and the low half, so the AAD is
 // assembled in s.buf.
 func (e *aeadEngine) gmacTag(s *aeadScratch, b []byte, seq uint64, esn bool) []byte {
-	nonce, _ := e.params(s, b, seq, esn)
+	nonce, _ := e.params(&s.nonce, &s.aad, b, seq, esn)
 	body := b[:len(b)-e.icvLen]
 	if !esn {
 		return e.aead.Seal(s.tag[:0], nonce, nil, body)[:e.icvLen]
@@ -118,11 +107,10 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 		binary.BigEndian.PutUint64(iv, seqIV(seq, e.ivSalt))
 	}
 	if e.vgcm != nil {
-		var nonce [12]byte
-		var esnAAD [12]byte
-		aad := e.directParams(&nonce, &esnAAD, b, seq, esn)
+		var nonceBuf, esnAAD [12]byte
+		nonce, aad := e.params(&nonceBuf, &esnAAD, b, seq, esn)
 		pt := b[HeaderLen+8 : len(b)-e.icvLen]
-		e.vgcm.Seal(pt[:0], nonce[:], pt, aad)
+		e.vgcm.Seal(pt[:0], nonce, pt, aad)
 		return
 	}
 	s := e.scratch.Get().(*aeadScratch)
@@ -131,7 +119,7 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 		e.scratch.Put(s)
 		return
 	}
-	nonce, aad := e.params(s, b, seq, esn)
+	nonce, aad := e.params(&s.nonce, &s.aad, b, seq, esn)
 	off := HeaderLen + 8
 	pt := b[off : len(b)-e.icvLen]
 	if !e.short {
@@ -145,11 +133,10 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 
 func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 	if e.vgcm != nil {
-		var nonce [12]byte
-		var esnAAD [12]byte
-		aad := e.directParams(&nonce, &esnAAD, b, seq, esn)
+		var nonceBuf, esnAAD [12]byte
+		nonce, aad := e.params(&nonceBuf, &esnAAD, b, seq, esn)
 		off := HeaderLen + 8
-		if _, err := e.vgcm.Open(b[off:off], nonce[:], b[off:], aad); err != nil {
+		if _, err := e.vgcm.Open(b[off:off], nonce, b[off:], aad); err != nil {
 			return nil, ErrICV
 		}
 		return b[off : len(b)-e.icvLen], nil
@@ -164,7 +151,7 @@ func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 		}
 		return b[off:end], nil
 	}
-	nonce, aad := e.params(s, b, seq, esn)
+	nonce, aad := e.params(&s.nonce, &s.aad, b, seq, esn)
 	if !e.short {
 		if _, err := e.aead.Open(b[off:off], nonce, b[off:], aad); err != nil {
 			return nil, ErrICV

@@ -120,7 +120,7 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	}
 	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
 	ct := out[:len(plaintext)]
-	checkOverlap(ct, plaintext, aad)
+	checkOverlap(out, plaintext, aad)
 	ctr, acc := g.begin(nonce, aad)
 	var tag [blockSize]byte
 	// Whole 256-byte chunks go through the stitched loop, which leaves the

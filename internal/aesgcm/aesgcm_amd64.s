@@ -59,141 +59,67 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VAESENC k, Z3, Z3; \
 	VAESENC k, Z4, Z4
 
-// func ctrXOR(rk *[240]byte, rounds int, ctr *[16]byte, dst, src []byte)
-TEXT ·ctrXOR(SB), NOSPLIT, $0-72
-	MOVQ rk+0(FP), AX
-	MOVQ rounds+8(FP), R8
-	MOVQ ctr+16(FP), BX
-	MOVQ dst_base+24(FP), DI
-	MOVQ src_base+48(FP), SI
-	MOVQ src_len+56(FP), CX
+// LOADKEYS broadcasts the round keys at R10 (R8 rounds) into Z16-Z30.
+#define LOADKEYS \
+	VBROADCASTI32X4 0(R10), Z16; \
+	VBROADCASTI32X4 16(R10), Z17; \
+	VBROADCASTI32X4 32(R10), Z18; \
+	VBROADCASTI32X4 48(R10), Z19; \
+	VBROADCASTI32X4 64(R10), Z20; \
+	VBROADCASTI32X4 80(R10), Z21; \
+	VBROADCASTI32X4 96(R10), Z22; \
+	VBROADCASTI32X4 112(R10), Z23; \
+	VBROADCASTI32X4 128(R10), Z24; \
+	VBROADCASTI32X4 144(R10), Z25; \
+	VBROADCASTI32X4 160(R10), Z26; \
+	VBROADCASTI32X4 176(R10), Z27; \
+	VBROADCASTI32X4 192(R10), Z28; \
+	VBROADCASTI32X4 208(R10), Z29; \
+	MOVQ            R8, DX; \
+	SHLQ            $4, DX; \
+	VBROADCASTI32X4 (R10)(DX*1), Z30
 
-	// Round keys 0-9 in Z16-Z25, 10-13 in Z26-Z29 when used, the last in Z30.
-	VBROADCASTI32X4 0(AX), Z16
-	VBROADCASTI32X4 16(AX), Z17
-	VBROADCASTI32X4 32(AX), Z18
-	VBROADCASTI32X4 48(AX), Z19
-	VBROADCASTI32X4 64(AX), Z20
-	VBROADCASTI32X4 80(AX), Z21
-	VBROADCASTI32X4 96(AX), Z22
-	VBROADCASTI32X4 112(AX), Z23
-	VBROADCASTI32X4 128(AX), Z24
-	VBROADCASTI32X4 144(AX), Z25
-	MOVQ R8, DX
-	SHLQ $4, DX
-	VBROADCASTI32X4 (AX)(DX*1), Z30
-	CMPQ R8, $10
-	JEQ  keysDone
-	VBROADCASTI32X4 160(AX), Z26
-	VBROADCASTI32X4 176(AX), Z27
-	CMPQ R8, $12
-	JEQ  keysDone
-	VBROADCASTI32X4 192(AX), Z28
-	VBROADCASTI32X4 208(AX), Z29
-
-keysDone:
-	VMOVDQU64       ctrShuf<>(SB), Z15
-	VMOVDQU64       ctrInc4<>(SB), Z14
-	VBROADCASTI32X4 (BX), Z0
-	VPSHUFB         Z15, Z0, Z0
+// CTRSETUP broadcasts the round keys at R10 (R8 rounds) and loads the
+// counter constants, and the first sixteen counters from the block at R11
+// into Z0.
+#define CTRSETUP \
+	LOADKEYS; \
+	VMOVDQU64       ctrShuf<>(SB), Z15; \
+	VMOVDQU64       ctrInc4<>(SB), Z14; \
+	VBROADCASTI32X4 (R11), Z0; \
+	VPSHUFB         Z15, Z0, Z0; \
 	VPADDD          ctrInit<>(SB), Z0, Z0
 
-loop256:
-	CMPQ CX, $256
-	JB   loop64
-	VPSHUFB Z15, Z0, Z1
-	VPADDD  Z14, Z0, Z0
-	VPSHUFB Z15, Z0, Z2
-	VPADDD  Z14, Z0, Z0
-	VPSHUFB Z15, Z0, Z3
-	VPADDD  Z14, Z0, Z0
-	VPSHUFB Z15, Z0, Z4
-	VPADDD  Z14, Z0, Z0
-	VPXORQ  Z16, Z1, Z1
-	VPXORQ  Z16, Z2, Z2
-	VPXORQ  Z16, Z3, Z3
+// COUNTERS4 makes the next sixteen counter blocks in Z1-Z4, whitened
+// with round key 0.
+#define COUNTERS4 \
+	VPSHUFB Z15, Z0, Z1; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z2; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z3; \
+	VPADDD  Z14, Z0, Z0; \
+	VPSHUFB Z15, Z0, Z4; \
+	VPADDD  Z14, Z0, Z0; \
+	VPXORQ  Z16, Z1, Z1; \
+	VPXORQ  Z16, Z2, Z2; \
+	VPXORQ  Z16, Z3, Z3; \
 	VPXORQ  Z16, Z4, Z4
-	AESROUND4(Z17)
-	AESROUND4(Z18)
-	AESROUND4(Z19)
-	AESROUND4(Z20)
-	AESROUND4(Z21)
-	AESROUND4(Z22)
-	AESROUND4(Z23)
-	AESROUND4(Z24)
-	AESROUND4(Z25)
-	CMPQ R8, $10
-	JEQ  last256
-	AESROUND4(Z26)
-	AESROUND4(Z27)
-	CMPQ R8, $12
-	JEQ  last256
-	AESROUND4(Z28)
-	AESROUND4(Z29)
 
-last256:
-	VAESENCLAST Z30, Z1, Z1
-	VAESENCLAST Z30, Z2, Z2
-	VAESENCLAST Z30, Z3, Z3
-	VAESENCLAST Z30, Z4, Z4
-	VPXORQ      0(SI), Z1, Z1
-	VPXORQ      64(SI), Z2, Z2
-	VPXORQ      128(SI), Z3, Z3
-	VPXORQ      192(SI), Z4, Z4
-	VMOVDQU64   Z1, 0(DI)
-	VMOVDQU64   Z2, 64(DI)
-	VMOVDQU64   Z3, 128(DI)
+// XORSTORE4 XORs the keystream in Z1-Z4 with 256 bytes at SI into DI.
+#define XORSTORE4 \
+	VAESENCLAST Z30, Z1, Z1; \
+	VAESENCLAST Z30, Z2, Z2; \
+	VAESENCLAST Z30, Z3, Z3; \
+	VAESENCLAST Z30, Z4, Z4; \
+	VPXORQ      0(SI), Z1, Z1; \
+	VPXORQ      64(SI), Z2, Z2; \
+	VPXORQ      128(SI), Z3, Z3; \
+	VPXORQ      192(SI), Z4, Z4; \
+	VMOVDQU64   Z1, 0(DI); \
+	VMOVDQU64   Z2, 64(DI); \
+	VMOVDQU64   Z3, 128(DI); \
 	VMOVDQU64   Z4, 192(DI)
-	ADDQ        $256, SI
-	ADDQ        $256, DI
-	SUBQ        $256, CX
-	JMP         loop256
-
-// Up to 64 bytes a time; the last, shorter piece under a byte mask.
-loop64:
-	TESTQ   CX, CX
-	JLE     ctrDone
-	MOVQ    $-1, DX
-	CMPQ    CX, $64
-	JAE     fullMask
-	BZHIQ   CX, DX, DX
-
-fullMask:
-	KMOVQ   DX, K1
-	VPSHUFB Z15, Z0, Z1
-	VPADDD  Z14, Z0, Z0
-	VPXORQ  Z16, Z1, Z1
-	VAESENC Z17, Z1, Z1
-	VAESENC Z18, Z1, Z1
-	VAESENC Z19, Z1, Z1
-	VAESENC Z20, Z1, Z1
-	VAESENC Z21, Z1, Z1
-	VAESENC Z22, Z1, Z1
-	VAESENC Z23, Z1, Z1
-	VAESENC Z24, Z1, Z1
-	VAESENC Z25, Z1, Z1
-	CMPQ    R8, $10
-	JEQ     last64
-	VAESENC Z26, Z1, Z1
-	VAESENC Z27, Z1, Z1
-	CMPQ    R8, $12
-	JEQ     last64
-	VAESENC Z28, Z1, Z1
-	VAESENC Z29, Z1, Z1
-
-last64:
-	VAESENCLAST Z30, Z1, Z1
-	VMOVDQU8.Z  0(SI), K1, Z5
-	VPXORQ      Z5, Z1, Z1
-	VMOVDQU8    Z1, K1, 0(DI)
-	ADDQ        $64, SI
-	ADDQ        $64, DI
-	SUBQ        $64, CX
-	JMP         loop64
-
-ctrDone:
-	VZEROUPPER
-	RET
 
 // CLMUL4 multiplies the four blocks of d by the four powers in k, lane by
 // lane, without reduction: lo, hi and the two middle products (summed)
@@ -258,6 +184,141 @@ ctrDone:
 	KMOVQ   DI, k; \
 	SUBQ    BX, DX; \
 	CMOVQLT R8, DX
+
+// The stitched loops keep the round keys in Z16-Z30, the counters in Z0,
+// GHASH's accumulator in X13 and its sums in Z8-Z10, and read the powers
+// of H from memory: thirty-two registers hold no more.
+
+// GHFIRSTREG starts a sixteen-block product: the four blocks in r, the
+// accumulator X13 added to the first, times the four powers at tab.
+#define GHFIRSTREG(r, tab) \
+	VPSHUFB    Z31, r, Z5; \
+	VPXORQ     Z13, Z5, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z8; \
+	VPCLMULQDQ $0x11, tab, Z5, Z9; \
+	VPCLMULQDQ $0x01, tab, Z5, Z10; \
+	VPCLMULQDQ $0x10, tab, Z5, Z6; \
+	VPXORQ     Z6, Z10, Z10
+
+// GHNEXTREG adds the next four blocks in r times the powers at tab.
+#define GHNEXTREG(r, tab) \
+	VPSHUFB    Z31, r, Z5; \
+	VPCLMULQDQ $0x00, tab, Z5, Z6; \
+	VPCLMULQDQ $0x11, tab, Z5, Z7; \
+	VPCLMULQDQ $0x01, tab, Z5, Z11; \
+	VPCLMULQDQ $0x10, tab, Z5, Z12; \
+	VPXORQ     Z6, Z8, Z8; \
+	VPXORQ     Z7, Z9, Z9; \
+	VPTERNLOGD $0x96, Z11, Z12, Z10
+
+// GHFIRST starts a sixteen-block product: the four blocks at mem, the
+// accumulator added to the first, times the four powers at tab.
+#define GHFIRST(mem, tab) \
+	VMOVDQU64 mem, Z5; \
+	GHFIRSTREG(Z5, tab)
+
+// GHNEXT adds the next four blocks at mem times the powers at tab.
+#define GHNEXT(mem, tab) \
+	VMOVDQU64 mem, Z5; \
+	GHNEXTREG(Z5, tab)
+
+// GHREDUCE sums the lanes and reduces into X13, for the stitched loops
+// (X30 holds a round key there, so the polynomial is read from memory).
+#define GHREDUCE \
+	FOLD(Y6, Y7, Y11, X6, X7, X11); \
+	REDUCE(X11, poly<>(SB), X13)
+
+// SETUP is CTRSETUP plus GHASH's byte-swap mask and its accumulator (at
+// BX) in X13, for gcmSeal256 and gcmOpen256.
+#define SETUP \
+	CTRSETUP; \
+	VMOVDQU64 bswapMask<>(SB), Z31; \
+	VMOVDQU64 (BX), X13
+
+// func ctrXOR(rk *[240]byte, rounds int, ctr *[16]byte, dst, src []byte)
+TEXT ·ctrXOR(SB), NOSPLIT, $0-72
+	MOVQ rk+0(FP), R10
+	MOVQ rounds+8(FP), R8
+	MOVQ ctr+16(FP), R11
+	MOVQ dst_base+24(FP), DI
+	MOVQ src_base+48(FP), SI
+	MOVQ src_len+56(FP), CX
+	CTRSETUP
+
+loop256:
+	CMPQ CX, $256
+	JB   loop64
+	COUNTERS4
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+	AESROUND4(Z25)
+	CMPQ R8, $10
+	JEQ  last256
+	AESROUND4(Z26)
+	AESROUND4(Z27)
+	CMPQ R8, $12
+	JEQ  last256
+	AESROUND4(Z28)
+	AESROUND4(Z29)
+
+last256:
+	XORSTORE4
+	ADDQ $256, SI
+	ADDQ $256, DI
+	SUBQ $256, CX
+	JMP  loop256
+
+// Up to 64 bytes a time; the last, shorter piece under a byte mask.
+loop64:
+	TESTQ   CX, CX
+	JLE     ctrDone
+	MOVQ    $-1, DX
+	CMPQ    CX, $64
+	JAE     fullMask
+	BZHIQ   CX, DX, DX
+
+fullMask:
+	KMOVQ   DX, K1
+	VPSHUFB Z15, Z0, Z1
+	VPADDD  Z14, Z0, Z0
+	VPXORQ  Z16, Z1, Z1
+	VAESENC Z17, Z1, Z1
+	VAESENC Z18, Z1, Z1
+	VAESENC Z19, Z1, Z1
+	VAESENC Z20, Z1, Z1
+	VAESENC Z21, Z1, Z1
+	VAESENC Z22, Z1, Z1
+	VAESENC Z23, Z1, Z1
+	VAESENC Z24, Z1, Z1
+	VAESENC Z25, Z1, Z1
+	CMPQ    R8, $10
+	JEQ     last64
+	VAESENC Z26, Z1, Z1
+	VAESENC Z27, Z1, Z1
+	CMPQ    R8, $12
+	JEQ     last64
+	VAESENC Z28, Z1, Z1
+	VAESENC Z29, Z1, Z1
+
+last64:
+	VAESENCLAST Z30, Z1, Z1
+	VMOVDQU8.Z  0(SI), K1, Z5
+	VPXORQ      Z5, Z1, Z1
+	VMOVDQU8    Z1, K1, 0(DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $64, CX
+	JMP         loop64
+
+ctrDone:
+	VZEROUPPER
+	RET
 
 // func ghash(htab *[32*16]byte, acc *[16]byte, data []byte, lenBlk *[16]byte, rk *[240]byte, rounds int, j0 *[16]byte)
 //
@@ -459,123 +520,6 @@ encLoop:
 	AESENCLAST X1, X0
 	MOVOU      X0, (DI)
 	RET
-
-// The stitched loops below keep the round keys in Z16-Z30, the counters
-// in Z0, GHASH's accumulator in X13 and its sums in Z8-Z10, and read the
-// powers of H from memory: thirty-two registers hold no more.
-
-// GHFIRST starts a sixteen-block product: the four blocks at mem, the
-// accumulator added to the first, times the four powers at tab.
-#define GHFIRST(mem, tab) \
-	VMOVDQU64  mem, Z5; \
-	VPSHUFB    Z31, Z5, Z5; \
-	VPXORQ     Z13, Z5, Z5; \
-	VPCLMULQDQ $0x00, tab, Z5, Z8; \
-	VPCLMULQDQ $0x11, tab, Z5, Z9; \
-	VPCLMULQDQ $0x01, tab, Z5, Z10; \
-	VPCLMULQDQ $0x10, tab, Z5, Z6; \
-	VPXORQ     Z6, Z10, Z10
-
-// GHNEXT adds the next four blocks at mem times the powers at tab.
-#define GHNEXT(mem, tab) \
-	VMOVDQU64  mem, Z5; \
-	VPSHUFB    Z31, Z5, Z5; \
-	VPCLMULQDQ $0x00, tab, Z5, Z6; \
-	VPCLMULQDQ $0x11, tab, Z5, Z7; \
-	VPCLMULQDQ $0x01, tab, Z5, Z11; \
-	VPCLMULQDQ $0x10, tab, Z5, Z12; \
-	VPXORQ     Z6, Z8, Z8; \
-	VPXORQ     Z7, Z9, Z9; \
-	VPTERNLOGD $0x96, Z11, Z12, Z10
-
-// GHFIRSTREG and GHNEXTREG are GHFIRST and GHNEXT on blocks in a register.
-#define GHFIRSTREG(r, tab) \
-	VPSHUFB    Z31, r, Z5; \
-	VPXORQ     Z13, Z5, Z5; \
-	VPCLMULQDQ $0x00, tab, Z5, Z8; \
-	VPCLMULQDQ $0x11, tab, Z5, Z9; \
-	VPCLMULQDQ $0x01, tab, Z5, Z10; \
-	VPCLMULQDQ $0x10, tab, Z5, Z6; \
-	VPXORQ     Z6, Z10, Z10
-
-#define GHNEXTREG(r, tab) \
-	VPSHUFB    Z31, r, Z5; \
-	VPCLMULQDQ $0x00, tab, Z5, Z6; \
-	VPCLMULQDQ $0x11, tab, Z5, Z7; \
-	VPCLMULQDQ $0x01, tab, Z5, Z11; \
-	VPCLMULQDQ $0x10, tab, Z5, Z12; \
-	VPXORQ     Z6, Z8, Z8; \
-	VPXORQ     Z7, Z9, Z9; \
-	VPTERNLOGD $0x96, Z11, Z12, Z10
-
-// GHREDUCE sums the lanes and reduces into X13, for the stitched loops
-// (X30 holds a round key there, so the polynomial is read from memory).
-#define GHREDUCE \
-	FOLD(Y6, Y7, Y11, X6, X7, X11); \
-	REDUCE(X11, poly<>(SB), X13)
-
-// LOADKEYS broadcasts the round keys at R10 (R8 rounds) into Z16-Z30.
-#define LOADKEYS \
-	VBROADCASTI32X4 0(R10), Z16; \
-	VBROADCASTI32X4 16(R10), Z17; \
-	VBROADCASTI32X4 32(R10), Z18; \
-	VBROADCASTI32X4 48(R10), Z19; \
-	VBROADCASTI32X4 64(R10), Z20; \
-	VBROADCASTI32X4 80(R10), Z21; \
-	VBROADCASTI32X4 96(R10), Z22; \
-	VBROADCASTI32X4 112(R10), Z23; \
-	VBROADCASTI32X4 128(R10), Z24; \
-	VBROADCASTI32X4 144(R10), Z25; \
-	VBROADCASTI32X4 160(R10), Z26; \
-	VBROADCASTI32X4 176(R10), Z27; \
-	VBROADCASTI32X4 192(R10), Z28; \
-	VBROADCASTI32X4 208(R10), Z29; \
-	MOVQ            R8, DX; \
-	SHLQ            $4, DX; \
-	VBROADCASTI32X4 (R10)(DX*1), Z30
-
-// COUNTERS4 makes the next sixteen counter blocks in Z1-Z4, whitened
-// with round key 0.
-#define COUNTERS4 \
-	VPSHUFB Z15, Z0, Z1; \
-	VPADDD  Z14, Z0, Z0; \
-	VPSHUFB Z15, Z0, Z2; \
-	VPADDD  Z14, Z0, Z0; \
-	VPSHUFB Z15, Z0, Z3; \
-	VPADDD  Z14, Z0, Z0; \
-	VPSHUFB Z15, Z0, Z4; \
-	VPADDD  Z14, Z0, Z0; \
-	VPXORQ  Z16, Z1, Z1; \
-	VPXORQ  Z16, Z2, Z2; \
-	VPXORQ  Z16, Z3, Z3; \
-	VPXORQ  Z16, Z4, Z4
-
-// XORSTORE4 XORs the keystream in Z1-Z4 with 256 bytes at SI into DI.
-#define XORSTORE4 \
-	VAESENCLAST Z30, Z1, Z1; \
-	VAESENCLAST Z30, Z2, Z2; \
-	VAESENCLAST Z30, Z3, Z3; \
-	VAESENCLAST Z30, Z4, Z4; \
-	VPXORQ      0(SI), Z1, Z1; \
-	VPXORQ      64(SI), Z2, Z2; \
-	VPXORQ      128(SI), Z3, Z3; \
-	VPXORQ      192(SI), Z4, Z4; \
-	VMOVDQU64   Z1, 0(DI); \
-	VMOVDQU64   Z2, 64(DI); \
-	VMOVDQU64   Z3, 128(DI); \
-	VMOVDQU64   Z4, 192(DI)
-
-// SETUP loads the keys, constants, counters and accumulator once the
-// arguments of gcmSeal256 or gcmOpen256 are in their registers.
-#define SETUP \
-	LOADKEYS; \
-	VMOVDQU64       bswapMask<>(SB), Z31; \
-	VMOVDQU64       ctrShuf<>(SB), Z15; \
-	VMOVDQU64       ctrInc4<>(SB), Z14; \
-	VBROADCASTI32X4 (R11), Z0; \
-	VPSHUFB         Z15, Z0, Z0; \
-	VPADDD          ctrInit<>(SB), Z0, Z0; \
-	VMOVDQU64       (BX), X13
 
 // func gcmSeal256(rk *[240]byte, rounds int, ctr *[16]byte, htab *[512]byte, acc *[16]byte, dst, src []byte)
 //

@@ -12,21 +12,10 @@ import (
 // accounting, rebuilding the packet, the selector and policy checks).
 // Both copy the received packet into the buffer first, as a link does.
 func BenchmarkInput(b *testing.B) {
-	sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
 	for _, mode := range []Mode{ModeTransport, ModeTunnel} {
-		tmpl := []Template{{Proto: ProtoESP, Mode: mode, Level: LevelRequire}}
-		if mode == ModeTunnel {
-			tmpl[0].Src, tmpl[0].Dst = eA4, eB4
-		}
 		const spi, batch = 0x900, 1024
-		out := NewEngine()
+		out := benchESPEngine(b, spi, mode, DirOut)
 		defer out.Close()
-		if _, err := out.AddSA(espSA(spi, eA4, eB4, mode)); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := out.AddPolicy(&Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl}); err != nil {
-			b.Fatal(err)
-		}
 		wire := make([][]byte, batch)
 		for i := range wire {
 			v, w := out.Output(udpPkt(eA4, eB4, 1400), HeapAllocator{})
@@ -37,16 +26,7 @@ func BenchmarkInput(b *testing.B) {
 		}
 		// receiver returns a fresh receiving engine: a replay window
 		// takes each packet once.
-		receiver := func() *Engine {
-			e := NewEngine()
-			if _, err := e.AddSA(espSA(spi, eA4, eB4, mode)); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.AddPolicy(&Policy{Dir: DirIn, Sel: sel, Action: ActionProtect, Templates: tmpl}); err != nil {
-				b.Fatal(err)
-			}
-			return e
-		}
+		receiver := func() *Engine { return benchESPEngine(b, spi, mode, DirIn) }
 		buf := make([]byte, 2048)
 		b.Run(mode.String()+"/input", func(b *testing.B) {
 			b.SetBytes(1400)
@@ -84,4 +64,23 @@ func BenchmarkInput(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchESPEngine returns an engine with one ESP AES-GCM-128 SA (spi, eA4
+// to eB4, in mode) and a protect policy in dir for the traffic between
+// them: one end of the input and output benchmarks.
+func benchESPEngine(b *testing.B, spi uint32, mode Mode, dir Dir) *Engine {
+	tmpl := []Template{{Proto: ProtoESP, Mode: mode, Level: LevelRequire}}
+	if mode == ModeTunnel {
+		tmpl[0].Src, tmpl[0].Dst = eA4, eB4
+	}
+	e := NewEngine()
+	if _, err := e.AddSA(espSA(spi, eA4, eB4, mode)); err != nil {
+		b.Fatal(err)
+	}
+	sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
+	if _, err := e.AddPolicy(&Policy{Dir: dir, Sel: sel, Action: ActionProtect, Templates: tmpl}); err != nil {
+		b.Fatal(err)
+	}
+	return e
 }

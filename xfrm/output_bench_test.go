@@ -12,21 +12,10 @@ import (
 // (flow parsing, policy and SA lookups, building the headers, sequence
 // number and lifetime accounting).
 func BenchmarkOutput(b *testing.B) {
-	sel := Selector{Src: exactPrefix(eA4), Dst: exactPrefix(eB4)}
 	for _, mode := range []Mode{ModeTransport, ModeTunnel} {
-		tmpl := []Template{{Proto: ProtoESP, Mode: mode, Level: LevelRequire}}
-		if mode == ModeTunnel {
-			tmpl[0].Src, tmpl[0].Dst = eA4, eB4
-		}
 		const spi = 0x900
-		e := NewEngine()
+		e := benchESPEngine(b, spi, mode, DirOut)
 		defer e.Close()
-		if _, err := e.AddSA(espSA(spi, eA4, eB4, mode)); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := e.AddPolicy(&Policy{Dir: DirOut, Sel: sel, Action: ActionProtect, Templates: tmpl}); err != nil {
-			b.Fatal(err)
-		}
 		src := udpPkt(eA4, eB4, 1400)
 		const head = 128
 		buf := make([]byte, head+len(src)+64)

@@ -104,23 +104,19 @@ func (c tcase) newRaw(icv int) (raw, error) {
 		blk, _ := aes.NewCipher(k)
 		switch c.aead.LinuxName {
 		case "rfc4106(gcm(aes))", "rfc4543(gcm(aes))":
-			if aesgcm.Supported() {
+			var a cipher.AEAD
+			var err error
+			switch {
+			case aesgcm.Supported():
 				// The primitive the transform runs on this CPU.
-				a, err := aesgcm.New(k, icv)
-				if err != nil {
-					return raw{}, err
-				}
-				if c.aead.LinuxName == "rfc4543(gcm(aes))" {
-					return gmacRaw(a, nonce, icv), nil
-				}
-				return aeadRaw(a, nonce), nil
-			}
-			if icv < 12 {
+				a, err = aesgcm.New(k, icv)
+			case icv < 12:
 				// Go's GCM has no tags under 12 bytes: the same work
 				// with a 16-byte tag, truncated.
 				return truncGCM(blk, nonce, icv), nil
+			default:
+				a, err = cipher.NewGCMWithTagSize(blk, icv)
 			}
-			a, err := cipher.NewGCMWithTagSize(blk, icv)
 			if err != nil {
 				return raw{}, err
 			}

@@ -17,6 +17,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"unsafe"
 )
 
@@ -109,39 +110,53 @@ func (g *AEAD) Zeroed() bool {
 	return g.rk == [len(g.rk)]byte{} && g.htab == [htabLen]byte{}
 }
 
+// Nonce is a 12-byte nonce as big-endian integers: Hi holds bytes 0-7 and
+// Lo bytes 8-11.
+type Nonce struct {
+	Hi uint64
+	Lo uint32
+}
+
+// AAD is additional data of at most 16 bytes as big-endian integers,
+// zero-padded: Hi holds bytes 0-7, Lo bytes 8-15; Len is its length in
+// bytes.
+type AAD struct {
+	Hi, Lo uint64
+	Len    int
+}
+
 // Seal encrypts and authenticates plaintext, authenticates aad and
 // appends the result to dst. dst may alias plaintext exactly.
 func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	if len(nonce) != NonceSize {
 		panic("aesgcm: incorrect nonce length given to GCM")
 	}
-	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
-		panic("aesgcm: message too large for GCM")
-	}
 	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
-	ct := out[:len(plaintext)]
 	checkOverlap(out, plaintext, aad)
-	ctr, acc := g.begin(nonce, aad)
-	var tag [blockSize]byte
-	// Whole 256-byte chunks go through the stitched loop, which leaves the
-	// last chunk's GHASH to finish; the rest is counter mode alone.
-	n := len(plaintext) &^ 255
-	if n > 0 {
-		gcmSeal256(&g.rk, g.rounds, &ctr, &g.htab, &acc, ct[:n], plaintext[:n])
-		advance(&ctr, n)
-	}
-	if n < len(plaintext) {
-		ctrXOR(&g.rk, g.rounds, &ctr, ct[n:], plaintext[n:])
-	}
-	g.finish(&tag, &acc, nonce, len(aad), ct[max(n-256, 0):], len(ct))
-	copy(out[len(plaintext):], tag[:g.tagSize])
+	var acc [blockSize]byte
+	a := g.absorb(&acc, aad)
+	g.seal(out, plaintext, &acc, nonceWords(nonce), a)
 	return ret
 }
 
-// Open authenticates ciphertext (with its tag) and aad and, if they are
-// authentic, decrypts and appends the plaintext to dst. dst may alias
-// ciphertext exactly. When authentication fails, what was written to dst
-// is zeroed (as crypto/cipher does).
+// SealWords is Seal with the nonce and a short AAD given as integers. ESP
+// builds both from integers it holds (salt, IV, SPI, sequence number);
+// passed in registers, they never go through memory, where a wide load of
+// bytes just stored piecewise would wait for the store buffer to drain.
+func (g *AEAD) SealWords(dst, plaintext []byte, nonce Nonce, aad AAD) []byte {
+	if aad.Len < 0 || aad.Len > blockSize {
+		panic("aesgcm: SealWords takes at most 16 bytes of AAD")
+	}
+	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
+	checkOverlap(out, plaintext, nil)
+	var acc [blockSize]byte
+	g.seal(out, plaintext, &acc, nonce, aad)
+	return ret
+}
+
+// Open authenticates and decrypts ciphertext (tag appended) with aad and
+// appends the plaintext to dst. dst may alias ciphertext exactly. On
+// failure nothing unauthenticated is left in dst.
 func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if len(nonce) != NonceSize {
 		panic("aesgcm: incorrect nonce length given to GCM")
@@ -149,38 +164,100 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if len(ciphertext) < g.tagSize || uint64(len(ciphertext)) > (1<<32-2)*blockSize+uint64(g.tagSize) {
 		return nil, errOpen
 	}
-	ct := ciphertext[:len(ciphertext)-g.tagSize]
-	ret, out := sliceForAppend(dst, len(ct))
-	checkOverlap(out, ct, aad)
-	ctr, acc := g.begin(nonce, aad)
-	var tag [blockSize]byte
-	// Whole 256-byte chunks are hashed and decrypted in one pass; the rest
-	// is hashed, and decrypted only once the tag is known good.
-	n := len(ct) &^ 255
-	if n > 0 {
-		gcmOpen256(&g.rk, g.rounds, &ctr, &g.htab, &acc, out[:n], ct[:n])
-		advance(&ctr, n)
-	}
-	g.finish(&tag, &acc, nonce, len(aad), ct[n:], len(ct))
-	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
-		clear(out[:n])
+	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
+	checkOverlap(out, ciphertext[:len(out)], aad)
+	var acc [blockSize]byte
+	a := g.absorb(&acc, aad)
+	if !g.open(out, ciphertext, &acc, nonceWords(nonce), a) {
 		return nil, errOpen
-	}
-	if n < len(ct) {
-		ctrXOR(&g.rk, g.rounds, &ctr, out[n:], ct[n:])
 	}
 	return ret, nil
 }
 
-// begin returns the first counter block of the data, J0+1, and GHASH's
-// accumulator with aad absorbed.
-func (g *AEAD) begin(nonce, aad []byte) (ctr, acc [blockSize]byte) {
-	copy(ctr[:], nonce)
-	ctr[15] = 2
-	if len(aad) > 0 {
-		ghash(&g.htab, &acc, aad, nil, nil, 0, nil)
+// OpenWords is Open with the nonce and a short AAD given as integers (see
+// SealWords).
+func (g *AEAD) OpenWords(dst, ciphertext []byte, nonce Nonce, aad AAD) ([]byte, error) {
+	if aad.Len < 0 || aad.Len > blockSize {
+		panic("aesgcm: OpenWords takes at most 16 bytes of AAD")
 	}
-	return ctr, acc
+	if len(ciphertext) < g.tagSize || uint64(len(ciphertext)) > (1<<32-2)*blockSize+uint64(g.tagSize) {
+		return nil, errOpen
+	}
+	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
+	checkOverlap(out, ciphertext[:len(out)], nil)
+	var acc [blockSize]byte
+	if !g.open(out, ciphertext, &acc, nonce, aad) {
+		return nil, errOpen
+	}
+	return ret, nil
+}
+
+// seal encrypts plaintext into out, which has room for the tag, GHASH
+// starting from acc: with aad.Len > 0 the AAD block is still to absorb,
+// else acc already holds all of the AAD (aad.Len = -bytes).
+func (g *AEAD) seal(out, plaintext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD) {
+	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
+		panic("aesgcm: message too large for GCM")
+	}
+	j0Lo, j0Hi := j0Words(nonce)
+	var tag [blockSize]byte
+	aadMul, aadLen := aadMode(aad)
+	gcmSeal(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, aadMul, uint64(aadLen)*8, &tag, out[:len(plaintext)], plaintext)
+	copy(out[len(plaintext):], tag[:g.tagSize])
+}
+
+// open decrypts ciphertext (tag appended) into out and reports whether
+// the tag matched; if not, out is wiped. acc and aad are as for seal.
+func (g *AEAD) open(out, ciphertext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD) bool {
+	ct := ciphertext[:len(ciphertext)-g.tagSize]
+	j0Lo, j0Hi := j0Words(nonce)
+	var tag [blockSize]byte
+	aadMul, aadLen := aadMode(aad)
+	gcmOpen(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, aadMul, uint64(aadLen)*8, &tag, out[:len(ct)], ct)
+	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
+		clear(out[:len(ct)])
+		return false
+	}
+	return true
+}
+
+// absorb returns aad as words when it fits one block (the assembly absorbs
+// it), or hashes it into acc and returns its negated length.
+func (g *AEAD) absorb(acc *[blockSize]byte, aad []byte) AAD {
+	if len(aad) <= blockSize {
+		var b [blockSize]byte
+		copy(b[:], aad)
+		return AAD{Hi: binary.BigEndian.Uint64(b[:8]), Lo: binary.BigEndian.Uint64(b[8:]), Len: len(aad)}
+	}
+	ghash(&g.htab, acc, aad)
+	return AAD{Len: -len(aad)}
+}
+
+// aadMode splits aad.Len into the assembly's aadMul (absorb the words)
+// and the AAD's length.
+func aadMode(aad AAD) (mul, n int) {
+	if aad.Len < 0 {
+		return 0, -aad.Len
+	}
+	if aad.Len > 0 {
+		return 1, aad.Len
+	}
+	return 0, 0
+}
+
+// ctrOne adds one to the big-endian block counter in the last byte of the
+// high word of a counter block in memory order (J0 counts from 1, so the
+// first data block, 2, never carries).
+const ctrOne = 1 << 56
+
+func nonceWords(nonce []byte) Nonce {
+	return Nonce{Hi: binary.BigEndian.Uint64(nonce[:8]), Lo: binary.BigEndian.Uint32(nonce[8:])}
+}
+
+// j0Words returns J0 = nonce || 0^31 || 1 as the two little-endian words
+// of its memory order, which the assembly moves into a vector register.
+func j0Words(n Nonce) (lo, hi uint64) {
+	return bits.ReverseBytes64(n.Hi), uint64(bits.ReverseBytes32(n.Lo)) | 1<<56
 }
 
 // checkOverlap panics, as crypto/cipher does, when out overlaps in other
@@ -192,22 +269,6 @@ func checkOverlap(out, in, aad []byte) {
 	if anyOverlap(out, aad) {
 		panic("aesgcm: invalid buffer overlap of output and additional data")
 	}
-}
-
-// advance moves counter block ctr n bytes on (inc32).
-func advance(ctr *[blockSize]byte, n int) {
-	binary.BigEndian.PutUint32(ctr[12:], binary.BigEndian.Uint32(ctr[12:])+uint32(n/blockSize))
-}
-
-// finish absorbs rest (the ciphertext not yet hashed) and the length block
-// into acc and writes the full 16-byte tag to t.
-func (g *AEAD) finish(t, acc *[blockSize]byte, nonce []byte, aadLen int, rest []byte, ctLen int) {
-	var lens [blockSize]byte
-	binary.BigEndian.PutUint64(lens[:8], uint64(aadLen)*8)
-	binary.BigEndian.PutUint64(lens[8:], uint64(ctLen)*8)
-	copy(t[:], nonce)
-	t[12], t[13], t[14], t[15] = 0, 0, 0, 1
-	ghash(&g.htab, acc, rest, &lens, &g.rk, g.rounds, t)
 }
 
 // sliceForAppend extends in by n bytes, returning the whole slice and the

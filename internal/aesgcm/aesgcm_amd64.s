@@ -79,17 +79,6 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	SHLQ            $4, DX; \
 	VBROADCASTI32X4 (R10)(DX*1), Z30
 
-// CTRSETUP broadcasts the round keys at R10 (R8 rounds) and loads the
-// counter constants, and the first sixteen counters from the block at R11
-// into Z0.
-#define CTRSETUP \
-	LOADKEYS; \
-	VMOVDQU64       ctrShuf<>(SB), Z15; \
-	VMOVDQU64       ctrInc4<>(SB), Z14; \
-	VBROADCASTI32X4 (R11), Z0; \
-	VPSHUFB         Z15, Z0, Z0; \
-	VPADDD          ctrInit<>(SB), Z0, Z0
-
 // COUNTERS4 makes the next sixteen counter blocks in Z1-Z4, whitened
 // with round key 0.
 #define COUNTERS4 \
@@ -174,16 +163,17 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	VPXORQ     t, X8, X8; \
 	VPXORQ     X9, X8, out
 
-// MASK sets k to the byte mask of min(DX, 64) bytes (BX holds 64, R13
-// all ones, R8 zero) and takes 64 off DX, not below zero.
-#define MASK(k) \
+// MASK sets k to the byte mask of min(DX, 64) bytes and takes 64 off DX,
+// not below zero. BX holds 64, R13 all ones and zero a zero; out is
+// scratch, R11 too.
+#define MASK(k, out, zero) \
 	MOVQ    DX, R11; \
 	CMPQ    R11, BX; \
 	CMOVQGT BX, R11; \
-	BZHIQ   R11, R13, DI; \
-	KMOVQ   DI, k; \
+	BZHIQ   R11, R13, out; \
+	KMOVQ   out, k; \
 	SUBQ    BX, DX; \
-	CMOVQLT R8, DX
+	CMOVQLT zero, DX
 
 // The stitched loops keep the round keys in Z16-Z30, the counters in Z0,
 // GHASH's accumulator in X13 and its sums in Z8-Z10, and read the powers
@@ -228,134 +218,121 @@ GLOBL poly<>(SB), RODATA|NOPTR, $16
 	FOLD(Y6, Y7, Y11, X6, X7, X11); \
 	REDUCE(X11, poly<>(SB), X13)
 
-// SETUP is CTRSETUP plus GHASH's byte-swap mask and its accumulator (at
-// BX) in X13, for gcmSeal256 and gcmOpen256.
+// SETUP broadcasts the round keys at R10 (R8 rounds) and loads the
+// counter constants, GHASH's byte-swap mask, the first sixteen counters
+// from the block ctrLo:ctrHi (memory order, taken from the arguments: a
+// block just stored by the caller piecewise could not be forwarded to a
+// wide load, which would then wait for the store buffer to drain) and
+// the accumulator at acc into X13.
 #define SETUP \
-	CTRSETUP; \
-	VMOVDQU64 bswapMask<>(SB), Z31; \
-	VMOVDQU64 (BX), X13
+	LOADKEYS; \
+	VMOVDQU64  ctrShuf<>(SB), Z15; \
+	VMOVDQU64  ctrInc4<>(SB), Z14; \
+	VMOVDQU64  bswapMask<>(SB), Z31; \
+	MOVQ       j0Lo+32(FP), R11; \
+	VMOVQ      R11, X0; \
+	MOVQ       ctrHi+48(FP), R11; \
+	VPINSRQ    $1, R11, X0, X0; \
+	VSHUFI64X2 $0, Z0, Z0, Z0; \
+	VPSHUFB    Z15, Z0, Z0; \
+	VPADDD     ctrInit<>(SB), Z0, Z0; \
+	MOVQ       acc+24(FP), R11; \
+	VMOVDQU64  (R11), X13
 
-// func ctrXOR(rk *[240]byte, rounds int, ctr *[16]byte, dst, src []byte)
-TEXT ·ctrXOR(SB), NOSPLIT, $0-72
-	MOVQ rk+0(FP), R10
-	MOVQ rounds+8(FP), R8
-	MOVQ ctr+16(FP), R11
-	MOVQ dst_base+24(FP), DI
-	MOVQ src_base+48(FP), SI
-	MOVQ src_len+56(FP), CX
-	CTRSETUP
+// AADBLOCK loads the AAD block aadHi:aadLo (working form) into X1.
+#define AADBLOCK \
+	MOVQ    aadLo+56(FP), R11; \
+	VMOVQ   R11, X1; \
+	MOVQ    aadHi+64(FP), R11; \
+	VPINSRQ $1, R11, X1, X1
 
-loop256:
-	CMPQ CX, $256
-	JB   loop64
-	COUNTERS4
-	AESROUND4(Z17)
-	AESROUND4(Z18)
-	AESROUND4(Z19)
-	AESROUND4(Z20)
-	AESROUND4(Z21)
-	AESROUND4(Z22)
-	AESROUND4(Z23)
-	AESROUND4(Z24)
-	AESROUND4(Z25)
-	CMPQ R8, $10
-	JEQ  last256
-	AESROUND4(Z26)
-	AESROUND4(Z27)
-	CMPQ R8, $12
-	JEQ  last256
-	AESROUND4(Z28)
-	AESROUND4(Z29)
+// MULH sets X13 to (X13 XOR X1) times H (htab at AX).
+#define MULH \
+	VPXORQ     X13, X1, X1; \
+	VPCLMULQDQ $0x00, 256(AX), X1, X8; \
+	VPCLMULQDQ $0x11, 256(AX), X1, X9; \
+	VPCLMULQDQ $0x01, 256(AX), X1, X10; \
+	VPCLMULQDQ $0x10, 256(AX), X1, X11; \
+	VPXORQ     X11, X10, X10; \
+	REDUCE(X11, poly<>(SB), X13)
 
-last256:
-	XORSTORE4
-	ADDQ $256, SI
-	ADDQ $256, DI
-	SUBQ $256, CX
-	JMP  loop256
+// TAILMASKS sets K1-K4 to the byte masks of the last CX (< 256) bytes,
+// 64 per mask, and R9 to the powers of H for them and the length block:
+// with r = ceil(CX/16) blocks, block i is multiplied by H^(r+1-i), entry
+// 16-r of htab (AX).
+#define TAILMASKS \
+	MOVQ $64, BX; \
+	MOVQ $-1, R13; \
+	XORQ R9, R9; \
+	MOVQ CX, DX; \
+	MASK(K1, R12, R9); \
+	MASK(K2, R12, R9); \
+	MASK(K3, R12, R9); \
+	MASK(K4, R12, R9); \
+	MOVQ CX, DX; \
+	ADDQ $15, DX; \
+	SHRQ $4, DX; \
+	MOVQ $16, R9; \
+	SUBQ DX, R9; \
+	SHLQ $4, R9; \
+	ADDQ AX, R9
 
-// Up to 64 bytes a time; the last, shorter piece under a byte mask.
-loop64:
-	TESTQ   CX, CX
-	JLE     ctrDone
-	MOVQ    $-1, DX
-	CMPQ    CX, $64
-	JAE     fullMask
-	BZHIQ   CX, DX, DX
+// TAILHASH adds the tail blocks in Z1-Z4 (zero past the data; the
+// accumulator X13 goes into the first) and the length block, len(src) and
+// aadBits in bits, into Z8-Z10 and reduces into X13.
+#define TAILHASH \
+	GHFIRSTREG(Z1, 0(R9)); \
+	GHNEXTREG(Z2, 64(R9)); \
+	GHNEXTREG(Z3, 128(R9)); \
+	GHNEXTREG(Z4, 192(R9)); \
+	MOVQ       src_len+128(FP), R11; \
+	SHLQ       $3, R11; \
+	VMOVQ      R11, X5; \
+	MOVQ       aadBits+80(FP), R11; \
+	VPINSRQ    $1, R11, X5, X5; \
+	VPCLMULQDQ $0x00, 256(AX), X5, X6; \
+	VPCLMULQDQ $0x11, 256(AX), X5, X7; \
+	VPCLMULQDQ $0x01, 256(AX), X5, X11; \
+	VPCLMULQDQ $0x10, 256(AX), X5, X12; \
+	VPXORQ     Z6, Z8, Z8; \
+	VPXORQ     Z7, Z9, Z9; \
+	VPTERNLOGD $0x96, Z11, Z12, Z10; \
+	GHREDUCE
 
-fullMask:
-	KMOVQ   DX, K1
-	VPSHUFB Z15, Z0, Z1
-	VPADDD  Z14, Z0, Z0
-	VPXORQ  Z16, Z1, Z1
-	VAESENC Z17, Z1, Z1
-	VAESENC Z18, Z1, Z1
-	VAESENC Z19, Z1, Z1
-	VAESENC Z20, Z1, Z1
-	VAESENC Z21, Z1, Z1
-	VAESENC Z22, Z1, Z1
-	VAESENC Z23, Z1, Z1
-	VAESENC Z24, Z1, Z1
-	VAESENC Z25, Z1, Z1
-	CMPQ    R8, $10
-	JEQ     last64
-	VAESENC Z26, Z1, Z1
-	VAESENC Z27, Z1, Z1
-	CMPQ    R8, $12
-	JEQ     last64
-	VAESENC Z28, Z1, Z1
-	VAESENC Z29, Z1, Z1
+// J0BLOCK loads the counter block J0 (memory order) into x, whitened.
+#define J0BLOCK(x) \
+	MOVQ    j0Lo+32(FP), R11; \
+	VMOVQ   R11, x; \
+	MOVQ    j0Hi+40(FP), R11; \
+	VPINSRQ $1, R11, x, x; \
+	VPXORQ  X16, x, x
 
-last64:
-	VAESENCLAST Z30, Z1, Z1
-	VMOVDQU8.Z  0(SI), K1, Z5
-	VPXORQ      Z5, Z1, Z1
-	VMOVDQU8    Z1, K1, 0(DI)
-	ADDQ        $64, SI
-	ADDQ        $64, DI
-	SUBQ        $64, CX
-	JMP         loop64
+// STORETAG writes the tag, E_K(J0) in x XOR GHASH in X13, to tag; t is
+// scratch.
+#define STORETAG(x, t) \
+	VPSHUFB   X31, X13, t; \
+	VPXORQ    x, t, t; \
+	MOVQ      tag+88(FP), R11; \
+	VMOVDQU64 t, (R11)
 
-ctrDone:
-	VZEROUPPER
-	RET
-
-// func ghash(htab *[32*16]byte, acc *[16]byte, data []byte, lenBlk *[16]byte, rk *[240]byte, rounds int, j0 *[16]byte)
+// func ghash(htab *[512]byte, acc *[16]byte, data []byte)
 //
-// ghash absorbs data, its last block zero-padded, into acc. With lenBlk it
-// then absorbs the length block and finishes: j0 is replaced by the tag,
-// E_K(J0) XOR GHASH. Sixteen blocks are multiplied by H^16 … H^1 and
-// reduced once; the last one to sixteen blocks (and the length block) by
-// the matching powers, loaded under byte masks, in one more step.
-TEXT ·ghash(SB), NOSPLIT, $0-72
+// ghash absorbs data, its last block zero-padded, into acc: sixteen blocks
+// at a time multiplied by H^16 … H^1 and reduced once, then the last one
+// to sixteen blocks, loaded under byte masks, by the matching powers. It
+// serves additional data longer than one block.
+TEXT ·ghash(SB), NOSPLIT, $0-40
 	MOVQ htab+0(FP), AX
 	MOVQ acc+8(FP), BX
 	MOVQ data_base+16(FP), SI
 	MOVQ data_len+24(FP), CX
-	MOVQ lenBlk+40(FP), R10
 
 	VMOVDQU64 bswapMask<>(SB), Z31
 	VMOVDQU64 poly<>(SB), X30
 	VMOVDQU64 (BX), X0
+	TESTQ     CX, CX
+	JZ        ghashStore
 
-	// R12 is 16 when the length block follows the data, else 0.
-	XORQ  R12, R12
-	TESTQ R10, R10
-	JZ    checkData
-	MOVQ  $16, R12
-
-checkData:
-	TESTQ CX, CX
-	JNZ   bulk
-	TESTQ R10, R10
-	JZ    ghashStore
-
-	// No data: the length block is the data.
-	MOVQ R10, SI
-	MOVQ $16, CX
-	XORQ R12, R12
-
-bulk:
 	CMPQ      CX, $256
 	JBE       remainder
 	VMOVDQU64 16(AX), Z16
@@ -386,25 +363,23 @@ ghash256:
 
 remainder:
 	// CX is 1 to 256 bytes, r = ceil(CX/16) blocks; block i is
-	// multiplied by H^(r-i), or H^(r+1-i) when the length block follows:
-	// the powers start at entry 17-r (-1), htab[(17-r)*16 - R12].
+	// multiplied by H^(r-i), entry 17-r+i of htab.
 	MOVQ CX, DX
 	ADDQ $15, DX
 	SHRQ $4, DX
 	MOVQ $17, R9
 	SUBQ DX, R9
 	SHLQ $4, R9
-	SUBQ R12, R9
 	ADDQ AX, R9
 
 	MOVQ $64, BX
 	MOVQ $-1, R13
 	XORQ R8, R8
 	MOVQ CX, DX
-	MASK(K1)
-	MASK(K2)
-	MASK(K3)
-	MASK(K4)
+	MASK(K1, DI, R8)
+	MASK(K2, DI, R8)
+	MASK(K3, DI, R8)
+	MASK(K4, DI, R8)
 
 	VMOVDQU8.Z 0(SI), K1, Z1
 	VMOVDQU8.Z 64(SI), K2, Z2
@@ -423,49 +398,8 @@ remainder:
 	CLMUL4ACC(Z17, Z2, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
 	CLMUL4ACC(Z18, Z3, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
 	CLMUL4ACC(Z19, Z4, Z8, Z9, Z10, Z11, Z12, Z13, Z5)
-
-	TESTQ R12, R12
-	JZ    finish
-
-	// The length block, times H.
-	VMOVDQU64  (R10), X1
-	VPSHUFB    X31, X1, X1
-	VMOVDQU64  256(AX), X16
-	VPCLMULQDQ $0x00, X16, X1, X11
-	VPCLMULQDQ $0x11, X16, X1, X12
-	VPCLMULQDQ $0x01, X16, X1, X13
-	VPCLMULQDQ $0x10, X16, X1, X5
-	VPXORQ     Z11, Z8, Z8
-	VPXORQ     Z12, Z9, Z9
-	VPTERNLOGD $0x96, Z13, Z5, Z10
-
-finish:
-	TESTQ R10, R10
-	JZ    fold
-
-	// E_K(J0), its latency hidden behind the reduction.
-	MOVQ  rk+48(FP), DX
-	MOVQ  rounds+56(FP), R11
-	MOVQ  j0+64(FP), DI
-	VMOVDQU64 (DI), X2
-	VPXORQ    (DX), X2, X2
-	DECQ  R11
-
-j0Loop:
-	ADDQ    $16, DX
-	VAESENC (DX), X2, X2
-	DECQ    R11
-	JNZ     j0Loop
-	VAESENCLAST 16(DX), X2, X2
-
-fold:
 	FOLD(Y11, Y12, Y13, X11, X12, X13)
 	REDUCE(X11, X30, X0)
-	TESTQ R10, R10
-	JZ    ghashStore
-	VPSHUFB   X31, X0, X3
-	VPXORQ    X2, X3, X3
-	VMOVDQU64 X3, (DI)
 
 ghashStore:
 	MOVQ      acc+8(FP), BX
@@ -521,30 +455,38 @@ encLoop:
 	MOVOU      X0, (DI)
 	RET
 
-// func gcmSeal256(rk *[240]byte, rounds int, ctr *[16]byte, htab *[512]byte, acc *[16]byte, dst, src []byte)
+// func gcmSeal(rk *[240]byte, rounds int, htab *[512]byte, acc *[16]byte, j0Lo, j0Hi, ctrHi, aadLo, aadHi uint64, aadMul int, aadBits uint64, tag *[16]byte, dst, src []byte)
 //
-// gcmSeal256 encrypts len(src) bytes, a multiple of 256, and absorbs all
-// but the last 256 bytes of ciphertext into acc: each chunk's GHASH runs
-// beside the next chunk's AES, from the registers that made it.
-TEXT ·gcmSeal256(SB), NOSPLIT, $0-88
+// gcmSeal encrypts src into dst and writes the full tag, in one call: with
+// aadMul the AAD block aadHi:aadLo is absorbed first; whole 256-byte
+// chunks then go through AES while the previous chunk's GHASH runs from
+// the registers that made it; the last 0 to 255 bytes are encrypted under
+// byte masks and hashed, with the length block, from registers too, beside
+// E_K(J0).
+TEXT ·gcmSeal(SB), NOSPLIT, $0-144
 	MOVQ rk+0(FP), R10
 	MOVQ rounds+8(FP), R8
-	MOVQ ctr+16(FP), R11
-	MOVQ htab+24(FP), AX
-	MOVQ acc+32(FP), BX
-	MOVQ dst_base+40(FP), DI
-	MOVQ src_base+64(FP), SI
-	MOVQ src_len+72(FP), CX
+	MOVQ htab+16(FP), AX
+	MOVQ dst_base+96(FP), DI
+	MOVQ src_base+120(FP), SI
+	MOVQ src_len+128(FP), CX
 	SETUP
+	MOVQ  aadMul+72(FP), R11
+	TESTQ R11, R11
+	JZ    sealBulk
+	AADBLOCK
+	MULH
+
+sealBulk:
 	XORQ R9, R9
 
 seal256:
 	CMPQ  CX, $256
-	JB    sealDone
+	JB    sealTail
 	TESTQ R9, R9
 	JZ    sealFirst
-	// Z1-Z4 hold the previous chunk's ciphertext: hash it, byte-swapped
-	// into Z5, while the new counters go through the rounds.
+	// Z1-Z4 hold the previous chunk's ciphertext: hash it while the new
+	// counters go through the rounds.
 	GHFIRSTREG(Z1, 16(AX))
 	GHNEXTREG(Z2, 80(AX))
 	GHNEXTREG(Z3, 144(AX))
@@ -591,29 +533,117 @@ sealLast:
 	SUBQ $256, CX
 	JMP  seal256
 
-sealDone:
-	VMOVDQU64 X13, (BX)
+sealTail:
+	TESTQ R9, R9
+	JZ    sealMasks
+	GHFIRSTREG(Z1, 16(AX))
+	GHNEXTREG(Z2, 80(AX))
+	GHNEXTREG(Z3, 144(AX))
+	GHNEXTREG(Z4, 208(AX))
+	GHREDUCE
+
+sealMasks:
+	TAILMASKS
+	VPXORQ Z1, Z1, Z1
+	VPXORQ Z2, Z2, Z2
+	VPXORQ Z3, Z3, Z3
+	VPXORQ Z4, Z4, Z4
+	TESTQ  CX, CX
+	JZ     sealHash
+	COUNTERS4
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+	AESROUND4(Z25)
+	CMPQ R8, $10
+	JEQ  sealTailLast
+	AESROUND4(Z26)
+	AESROUND4(Z27)
+	CMPQ R8, $12
+	JEQ  sealTailLast
+	AESROUND4(Z28)
+	AESROUND4(Z29)
+
+sealTailLast:
+	// Ciphertext = plaintext XOR keystream under the masks, zero past
+	// the data so that it hashes as padding.
+	VAESENCLAST Z30, Z1, Z1
+	VAESENCLAST Z30, Z2, Z2
+	VAESENCLAST Z30, Z3, Z3
+	VAESENCLAST Z30, Z4, Z4
+	VMOVDQU8.Z  0(SI), K1, Z5
+	VMOVDQU8.Z  64(SI), K2, Z6
+	VMOVDQU8.Z  128(SI), K3, Z7
+	VMOVDQU8.Z  192(SI), K4, Z8
+	VPXORQ      Z5, Z1, Z1
+	VPXORQ      Z6, Z2, Z2
+	VPXORQ      Z7, Z3, Z3
+	VPXORQ      Z8, Z4, Z4
+	VMOVDQU8.Z  Z1, K1, Z1
+	VMOVDQU8.Z  Z2, K2, Z2
+	VMOVDQU8.Z  Z3, K3, Z3
+	VMOVDQU8.Z  Z4, K4, Z4
+	VMOVDQU8    Z1, K1, 0(DI)
+	VMOVDQU8    Z2, K2, 64(DI)
+	VMOVDQU8    Z3, K3, 128(DI)
+	VMOVDQU8    Z4, K4, 192(DI)
+
+sealHash:
+	TAILHASH
+	J0BLOCK(X2)
+	VAESENC X17, X2, X2
+	VAESENC X18, X2, X2
+	VAESENC X19, X2, X2
+	VAESENC X20, X2, X2
+	VAESENC X21, X2, X2
+	VAESENC X22, X2, X2
+	VAESENC X23, X2, X2
+	VAESENC X24, X2, X2
+	VAESENC X25, X2, X2
+	CMPQ    R8, $10
+	JEQ     sealJ0Last
+	VAESENC X26, X2, X2
+	VAESENC X27, X2, X2
+	CMPQ    R8, $12
+	JEQ     sealJ0Last
+	VAESENC X28, X2, X2
+	VAESENC X29, X2, X2
+
+sealJ0Last:
+	VAESENCLAST X30, X2, X2
+	STORETAG(X2, X3)
 	VZEROUPPER
 	RET
 
-// func gcmOpen256(rk *[240]byte, rounds int, ctr *[16]byte, htab *[512]byte, acc *[16]byte, dst, src []byte)
+// func gcmOpen(rk *[240]byte, rounds int, htab *[512]byte, acc *[16]byte, j0Lo, j0Hi, ctrHi, aadLo, aadHi uint64, aadMul int, aadBits uint64, tag *[16]byte, dst, src []byte)
 //
-// gcmOpen256 absorbs len(src) bytes of ciphertext, a multiple of 256, into
-// acc and decrypts them, GHASH and AES of each chunk side by side.
-TEXT ·gcmOpen256(SB), NOSPLIT, $0-88
+// gcmOpen decrypts src into dst and writes the tag it computes, in one
+// call: each whole 256-byte chunk is hashed and decrypted side by side;
+// the last 0 to 255 bytes are loaded under byte masks and hashed, with the
+// length block, before they are decrypted (dst may be src). The caller
+// compares the tag and wipes dst on a mismatch.
+TEXT ·gcmOpen(SB), NOSPLIT, $0-144
 	MOVQ rk+0(FP), R10
 	MOVQ rounds+8(FP), R8
-	MOVQ ctr+16(FP), R11
-	MOVQ htab+24(FP), AX
-	MOVQ acc+32(FP), BX
-	MOVQ dst_base+40(FP), DI
-	MOVQ src_base+64(FP), SI
-	MOVQ src_len+72(FP), CX
+	MOVQ htab+16(FP), AX
+	MOVQ dst_base+96(FP), DI
+	MOVQ src_base+120(FP), SI
+	MOVQ src_len+128(FP), CX
 	SETUP
+	MOVQ  aadMul+72(FP), R11
+	TESTQ R11, R11
+	JZ    open256
+	AADBLOCK
+	MULH
 
 open256:
 	CMPQ CX, $256
-	JB   openDone
+	JB   openTail
 	COUNTERS4
 	GHFIRST(0(SI), 16(AX))
 	AESROUND4(Z17)
@@ -645,7 +675,75 @@ openLast:
 	SUBQ $256, CX
 	JMP  open256
 
+openTail:
+	TAILMASKS
+	VMOVDQU8.Z 0(SI), K1, Z1
+	VMOVDQU8.Z 64(SI), K2, Z2
+	VMOVDQU8.Z 128(SI), K3, Z3
+	VMOVDQU8.Z 192(SI), K4, Z4
+	TAILHASH
+	J0BLOCK(X5)
+	VAESENC X17, X5, X5
+	VAESENC X18, X5, X5
+	VAESENC X19, X5, X5
+	VAESENC X20, X5, X5
+	VAESENC X21, X5, X5
+	VAESENC X22, X5, X5
+	VAESENC X23, X5, X5
+	VAESENC X24, X5, X5
+	VAESENC X25, X5, X5
+	CMPQ    R8, $10
+	JEQ     openJ0Last
+	VAESENC X26, X5, X5
+	VAESENC X27, X5, X5
+	CMPQ    R8, $12
+	JEQ     openJ0Last
+	VAESENC X28, X5, X5
+	VAESENC X29, X5, X5
+
+openJ0Last:
+	VAESENCLAST X30, X5, X5
+	STORETAG(X5, X6)
+	TESTQ       CX, CX
+	JZ          openDone
+	// The ciphertext moves to Z9-Z12 while Z1-Z4 make the keystream.
+	VMOVDQA64 Z1, Z9
+	VMOVDQA64 Z2, Z10
+	VMOVDQA64 Z3, Z11
+	VMOVDQA64 Z4, Z12
+	COUNTERS4
+	AESROUND4(Z17)
+	AESROUND4(Z18)
+	AESROUND4(Z19)
+	AESROUND4(Z20)
+	AESROUND4(Z21)
+	AESROUND4(Z22)
+	AESROUND4(Z23)
+	AESROUND4(Z24)
+	AESROUND4(Z25)
+	CMPQ R8, $10
+	JEQ  openTailLast
+	AESROUND4(Z26)
+	AESROUND4(Z27)
+	CMPQ R8, $12
+	JEQ  openTailLast
+	AESROUND4(Z28)
+	AESROUND4(Z29)
+
+openTailLast:
+	VAESENCLAST Z30, Z1, Z1
+	VAESENCLAST Z30, Z2, Z2
+	VAESENCLAST Z30, Z3, Z3
+	VAESENCLAST Z30, Z4, Z4
+	VPXORQ      Z9, Z1, Z1
+	VPXORQ      Z10, Z2, Z2
+	VPXORQ      Z11, Z3, Z3
+	VPXORQ      Z12, Z4, Z4
+	VMOVDQU8    Z1, K1, 0(DI)
+	VMOVDQU8    Z2, K2, 64(DI)
+	VMOVDQU8    Z3, K3, 128(DI)
+	VMOVDQU8    Z4, K4, 192(DI)
+
 openDone:
-	VMOVDQU64 X13, (BX)
 	VZEROUPPER
 	RET

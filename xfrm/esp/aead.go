@@ -16,9 +16,11 @@ import (
 // and the ICV is GCM's tag over an empty plaintext.
 type aeadEngine struct {
 	aead cipher.AEAD
-	// vgcm is aead when it is our AES-GCM (not GMAC): called directly, its
-	// nonce and AAD stay on the stack, and the scratch pool is skipped.
-	vgcm *aesgcm.AEAD
+	// vgcm is aead when it is our AES-GCM (not GMAC): called directly
+	// with the nonce and AAD as integers (saltWord is the salt as one), so
+	// that the scratch pool is skipped.
+	vgcm     *aesgcm.AEAD
+	saltWord uint32
 	// ivSalt is XORed into the sequence number to make the explicit IV
 	// (see seqIV): random per transform, so that two SAs with one key
 	// never share a nonce.
@@ -58,17 +60,17 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 		return nil, err
 	}
 	e := &aeadEngine{aead: aead, ivSalt: ivSalt, icvLen: icvLen, short: icvLen < aead.Overhead(), saltLen: len(salt), gmac: a.gmac}
-	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short {
-		e.vgcm = g
-	}
 	copy(e.salt[:], salt)
+	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short && len(salt) == 4 {
+		e.vgcm = g
+		e.saltWord = binary.BigEndian.Uint32(salt)
+	}
 	e.scratch.New = func() any { return new(aeadScratch) }
 	return e, nil
 }
 
 // params fills nonce and picks the AAD for packet b; with ESN the AAD is
-// assembled in esnAAD. The arrays are the scratch's, or for vgcm the
-// caller's own (on its stack: vgcm is not called through an interface).
+// assembled in esnAAD (both the scratch's).
 func (e *aeadEngine) params(nonce, esnAAD *[12]byte, b []byte, seq uint64, esn bool) (n, aad []byte) {
 	copy(nonce[:e.saltLen], e.salt[:])
 	copy(nonce[e.saltLen:], b[HeaderLen:HeaderLen+8])
@@ -99,18 +101,33 @@ func (e *aeadEngine) gmacTag(s *aeadScratch, b []byte, seq uint64, esn bool) []b
 	return e.aead.Seal(s.tag[:0], nonce, nil, aad)[:e.icvLen]
 }
 
-func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
-	iv := b[HeaderLen : HeaderLen+8]
-	if testIV != nil {
-		copy(iv, testIV)
-	} else {
-		binary.BigEndian.PutUint64(iv, seqIV(seq, e.ivSalt))
+// gcmNonce is RFC 4106's nonce, salt || IV, for vgcm.
+func (e *aeadEngine) gcmNonce(iv uint64) aesgcm.Nonce {
+	return aesgcm.Nonce{Hi: uint64(e.saltWord)<<32 | iv>>32, Lo: uint32(iv)}
+}
+
+// gcmAAD is RFC 4106's AAD (§5) for vgcm: SPI || seq-lo, or with ESN
+// SPI || seq-hi || seq-lo, seq-lo as on the wire.
+func gcmAAD(spi, seqLo uint32, seq uint64, esn bool) aesgcm.AAD {
+	if !esn {
+		return aesgcm.AAD{Hi: uint64(spi)<<32 | uint64(seqLo), Len: 8}
 	}
+	return aesgcm.AAD{Hi: uint64(spi)<<32 | seq>>32, Lo: uint64(seqLo) << 32, Len: 12}
+}
+
+func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
+	var ivv uint64
+	if testIV != nil {
+		ivv = binary.BigEndian.Uint64(testIV)
+	} else {
+		ivv = seqIV(seq, e.ivSalt)
+	}
+	binary.BigEndian.PutUint64(b[HeaderLen:HeaderLen+8], ivv)
 	if e.vgcm != nil {
-		var nonceBuf, esnAAD [12]byte
-		nonce, aad := e.params(&nonceBuf, &esnAAD, b, seq, esn)
+		// The SPI reads back from the 4-byte store that wrote it; the
+		// rest the cipher takes as integers (aesgcm.SealWords).
 		pt := b[HeaderLen+8 : len(b)-e.icvLen]
-		e.vgcm.Seal(pt[:0], nonce, pt, aad)
+		e.vgcm.SealWords(pt[:0], pt, e.gcmNonce(ivv), gcmAAD(binary.BigEndian.Uint32(b[0:4]), uint32(seq), seq, esn))
 		return
 	}
 	s := e.scratch.Get().(*aeadScratch)
@@ -133,10 +150,9 @@ func (e *aeadEngine) seal(b []byte, seq uint64, esn bool, testIV []byte) {
 
 func (e *aeadEngine) open(b []byte, seq uint64, esn bool) ([]byte, error) {
 	if e.vgcm != nil {
-		var nonceBuf, esnAAD [12]byte
-		nonce, aad := e.params(&nonceBuf, &esnAAD, b, seq, esn)
 		off := HeaderLen + 8
-		if _, err := e.vgcm.Open(b[off:off], nonce, b[off:], aad); err != nil {
+		aad := gcmAAD(binary.BigEndian.Uint32(b[0:4]), binary.BigEndian.Uint32(b[4:8]), seq, esn)
+		if _, err := e.vgcm.OpenWords(b[off:off], b[off:], e.gcmNonce(binary.BigEndian.Uint64(b[HeaderLen:off])), aad); err != nil {
 			return nil, ErrICV
 		}
 		return b[off : len(b)-e.icvLen], nil
@@ -179,6 +195,7 @@ func (e *aeadEngine) zero() {
 		z.Zero()
 	}
 	clear(e.salt[:])
+	e.saltWord = 0
 	e.ivSalt = 0
 	e.aead = nil
 	e.vgcm = nil

@@ -166,6 +166,7 @@ func TestStartFails(t *testing.T) {
 // TestStartCleanup: the cleanup stops charon with SIGTERM and removes
 // its temporary directory.
 func TestStartCleanup(t *testing.T) {
+	Require(t)
 	ns := Netns(t, "chtest")
 	var c *Charon
 	t.Run("charon", func(t *testing.T) {

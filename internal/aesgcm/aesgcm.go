@@ -134,8 +134,8 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
 	checkOverlap(out, plaintext, aad)
 	var acc [blockSize]byte
-	a := g.absorb(&acc, aad)
-	g.seal(out, plaintext, &acc, nonceWords(nonce), a)
+	a, mul := g.absorb(&acc, aad)
+	g.seal(out, plaintext, &acc, nonceWords(nonce), a, mul)
 	return ret
 }
 
@@ -150,7 +150,7 @@ func (g *AEAD) SealWords(dst, plaintext []byte, nonce Nonce, aad AAD) []byte {
 	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
 	checkOverlap(out, plaintext, nil)
 	var acc [blockSize]byte
-	g.seal(out, plaintext, &acc, nonce, aad)
+	g.seal(out, plaintext, &acc, nonce, aad, wordsMul(aad))
 	return ret
 }
 
@@ -167,8 +167,8 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
 	checkOverlap(out, ciphertext[:len(out)], aad)
 	var acc [blockSize]byte
-	a := g.absorb(&acc, aad)
-	if !g.open(out, ciphertext, &acc, nonceWords(nonce), a) {
+	a, mul := g.absorb(&acc, aad)
+	if !g.open(out, ciphertext, &acc, nonceWords(nonce), a, mul) {
 		return nil, errOpen
 	}
 	return ret, nil
@@ -186,34 +186,32 @@ func (g *AEAD) OpenWords(dst, ciphertext []byte, nonce Nonce, aad AAD) ([]byte, 
 	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
 	checkOverlap(out, ciphertext[:len(out)], nil)
 	var acc [blockSize]byte
-	if !g.open(out, ciphertext, &acc, nonce, aad) {
+	if !g.open(out, ciphertext, &acc, nonce, aad, wordsMul(aad)) {
 		return nil, errOpen
 	}
 	return ret, nil
 }
 
-// seal encrypts plaintext into out, which has room for the tag, GHASH
-// starting from acc: with aad.Len > 0 the AAD block is still to absorb,
-// else acc already holds all of the AAD (aad.Len = -bytes).
-func (g *AEAD) seal(out, plaintext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD) {
+// seal encrypts plaintext into out, which has room for the tag. GHASH
+// starts from acc; with mul = 1 it first absorbs the words of aad, whose
+// Len is the AAD's length either way.
+func (g *AEAD) seal(out, plaintext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) {
 	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
 		panic("aesgcm: message too large for GCM")
 	}
 	j0Lo, j0Hi := j0Words(nonce)
 	var tag [blockSize]byte
-	aadMul, aadLen := aadMode(aad)
-	gcmSeal(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, aadMul, uint64(aadLen)*8, &tag, out[:len(plaintext)], plaintext)
+	gcmSeal(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out[:len(plaintext)], plaintext)
 	copy(out[len(plaintext):], tag[:g.tagSize])
 }
 
 // open decrypts ciphertext (tag appended) into out and reports whether
-// the tag matched; if not, out is wiped. acc and aad are as for seal.
-func (g *AEAD) open(out, ciphertext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD) bool {
+// the tag matched; if not, out is wiped. acc, aad and mul are as for seal.
+func (g *AEAD) open(out, ciphertext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) bool {
 	ct := ciphertext[:len(ciphertext)-g.tagSize]
 	j0Lo, j0Hi := j0Words(nonce)
 	var tag [blockSize]byte
-	aadMul, aadLen := aadMode(aad)
-	gcmOpen(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, aadMul, uint64(aadLen)*8, &tag, out[:len(ct)], ct)
+	gcmOpen(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out[:len(ct)], ct)
 	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
 		clear(out[:len(ct)])
 		return false
@@ -221,28 +219,25 @@ func (g *AEAD) open(out, ciphertext []byte, acc *[blockSize]byte, nonce Nonce, a
 	return true
 }
 
-// absorb returns aad as words when it fits one block (the assembly absorbs
-// it), or hashes it into acc and returns its negated length.
-func (g *AEAD) absorb(acc *[blockSize]byte, aad []byte) AAD {
+// absorb returns aad as words for the assembly to absorb (mul = 1) when
+// it fits one block; a longer one it hashes into acc itself.
+func (g *AEAD) absorb(acc *[blockSize]byte, aad []byte) (a AAD, mul int) {
 	if len(aad) <= blockSize {
 		var b [blockSize]byte
 		copy(b[:], aad)
-		return AAD{Hi: binary.BigEndian.Uint64(b[:8]), Lo: binary.BigEndian.Uint64(b[8:]), Len: len(aad)}
+		a = AAD{Hi: binary.BigEndian.Uint64(b[:8]), Lo: binary.BigEndian.Uint64(b[8:]), Len: len(aad)}
+		return a, wordsMul(a)
 	}
 	ghash(&g.htab, acc, aad)
-	return AAD{Len: -len(aad)}
+	return AAD{Len: len(aad)}, 0
 }
 
-// aadMode splits aad.Len into the assembly's aadMul (absorb the words)
-// and the AAD's length.
-func aadMode(aad AAD) (mul, n int) {
-	if aad.Len < 0 {
-		return 0, -aad.Len
-	}
+// wordsMul is 1 when the words of aad hold any AAD to absorb.
+func wordsMul(aad AAD) int {
 	if aad.Len > 0 {
-		return 1, aad.Len
+		return 1
 	}
-	return 0, 0
+	return 0
 }
 
 // ctrOne adds one to the big-endian block counter in the last byte of the

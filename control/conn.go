@@ -51,7 +51,7 @@ type conn struct {
 	cond   *sync.Cond // signalled on every change below
 	q      [][]byte
 	qBytes int
-	stream func() []byte // the running dump, nil if none
+	stream func() ([]byte, bool) // the running dump, nil if none
 	// overrun is set when an asynchronous message was dropped; until the
 	// client has read everything queued before the loss and then the
 	// ENOBUFS notice, further asynchronous messages are dropped too, so
@@ -123,7 +123,7 @@ func enobufsNotice(lost []byte) []byte {
 }
 
 // Stream starts a dump unless one is running.
-func (c *conn) Stream(next func() []byte) bool {
+func (c *conn) Stream(next func() (msg []byte, last bool)) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -153,7 +153,7 @@ func (c *conn) writer() {
 			return
 		}
 		var b []byte
-		var next func() []byte
+		var next func() ([]byte, bool)
 		wipe := false
 		switch {
 		case len(c.q) > 0 && (!preferStream || c.stream == nil):
@@ -173,12 +173,18 @@ func (c *conn) writer() {
 		c.mu.Unlock()
 		if next != nil {
 			// Produced here, on the writer, only when the previous
-			// message has been taken by the socket.
-			if b = next(); b == nil {
+			// message has been taken by the socket. The dump ends
+			// before its last message goes out: a client that has read
+			// it may send the next DUMP at once, which must not find
+			// this one still running (EBUSY).
+			var last bool
+			if b, last = next(); last || b == nil {
 				c.mu.Lock()
 				c.stream = nil
 				c.cond.Broadcast()
 				c.mu.Unlock()
+			}
+			if b == nil {
 				continue
 			}
 			wipe = true // a dump message carries keys and is ours alone

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -395,4 +396,41 @@ func ping1(s *stack.Stack, dst netip.Addr, seq uint16, size int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	s.Ping(ctx, dst, seq, size)
+}
+
+// TestDumpBackToBack: a client that sends the next DUMP as soon as it has
+// read the last message (sequence 0) of the previous one, as setkey -D -P
+// does, must never be told EBUSY: the dump ends before its last message
+// goes out. (It once ended only when the writer asked for the message
+// after the last, a race TestSetkeyOverSocket lost now and then.)
+func TestDumpBackToBack(t *testing.T) {
+	e := xfrm.NewEngine()
+	defer e.Close()
+	_, path := listen(t, e)
+	c := dial(t, path)
+	st, _ := setkey.Parse("f", "add 10.0.0.1 10.0.0.2 esp 0x1000 -E aes-gcm-16 0x00112233445566778899aabbccddeeff00112233; spdadd 10.0.0.1 10.0.0.2 any -P out ipsec esp/transport//require;")
+	if err := setkey.Execute(c, st, io.Discard, "f"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ {
+		for _, typ := range []uint8{pfkey.MsgDump, pfkey.MsgXSPDDump} {
+			c.Send((&pfkey.Msg{Type: typ, SAType: pfkey.SATypeUnspec, Seq: uint32(i + 1)}).MustEncode())
+			for {
+				b, err := c.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := pfkey.Decode(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m.Errno != 0 {
+					t.Fatalf("round %d, dump type %d: errno %d", i, typ, m.Errno)
+				}
+				if m.Seq == 0 {
+					break
+				}
+			}
+		}
+	}
 }

@@ -22,13 +22,15 @@ import (
 //   - Stream starts a DUMP. next produces the dump's messages one at a
 //     time, called by the transport as the reader drains its socket (the
 //     way af_key resumes pfkey_do_dump from recvmsg), so a dump of any
-//     size costs one message of buffer and loses nothing. It returns nil
-//     at the end. Stream reports false when a dump is already running on
-//     the socket (Linux answers EBUSY).
+//     size costs one message of buffer and loses nothing. It reports
+//     last with the final message (or a nil one): the transport must end
+//     the dump before it sends that message, because a client that has
+//     read it may start the next dump at once. Stream reports false when
+//     a dump is already running on the socket (Linux answers EBUSY).
 type Output interface {
 	Reply(msg []byte)
 	Notify(msg []byte) bool
-	Stream(next func() []byte) bool
+	Stream(next func() (msg []byte, last bool)) bool
 }
 
 // funcOutput adapts a non-blocking send function (Server.Open): replies
@@ -37,11 +39,16 @@ type funcOutput func([]byte)
 
 func (f funcOutput) Reply(msg []byte)       { f(msg) }
 func (f funcOutput) Notify(msg []byte) bool { f(msg); return true }
-func (f funcOutput) Stream(next func() []byte) bool {
-	for b := next(); b != nil; b = next() {
-		f(b)
+func (f funcOutput) Stream(next func() (msg []byte, last bool)) bool {
+	for {
+		b, last := next()
+		if b != nil {
+			f(b)
+		}
+		if last || b == nil {
+			return true
+		}
 	}
-	return true
 }
 
 // sortedSAs returns the SAs of proto (0: every protocol) in the order DUMP
@@ -93,10 +100,11 @@ type dumpStream struct {
 	done    bool
 }
 
-// next returns the next encoded message, or nil at the end.
-func (d *dumpStream) next() []byte {
+// next returns the next encoded message, and last with the final one
+// (nil after it).
+func (d *dumpStream) next() (msg []byte, last bool) {
 	if d.done {
-		return nil
+		return nil, true
 	}
 	for d.i < d.n {
 		m := d.msg(d.i)
@@ -109,19 +117,19 @@ func (d *dumpStream) next() []byte {
 		if prev != nil {
 			// More may follow: a non-zero sequence, the number of
 			// snapshot entries still to come (at least this one).
-			return d.encode(prev, uint32(d.n-d.i+1))
+			return d.encode(prev, uint32(d.n-d.i+1)), false
 		}
 	}
 	d.done = true
 	if d.held != nil {
 		m := d.held
 		d.held = nil
-		return d.encode(m, 0)
+		return d.encode(m, 0), true
 	}
 	if !d.emitted {
-		return d.empty
+		return d.empty, true
 	}
-	return nil
+	return nil, true
 }
 
 func (d *dumpStream) encode(m *Msg, seq uint32) []byte {

@@ -10,12 +10,12 @@ import (
 // stepOutput is a transport whose dump the test drives by hand.
 type stepOutput struct {
 	sink
-	next func() []byte
+	next func() ([]byte, bool)
 }
 
 func (o *stepOutput) Reply(b []byte)       { o.send(b) }
 func (o *stepOutput) Notify(b []byte) bool { o.send(b); return true }
-func (o *stepOutput) Stream(next func() []byte) bool {
+func (o *stepOutput) Stream(next func() ([]byte, bool)) bool {
 	if o.next != nil {
 		return false
 	}
@@ -47,9 +47,12 @@ func TestDumpStream(t *testing.T) {
 	}
 	var got []*Msg
 	pull := func() bool {
-		b := out.next()
+		b, last := out.next()
 		if b == nil {
 			return false
+		}
+		if m, _ := Decode(b); m != nil && (m.Seq == 0) != last {
+			t.Fatalf("message with sequence %d: last = %v", m.Seq, last)
 		}
 		m, err := Decode(b)
 		if err != nil {
@@ -81,8 +84,8 @@ func TestDumpStream(t *testing.T) {
 	out.next = nil
 	k.Handle((&Msg{Type: MsgDump, Seq: 11, PID: 5}).MustEncode())
 	e.SAD.Flush(0)
-	b := out.next()
-	if len(b) != msgLen || b[2] != uint8(syscall.ENOENT) || out.next() != nil {
+	b, last := out.next()
+	if after, _ := out.next(); len(b) != msgLen || b[2] != uint8(syscall.ENOENT) || !last || after != nil {
 		t.Fatalf("dump of a flushed SAD: %x", b)
 	}
 }

@@ -18,6 +18,13 @@ type flowEntry struct {
 	dir  Dir
 	gen  uint64
 	pol  *Policy // nil: no policy matched
+	// bundle, for an outbound protect policy, is what the output path
+	// resolved pol's templates to for this flow at gen (Linux caches the
+	// bundle, xfrm_dst, with the flow the same way); nil until it has.
+	// The SAD bumps the generation on every SA added, updated or
+	// removed, so only a state change within an SA can outdate it: the
+	// output path checks each SA's state per packet (Engine.cachedBundle).
+	bundle []*SA
 }
 
 // flowCache is a fixed-size, lock-free cache of SPD lookups. Readers load a
@@ -34,16 +41,16 @@ func (e *flowEntry) is(dir Dir, f *Flow, gen uint64) bool {
 	return e != nil && e.gen == gen && e.dir == dir && e.flow == *f
 }
 
-// get returns the cached result for (dir, f) at generation gen.
-func (c *flowCache) get(h uint64, dir Dir, f *Flow, gen uint64) (*Policy, bool) {
+// get returns the cached entry for (dir, f) at generation gen, or nil.
+func (c *flowCache) get(h uint64, dir Dir, f *Flow, gen uint64) *flowEntry {
 	i := set(h)
 	if e := c.slots[i].Load(); e.is(dir, f, gen) {
-		return e.pol, true
+		return e
 	}
 	if e := c.slots[i+1].Load(); e.is(dir, f, gen) {
-		return e.pol, true
+		return e
 	}
-	return nil, false
+	return nil
 }
 
 // put records a result computed at generation gen. gen must have been read
@@ -51,13 +58,29 @@ func (c *flowCache) get(h uint64, dir Dir, f *Flow, gen uint64) (*Policy, bool) 
 // rather than wrong. It fills an empty or stale way first, else evicts the
 // way the hash's high bit picks.
 func (c *flowCache) put(h uint64, dir Dir, f *Flow, gen uint64, p *Policy) {
+	c.store(h, &flowEntry{flow: *f, dir: dir, gen: gen, pol: p})
+}
+
+// putBundle records the SA bundle the output path resolved p to for f at
+// generation gen (read before the policy lookup), replacing the entry
+// without one.
+func (c *flowCache) putBundle(h uint64, f *Flow, gen uint64, p *Policy, bundle []*SA) {
+	c.store(h, &flowEntry{flow: *f, dir: DirOut, gen: gen, pol: p, bundle: bundle})
+}
+
+// store publishes e in the way that holds the same lookup, else in an
+// empty or stale way, else in the way the hash's high bit picks.
+func (c *flowCache) store(h uint64, e *flowEntry) {
 	i := set(h)
-	if e := c.slots[i].Load(); e != nil && e.gen == gen {
-		if e2 := c.slots[i+1].Load(); e2 == nil || e2.gen != gen || h>>63 != 0 {
-			i++
-		}
+	a, b := c.slots[i].Load(), c.slots[i+1].Load()
+	switch {
+	case a.is(e.dir, &e.flow, e.gen):
+	case b.is(e.dir, &e.flow, e.gen):
+		i++
+	case a != nil && a.gen == e.gen && (b == nil || b.gen != e.gen || h>>63 != 0):
+		i++
 	}
-	c.slots[i].Store(&flowEntry{flow: *f, dir: dir, gen: gen, pol: p})
+	c.slots[i].Store(e)
 }
 
 // clear drops every entry; used by Flush to release policies for the GC.

@@ -47,7 +47,8 @@ func (e *Engine) OutMTU(pkt []byte, pathMTU func(src, dst netip.Addr) int) int {
 	if _, err := ParseFlow(pkt, &f); err != nil {
 		return 0
 	}
-	p := e.lookupOut(&f)
+	var o outLookup
+	p := e.lookupOut(&f, &o)
 	if p == nil || p.Action != ActionProtect || len(p.Templates) > maxBundle {
 		return pathMTU(f.Src, f.Dst)
 	}

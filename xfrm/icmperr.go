@@ -130,7 +130,8 @@ func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Ve
 		e.Stats.OutPolError.Add(1)
 		return VerdictDrop, nil, true
 	}
-	p := e.lookupOut(&rf)
+	var o outLookup
+	p := e.lookupOut(&rf, &o)
 	if rf.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirOut, &rf, p) {
 		e.Stats.OutPolError.Add(1)
 		return VerdictDrop, nil, true
@@ -155,7 +156,7 @@ func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Ve
 	// protect matches SAs with the reversed flow, as Linux's lookup
 	// with XFRM_LOOKUP_ICMP does; the packet's own addresses are rf's or
 	// only tunnel templates are used.
-	v, out = e.protect(p, &rf, pkt, a)
+	v, out = e.protect(p, &rf, pkt, a, nil)
 	return v, out, true
 }
 

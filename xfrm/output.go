@@ -3,6 +3,7 @@ package xfrm
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/ipsecstack/ipsecstack/xfrm/esp"
@@ -91,7 +92,8 @@ func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 		e.Stats.OutError.Add(1)
 		return VerdictDrop, nil
 	}
-	p := e.lookupOut(&f)
+	var o outLookup
+	p := e.lookupOut(&f, &o)
 	if f.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirOut, &f, p) {
 		// A fragment without ports (RFC 4301 §7) of a datagram that a
 		// port-specific protect policy may cover: sending it in clear
@@ -114,40 +116,31 @@ func (e *Engine) Output(pkt []byte, a Allocator) (Verdict, []byte) {
 		e.Stats.OutPolBlock.Add(1)
 		return VerdictDrop, nil
 	}
-	return e.protect(p, &f, pkt, a)
+	return e.protect(p, &f, pkt, a, &o)
 }
 
 // protect resolves the bundle of p's templates to SAs and applies them in
-// order (IPComp, ESP, AH as the policy lists them).
-func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, []byte) {
+// order (IPComp, ESP, AH as the policy lists them). With o (an SPD policy
+// for f's own packets) it takes the bundle the flow cache holds, or caches
+// the one it resolves.
+func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator, o *outLookup) (Verdict, []byte) {
 	if len(p.Templates) > maxBundle {
 		e.Stats.OutBundleGenError.Add(1)
 		return VerdictDrop, nil
 	}
 	var bundle [maxBundle]*SA
 	n := 0
-	src, dst := f.Src, f.Dst
-	for i := range p.Templates {
-		t := &p.Templates[i]
-		tsrc, tdst := src, dst
-		if t.Mode == ModeTunnel {
-			tsrc, tdst = t.Src, t.Dst
-		}
-		sa := e.SAD.FindOutbound(t, tsrc, tdst, f)
-		if sa == nil || !sa.tryGet() {
-			if t.Level == LevelUse {
-				continue
-			}
-			e.Stats.OutNoStates.Add(1)
-			e.acquire(p, i, f)
-			for _, s := range bundle[:n] {
-				s.put()
-			}
+	if o != nil && o.bundle != nil {
+		n = cachedBundle(o.bundle, &bundle)
+	}
+	if n == 0 {
+		var ok bool
+		if n, ok = e.resolve(p, f, &bundle); !ok {
 			return VerdictDrop, nil
 		}
-		bundle[n] = sa
-		n++
-		src, dst = tsrc, tdst
+		if o != nil && o.spd && n > 0 && allMature(bundle[:n]) {
+			e.SPD.cache.putBundle(o.h, f, o.gen, p, slices.Clone(bundle[:n]))
+		}
 	}
 	defer func() {
 		for _, s := range bundle[:n] {
@@ -184,6 +177,66 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator) (Verdict, 
 		return VerdictPass, nil
 	}
 	return VerdictProtected, out
+}
+
+// resolve finds the SAs that satisfy p's templates for f and takes a
+// reference on each (Linux's xfrm_tmpl_resolve). A required template
+// without a usable SA drops the packet, counted, and asks the key
+// managers for one (ACQUIRE); an optional one is skipped.
+func (e *Engine) resolve(p *Policy, f *Flow, bundle *[maxBundle]*SA) (n int, ok bool) {
+	src, dst := f.Src, f.Dst
+	for i := range p.Templates {
+		t := &p.Templates[i]
+		tsrc, tdst := src, dst
+		if t.Mode == ModeTunnel {
+			tsrc, tdst = t.Src, t.Dst
+		}
+		sa := e.SAD.FindOutbound(t, tsrc, tdst, f)
+		if sa == nil || !sa.tryGet() {
+			if t.Level == LevelUse {
+				continue
+			}
+			e.Stats.OutNoStates.Add(1)
+			e.acquire(p, i, f)
+			for _, s := range bundle[:n] {
+				s.put()
+			}
+			return 0, false
+		}
+		bundle[n] = sa
+		n++
+		src, dst = tsrc, tdst
+	}
+	return n, true
+}
+
+// cachedBundle takes a reference on each SA of a cached bundle and
+// returns how many it holds, or 0 (holding none) when one is no longer
+// mature: an SA past its soft lifetime may have a successor to prefer
+// (SAD.FindOutbound), and one being deleted cannot be taken, so resolve
+// decides again.
+func cachedBundle(cached []*SA, bundle *[maxBundle]*SA) int {
+	for i, sa := range cached {
+		if sa.State() != StateMature || !sa.tryGet() {
+			for _, s := range bundle[:i] {
+				s.put()
+			}
+			return 0
+		}
+		bundle[i] = sa
+	}
+	return len(cached)
+}
+
+// allMature reports whether every SA of a bundle is mature, the only
+// bundles the flow cache keeps.
+func allMature(sas []*SA) bool {
+	for _, sa := range sas {
+		if sa.State() != StateMature {
+			return false
+		}
+	}
+	return true
 }
 
 // applyOut applies one SA to an IP packet and returns the new packet. The

@@ -274,11 +274,33 @@ func (s *SPD) Lookup(dir Dir, f *Flow) *Policy {
 	// this lookup leaves a stale cache entry, never a wrong one.
 	gen := s.gen.Load()
 	h := hashFlow(dir, f)
-	if p, ok := s.cache.get(h, dir, f, gen); ok {
-		return p
+	if e := s.cache.get(h, dir, f, gen); e != nil {
+		return e.pol
 	}
 	p := s.lookupUncached(dir, f)
 	s.cache.put(h, dir, f, gen, p)
+	return p
+}
+
+// outLookup is an outbound SPD lookup with what the output path needs to
+// cache the SA bundle it resolves (bundleSlot).
+type outLookup struct {
+	spd    bool // the policy came from the SPD (not a socket's): cacheable
+	h, gen uint64
+	bundle []*SA // cached for this flow and policy, nil if none yet
+}
+
+// lookupOut is Lookup(DirOut, f) that also returns the cached bundle.
+func (s *SPD) lookupOut(f *Flow, o *outLookup) *Policy {
+	o.spd = true
+	o.gen = s.gen.Load()
+	o.h = hashFlow(DirOut, f)
+	if e := s.cache.get(o.h, DirOut, f, o.gen); e != nil {
+		o.bundle = e.bundle
+		return e.pol
+	}
+	p := s.lookupUncached(DirOut, f)
+	s.cache.put(o.h, DirOut, f, o.gen, p)
 	return p
 }
 

@@ -115,8 +115,10 @@ type Endpoint struct {
 	// Stats counts packets by fate.
 	Stats LinkStats
 
-	mu         sync.RWMutex
-	dispatcher stack.NetworkDispatcher
+	// dispatcher is the NIC's, for re-injection: read per decapsulated
+	// packet, so an atomic load rather than a read lock, whose shared
+	// counter every core's packets would write.
+	dispatcher atomic.Pointer[dispatcherRef]
 	wireMTU    atomic.Uint32
 
 	fragID atomic.Uint32
@@ -238,18 +240,20 @@ func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
 	return stack.GSONotSupported
 }
 
+// dispatcherRef boxes a stack.NetworkDispatcher for atomic.Pointer.
+type dispatcherRef struct{ d stack.NetworkDispatcher }
+
 // Attach keeps the NIC's dispatcher for re-injection.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
+	e.dispatcher.Store(&dispatcherRef{d})
 	e.Endpoint.Attach(d)
 }
 
 func (e *Endpoint) upper() stack.NetworkDispatcher {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.dispatcher
+	if r := e.dispatcher.Load(); r != nil {
+		return r.d
+	}
+	return nil
 }
 
 // viewAlloc hands the engine pooled gVisor views and remembers the last.

@@ -36,9 +36,7 @@ func TestInboundAllocFree(t *testing.T) {
 			s, sender := newInboundESP(t, c.mode, c.encap)
 			up := &countingDispatcher{}
 			e := s.Endpoint
-			e.mu.Lock()
-			e.dispatcher = up
-			e.mu.Unlock()
+			e.dispatcher.Store(&dispatcherRef{up})
 
 			// The frames, built beforehand: each carries its own
 			// sequence number, which the replay window takes once.

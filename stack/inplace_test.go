@@ -83,9 +83,7 @@ func TestInboundInPlace(t *testing.T) {
 			rec := &pktRecorder{}
 			defer rec.release()
 			e := s.Endpoint
-			e.mu.Lock()
-			e.dispatcher = rec
-			e.mu.Unlock()
+			e.dispatcher.Store(&dispatcherRef{rec})
 
 			frame := func(inner []byte) *stack.PacketBuffer {
 				v, wire := sender.Output(inner, xfrm.HeapAllocator{})

@@ -890,8 +890,13 @@ func (e *Endpoint) fastInput(b []byte, pkt *stack.PacketBuffer, proto xfrm.Proto
 	default:
 		return false
 	}
-	a := allocPool.Get().(*viewAlloc)
-	defer allocPool.Put(a)
+	var a *viewAlloc
+	if rx != nil {
+		a = &rx.alloc
+	} else {
+		a = allocPool.Get().(*viewAlloc)
+		defer allocPool.Put(a)
+	}
 	a.rx = e.inPlaceBuffer(b, pkt)
 	out, ours := e.engine.TryInput(b[:hlen], proto, b[hlen:], a)
 	a.rx = nil
@@ -1169,10 +1174,15 @@ type rxBatch struct {
 	// written out at the end of the batch (flushForwards).
 	direct bool
 	fwd    []*buffer.View
+
+	// alloc serves the engine while it decapsulates the batch's packets,
+	// one at a time (fastInput), in place of a trip to allocPool per
+	// packet; it is left empty after each.
+	alloc viewAlloc
 }
 
 var rxBatchPool = sync.Pool{New: func() any {
-	b := new(rxBatch)
+	b := &rxBatch{alloc: viewAlloc{views: make([]*buffer.View, 0, 4)}}
 	b.gro.Init(true)
 	b.gro.Dispatcher = b
 	return b

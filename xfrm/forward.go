@@ -53,22 +53,7 @@ func (e *Engine) OutMTU(pkt []byte, pathMTU func(src, dst netip.Addr) int) int {
 		return pathMTU(f.Src, f.Dst)
 	}
 	var bundle [maxBundle]*SA
-	n := 0
-	src, dst := f.Src, f.Dst
-	for i := range p.Templates {
-		t := &p.Templates[i]
-		tsrc, tdst := src, dst
-		if t.Mode == ModeTunnel {
-			tsrc, tdst = t.Src, t.Dst
-		}
-		sa := e.SAD.FindOutbound(t, tsrc, tdst, &f)
-		if sa == nil || !sa.tryGet() {
-			continue
-		}
-		bundle[n] = sa
-		n++
-		src, dst = tsrc, tdst
-	}
+	n, src, dst, _ := e.resolve(p, &f, &bundle, true)
 	defer func() {
 		for _, sa := range bundle[:n] {
 			sa.put()

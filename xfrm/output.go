@@ -135,7 +135,7 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator, o *outLook
 	}
 	if n == 0 {
 		var ok bool
-		if n, ok = e.resolve(p, f, &bundle); !ok {
+		if n, _, _, ok = e.resolve(p, f, &bundle, false); !ok {
 			return VerdictDrop, nil
 		}
 		if o != nil && o.spd && n > 0 && allMature(bundle[:n]) {
@@ -180,11 +180,13 @@ func (e *Engine) protect(p *Policy, f *Flow, pkt []byte, a Allocator, o *outLook
 }
 
 // resolve finds the SAs that satisfy p's templates for f and takes a
-// reference on each (Linux's xfrm_tmpl_resolve). A required template
+// reference on each (Linux's xfrm_tmpl_resolve); src and dst are the
+// outermost addresses the bundle sends from and to. A required template
 // without a usable SA drops the packet, counted, and asks the key
-// managers for one (ACQUIRE); an optional one is skipped.
-func (e *Engine) resolve(p *Policy, f *Flow, bundle *[maxBundle]*SA) (n int, ok bool) {
-	src, dst := f.Src, f.Dst
+// managers for one (ACQUIRE); an optional one is skipped, and so is any
+// with probe (OutMTU sizing what the SAs there are would add).
+func (e *Engine) resolve(p *Policy, f *Flow, bundle *[maxBundle]*SA, probe bool) (n int, src, dst netip.Addr, ok bool) {
+	src, dst = f.Src, f.Dst
 	for i := range p.Templates {
 		t := &p.Templates[i]
 		tsrc, tdst := src, dst
@@ -193,7 +195,7 @@ func (e *Engine) resolve(p *Policy, f *Flow, bundle *[maxBundle]*SA) (n int, ok 
 		}
 		sa := e.SAD.FindOutbound(t, tsrc, tdst, f)
 		if sa == nil || !sa.tryGet() {
-			if t.Level == LevelUse {
+			if probe || t.Level == LevelUse {
 				continue
 			}
 			e.Stats.OutNoStates.Add(1)
@@ -201,13 +203,13 @@ func (e *Engine) resolve(p *Policy, f *Flow, bundle *[maxBundle]*SA) (n int, ok 
 			for _, s := range bundle[:n] {
 				s.put()
 			}
-			return 0, false
+			return 0, src, dst, false
 		}
 		bundle[n] = sa
 		n++
 		src, dst = tsrc, tdst
 	}
-	return n, true
+	return n, src, dst, true
 }
 
 // cachedBundle takes a reference on each SA of a cached bundle and

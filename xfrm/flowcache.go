@@ -23,7 +23,7 @@ type flowEntry struct {
 	// bundle, xfrm_dst, with the flow the same way); nil until it has.
 	// The SAD bumps the generation on every SA added, updated or
 	// removed, so only a state change within an SA can outdate it: the
-	// output path checks each SA's state per packet (Engine.cachedBundle).
+	// output path checks each SA's state per packet (cachedBundle).
 	bundle []*SA
 }
 

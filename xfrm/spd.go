@@ -283,7 +283,7 @@ func (s *SPD) Lookup(dir Dir, f *Flow) *Policy {
 }
 
 // outLookup is an outbound SPD lookup with what the output path needs to
-// cache the SA bundle it resolves (bundleSlot).
+// cache the SA bundle it resolves (see protect).
 type outLookup struct {
 	spd    bool // the policy came from the SPD (not a socket's): cacheable
 	h, gen uint64

@@ -131,12 +131,9 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 	if len(nonce) != NonceSize {
 		panic("aesgcm: incorrect nonce length given to GCM")
 	}
-	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
-	checkOverlap(out, plaintext, aad)
 	var acc [blockSize]byte
 	a, mul := g.absorb(&acc, aad)
-	g.seal(out, plaintext, &acc, nonceWords(nonce), a, mul)
-	return ret
+	return g.seal(dst, plaintext, aad, &acc, nonceWords(nonce), a, mul)
 }
 
 // SealWords is Seal with the nonce and a short AAD given as integers. ESP
@@ -144,14 +141,9 @@ func (g *AEAD) Seal(dst, nonce, plaintext, aad []byte) []byte {
 // passed in registers, they never go through memory, where a wide load of
 // bytes just stored piecewise would wait for the store buffer to drain.
 func (g *AEAD) SealWords(dst, plaintext []byte, nonce Nonce, aad AAD) []byte {
-	if aad.Len < 0 || aad.Len > blockSize {
-		panic("aesgcm: SealWords takes at most 16 bytes of AAD")
-	}
-	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
-	checkOverlap(out, plaintext, nil)
+	checkWords(aad)
 	var acc [blockSize]byte
-	g.seal(out, plaintext, &acc, nonce, aad, wordsMul(aad))
-	return ret
+	return g.seal(dst, plaintext, nil, &acc, nonce, aad, wordsMul(aad))
 }
 
 // Open authenticates and decrypts ciphertext (tag appended) with aad and
@@ -161,62 +153,60 @@ func (g *AEAD) Open(dst, nonce, ciphertext, aad []byte) ([]byte, error) {
 	if len(nonce) != NonceSize {
 		panic("aesgcm: incorrect nonce length given to GCM")
 	}
-	if len(ciphertext) < g.tagSize || uint64(len(ciphertext)) > (1<<32-2)*blockSize+uint64(g.tagSize) {
-		return nil, errOpen
-	}
-	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
-	checkOverlap(out, ciphertext[:len(out)], aad)
 	var acc [blockSize]byte
 	a, mul := g.absorb(&acc, aad)
-	if !g.open(out, ciphertext, &acc, nonceWords(nonce), a, mul) {
-		return nil, errOpen
-	}
-	return ret, nil
+	return g.open(dst, ciphertext, aad, &acc, nonceWords(nonce), a, mul)
 }
 
 // OpenWords is Open with the nonce and a short AAD given as integers (see
 // SealWords).
 func (g *AEAD) OpenWords(dst, ciphertext []byte, nonce Nonce, aad AAD) ([]byte, error) {
-	if aad.Len < 0 || aad.Len > blockSize {
-		panic("aesgcm: OpenWords takes at most 16 bytes of AAD")
+	checkWords(aad)
+	var acc [blockSize]byte
+	return g.open(dst, ciphertext, nil, &acc, nonce, aad, wordsMul(aad))
+}
+
+// seal appends plaintext sealed to dst (aadBytes, the AAD as given to
+// Seal, only for the overlap check). GHASH starts from acc; with mul = 1
+// it first absorbs the words of aad, whose Len is the AAD's length either
+// way.
+func (g *AEAD) seal(dst, plaintext, aadBytes []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) []byte {
+	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
+		panic("aesgcm: message too large for GCM")
 	}
+	ret, out := sliceForAppend(dst, len(plaintext)+g.tagSize)
+	checkOverlap(out, plaintext, aadBytes)
+	j0Lo, j0Hi := j0Words(nonce)
+	var tag [blockSize]byte
+	gcmSeal(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out[:len(plaintext)], plaintext)
+	copy(out[len(plaintext):], tag[:g.tagSize])
+	return ret
+}
+
+// open appends ciphertext (tag included) opened to dst; on a mismatch it
+// wipes what it decrypted and fails. The other arguments are seal's.
+func (g *AEAD) open(dst, ciphertext, aadBytes []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) ([]byte, error) {
 	if len(ciphertext) < g.tagSize || uint64(len(ciphertext)) > (1<<32-2)*blockSize+uint64(g.tagSize) {
 		return nil, errOpen
 	}
-	ret, out := sliceForAppend(dst, len(ciphertext)-g.tagSize)
-	checkOverlap(out, ciphertext[:len(out)], nil)
-	var acc [blockSize]byte
-	if !g.open(out, ciphertext, &acc, nonce, aad, wordsMul(aad)) {
+	ct := ciphertext[:len(ciphertext)-g.tagSize]
+	ret, out := sliceForAppend(dst, len(ct))
+	checkOverlap(out, ct, aadBytes)
+	j0Lo, j0Hi := j0Words(nonce)
+	var tag [blockSize]byte
+	gcmOpen(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out, ct)
+	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
+		clear(out)
 		return nil, errOpen
 	}
 	return ret, nil
 }
 
-// seal encrypts plaintext into out, which has room for the tag. GHASH
-// starts from acc; with mul = 1 it first absorbs the words of aad, whose
-// Len is the AAD's length either way.
-func (g *AEAD) seal(out, plaintext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) {
-	if uint64(len(plaintext)) > (1<<32-2)*blockSize {
-		panic("aesgcm: message too large for GCM")
+// checkWords panics on an AAD the word form cannot hold.
+func checkWords(aad AAD) {
+	if aad.Len < 0 || aad.Len > blockSize {
+		panic("aesgcm: the word form holds at most 16 bytes of AAD")
 	}
-	j0Lo, j0Hi := j0Words(nonce)
-	var tag [blockSize]byte
-	gcmSeal(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out[:len(plaintext)], plaintext)
-	copy(out[len(plaintext):], tag[:g.tagSize])
-}
-
-// open decrypts ciphertext (tag appended) into out and reports whether
-// the tag matched; if not, out is wiped. acc, aad and mul are as for seal.
-func (g *AEAD) open(out, ciphertext []byte, acc *[blockSize]byte, nonce Nonce, aad AAD, mul int) bool {
-	ct := ciphertext[:len(ciphertext)-g.tagSize]
-	j0Lo, j0Hi := j0Words(nonce)
-	var tag [blockSize]byte
-	gcmOpen(&g.rk, g.rounds, &g.htab, acc, j0Lo, j0Hi, j0Hi+ctrOne, aad.Lo, aad.Hi, mul, uint64(aad.Len)*8, &tag, out[:len(ct)], ct)
-	if subtle.ConstantTimeCompare(tag[:g.tagSize], ciphertext[len(ct):]) != 1 {
-		clear(out[:len(ct)])
-		return false
-	}
-	return true
 }
 
 // absorb returns aad as words for the assembly to absorb (mul = 1) when

@@ -17,10 +17,9 @@ import (
 type aeadEngine struct {
 	aead cipher.AEAD
 	// vgcm is aead when it is our AES-GCM (not GMAC): called directly
-	// with the nonce and AAD as integers (saltWord is the salt as one), so
-	// that the scratch pool is skipped.
-	vgcm     *aesgcm.AEAD
-	saltWord uint32
+	// with the nonce and AAD as integers, so that the scratch pool is
+	// skipped.
+	vgcm *aesgcm.AEAD
 	// ivSalt is XORed into the sequence number to make the explicit IV
 	// (see seqIV): random per transform, so that two SAs with one key
 	// never share a nonce.
@@ -63,7 +62,6 @@ func newAEADEngine(a *algorithm, key, salt []byte, icvLen int) (*aeadEngine, err
 	copy(e.salt[:], salt)
 	if g, ok := aead.(*aesgcm.AEAD); ok && !e.gmac && !e.short && len(salt) == 4 {
 		e.vgcm = g
-		e.saltWord = binary.BigEndian.Uint32(salt)
 	}
 	e.scratch.New = func() any { return new(aeadScratch) }
 	return e, nil
@@ -103,7 +101,7 @@ func (e *aeadEngine) gmacTag(s *aeadScratch, b []byte, seq uint64, esn bool) []b
 
 // gcmNonce is RFC 4106's nonce, salt || IV, for vgcm.
 func (e *aeadEngine) gcmNonce(iv uint64) aesgcm.Nonce {
-	return aesgcm.Nonce{Hi: uint64(e.saltWord)<<32 | iv>>32, Lo: uint32(iv)}
+	return aesgcm.Nonce{Hi: uint64(binary.BigEndian.Uint32(e.salt[:]))<<32 | iv>>32, Lo: uint32(iv)}
 }
 
 // gcmAAD is RFC 4106's AAD (§5) for vgcm: SPI || seq-lo, or with ESN
@@ -195,7 +193,6 @@ func (e *aeadEngine) zero() {
 		z.Zero()
 	}
 	clear(e.salt[:])
-	e.saltWord = 0
 	e.ivSalt = 0
 	e.aead = nil
 	e.vgcm = nil

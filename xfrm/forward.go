@@ -47,8 +47,7 @@ func (e *Engine) OutMTU(pkt []byte, pathMTU func(src, dst netip.Addr) int) int {
 	if _, err := ParseFlow(pkt, &f); err != nil {
 		return 0
 	}
-	var o outLookup
-	p := e.lookupOut(&f, &o)
+	p := e.lookupOut(&f, nil)
 	if p == nil || p.Action != ActionProtect || len(p.Templates) > maxBundle {
 		return pathMTU(f.Src, f.Dst)
 	}

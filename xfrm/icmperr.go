@@ -130,8 +130,7 @@ func (e *Engine) icmpErrorOut(pkt []byte, l4off int, f *Flow, a Allocator) (v Ve
 		e.Stats.OutPolError.Add(1)
 		return VerdictDrop, nil, true
 	}
-	var o outLookup
-	p := e.lookupOut(&rf, &o)
+	p := e.lookupOut(&rf, nil)
 	if rf.Opaque && (p == nil || p.Action == ActionBypass) && e.portPolicyCovers(DirOut, &rf, p) {
 		e.Stats.OutPolError.Add(1)
 		return VerdictDrop, nil, true

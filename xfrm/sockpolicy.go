@@ -111,11 +111,15 @@ func (e *Engine) socketPolicy(dir Dir, f *Flow, local, remote netip.AddrPort) *P
 }
 
 // lookupOut is the output path's policy lookup: a socket policy first,
-// then the SPD, whose flow cache may also hold the flow's SA bundle (o;
-// left zero for a socket policy, whose bundle is not cached).
+// then the SPD, whose flow cache may also hold the flow's SA bundle (o,
+// nil when the caller caches none; left zero for a socket policy, whose
+// bundle is not cached).
 func (e *Engine) lookupOut(f *Flow, o *outLookup) *Policy {
 	if p := e.SocketPolicy(f); p != nil {
 		return p
+	}
+	if o == nil {
+		return e.SPD.Lookup(DirOut, f)
 	}
 	return e.SPD.lookupOut(f, o)
 }
